@@ -1,0 +1,3 @@
+from mcs.cli import main
+
+main()

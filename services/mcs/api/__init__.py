@@ -1,0 +1,171 @@
+"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from quart import Quart, Request, Response, request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from mcs import __version__, metrics
+from mcs.api import agents, tasks
+from mcs.config import Settings
+from mcs.errors import ApiError, StoreError
+from mcs.store import AsyncStore, Store, sqlite_version
+
+log = logging.getLogger("mcs.api")
+
+CHANGE_POLL_INTERVAL = 0.01  # seconds between PRAGMA data_version checks while a long poll waits
+
+
+class LenientJsonRequest(Request):
+    """Parse the body as JSON whatever the Content-Type (curl -d sends form encoding); empty means {}."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        body = await self.get_data(cache=cache, as_text=False)
+        if not body.strip():
+            return {}
+        return await super().get_json(force=True, silent=silent, cache=cache)
+
+
+class ChangeWatcher:
+    """Lets long-polling requests sleep until another process commits, by watching PRAGMA data_version.
+    It polls only while someone waits."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.version = 0
+        self._waiters = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait_for_change(self, seen: int, *, timeout: float) -> None:
+        self._waiters += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.version != seen), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters -= 1
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(None, self.store.data_version)
+        while self._waiters > 0:
+            await asyncio.sleep(CHANGE_POLL_INTERVAL)
+            current = await loop.run_in_executor(None, self.store.data_version)
+            if current != last:
+                last = current
+                async with self._changed:
+                    self.version += 1
+                    self._changed.notify_all()
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status=status, content_type="application/json")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            parts.append(f"{where}: {err.get('msg')}")
+        return "; ".join(parts)
+    return str(exc) or "the request body does not match the schema"
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Quart:
+    """The api app. Opens the store while serving (and closes it after); a given store is used as is."""
+    app = Quart("mcs")
+    app.request_class = LenientJsonRequest
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MCS_SETTINGS"] = settings
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    QuartSchema(
+        app,
+        info={"title": "MCS — Mesh Coordination Server", "version": __version__},
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    app.register_blueprint(agents.bp)
+    app.register_blueprint(tasks.bp)
+
+    @app.while_serving
+    async def lifespan() -> Any:
+        own = store is None
+        s = store or Store(settings.db, synchronous=settings.synchronous)
+        db = AsyncStore(s, readers=2)
+        app.config["MCS_DB"] = db
+        app.config["MCS_CHANGES"] = ChangeWatcher(s)
+        yield
+        if own:
+            db.close()
+
+    @app.before_request
+    async def start_timer() -> None:
+        request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+
+    @app.after_request
+    async def observe(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = getattr(request, "environ_started", None)
+        metrics.http_requests.labels(request.method, rule, str(response.status_code)).inc()
+        if started is not None:
+            metrics.http_duration.labels(request.method, rule).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "sqlite_version": sqlite_version(), "version": __version__}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_body(exc: RequestSchemaValidationError) -> Response:
+        return _error(422, "validation_error", _describe(exc.validation_error))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.code or 500, "http_error")
+        messages = {
+            400: "the request body is not valid JSON",
+            404: "no such endpoint",
+            413: f"the request body is larger than {settings.max_body_bytes} bytes",
+        }
+        return _error(exc.code or 500, code, messages.get(exc.code or 500, exc.description or "request refused"))
+
+    @app.errorhandler(StoreError)
+    async def store_error(exc: StoreError) -> Response:
+        log.error("database error", extra={"action": "store_error", "error": str(exc)})
+        return _error(503, "database_unavailable", "the database is busy or unavailable; try again")
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error", extra={"action": "internal_error"})
+        return _error(500, "internal_error", "internal error; the server log has the details")
+
+    return app

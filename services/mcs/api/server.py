@@ -1,0 +1,62 @@
+"""`mcs api`: serve the app with Hypercorn on MCS_HOST:MCS_PORT (127.0.0.1 unless told otherwise)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from mcs.api import create_app
+from mcs.config import Settings
+from mcs.process import setup_logging
+from mcs.store import Store
+
+log = logging.getLogger("mcs.api")
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.accesslog = None  # one log line per request costs more than the request; metrics count them
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 5
+    return config
+
+
+def main(settings: Settings | None = None) -> None:
+    setup_logging()
+    settings = (settings or Settings.from_env()).with_admin_token_file()
+    store = Store(settings.db, synchronous=settings.synchronous)
+    applied = store.migrate()
+    if applied:
+        log.info("migrated", extra={"action": "migrate", "applied": applied})
+    if not settings.admin_token:
+        log.warning(
+            "no admin token: set MCS_ADMIN_TOKEN (admin endpoints answer 401 until then)",
+            extra={"action": "no_admin_token"},
+        )
+    app = create_app(settings, store)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("api listening", extra={"action": "start", "url": f"http://{settings.host}:{settings.port}"})
+        shutdown: Any = stop.wait
+        await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown)
+
+    try:
+        try:
+            import uvloop
+
+            uvloop.run(run())
+        except ImportError:
+            asyncio.run(run())
+    finally:
+        store.close()

@@ -1,0 +1,181 @@
+"""/v1/tasks: submit, read, claim, extend, complete, fail, reject, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from quart import Blueprint, Response, current_app, request
+from quart_schema import validate_querystring, validate_request
+
+from mcs import metrics
+from mcs.api.auth import authenticate, require_agent
+from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery
+from mcs.errors import BadRequest, Unprocessable
+from mcs.models import Priority, TaskSpec
+from mcs.store import tasks as tasks_store
+
+bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
+
+
+def _db() -> Any:
+    return current_app.config["MCS_DB"]
+
+
+def _settings() -> Any:
+    return current_app.config["MCS_SETTINGS"]
+
+
+@bp.post("")
+@validate_request(SubmitTask)
+async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]:
+    caller, _ = await authenticate()
+    if data.aggregate == "consensus":
+        raise Unprocessable("aggregate=consensus is not available yet; use collect", code="unsupported")
+    if data.aggregate is not None and data.route != "all":
+        raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
+    settings = _settings()
+    spec = TaskSpec(
+        type=data.type,
+        payload=data.payload,
+        priority=Priority.parse(data.priority),
+        capabilities=tuple(dict.fromkeys(data.capabilities if data.capabilities is not None else [data.type])),
+        route=data.route,
+        max_retries=data.max_retries if data.max_retries is not None else settings.max_retries,
+        claim_ttl=data.claim_ttl if data.claim_ttl is not None else settings.claim_ttl,
+        aggregate=data.aggregate or ("collect" if data.route == "all" else None),
+    )
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 200):
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters", code="bad_idempotency_key")
+    body_hash = hashlib.sha256(json.dumps(data.model_dump(), sort_keys=True).encode()).hexdigest()
+    task, replayed = await _db().write(
+        tasks_store.submit,
+        caller=caller,
+        spec=spec,
+        idempotency_key=key,
+        body_hash=body_hash,
+        idempotency_ttl=settings.idempotency_ttl,
+        now=time.time(),
+    )
+    if not replayed:
+        metrics.tasks_submitted.labels(spec.type, spec.priority.label).inc()
+    return task, 201, {"Idempotent-Replayed": "true" if replayed else "false"}
+
+
+@bp.get("")
+@validate_querystring(TaskQuery)
+async def list_tasks(query_args: TaskQuery) -> dict[str, Any]:
+    await authenticate()
+    result: dict[str, Any] = await _db().read(
+        tasks_store.list_tasks,
+        state=query_args.state,
+        type=query_args.type,
+        agent=query_args.agent,
+        parent=query_args.parent,
+        limit=query_args.limit,
+        cursor=query_args.cursor,
+    )
+    return result
+
+
+@bp.get("/<task_id>")
+async def show(task_id: str) -> dict[str, Any]:
+    await authenticate()
+    result: dict[str, Any] = await _db().read(tasks_store.show, task_id)
+    return result
+
+
+@bp.get("/<task_id>/events")
+async def events(task_id: str) -> dict[str, Any]:
+    await authenticate()
+    return {"events": await _db().read(tasks_store.events, task_id)}
+
+
+@bp.post("/claim")
+@validate_request(ClaimNext)
+async def claim_next(data: ClaimNext) -> Any:
+    """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll)."""
+    agent = await require_agent()
+    deadline = time.monotonic() + data.wait
+    watcher = current_app.config["MCS_CHANGES"]
+    while True:
+        version = watcher.version
+        task = await _db().write(tasks_store.claim_next, agent=agent, now=time.time())
+        if task is not None:
+            return task
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response("", status=204)
+        await watcher.wait_for_change(version, timeout=remaining)
+
+
+@bp.post("/<task_id>/claim")
+async def claim(task_id: str) -> dict[str, Any]:
+    agent = await require_agent()
+    result: dict[str, Any] = await _db().write(tasks_store.claim, task_id=task_id, agent=agent, now=time.time())
+    return result
+
+
+@bp.post("/<task_id>/extend")
+@validate_request(Extend)
+async def extend(task_id: str, data: Extend) -> dict[str, Any]:
+    agent = await require_agent()
+    result: dict[str, Any] = await _db().write(
+        tasks_store.extend, task_id=task_id, agent=agent, token=data.claim_token, ttl=data.ttl, now=time.time()
+    )
+    return result
+
+
+@bp.post("/<task_id>/complete")
+@validate_request(Complete)
+async def complete(task_id: str, data: Complete) -> Any:
+    agent = await require_agent()
+    result, changed = await _db().write(
+        tasks_store.complete, task_id=task_id, agent=agent, token=data.claim_token, result=data.result, now=time.time()
+    )
+    if changed:
+        metrics.tasks_completed.labels(result["type"], result["priority"]).inc()
+    return result
+
+
+@bp.post("/<task_id>/fail")
+@validate_request(Fail)
+async def fail(task_id: str, data: Fail) -> dict[str, Any]:
+    agent = await require_agent()
+    settings = _settings()
+    result: dict[str, Any] = await _db().write(
+        tasks_store.fail,
+        task_id=task_id,
+        agent=agent,
+        token=data.claim_token,
+        error=data.error,
+        retryable=data.retryable,
+        now=time.time(),
+        base=settings.retry_base,
+        cap=settings.retry_max,
+    )
+    counter = metrics.tasks_failed if result["state"] == "failed" else metrics.tasks_retried
+    counter.labels(result["type"], result["priority"]).inc()
+    return result
+
+
+@bp.post("/<task_id>/reject")
+@validate_request(Reject)
+async def reject(task_id: str, data: Reject) -> dict[str, Any]:
+    agent = await require_agent()
+    result: dict[str, Any] = await _db().write(
+        tasks_store.reject, task_id=task_id, agent=agent, token=data.claim_token, reason=data.reason, now=time.time()
+    )
+    metrics.tasks_rejected.labels(result["type"], result["priority"]).inc()
+    return result
+
+
+@bp.post("/<task_id>/cancel")
+async def cancel(task_id: str) -> dict[str, Any]:
+    caller, _ = await authenticate()
+    result: dict[str, Any] = await _db().write(tasks_store.cancel, task_id=task_id, caller=caller, now=time.time())
+    metrics.tasks_canceled.labels(result["type"], result["priority"]).inc()
+    return result

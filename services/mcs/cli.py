@@ -1,0 +1,447 @@
+"""The `mcs` command: the server processes, admin, tasks and agents. Data goes to stdout, messages to
+stderr; `--json` prints the API's JSON; a failure exits non-zero with a one-line message.
+
+Secrets are read from the environment (or the admin token file that `mcs up` writes), never from command
+arguments, so they stay out of shell history and `ps`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mcs.client import TERMINAL, Client, McsApiError, McsUnavailable
+
+SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
+
+
+def _url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--url",
+        envvar="MCS_URL",
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        show_envvar=True,
+        help="The MCS API.",
+    )(fn)
+
+
+def _client(url: str) -> Client:
+    return Client.from_env(url=url)
+
+
+def _emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    if as_json or human is None:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(human(data))
+
+
+class McsGroup(click.Group):
+    """Turns client errors into one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except McsApiError as exc:
+            click.echo(f"error: {exc.message} ({exc.code}, HTTP {exc.status})", err=True)
+            ctx.exit(1)
+        except McsUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except TimeoutError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            from mcs.errors import McsError
+
+            if isinstance(exc, McsError):
+                click.echo(f"error: {exc}", err=True)
+                ctx.exit(1)
+            raise
+
+
+@click.group(cls=McsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcs")
+def main() -> None:
+    """MCS, the Mesh Coordination Server: tasks, signed webhooks and shared memory for a mesh of AI agents.
+
+    Server settings come from MCS_* environment variables (MCS_DB, MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN, ...;
+    see the README). Client commands use MCS_URL and MCS_ADMIN_TOKEN or MCS_AGENT_ID + MCS_AGENT_SECRET.
+    """
+
+
+# ---------------------------------------------------------------- server processes
+
+
+def _settings() -> Any:
+    from mcs.config import Settings
+
+    return Settings.from_env()
+
+
+@main.command()
+def up() -> None:
+    """Run api, dispatcher, watchdog and notifier as four processes (the embedded default; env: MCS_DB,
+    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN)."""
+    from mcs import supervisor
+    from mcs.process import setup_logging
+
+    setup_logging()
+    sys.exit(supervisor.main(_settings()))
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP API alone (env: MCS_HOST, MCS_PORT, MCS_DB, MCS_ADMIN_TOKEN)."""
+    from mcs.api.server import main as run
+
+    run(_settings())
+
+
+@main.command()
+def dispatcher() -> None:
+    """Run the dispatcher alone (env: MCS_DB, MCS_DISPATCHER_METRICS_PORT)."""
+    from mcs.dispatcher import main as run
+
+    run(_settings())
+
+
+@main.command()
+def watchdog() -> None:
+    """Run the watchdog alone (env: MCS_DB, MCS_WATCHDOG_INTERVAL, MCS_WATCHDOG_METRICS_PORT)."""
+    from mcs.watchdog import main as run
+
+    run(_settings())
+
+
+@main.command()
+def notifier() -> None:
+    """Run the notifier alone (env: MCS_DB, MCS_NOTIFIER_METRICS_PORT, MCS_ALERT_WEBHOOK_URL)."""
+    from mcs.notifier import main as run
+
+    run(_settings())
+
+
+@main.command()
+@_json_option
+def migrate(as_json: bool) -> None:
+    """Apply pending database migrations (env: MCS_DB)."""
+    from mcs.store import Store, sqlite_version
+
+    settings = _settings()
+    store = Store(settings.db, synchronous=settings.synchronous)
+    applied = store.migrate()
+    store.close()
+    data = {"db": str(settings.db), "applied": applied, "sqlite_version": sqlite_version()}
+    _emit(data, as_json, lambda d: f"applied {', '.join(d['applied'])}" if d["applied"] else "up to date")
+
+
+@main.command()
+@click.argument("process", type=click.Choice(SERVER_PROCESSES))
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds a heartbeat may be old.")
+def check(process: str, max_age: float) -> None:
+    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
+    from mcs.store import Store
+    from mcs.store import outbox as outbox_store
+
+    settings = _settings()
+    if process == "api":
+        import httpx
+
+        try:
+            httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            click.echo(f"api unhealthy: {exc}", err=True)
+            sys.exit(1)
+        click.echo("api ok")
+        return
+    store = Store(settings.db, synchronous=settings.synchronous)
+    beats = store.read(outbox_store.heartbeats)
+    store.close()
+    age = time.time() - beats.get(process, 0.0)
+    if age > max_age:
+        click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
+        sys.exit(1)
+    click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
+
+
+# ---------------------------------------------------------------- admin
+
+
+@main.group()
+def admin() -> None:
+    """Admin commands (env: MCS_ADMIN_TOKEN, or the token file `mcs up` writes)."""
+
+
+@admin.group("agent")
+def admin_agent() -> None:
+    """Create, rotate and delete agents."""
+
+
+def _secrets_human(d: dict[str, Any]) -> str:
+    return (
+        f"agent {d['name']}\n  MCS_AGENT_ID={d['name']}\n  MCS_AGENT_SECRET={d['secret']}\n"
+        f"  webhook secret (verify webhooks with it): {d['webhook_secret']}\n"
+        "These secrets are shown once; store them now."
+    )
+
+
+@admin_agent.command("create")
+@click.argument("name")
+@click.option("--capability", "-c", "capabilities", multiple=True, help="A capability (repeatable).")
+@_url_option
+@_json_option
+def admin_agent_create(name: str, capabilities: tuple[str, ...], url: str, as_json: bool) -> None:
+    """Create agent NAME; prints its secret and webhook secret once."""
+    with _client(url) as c:
+        _emit(c.create_agent(name, list(capabilities)), as_json, _secrets_human)
+
+
+@admin_agent.command("rotate")
+@click.argument("name")
+@_url_option
+@_json_option
+def admin_agent_rotate(name: str, url: str, as_json: bool) -> None:
+    """Issue new secrets for NAME (the old ones stop working at once)."""
+    with _client(url) as c:
+        _emit(c.rotate_agent(name), as_json, _secrets_human)
+
+
+@admin_agent.command("delete")
+@click.argument("name")
+@_url_option
+@_json_option
+def admin_agent_delete(name: str, url: str, as_json: bool) -> None:
+    """Delete agent NAME; work assigned to it goes back to the queue."""
+    with _client(url) as c:
+        c.delete_agent(name)
+    _emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
+
+
+# ---------------------------------------------------------------- agents
+
+
+@main.group()
+def agent() -> None:
+    """See the agents of the mesh."""
+
+
+def _agents_human(agents: list[dict[str, Any]]) -> str:
+    if not agents:
+        return "no agents"
+    rows = [f"{'NAME':<20} {'STATUS':<8} {'LAST SEEN':<25} CAPABILITIES"]
+    for a in agents:
+        rows.append(f"{a['name']:<20} {a['status']:<8} {a['last_seen'] or '-':<25} {','.join(a['capabilities'])}")
+    return "\n".join(rows)
+
+
+@agent.command("list")
+@_url_option
+@_json_option
+def agent_list(url: str, as_json: bool) -> None:
+    """List agents with their status and capabilities."""
+    with _client(url) as c:
+        _emit(c.list_agents(), as_json, _agents_human)
+
+
+@agent.command("show")
+@click.argument("name")
+@_url_option
+@_json_option
+def agent_show(name: str, url: str, as_json: bool) -> None:
+    """Show one agent."""
+    with _client(url) as c:
+        _emit(c.get_agent(name), as_json, lambda a: _agents_human([a]))
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@main.group()
+def task() -> None:
+    """Submit and follow tasks."""
+
+
+def _task_human(t: dict[str, Any]) -> str:
+    lines = [
+        f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+        for k, v in t.items()
+        if k not in ("payload", "result") and v not in (None, [], "")
+    ]
+    if t.get("result") is not None:
+        lines.append("result: " + json.dumps(t["result"], indent=2))
+    return "\n".join(lines)
+
+
+def _load_payload(payload: str | None, payload_file: str | None) -> Any:
+    if payload is not None and payload_file is not None:
+        raise click.UsageError("give --payload or --payload-file, not both")
+    try:
+        if payload_file is not None:
+            text = sys.stdin.read() if payload_file == "-" else Path(payload_file).read_text()
+            return json.loads(text)
+        return json.loads(payload) if payload is not None else None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {payload_file}: {exc.strerror}", param_hint="--payload-file") from exc
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--payload/--payload-file") from exc
+
+
+@task.command("submit")
+@click.option("--type", "-t", "type_", required=True, help="The task type (also the default capability).")
+@click.option("--route", "-r", default=None, help="any (default), all (fan out), or an agent name.")
+@click.option("--priority", "-p", type=click.Choice(["urgent", "normal", "low"]), default=None)
+@click.option("--capability", "-c", "capabilities", multiple=True, help="A required capability (repeatable).")
+@click.option("--payload", default=None, help="The payload as JSON.")
+@click.option("--payload-file", default=None, help="A file holding the JSON payload (- for stdin).")
+@click.option("--max-retries", type=click.IntRange(0, 100), default=None)
+@click.option("--claim-ttl", type=click.FloatRange(min=0, min_open=True), default=None, help="Lease seconds.")
+@click.option("--idempotency-key", default=None, help="Submit at most once with this key.")
+@click.option("--wait", is_flag=True, help="Follow the task to its end and print its result.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@_url_option
+@_json_option
+def task_submit(
+    type_: str,
+    route: str | None,
+    priority: str | None,
+    capabilities: tuple[str, ...],
+    payload: str | None,
+    payload_file: str | None,
+    max_retries: int | None,
+    claim_ttl: float | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    url: str,
+    as_json: bool,
+) -> None:
+    """Submit a task; prints its id (or, with --wait, its result)."""
+    body = _load_payload(payload, payload_file)
+    with _client(url) as c:
+        t = c.submit(
+            type_,
+            body,
+            priority=priority,
+            capabilities=list(capabilities) or None,
+            route=route,
+            max_retries=max_retries,
+            claim_ttl=claim_ttl,
+            idempotency_key=idempotency_key,
+        )
+        if not wait:
+            _emit(t, as_json, lambda d: d["id"])
+            return
+        click.echo(f"submitted {t['id']}; waiting", err=True)
+        t = c.wait_for(t["id"], timeout=timeout)
+    _emit(t if as_json else t.get("result"), as_json or True)
+    if t["state"] != "completed":
+        click.echo(f"task {t['id']} ended {t['state']}: {t.get('error')}", err=True)
+        sys.exit(1)
+
+
+@task.command("list")
+@click.option("--state", default=None)
+@click.option("--type", "type_", default=None)
+@click.option("--agent", default=None)
+@click.option("--parent", default=None)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", default=None)
+@_url_option
+@_json_option
+def task_list(
+    state: str | None,
+    type_: str | None,
+    agent: str | None,
+    parent: str | None,
+    limit: int,
+    cursor: str | None,
+    url: str,
+    as_json: bool,
+) -> None:
+    """List tasks, newest first."""
+    with _client(url) as c:
+        page = c.list_tasks(state=state, type=type_, agent=agent, parent=parent, limit=limit, cursor=cursor)
+
+    def human(p: dict[str, Any]) -> str:
+        rows = [f"{'ID':<36} {'STATE':<9} {'PRIORITY':<8} {'TYPE':<20} {'AGENT':<16} CREATED"]
+        for t in p["tasks"]:
+            rows.append(
+                f"{t['id']:<36} {t['state']:<9} {t['priority']:<8} {t['type']:<20} "
+                f"{t['assigned_to'] or '-':<16} {t['created_at']}"
+            )
+        if p["next_cursor"]:
+            rows.append(f"more: --cursor {p['next_cursor']}")
+        return "\n".join(rows)
+
+    _emit(page, as_json, human)
+
+
+@task.command("show")
+@click.argument("task_id")
+@_url_option
+@_json_option
+def task_show(task_id: str, url: str, as_json: bool) -> None:
+    """Show one task."""
+    with _client(url) as c:
+        _emit(c.get_task(task_id), as_json, _task_human)
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    detail = f" {json.dumps(e['detail'])}" if e.get("detail") else ""
+    return f"{e['at']}  {e['kind']:<14} {e['actor']}{detail}"
+
+
+@task.command("events")
+@click.argument("task_id")
+@_url_option
+@_json_option
+def task_events(task_id: str, url: str, as_json: bool) -> None:
+    """Show a task's audit trail."""
+    with _client(url) as c:
+        _emit(c.events(task_id), as_json, lambda evs: "\n".join(_event_line(e) for e in evs))
+
+
+@task.command("cancel")
+@click.argument("task_id")
+@_url_option
+@_json_option
+def task_cancel(task_id: str, url: str, as_json: bool) -> None:
+    """Cancel a task (and its children)."""
+    with _client(url) as c:
+        _emit(c.cancel(task_id), as_json, lambda t: f"{t['id']} {t['state']}")
+
+
+@task.command("watch")
+@click.argument("task_id")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@_url_option
+@_json_option
+def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> None:
+    """Print a task's events as they happen until it ends."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    with _client(url) as c:
+        while True:
+            events = c.events(task_id)
+            for e in events[seen:]:
+                click.echo(json.dumps(e) if as_json else _event_line(e))
+            seen = len(events)
+            t = c.get_task(task_id)
+            if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} is still {t['state']}")
+            time.sleep(0.3)
+    if t["state"] != "completed":
+        sys.exit(1)

@@ -1,0 +1,134 @@
+"""Settings: the only place environment variables are read.
+
+Every value is cast and defaulted here; everything below takes keyword arguments. Durations are seconds
+(fractions allowed) so tests can run a whole retry ladder in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mcs.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _env(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
+
+
+def _positive(cast: Callable[[str], float]) -> Callable[[str], float]:
+    def check(raw: str) -> float:
+        value = cast(raw)
+        if value < 0:
+            raise ValueError(raw)
+        return value
+
+    check.__name__ = f"non-negative {cast.__name__}"
+    return check
+
+
+def _synchronous(raw: str) -> str:
+    value = raw.upper()
+    if value not in {"FULL", "NORMAL"}:
+        raise ValueError(raw)
+    return value
+
+
+_synchronous.__name__ = "choice of FULL or NORMAL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    db: Path = Path("data/mcs.db")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None
+    synchronous: str = "FULL"
+    claim_ttl: float = 300.0  # seconds
+    agent_ttl: float = 300.0  # seconds
+    watchdog_interval: float = 30.0  # seconds
+    retry_base: float = 10.0  # seconds
+    retry_max: float = 600.0  # seconds
+    max_retries: int = 3
+    webhook_timeout: float = 10.0  # seconds
+    webhook_attempts: int = 6
+    webhook_retry_base: float = 1.0  # seconds
+    webhook_retry_max: float = 60.0  # seconds
+    idempotency_ttl: float = 86400.0  # seconds
+    max_body_bytes: int = 1024 * 1024
+    telegram_bot_token: str | None = field(default=None, repr=False)
+    telegram_chat_id: str | None = None
+    telegram_api: str = "https://api.telegram.org"
+    alert_webhook_url: str | None = None
+    dispatcher_metrics_port: int = 9101
+    watchdog_metrics_port: int = 9102
+    notifier_metrics_port: int = 9103
+    metrics_host: str | None = None  # defaults to host
+
+    @property
+    def data_dir(self) -> Path:
+        return self.db.parent
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    @property
+    def bind_metrics_host(self) -> str:
+        return self.metrics_host or self.host
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `MCS_*` variables (os.environ by default)."""
+        e = os.environ if env is None else env
+        num = _positive(float)
+        whole = _positive(int)  # type: ignore[arg-type]
+        settings = cls(
+            db=Path(_env(e, "MCS_DB", str, "data/mcs.db")),
+            host=_env(e, "MCS_HOST", str, "127.0.0.1"),
+            port=int(_env(e, "MCS_PORT", whole, 8080)),
+            admin_token=_env(e, "MCS_ADMIN_TOKEN", str, None) or None,  # type: ignore[arg-type]
+            synchronous=_env(e, "MCS_SYNCHRONOUS", _synchronous, "FULL"),
+            claim_ttl=_env(e, "MCS_CLAIM_TTL", num, 300.0),
+            agent_ttl=_env(e, "MCS_AGENT_TTL", num, 300.0),
+            watchdog_interval=_env(e, "MCS_WATCHDOG_INTERVAL", num, 30.0),
+            retry_base=_env(e, "MCS_RETRY_BASE", num, 10.0),
+            retry_max=_env(e, "MCS_RETRY_MAX", num, 600.0),
+            max_retries=int(_env(e, "MCS_MAX_RETRIES", whole, 3)),
+            webhook_timeout=_env(e, "MCS_WEBHOOK_TIMEOUT", num, 10.0),
+            webhook_attempts=max(1, int(_env(e, "MCS_WEBHOOK_ATTEMPTS", whole, 6))),
+            webhook_retry_base=_env(e, "MCS_WEBHOOK_RETRY_BASE", num, 1.0),
+            webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
+            idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
+            max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
+            telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str, None) or None,  # type: ignore[arg-type]
+            telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,  # type: ignore[arg-type]
+            telegram_api=_env(e, "MCS_TELEGRAM_API", str, "https://api.telegram.org"),
+            alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", str, None) or None,  # type: ignore[arg-type]
+            dispatcher_metrics_port=int(_env(e, "MCS_DISPATCHER_METRICS_PORT", whole, 9101)),
+            watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
+            notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
+            metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,  # type: ignore[arg-type]
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def with_admin_token_file(self) -> Settings:
+        """Fill `admin_token` from the data folder's token file when the environment gave none."""
+        if self.admin_token or not self.admin_token_file.exists():
+            return self
+        token = self.admin_token_file.read_text().strip()
+        return replace(self, admin_token=token or None)
+
+
+SETTING_NAMES = [f.name for f in fields(Settings)]

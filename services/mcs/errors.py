@@ -1,0 +1,108 @@
+"""Errors. Every error MCS raises on purpose derives from McsError; its message defaults to its docstring.
+
+McsError
+├── ConfigError            a setting is malformed (start-up)
+├── SqliteTooOld           the linked SQLite has the WAL-reset bug
+├── StoreError             the database failed underneath us (maps to 503, never leaks SQL)
+└── ApiError               a request the API refuses; each has an HTTP status and a stable code
+    ├── BadRequest             400
+    ├── Unauthorized           401
+    ├── Forbidden              403
+    ├── NotFound               404
+    ├── Conflict               409
+    ├── PreconditionFailed     412
+    ├── PayloadTooLarge        413
+    ├── Unprocessable          422
+    └── TooManyRequests        429
+"""
+
+from __future__ import annotations
+
+
+class McsError(Exception):
+    """MCS failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(McsError):
+    """A setting is not valid."""
+
+
+class SqliteTooOld(McsError):
+    """The SQLite library is older than 3.51.3 and has the WAL-reset corruption bug."""
+
+
+class StoreError(McsError):
+    """The database failed."""
+
+
+class ApiError(McsError):
+    """The request was refused."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class BadRequest(ApiError):
+    """The request is malformed."""
+
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    """Missing or invalid credentials."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    """You may not do that."""
+
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    """No such object."""
+
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    """The object is not in a state that allows this."""
+
+    status, code = 409, "conflict"
+
+
+class PreconditionFailed(ApiError):
+    """The object changed since you read it."""
+
+    status, code = 412, "precondition_failed"
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is too large."""
+
+    status, code = 413, "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    """The request is well-formed but its values are not acceptable."""
+
+    status, code = 422, "unprocessable"
+
+
+class TooManyRequests(ApiError):
+    """Slow down."""
+
+    status, code = 429, "too_many_requests"

@@ -1,0 +1,36 @@
+"""Every Prometheus object, defined once. Each process exports the ones it updates on its own /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+http_requests = Counter("mcs_http_requests_total", "HTTP requests answered by the api", ["method", "route", "status"])
+http_duration = Histogram(
+    "mcs_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+tasks_submitted = Counter("mcs_tasks_submitted_total", "Tasks submitted", ["type", "priority"])
+tasks_completed = Counter("mcs_tasks_completed_total", "Tasks completed", ["type", "priority"])
+tasks_failed = Counter("mcs_tasks_failed_total", "Tasks failed for good", ["type", "priority"])
+tasks_retried = Counter("mcs_tasks_retried_total", "Failed attempts that will be retried", ["type", "priority"])
+tasks_rejected = Counter("mcs_tasks_rejected_total", "Tasks an agent declined", ["type", "priority"])
+tasks_canceled = Counter("mcs_tasks_canceled_total", "Tasks canceled", ["type", "priority"])
+tasks_dispatched = Counter("mcs_tasks_dispatched_total", "Tasks assigned to an agent by the dispatcher")
+dispatch_latency = Histogram("mcs_dispatch_latency_seconds", "Submit -> assignment committed", buckets=LATENCY_BUCKETS)
+claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
+unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
+agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")
+webhook_deliveries = Counter(
+    "mcs_webhook_deliveries_total", "Webhook and alert delivery attempts by outcome", ["kind", "outcome"]
+)
+webhook_duration = Histogram(
+    "mcs_webhook_delivery_duration_seconds", "Time of one delivery attempt", ["kind"], buckets=LATENCY_BUCKETS
+)
+webhook_latency = Histogram(
+    "mcs_submit_to_webhook_seconds", "Submit -> webhook accepted by the agent", buckets=LATENCY_BUCKETS
+)
+loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")

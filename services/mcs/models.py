@@ -1,0 +1,247 @@
+"""Domain models: frozen dataclasses built from database rows, and the string enums they use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    CLAIMED = "claimed"
+    RETRYING = "retrying"
+    WAITING = "waiting"  # a fanout parent whose children are running
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED})
+
+
+class Priority(IntEnum):
+    """Stored as a number so `ORDER BY priority` puts urgent first."""
+
+    URGENT = 0
+    NORMAL = 1
+    LOW = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, label: str) -> Priority:
+        return cls[label.upper()]
+
+
+class AgentStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+def iso(ts: float | None) -> str | None:
+    """Seconds since the epoch -> RFC 3339 UTC with milliseconds, as the API shows times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    name: str
+    capabilities: tuple[str, ...]
+    notify_url: str | None
+    status: AgentStatus
+    expires_at: float | None
+    last_seen: float | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Agent:
+        return cls(
+            name=row["name"],
+            capabilities=tuple(json.loads(row["capabilities"])),
+            notify_url=row["notify_url"],
+            status=AgentStatus(row["status"]),
+            expires_at=row["expires_at"],
+            last_seen=row["last_seen"],
+            created_at=row["created_at"],
+        )
+
+    def effective_status(self, now: float) -> AgentStatus:
+        """Online only while the TTL runs, even before the watchdog has marked it offline."""
+        if self.status is AgentStatus.ONLINE and self.expires_at is not None and self.expires_at > now:
+            return AgentStatus.ONLINE
+        return AgentStatus.OFFLINE
+
+    def to_api(self, now: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "capabilities": list(self.capabilities),
+            "status": self.effective_status(now).value,
+            "last_seen": iso(self.last_seen),
+            "expires_at": iso(self.expires_at) if self.effective_status(now) is AgentStatus.ONLINE else None,
+            "notify_url": self.notify_url,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    seq: int
+    id: str
+    type: str
+    payload: Any
+    priority: Priority
+    capabilities: tuple[str, ...]
+    route: str
+    aggregate: str | None
+    state: TaskState
+    assigned_to: str | None
+    attempts: int
+    max_retries: int
+    claim_ttl: float
+    not_before: float | None
+    lease_expires_at: float | None
+    claim_token: str | None
+    assigned_at: float | None
+    result: Any
+    error: Any
+    parent_id: str | None
+    submitted_by: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        return cls(
+            seq=row["seq"],
+            id=row["id"],
+            type=row["type"],
+            payload=_json(row["payload"]),
+            priority=Priority(row["priority"]),
+            capabilities=tuple(json.loads(row["capabilities"])),
+            route=row["route"],
+            aggregate=row["aggregate"],
+            state=TaskState(row["state"]),
+            assigned_to=row["assigned_to"],
+            attempts=row["attempts"],
+            max_retries=row["max_retries"],
+            claim_ttl=row["claim_ttl"],
+            not_before=row["not_before"],
+            lease_expires_at=row["lease_expires_at"],
+            claim_token=row["claim_token"],
+            assigned_at=row["assigned_at"],
+            result=_json(row["result"]),
+            error=_json(row["error"]),
+            parent_id=row["parent_id"],
+            submitted_by=row["submitted_by"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def to_api(self, children: list[str] | None = None) -> dict[str, Any]:
+        """The task as the API shows it. The claim token is never part of it: only the claimer sees it."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "payload": self.payload,
+            "priority": self.priority.label,
+            "capabilities": list(self.capabilities),
+            "route": self.route,
+            "aggregate": self.aggregate,
+            "state": self.state.value,
+            "assigned_to": self.assigned_to,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "claim_ttl": self.claim_ttl,
+            "not_before": iso(self.not_before),
+            "lease_expires_at": iso(self.lease_expires_at) if self.state is TaskState.CLAIMED else None,
+            "result": self.result,
+            "error": self.error,
+            "parent_id": self.parent_id,
+            "children": children if children is not None else [],
+            "submitted_by": self.submitted_by,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEvent:
+    at: float
+    kind: str
+    actor: str
+    detail: Any
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TaskEvent:
+        return cls(at=row["at"], kind=row["kind"], actor=row["actor"], detail=_json(row["detail"]))
+
+    def to_api(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "kind": self.kind, "actor": self.actor, "detail": self.detail}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxItem:
+    id: int
+    kind: str  # "webhook" to an agent, or "alert" to people
+    message_id: str
+    agent: str | None
+    task_id: str | None
+    body: str
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> OutboxItem:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            message_id=row["message_id"],
+            agent=row["agent"],
+            task_id=row["task_id"],
+            body=row["body"],
+            attempts=row["attempts"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """Who is making a request: an agent (by name) or the admin."""
+
+    name: str
+    is_admin: bool = False
+
+    @property
+    def actor(self) -> str:
+        return "admin" if self.is_admin else self.name
+
+
+ADMIN = Caller(name="admin", is_admin=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """A validated submission, defaults filled in."""
+
+    type: str
+    payload: Any
+    priority: Priority
+    capabilities: tuple[str, ...]
+    route: str
+    max_retries: int
+    claim_ttl: float
+    aggregate: str | None

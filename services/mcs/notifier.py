@@ -1,0 +1,315 @@
+"""The notifier: delivers outbox rows. Signed webhooks to agents (Standard Webhooks, the agent's own key)
+and alerts to people. Retries with exponential backoff on timeouts, connection errors, 429 and 5xx, with the
+same webhook-id every time; gives up after a bounded number of attempts and records that in the task's
+events. It never changes task state.
+
+Each delivery runs as its own asyncio task with a cap per agent, so a slow or dead agent never delays
+deliveries to the others. Outcomes are written in small batches by one writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+
+from mcs import metrics, webhooks
+from mcs.config import Settings
+from mcs.models import OutboxItem
+from mcs.process import Heartbeat, StatusServer, setup_logging
+from mcs.store import AsyncStore, Store
+from mcs.store import agents as agents_store
+from mcs.store import outbox as outbox_store
+
+log = logging.getLogger("mcs.notifier")
+
+POLL_INTERVAL = 0.001  # seconds between PRAGMA data_version checks
+IDLE_PASS_INTERVAL = 1.0  # seconds: look at the outbox at least this often
+FETCH_LIMIT = 500  # outbox rows read per pass
+PER_AGENT_IN_FLIGHT = 8  # deliveries at once to one agent
+IN_FLIGHT = 256  # deliveries at once in all
+
+
+class DeliveryFailed(Exception):
+    """One attempt failed; `retryable` says whether another attempt could succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DeliveryFailed) and exc.retryable
+
+
+class Notifier:
+    def __init__(self, store: Store, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.transport = transport
+        self.heartbeat = Heartbeat(store, "notifier")
+        self.in_flight: dict[int, str] = {}  # outbox id -> agent (or "alert")
+        self.per_agent: dict[str, int] = defaultdict(int)
+        self.outcomes: list[dict[str, Any]] = []
+        self.last_pass = time.monotonic()
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_pass < 30
+
+    # ------------------------------------------------------------ delivery
+
+    async def _send_webhook(self, client: httpx.AsyncClient, item: OutboxItem, attempt: int) -> None:
+        target = await self.db.read(agents_store.webhook_target, item.agent)
+        if target is None:
+            raise DeliveryFailed(f"agent {item.agent} no longer exists", retryable=False)
+        url, secret = target
+        if not url:
+            raise DeliveryFailed(f"agent {item.agent} has no notify_url", retryable=False)
+        ts = int(time.time())
+        headers = webhooks.headers(secret=secret, message_id=item.message_id, timestamp=ts, body=item.body)
+        headers["webhook-attempt"] = str(attempt)
+        await self._post(client, url, item.body, headers, kind="webhook")
+
+    async def _send_alert(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        url = self.settings.alert_webhook_url
+        if not url:
+            raise DeliveryFailed("no alert channel configured (MCS_ALERT_WEBHOOK_URL)", retryable=False)
+        headers = {"content-type": "application/json", "user-agent": "mcs-notifier", "webhook-id": item.message_id}
+        await self._post(client, url, item.body, headers, kind="alert")
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, body: str, headers: dict[str, str], *, kind: str
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            response = await client.post(url, content=body.encode(), headers=headers)
+        except httpx.TimeoutException as exc:
+            metrics.webhook_deliveries.labels(kind, "timeout").inc()
+            raise DeliveryFailed(f"timed out: {type(exc).__name__}", retryable=True) from exc
+        except httpx.TransportError as exc:
+            metrics.webhook_deliveries.labels(kind, "connection_error").inc()
+            raise DeliveryFailed(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+        finally:
+            metrics.webhook_duration.labels(kind).observe(time.perf_counter() - started)
+        status = response.status_code
+        if 200 <= status < 300:
+            metrics.webhook_deliveries.labels(kind, "delivered").inc()
+            return
+        if status == 429 or status >= 500 or status == 408:
+            metrics.webhook_deliveries.labels(kind, "http_error").inc()
+            raise DeliveryFailed(f"HTTP {status}", retryable=True)
+        metrics.webhook_deliveries.labels(kind, "refused").inc()
+        hint = " (redirects are not followed)" if 300 <= status < 400 else ""
+        raise DeliveryFailed(f"HTTP {status}{hint}", retryable=False)
+
+    async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        attempts = item.attempts
+        settings = self.settings
+
+        def record_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            self.outcomes.append(
+                {
+                    "id": item.id,
+                    "kind": item.kind,
+                    "state": "retry",
+                    "attempts": attempts + state.attempt_number,
+                    "error": str(exc),
+                    "next_attempt_at": time.time() + delay,
+                }
+            )
+            log.info(
+                "delivery failed, will retry",
+                extra={
+                    "action": "deliver_retry",
+                    "outbox_id": item.id,
+                    "task_id": item.task_id,
+                    "error": str(exc),
+                    "in": delay,
+                },
+            )
+
+        remaining = max(1, settings.webhook_attempts - attempts)
+        number = attempts + 1
+        outcome: dict[str, Any] = {
+            "id": item.id,
+            "kind": item.kind,
+            "task_id": item.task_id,
+            "agent": item.agent,
+            "final": True,
+        }
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_retryable),
+                stop=stop_after_attempt(remaining),
+                wait=wait_exponential(multiplier=settings.webhook_retry_base, max=settings.webhook_retry_max),
+                before_sleep=record_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    number = attempts + attempt.retry_state.attempt_number
+                    if item.kind == "webhook":
+                        await self._send_webhook(client, item, number)
+                    else:
+                        await self._send_alert(client, item)
+            outcome |= {"state": "delivered", "attempts": number}
+            if item.kind == "webhook" and item.task_id:
+                created = json.loads(item.body)["data"]["task"]["created_at"]
+                metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(created)))
+            log.debug("delivered", extra={"action": "deliver", "outbox_id": item.id, "task_id": item.task_id})
+        except DeliveryFailed as exc:
+            outcome |= {"state": "dead", "attempts": number, "error": str(exc)}
+            log.warning(
+                "gave up delivering",
+                extra={
+                    "action": "deliver_dead",
+                    "outbox_id": item.id,
+                    "task_id": item.task_id,
+                    "agent": item.agent,
+                    "error": str(exc),
+                },
+            )
+        except Exception as exc:  # a bug or an unexpected error: leave the row pending for the next pass
+            log.exception("delivery crashed", extra={"action": "deliver_error", "outbox_id": item.id})
+            outcome |= {
+                "state": "retry",
+                "attempts": attempts + 1,
+                "error": repr(exc),
+                "next_attempt_at": time.time() + settings.webhook_retry_base,
+            }
+        self.outcomes.append(outcome)
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------ the loop
+
+    async def _flush(self) -> None:
+        if not self.outcomes:
+            return
+        batch, self.outcomes = self.outcomes, []
+        await self.db.write(outbox_store.record_outcomes, outcomes=batch, now=time.time())
+        for o in batch:
+            if o.get("final"):
+                agent = self.in_flight.pop(o["id"], None)
+                if agent is not None:
+                    self.per_agent[agent] -= 1
+
+    def _start_due(self, client: httpx.AsyncClient) -> float | None:
+        """Start deliveries for due rows; return when the next not-yet-due row falls due."""
+        now = time.time()
+        for item in self.store.read(outbox_store.due, now=now, limit=FETCH_LIMIT):
+            if item.id in self.in_flight:
+                continue
+            key = item.agent or "alert"
+            if self.per_agent[key] >= PER_AGENT_IN_FLIGHT or len(self.in_flight) >= IN_FLIGHT:
+                continue
+            self.in_flight[item.id] = key
+            self.per_agent[key] += 1
+            asyncio.create_task(self._deliver(client, item))
+        return self.store.read(outbox_store.next_due, after=now)
+
+    async def run(self) -> None:
+        self.db = AsyncStore(self.store, readers=2)
+        self._wake = asyncio.Event()
+        log.info("notifier started", extra={"action": "start"})
+        async with webhooks.make_client(timeout=self.settings.webhook_timeout, transport=self.transport) as client:
+            while not self._stopping:
+                try:
+                    await self._flush()
+                    next_due = self._start_due(client)
+                    self.last_pass = time.monotonic()
+                    metrics.loop_last_pass.set(time.time())
+                    if time.time() - self.heartbeat.last >= 5:
+                        await self.db.write(
+                            outbox_store.beat,
+                            process="notifier",
+                            pid=os.getpid(),
+                            started_at=self.heartbeat.started_at,
+                            now=time.time(),
+                        )
+                        self.heartbeat.last = time.time()
+                except Exception:
+                    log.exception("notifier pass failed; retrying", extra={"action": "pass_failed"})
+                    next_due = None
+                await self._wait(next_due)
+            await self._drain()
+        self.db.close()
+        log.info("notifier stopped", extra={"action": "stop"})
+
+    async def _wait(self, next_due: float | None) -> None:
+        """Until another process commits, a delivery finishes, a retry falls due, or the idle interval."""
+        assert self._wake is not None
+        await asyncio.sleep(0)  # always let deliveries run, even when the next pass is due at once
+        version = self.store.data_version()
+        deadline = time.time() + IDLE_PASS_INTERVAL
+        if next_due is not None:
+            deadline = min(deadline, next_due)
+        while not self._stopping and time.time() < deadline and not self._wake.is_set():
+            if self.store.data_version() != version:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            except TimeoutError:
+                pass
+        self._wake.clear()
+
+    async def _drain(self, timeout: float = 5.0) -> None:
+        """On stop: let deliveries under way finish briefly and record what is known. Unrecorded rows stay
+        pending and are delivered again after a restart (at-least-once)."""
+        deadline = time.time() + timeout
+        while self.in_flight and time.time() < deadline:
+            await self._flush()
+            await asyncio.sleep(0.05)
+        await self._flush()
+
+
+def _parse_iso(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def main(settings: Settings | None = None) -> None:
+    setup_logging()
+    settings = settings or Settings.from_env()
+    store = Store(settings.db, synchronous=settings.synchronous)
+    store.migrate()
+    notifier = Notifier(store, settings)
+    status = StatusServer(
+        host=settings.bind_metrics_host, port=settings.notifier_metrics_port, process="notifier", alive=notifier.alive
+    ).start()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, notifier.stop)
+        await notifier.run()
+
+    try:
+        _run(serve())
+    finally:
+        status.stop()
+        store.close()
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)

@@ -1,0 +1,112 @@
+"""What every MCS process shares: logging, stop signals, the heartbeat row, and the small HTTP server on
+which the dispatcher, watchdog and notifier expose /metrics and /healthz."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from mcs.store import Store, sqlite_version
+from mcs.store import outbox as outbox_store
+
+HEARTBEAT_INTERVAL = 5.0  # seconds between heartbeat rows
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class EventFormatter(logging.Formatter):
+    """`time level logger message key=value ...`: a human line that still greps by action."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name} {record.getMessage()}"
+        if extras:
+            line += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EventFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or os.environ.get("MCS_LOG_LEVEL", "INFO").upper())
+    # httpx logs every request at INFO; the notifier's own events say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT ask the process to finish its pass and exit."""
+
+    def handler(signum: int, frame: Any) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+class Heartbeat:
+    """Writes this process's liveness row every few seconds, from whatever loop calls `maybe_beat`."""
+
+    def __init__(self, store: Store, process: str) -> None:
+        self.store, self.process = store, process
+        self.started_at = time.time()
+        self.last = 0.0
+
+    def maybe_beat(self, now: float | None = None) -> None:
+        now = now or time.time()
+        if now - self.last >= HEARTBEAT_INTERVAL:
+            self.store.write(
+                outbox_store.beat, process=self.process, pid=os.getpid(), started_at=self.started_at, now=now
+            )
+            self.last = now
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+class StatusServer:
+    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive) on their own port."""
+
+    def __init__(self, *, host: str, port: int, process: str, alive: Callable[[], bool]) -> None:
+        metrics_app = make_wsgi_app()
+        self.process = process
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO") == "/healthz":
+                ok = alive()
+                body = json.dumps(
+                    {"status": "ok" if ok else "stalled", "process": process, "sqlite_version": sqlite_version()}
+                ).encode()
+                start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+                return [body]
+            return metrics_app(environ, start_response)
+
+        self.server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"{process}-status", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def start(self) -> StatusServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,139 @@
+"""Agents: creation, secrets, registration (which is also the heartbeat), and what the dispatcher sees."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcs import auth
+from mcs.errors import Conflict, NotFound
+from mcs.models import Agent, AgentStatus
+from mcs.routing import Candidate
+from mcs.store.connection import Connection
+
+
+def add_event(conn: Connection, agent: str, kind: str, actor: str, now: float, detail: Any = None) -> None:
+    conn.execute(
+        "INSERT INTO agent_events (agent, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
+        (agent, now, kind, actor, None if detail is None else json.dumps(detail)),
+    )
+
+
+def get(conn: Connection, name: str) -> Agent | None:
+    row = conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
+    return Agent.from_row(row) if row else None
+
+
+def secret_hash(conn: Connection, name: str) -> str | None:
+    row = conn.execute("SELECT secret_hash FROM agents WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def list_all(conn: Connection) -> list[Agent]:
+    return [Agent.from_row(r) for r in conn.execute("SELECT * FROM agents ORDER BY name")]
+
+
+def create(conn: Connection, *, name: str, capabilities: list[str], actor: str, now: float) -> dict[str, str]:
+    """A new agent; its two secrets are returned here once and never again."""
+    if conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"agent {name!r} already exists", code="agent_exists")
+    secret, webhook_secret = auth.new_agent_secret(), auth.new_webhook_secret()
+    conn.execute(
+        "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, status, created_at)"
+        " VALUES (?, ?, ?, ?, 'offline', ?)",
+        (name, auth.hash_secret(secret), webhook_secret, json.dumps(sorted(set(capabilities))), now),
+    )
+    add_event(conn, name, "created", actor, now)
+    return {"name": name, "secret": secret, "webhook_secret": webhook_secret}
+
+
+def rotate(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, str]:
+    secret, webhook_secret = auth.new_agent_secret(), auth.new_webhook_secret()
+    cur = conn.execute(
+        "UPDATE agents SET secret_hash = ?, webhook_secret = ? WHERE name = ?",
+        (auth.hash_secret(secret), webhook_secret, name),
+    )
+    if cur.rowcount == 0:
+        raise NotFound(f"no agent named {name!r}")
+    add_event(conn, name, "rotated", actor, now)
+    return {"name": name, "secret": secret, "webhook_secret": webhook_secret}
+
+
+def delete(conn: Connection, *, name: str, actor: str, now: float) -> None:
+    """Remove an agent. Work assigned to it but not claimed goes back to the queue at once; a lease it
+    holds runs out and the watchdog retries the task, since the agent can no longer complete it."""
+    if conn.execute("DELETE FROM agents WHERE name = ?", (name,)).rowcount == 0:
+        raise NotFound(f"no agent named {name!r}")
+    rows = conn.execute(
+        "UPDATE tasks SET state = 'queued', assigned_to = NULL, assigned_at = NULL, parked = 0, updated_at = ?"
+        " WHERE assigned_to = ? AND state = 'assigned' RETURNING id",
+        (now, name),
+    ).fetchall()
+    for (task_id,) in rows:
+        conn.execute(
+            "INSERT INTO task_events (task_id, at, kind, actor, detail) VALUES (?, ?, 'requeued', ?, ?)",
+            (task_id, now, actor, json.dumps({"reason": f"agent {name} was deleted"})),
+        )
+    add_event(conn, name, "deleted", actor, now)
+
+
+def register(
+    conn: Connection, *, name: str, capabilities: list[str], notify_url: str | None, ttl: float, now: float
+) -> Agent:
+    """Registration and heartbeat in one: the agent is online until now + ttl."""
+    before = get(conn, name)
+    if before is None:
+        raise NotFound(f"no agent named {name!r}")
+    caps = json.dumps(sorted(set(capabilities)))
+    conn.execute(
+        "UPDATE agents SET capabilities = ?, notify_url = ?, status = 'online', ttl = ?, expires_at = ?,"
+        " last_seen = ? WHERE name = ?",
+        (caps, notify_url, ttl, now + ttl, now, name),
+    )
+    if before.effective_status(now) is AgentStatus.OFFLINE:
+        add_event(conn, name, "online", name, now, {"capabilities": sorted(set(capabilities))})
+    agent = get(conn, name)
+    assert agent is not None
+    return agent
+
+
+def mark_expired_offline(conn: Connection, *, now: float) -> list[str]:
+    rows = conn.execute(
+        "UPDATE agents SET status = 'offline' WHERE status = 'online' AND expires_at <= ? RETURNING name",
+        (now,),
+    ).fetchall()
+    names = [r[0] for r in rows]
+    for name in names:
+        add_event(conn, name, "offline", "watchdog", now, {"reason": "no heartbeat within its TTL"})
+    return names
+
+
+def candidates(conn: Connection, *, now: float) -> list[Candidate]:
+    """Online agents with their current load, for routing."""
+    loads = dict(
+        conn.execute(
+            "SELECT assigned_to, count(*) FROM tasks WHERE state IN ('assigned', 'claimed')"
+            " AND assigned_to IS NOT NULL GROUP BY assigned_to"
+        ).fetchall()
+    )
+    rows = conn.execute(
+        "SELECT name, capabilities, notify_url, last_assigned_at FROM agents"
+        " WHERE status = 'online' AND expires_at > ? ORDER BY name",
+        (now,),
+    ).fetchall()
+    return [
+        Candidate(
+            name=r["name"],
+            capabilities=frozenset(json.loads(r["capabilities"])),
+            pushable=bool(r["notify_url"]),
+            load=loads.get(r["name"], 0),
+            last_assigned_at=r["last_assigned_at"] or 0.0,
+        )
+        for r in rows
+    ]
+
+
+def webhook_target(conn: Connection, name: str) -> tuple[str | None, str] | None:
+    """(notify_url, webhook_secret) for delivering to an agent, or None when it was deleted."""
+    row = conn.execute("SELECT notify_url, webhook_secret FROM agents WHERE name = ?", (name,)).fetchone()
+    return (row[0], row[1]) if row else None

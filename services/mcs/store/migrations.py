@@ -1,0 +1,155 @@
+"""Numbered schema migrations, applied by `mcs migrate` and at start-up by `mcs up` and every process.
+
+Each migration is a function registered with sqlite-utils' Migrations and applied with its record in one
+transaction. We wrap the whole apply in BEGIN IMMEDIATE so that several processes starting at once (four
+containers in compose) serialise instead of racing to create the same tables.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from mcs.store.connection import Connection, immediate
+
+migrations = Migrations("mcs")
+
+
+@migrations(name="0001_core")
+def m0001_core(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            webhook_secret TEXT NOT NULL,
+            capabilities TEXT NOT NULL DEFAULT '[]',
+            notify_url TEXT,
+            status TEXT NOT NULL DEFAULT 'offline',
+            ttl REAL,
+            expires_at REAL,
+            last_seen REAL,
+            last_assigned_at REAL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE agent_events (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX agent_events_agent ON agent_events(agent, id);
+
+        CREATE TABLE tasks (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            payload TEXT,
+            priority INTEGER NOT NULL,
+            capabilities TEXT NOT NULL,
+            route TEXT NOT NULL,
+            aggregate TEXT,
+            state TEXT NOT NULL,
+            parked INTEGER NOT NULL DEFAULT 0,
+            assigned_to TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_retries INTEGER NOT NULL,
+            claim_ttl REAL NOT NULL,
+            not_before REAL,
+            lease_expires_at REAL,
+            claim_token TEXT,
+            assigned_at REAL,
+            result TEXT,
+            error TEXT,
+            parent_id TEXT REFERENCES tasks(id),
+            submitted_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        -- The dispatcher's queue: unparked queued tasks, urgent first, oldest first.
+        CREATE INDEX tasks_dispatch ON tasks(state, parked, priority, seq);
+        CREATE INDEX tasks_due ON tasks(state, not_before);
+        CREATE INDEX tasks_lease ON tasks(state, lease_expires_at);
+        CREATE INDEX tasks_agent ON tasks(assigned_to, state);
+        CREATE INDEX tasks_parent ON tasks(parent_id);
+        CREATE INDEX tasks_type ON tasks(type, seq);
+
+        CREATE TABLE task_events (
+            id INTEGER PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX task_events_task ON task_events(task_id, id);
+
+        -- Agents a task should not go to again: hard = it rejected the task, soft = it let the claim lapse.
+        CREATE TABLE task_avoid (
+            task_id TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            hard INTEGER NOT NULL,
+            PRIMARY KEY (task_id, agent)
+        );
+
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            agent TEXT,
+            task_id TEXT,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX outbox_pending ON outbox(state, next_attempt_at);
+
+        CREATE TABLE idempotency_keys (
+            caller TEXT NOT NULL,
+            key TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            response TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (caller, key)
+        );
+        CREATE INDEX idempotency_expiry ON idempotency_keys(expires_at);
+
+        -- Liveness is data: each process writes its own row.
+        CREATE TABLE heartbeats (
+            process TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            beat_at REAL NOT NULL
+        );
+        """,
+    )
+
+
+def _run_script(db: Database, script: str) -> None:
+    # Not executescript(): the driver commits a pending transaction before running a script, which would
+    # break the one-transaction-per-migration promise.
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def apply(conn: Connection) -> list[str]:
+    """Apply pending migrations; return the names applied."""
+    db = Database(conn, recursive_triggers=False, execute_plugins=False)
+    with immediate(conn):
+        pending = [m.name for m in migrations.pending(db)]
+        if pending:
+            migrations.apply(db)
+    return pending
+
+
+def pending(conn: Connection) -> list[str]:
+    return [m.name for m in migrations.pending(Database(conn, recursive_triggers=False, execute_plugins=False))]

@@ -1,0 +1,80 @@
+"""The outbox: rows the dispatcher and task transitions commit, which the notifier delivers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcs.models import OutboxItem
+from mcs.store.connection import Connection
+from mcs.store.tasks import add_event
+
+
+def due(conn: Connection, *, now: float, limit: int) -> list[OutboxItem]:
+    rows = conn.execute(
+        "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
+    ).fetchall()
+    return [OutboxItem.from_row(r) for r in rows]
+
+
+def next_due(conn: Connection, *, after: float) -> float | None:
+    """When the next pending row falls due, counting only rows not due yet (due ones are under way)."""
+    row = conn.execute(
+        "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?", (after,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: float) -> None:
+    """Write a batch of delivery outcomes: delivered, retry (attempt failed, more to come) or dead."""
+    for o in outcomes:
+        if o["state"] == "delivered":
+            conn.execute(
+                "UPDATE outbox SET state = 'delivered', attempts = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+                (o["attempts"], now, o["id"]),
+            )
+            if o.get("task_id") and o["kind"] == "webhook":
+                add_event(
+                    conn, o["task_id"], "notified", "notifier", now, {"agent": o["agent"], "attempts": o["attempts"]}
+                )
+        elif o["state"] == "retry":
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (o["attempts"], o["error"], o["next_attempt_at"], now, o["id"]),
+            )
+        else:
+            conn.execute(
+                "UPDATE outbox SET state = 'dead', attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                (o["attempts"], o["error"], now, o["id"]),
+            )
+            if o.get("task_id"):
+                kind = "webhook_failed" if o["kind"] == "webhook" else "alert_failed"
+                add_event(
+                    conn,
+                    o["task_id"],
+                    kind,
+                    "notifier",
+                    now,
+                    {"agent": o.get("agent"), "attempts": o["attempts"], "error": o["error"]},
+                )
+
+
+def purge_delivered(conn: Connection, *, before: float) -> int:
+    return int(conn.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?", (before,)).rowcount)
+
+
+def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: float) -> None:
+    conn.execute(
+        "INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(process) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
+        " beat_at = excluded.beat_at",
+        (process, pid, started_at, now),
+    )
+
+
+def heartbeats(conn: Connection) -> dict[str, float]:
+    return {r[0]: r[1] for r in conn.execute("SELECT process, beat_at FROM heartbeats")}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

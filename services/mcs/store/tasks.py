@@ -1,0 +1,578 @@
+"""Tasks: every state change, each with its audit event and any outbox row it causes, in the caller's
+transaction. Functions here run inside `in_write`/`in_read`; they never commit themselves."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mcs import routing
+from mcs.backoff import retry_delay
+from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
+from mcs.routing import Candidate
+from mcs.store import agents as agents_store
+from mcs.store.connection import Connection
+
+NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
+CLAIM_SCAN_LIMIT = 500  # queued rows `claim next` looks through for one this agent can take
+
+
+# ---------------------------------------------------------------- reading
+
+
+def get(conn: Connection, task_id: str) -> Task | None:
+    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return Task.from_row(row) if row else None
+
+
+def must_get(conn: Connection, task_id: str) -> Task:
+    task = get(conn, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id!r}")
+    return task
+
+
+def children_ids(conn: Connection, task_id: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT id FROM tasks WHERE parent_id = ? ORDER BY seq", (task_id,))]
+
+
+def to_api(conn: Connection, task: Task) -> dict[str, Any]:
+    kids = children_ids(conn, task.id) if task.route == routing.ROUTE_ALL else []
+    return task.to_api(kids)
+
+
+def show(conn: Connection, task_id: str) -> dict[str, Any]:
+    return to_api(conn, must_get(conn, task_id))
+
+
+def events(conn: Connection, task_id: str) -> list[dict[str, Any]]:
+    must_get(conn, task_id)
+    rows = conn.execute("SELECT at, kind, actor, detail FROM task_events WHERE task_id = ? ORDER BY id", (task_id,))
+    return [TaskEvent.from_row(r).to_api() for r in rows]
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
+
+
+def list_tasks(
+    conn: Connection,
+    *,
+    state: str | None,
+    type: str | None,
+    agent: str | None,
+    parent: str | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """Newest first; `next_cursor` continues after the last task shown (stable under new submissions)."""
+    where, args = [], []
+    for column, value in (("state", state), ("type", type), ("assigned_to", agent), ("parent_id", parent)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if cursor:
+        where.append("seq < ?")
+        args.append(decode_cursor(cursor))
+    sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
+    rows = conn.execute(sql, (*args, limit + 1)).fetchall()
+    tasks = [Task.from_row(r) for r in rows[:limit]]
+    return {
+        "tasks": [to_api(conn, t) for t in tasks],
+        "next_cursor": encode_cursor(tasks[-1].seq) if len(rows) > limit else None,
+    }
+
+
+# ---------------------------------------------------------------- writing helpers
+
+
+def add_event(conn: Connection, task_id: str, kind: str, actor: str, now: float, detail: Any = None) -> None:
+    conn.execute(
+        "INSERT INTO task_events (task_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
+        (task_id, now, kind, actor, None if detail is None else json.dumps(detail)),
+    )
+
+
+def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
+    """Update columns of one task, guarded by the state we read, so a lost race changes nothing."""
+    encoded = {k: (json.dumps(v) if k in ("result", "error") and v is not None else v) for k, v in changes.items()}
+    encoded = {k: (v.value if isinstance(v, TaskState) else v) for k, v in encoded.items()}
+    columns = ", ".join(f"{k} = ?" for k in encoded)
+    cur = conn.execute(
+        f"UPDATE tasks SET {columns}, updated_at = ? WHERE id = ? AND state = ?",
+        (*encoded.values(), now, task.id, task.state.value),
+    )
+    if cur.rowcount != 1:
+        raise Conflict(f"task {task.id} changed under us; try again", code="task_changed")
+    return replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
+
+
+def _enqueue(
+    conn: Connection, *, kind: str, agent: str | None, task_id: str | None, body: dict[str, Any], now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO outbox (kind, message_id, agent, task_id, body, next_attempt_at, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (kind, "msg_" + uuid.uuid4().hex, agent, task_id, json.dumps(body), now, now, now),
+    )
+
+
+def _alert_failed(conn: Connection, task: Task, now: float) -> None:
+    """A permanent failure raises an alert: id, type, agent and an error summary, never the payload."""
+    summary = task.error if isinstance(task.error, str) else json.dumps(task.error)
+    _enqueue(
+        conn,
+        kind="alert",
+        agent=None,
+        task_id=task.id,
+        body={
+            "type": "task.failed",
+            "timestamp": iso(now),
+            "data": {
+                "task_id": task.id,
+                "task_type": task.type,
+                "agent": task.assigned_to,
+                "attempts": task.attempts,
+                "error": (summary or "")[:500],
+            },
+        },
+        now=now,
+    )
+
+
+# ---------------------------------------------------------------- submit
+
+
+def submit(
+    conn: Connection,
+    *,
+    caller: Caller,
+    spec: TaskSpec,
+    idempotency_key: str | None,
+    body_hash: str,
+    idempotency_ttl: float,
+    now: float,
+) -> tuple[dict[str, Any], bool]:
+    """Store a new task (queued). Returns (the task as the API shows it, whether it is a replay)."""
+    if idempotency_key is not None:
+        row = conn.execute(
+            "SELECT body_hash, response FROM idempotency_keys WHERE caller = ? AND key = ? AND expires_at > ?",
+            (caller.actor, idempotency_key, now),
+        ).fetchone()
+        if row is not None:
+            if row["body_hash"] != body_hash:
+                raise Unprocessable(
+                    "this Idempotency-Key was used with a different request body", code="idempotency_key_reused"
+                )
+            return json.loads(row["response"]), True
+    if spec.route not in (routing.ROUTE_ANY, routing.ROUTE_ALL) and agents_store.get(conn, spec.route) is None:
+        raise Unprocessable(f"route names agent {spec.route!r}, which does not exist", code="unknown_agent")
+    task_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO tasks (id, type, payload, priority, capabilities, route, aggregate, state, max_retries,"
+        " claim_ttl, submitted_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        (
+            task_id,
+            spec.type,
+            json.dumps(spec.payload),
+            int(spec.priority),
+            json.dumps(list(spec.capabilities)),
+            spec.route,
+            spec.aggregate,
+            spec.max_retries,
+            spec.claim_ttl,
+            caller.actor,
+            now,
+            now,
+        ),
+    )
+    add_event(conn, task_id, "submitted", caller.actor, now, {"priority": spec.priority.label, "route": spec.route})
+    response = to_api(conn, must_get(conn, task_id))
+    if idempotency_key is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (caller, key, body_hash, status, response, expires_at)"
+            " VALUES (?, ?, ?, 201, ?, ?)",
+            (caller.actor, idempotency_key, body_hash, json.dumps(response), now + idempotency_ttl),
+        )
+    return response, False
+
+
+# ---------------------------------------------------------------- agent-side transitions
+
+
+def _check_may_take(task: Task, agent: Agent) -> None:
+    if task.route == routing.ROUTE_ALL:
+        raise Conflict("a fanout parent is not claimable; its children are", code="not_claimable")
+    if not routing.allowed(task.route, agent.name):
+        raise Forbidden(f"task is routed to agent {task.route!r}", code="routed_elsewhere")
+    if not routing.capable(agent.capabilities, task.capabilities):
+        missing = sorted(set(task.capabilities) - set(agent.capabilities))
+        raise Forbidden(f"agent lacks required capabilities: {', '.join(missing)}", code="missing_capability")
+
+
+def _claim(conn: Connection, task: Task, agent: Agent, now: float) -> dict[str, Any]:
+    token = uuid.uuid4().hex
+    lease = now + task.claim_ttl
+    task = _set(
+        conn,
+        task,
+        now,
+        state=TaskState.CLAIMED,
+        assigned_to=agent.name,
+        assigned_at=task.assigned_at if task.assigned_to == agent.name else now,
+        claim_token=token,
+        lease_expires_at=lease,
+        attempts=task.attempts + 1,
+        parked=0,
+    )
+    add_event(conn, task.id, "claimed", agent.name, now, {"attempt": task.attempts, "lease_expires_at": iso(lease)})
+    body = to_api(conn, task)
+    body["claim_token"] = token
+    return body
+
+
+def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[str, Any]:
+    task = must_get(conn, task_id)
+    _check_may_take(task, agent)
+    if task.state is TaskState.ASSIGNED and task.assigned_to != agent.name:
+        raise Conflict(f"task is assigned to agent {task.assigned_to!r}", code="not_claimable")
+    if task.state not in (TaskState.QUEUED, TaskState.ASSIGNED):
+        raise Conflict(f"task is {task.state.value}, not claimable", code="not_claimable")
+    if conn.execute(
+        "SELECT 1 FROM task_avoid WHERE task_id = ? AND agent = ? AND hard = 1", (task.id, agent.name)
+    ).fetchone():
+        raise Conflict("this agent rejected the task", code="not_claimable")
+    return _claim(conn, task, agent, now)
+
+
+def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] | None:
+    """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do."""
+    mine = conn.execute(
+        "SELECT * FROM tasks WHERE state = 'assigned' AND assigned_to = ? ORDER BY priority, seq LIMIT 1",
+        (agent.name,),
+    ).fetchone()
+    best = Task.from_row(mine) if mine else None
+    queued = conn.execute(
+        "SELECT * FROM tasks WHERE state = 'queued' AND route != 'all' AND (route = 'any' OR route = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
+        " ORDER BY priority, seq LIMIT ?",
+        (agent.name, agent.name, CLAIM_SCAN_LIMIT),
+    )
+    for row in queued:
+        task = Task.from_row(row)
+        if best is not None and (task.priority, task.seq) > (best.priority, best.seq):
+            break
+        if routing.capable(agent.capabilities, task.capabilities):
+            best = task
+            break
+    return _claim(conn, best, agent, now) if best else None
+
+
+def _held(conn: Connection, task_id: str, agent: Agent, token: str) -> Task:
+    """The task, if this agent holds it with this token; the stale-token check comes first (409)."""
+    task = must_get(conn, task_id)
+    if task.claim_token is None or token != task.claim_token:
+        raise Conflict("claim_token is stale: the task was claimed again since", code="stale_claim_token")
+    if task.assigned_to != agent.name:
+        raise Forbidden("another agent holds this task", code="not_holder")
+    return task
+
+
+def extend(
+    conn: Connection, *, task_id: str, agent: Agent, token: str, ttl: float | None, now: float
+) -> dict[str, Any]:
+    task = _held(conn, task_id, agent, token)
+    if task.state is not TaskState.CLAIMED:
+        raise Conflict(f"task is {task.state.value}; only a claimed task can be extended", code="not_claimed")
+    lease = now + (ttl if ttl is not None else task.claim_ttl)
+    task = _set(conn, task, now, lease_expires_at=lease)
+    add_event(conn, task.id, "extended", agent.name, now, {"lease_expires_at": iso(lease)})
+    body = to_api(conn, task)
+    body["claim_token"] = token
+    return body
+
+
+def complete(
+    conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float
+) -> tuple[dict[str, Any], bool]:
+    """(the task, whether this call completed it). The same token again is a no-op, so agents can retry."""
+    task = _held(conn, task_id, agent, token)
+    if task.state is TaskState.COMPLETED:
+        return to_api(conn, task), False
+    if task.state is not TaskState.CLAIMED:
+        raise Conflict(f"task is {task.state.value}; only a claimed task can be completed", code="not_claimed")
+    task = _set(conn, task, now, state=TaskState.COMPLETED, result=result, lease_expires_at=None)
+    add_event(conn, task.id, "completed", agent.name, now)
+    settle_parent(conn, task.parent_id, now)
+    return to_api(conn, task), True
+
+
+def _fail(
+    conn: Connection, task: Task, *, error: Any, retryable: bool, actor: str, now: float, base: float, cap: float
+) -> Task:
+    """A failed attempt: retrying after backoff, or failed for good (which raises an alert)."""
+    if retryable and task.attempts <= task.max_retries:
+        delay = retry_delay(task.attempts, base=base, cap=cap)
+        task = _set(
+            conn, task, now, state=TaskState.RETRYING, error=error, not_before=now + delay, lease_expires_at=None
+        )
+        add_event(conn, task.id, "retrying", actor, now, {"error": error, "attempt": task.attempts, "delay": delay})
+        return task
+    task = _set(conn, task, now, state=TaskState.FAILED, error=error, lease_expires_at=None)
+    add_event(conn, task.id, "failed", actor, now, {"error": error, "attempts": task.attempts, "retryable": retryable})
+    _alert_failed(conn, task, now)
+    settle_parent(conn, task.parent_id, now)
+    return task
+
+
+def fail(
+    conn: Connection,
+    *,
+    task_id: str,
+    agent: Agent,
+    token: str,
+    error: Any,
+    retryable: bool,
+    now: float,
+    base: float,
+    cap: float,
+) -> dict[str, Any]:
+    task = _held(conn, task_id, agent, token)
+    if task.state is not TaskState.CLAIMED:
+        raise Conflict(f"task is {task.state.value}; only a claimed task can fail", code="not_claimed")
+    task = _fail(conn, task, error=error, retryable=retryable, actor=agent.name, now=now, base=base, cap=cap)
+    return to_api(conn, task)
+
+
+def reject(
+    conn: Connection, *, task_id: str, agent: Agent, token: str | None, reason: str, now: float
+) -> dict[str, Any]:
+    """The agent declines: back to the queue, never to this agent again. No attempt is spent."""
+    task = must_get(conn, task_id)
+    if task.state is TaskState.ASSIGNED and task.assigned_to == agent.name and token is None:
+        pass
+    elif task.state is TaskState.CLAIMED or token is not None:
+        task = _held(conn, task_id, agent, token or "")
+        if task.state is not TaskState.CLAIMED:
+            raise Conflict(f"task is {task.state.value}; nothing to reject", code="not_claimed")
+    elif task.state is TaskState.QUEUED and routing.allowed(task.route, agent.name) and task.route != routing.ROUTE_ALL:
+        pass  # a polling agent may decline a queued task it was offered
+    else:
+        raise Conflict(f"task is {task.state.value} and not offered to you", code="not_rejectable")
+    attempts = task.attempts - 1 if task.state is TaskState.CLAIMED else task.attempts
+    conn.execute("INSERT OR REPLACE INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 1)", (task.id, agent.name))
+    task = _set(
+        conn,
+        task,
+        now,
+        state=TaskState.QUEUED,
+        assigned_to=None,
+        assigned_at=None,
+        claim_token=None,
+        lease_expires_at=None,
+        attempts=max(attempts, 0),
+        parked=0,
+    )
+    add_event(conn, task.id, "rejected", agent.name, now, {"reason": reason})
+    return to_api(conn, task)
+
+
+def cancel(conn: Connection, *, task_id: str, caller: Caller, now: float) -> dict[str, Any]:
+    task = must_get(conn, task_id)
+    if not caller.is_admin and caller.name != task.submitted_by:
+        raise Forbidden("only the submitter or the admin can cancel a task", code="not_submitter")
+    if task.state.terminal:
+        raise Conflict(f"task is already {task.state.value}", code="already_terminal")
+    _cancel_tree(conn, task, caller.actor, now)
+    settle_parent(conn, task.parent_id, now)
+    return show(conn, task.id)
+
+
+def _cancel_tree(conn: Connection, task: Task, actor: str, now: float) -> None:
+    _set(conn, task, now, state=TaskState.CANCELED, lease_expires_at=None)
+    add_event(conn, task.id, "canceled", actor, now)
+    rows = conn.execute(
+        f"SELECT * FROM tasks WHERE parent_id = ? AND state IN ({','.join('?' * len(NON_TERMINAL))})",
+        (task.id, *NON_TERMINAL),
+    ).fetchall()
+    for row in rows:
+        _cancel_tree(conn, Task.from_row(row), actor, now)
+
+
+def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
+    """When the last child of a fanout ends, the parent ends: completed with every child's outcome, or
+    failed when no child completed."""
+    if parent_id is None:
+        return
+    parent = get(conn, parent_id)
+    if parent is None or parent.state is not TaskState.WAITING:
+        return
+    rows = conn.execute("SELECT * FROM tasks WHERE parent_id = ? ORDER BY assigned_to, seq", (parent_id,)).fetchall()
+    kids = [Task.from_row(r) for r in rows]
+    if any(not k.state.terminal for k in kids):
+        return
+    outcome = {
+        "children": [
+            {"agent": k.route, "task_id": k.id, "state": k.state.value}
+            | ({"result": k.result} if k.state is TaskState.COMPLETED else {"error": k.error})
+            for k in kids
+        ]
+    }
+    if any(k.state is TaskState.COMPLETED for k in kids):
+        _set(conn, parent, now, state=TaskState.COMPLETED, result=outcome)
+        add_event(conn, parent.id, "completed", "mcs", now, {"children": len(kids)})
+    else:
+        parent = _set(conn, parent, now, state=TaskState.FAILED, result=outcome, error="every child task failed")
+        add_event(conn, parent.id, "failed", "mcs", now, {"children": len(kids)})
+        _alert_failed(conn, parent, now)
+    settle_parent(conn, parent.parent_id, now)
+
+
+# ---------------------------------------------------------------- dispatcher
+
+
+@dataclass
+class DispatchResult:
+    assigned: list[tuple[str, str, float]] = field(default_factory=list)  # (task id, agent, created_at)
+    fanned_out: int = 0
+    parked: int = 0
+    requeued: int = 0
+    fingerprint: tuple[Any, ...] = ()
+    next_due: float | None = None
+
+
+def _fingerprint(candidates: list[Candidate]) -> tuple[Any, ...]:
+    return tuple((c.name, tuple(sorted(c.capabilities)), c.pushable) for c in candidates)
+
+
+def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] | None, limit: int) -> DispatchResult:
+    """One pass: due retries back to the queue, then route queued tasks (urgent first, oldest first).
+
+    A task nobody can take now is parked, so later passes skip it; when the set of online agents or
+    their capabilities changes, every parked task is looked at again.
+    """
+    out = DispatchResult()
+    for (task_id,) in conn.execute(
+        "UPDATE tasks SET state = 'queued', parked = 0, assigned_to = NULL, assigned_at = NULL,"
+        " claim_token = NULL, updated_at = ? WHERE state = 'retrying' AND not_before <= ? RETURNING id",
+        (now, now),
+    ).fetchall():
+        add_event(conn, task_id, "requeued", "dispatcher", now)
+        out.requeued += 1
+    candidates = agents_store.candidates(conn, now=now)
+    out.fingerprint = _fingerprint(candidates)
+    if out.fingerprint != last_fingerprint:
+        conn.execute("UPDATE tasks SET parked = 0 WHERE state = 'queued' AND parked = 1")
+    by_name = {c.name: c for c in candidates}
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE state = 'queued' AND parked = 0 ORDER BY priority, seq LIMIT ?", (limit,)
+    ).fetchall()
+    pending = [Task.from_row(r) for r in rows]
+    while pending:
+        task = pending.pop(0)
+        if task.route == routing.ROUTE_ALL:
+            kids = _fan_out(conn, task, list(by_name.values()), now)
+            if kids:
+                out.fanned_out += 1
+                pending = kids + pending
+            else:
+                _set(conn, task, now, parked=1)
+                out.parked += 1
+            continue
+        avoid = {
+            r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task.id,))
+        }
+        name = routing.pick_agent(
+            route=task.route, required=task.capabilities, candidates=by_name.values(), avoid=avoid
+        )
+        if name is None:
+            _set(conn, task, now, parked=1)
+            out.parked += 1
+            continue
+        task = _set(conn, task, now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
+        add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
+        conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
+        _enqueue(
+            conn,
+            kind="webhook",
+            agent=name,
+            task_id=task.id,
+            body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": to_api(conn, task)}},
+            now=now,
+        )
+        by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
+        out.assigned.append((task.id, name, task.created_at))
+    row = conn.execute("SELECT min(not_before) FROM tasks WHERE state = 'retrying'").fetchone()
+    out.next_due = row[0]
+    return out
+
+
+def _fan_out(conn: Connection, parent: Task, candidates: list[Candidate], now: float) -> list[Task]:
+    targets = routing.fanout_targets(required=parent.capabilities, candidates=candidates)
+    if not targets:
+        return []
+    kids = []
+    for name in targets:
+        kid_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO tasks (id, type, payload, priority, capabilities, route, state, max_retries, claim_ttl,"
+            " parent_id, submitted_by, created_at, updated_at)"
+            " SELECT ?, type, payload, priority, capabilities, ?, 'queued', max_retries, claim_ttl, id,"
+            " submitted_by, created_at, ? FROM tasks WHERE id = ?",
+            (kid_id, name, now, parent.id),
+        )
+        add_event(conn, kid_id, "submitted", "dispatcher", now, {"parent_id": parent.id, "route": name})
+        kids.append(must_get(conn, kid_id))
+    _set(conn, parent, now, state=TaskState.WAITING)
+    add_event(conn, parent.id, "waiting", "dispatcher", now, {"children": targets})
+    return kids
+
+
+# ---------------------------------------------------------------- watchdog
+
+
+def expire_leases(conn: Connection, *, now: float, base: float, cap: float, limit: int = 500) -> list[str]:
+    """Claimed tasks whose lease ran out: the attempt counts as failed (retry with backoff, or failed)."""
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE state = 'claimed' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    for row in rows:
+        task = Task.from_row(row)
+        add_event(conn, task.id, "lease_expired", "watchdog", now, {"agent": task.assigned_to})
+        _fail(conn, task, error="lease expired", retryable=True, actor="watchdog", now=now, base=base, cap=cap)
+    return [r["id"] for r in rows]
+
+
+def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list[str]:
+    """Assigned tasks nobody claimed within their claim TTL go back to the queue, preferring another agent."""
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE state = 'assigned' AND assigned_at + claim_ttl <= ? ORDER BY seq LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    for row in rows:
+        task = Task.from_row(row)
+        conn.execute(
+            "INSERT OR IGNORE INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 0)", (task.id, task.assigned_to)
+        )
+        _set(conn, task, now, state=TaskState.QUEUED, assigned_to=None, assigned_at=None, parked=0)
+        add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to})
+    return [r["id"] for r in rows]
+
+
+def purge_idempotency_keys(conn: Connection, *, now: float) -> int:
+    return int(conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)).rowcount)

@@ -1,0 +1,105 @@
+"""The watchdog: every MCS_WATCHDOG_INTERVAL, and once at start-up to catch up on whatever was orphaned
+while everything was down: expired leases -> retry or fail; assignments nobody claimed -> routed again;
+agents past their TTL -> offline; expired idempotency keys and old outbox rows -> purged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from mcs import metrics
+from mcs.config import Settings
+from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.store import Store
+from mcs.store import agents as agents_store
+from mcs.store import outbox as outbox_store
+from mcs.store import tasks as tasks_store
+
+log = logging.getLogger("mcs.watchdog")
+
+OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection
+
+
+@dataclass
+class Sweep:
+    expired_leases: list[str]
+    rerouted: list[str]
+    offline: list[str]
+    purged_keys: int
+    purged_outbox: int
+
+
+class Watchdog:
+    def __init__(self, store: Store, *, interval: float, retry_base: float, retry_max: float) -> None:
+        self.store = store
+        self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
+        self._stop = threading.Event()
+        self.heartbeat = Heartbeat(store, "watchdog")
+        self.last_pass = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_pass < max(60.0, 3 * self.interval)
+
+    def run_once(self) -> Sweep:
+        """One sweep, each kind of work in its own short transaction (looping while batches are full)."""
+        now = time.time()
+        expired: list[str] = []
+        while batch := self.store.write(tasks_store.expire_leases, now=now, base=self.retry_base, cap=self.retry_max):
+            expired += batch
+            if len(batch) < 500:
+                break
+        rerouted: list[str] = []
+        while batch := self.store.write(tasks_store.reroute_unclaimed, now=now):
+            rerouted += batch
+            if len(batch) < 500:
+                break
+        offline = self.store.write(agents_store.mark_expired_offline, now=now)
+        purged_keys = self.store.write(tasks_store.purge_idempotency_keys, now=now)
+        purged_outbox = self.store.write(outbox_store.purge_delivered, before=now - OUTBOX_KEEP)
+        for task_id in expired:
+            log.info("lease expired", extra={"action": "lease_expired", "task_id": task_id})
+        for task_id in rerouted:
+            log.info("assignment unclaimed, routing again", extra={"action": "reroute", "task_id": task_id})
+        for name in offline:
+            log.info("agent offline", extra={"action": "agent_offline", "agent": name})
+        metrics.claims_expired.inc(len(expired))
+        metrics.unclaimed_rerouted.inc(len(rerouted))
+        metrics.agents_marked_offline.inc(len(offline))
+        self.last_pass = time.monotonic()
+        metrics.loop_last_pass.set(time.time())
+        self.heartbeat.maybe_beat()
+        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox)
+
+    def run(self) -> None:
+        log.info("watchdog started", extra={"action": "start", "interval": self.interval})
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("sweep failed; trying again next interval", extra={"action": "sweep_failed"})
+            self._stop.wait(self.interval)
+        log.info("watchdog stopped", extra={"action": "stop"})
+
+
+def main(settings: Settings | None = None) -> None:
+    setup_logging()
+    settings = settings or Settings.from_env()
+    store = Store(settings.db, synchronous=settings.synchronous)
+    store.migrate()
+    watchdog = Watchdog(
+        store, interval=settings.watchdog_interval, retry_base=settings.retry_base, retry_max=settings.retry_max
+    )
+    on_stop_signals(watchdog.stop)
+    status = StatusServer(
+        host=settings.bind_metrics_host, port=settings.watchdog_metrics_port, process="watchdog", alive=watchdog.alive
+    ).start()
+    try:
+        watchdog.run()
+    finally:
+        status.stop()
+        store.close()
