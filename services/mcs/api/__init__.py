@@ -111,8 +111,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         yield
+        db.shutdown()
         if own:
-            db.close()
+            s.close()
 
     @app.before_request
     async def start_timer() -> None:

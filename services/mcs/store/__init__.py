@@ -86,7 +86,11 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: self.store.read(fn, *args, **kwargs))
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the threads; the store's connections stay open for whoever owns it."""
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+
+    def close(self) -> None:
+        self.shutdown()
         self.store.close()

@@ -1,0 +1,170 @@
+"""The notifier against real HTTP receivers on loopback: signing, retries, give-up, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from mcs.notifier import Notifier
+from mcs.store import Store
+from standardwebhooks.webhooks import Webhook
+
+pytestmark = pytest.mark.asyncio
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 whose answers a test scripts: a list of status codes (or 'slow')."""
+
+    def __init__(self, script=None, delay=0.0):
+        self.script = list(script or [])
+        self.delay = delay
+        self.calls = []  # (monotonic time, headers, body)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"])).decode()
+                receiver.calls.append((time.monotonic(), dict(self.headers), body))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                status = receiver.script.pop(0) if receiver.script else 204
+                self.send_response(status)
+                if status in (301, 302, 307):
+                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers():
+    made = []
+
+    def make(script=None, delay=0.0):
+        made.append(Receiver(script, delay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+async def notifier(mesh):
+    settings = replace(
+        mesh.settings, webhook_timeout=0.5, webhook_attempts=3, webhook_retry_base=0.05, webhook_retry_max=0.2
+    )
+    store = Store(settings.db, synchronous=settings.synchronous)
+    n = Notifier(store, settings)
+    runner = asyncio.create_task(n.run())
+    yield n
+    n.stop()
+    await asyncio.wait_for(runner, 10)
+    store.close()
+
+
+async def until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def assign(mesh, name, url, **task):
+    who = await mesh.agent(name, ["x"], notify_url=url)
+    submitted = await mesh.submit(type="x", route=name, **task)
+    mesh.dispatch()
+    return who, submitted
+
+
+async def test_signed_webhook_verifies_with_the_reference_implementation(mesh, notifier, receivers):
+    r = receivers()
+    who, task = await assign(mesh, "a", r.url, payload={"q": "é"})
+    assert await until(lambda: asyncio.sleep(0, bool(r.calls)))
+    _, headers, body = r.calls[0]
+    verified = Webhook(who["_whsec"]).verify(body, headers)
+    assert verified["type"] == "task.assigned" and verified["data"]["task"]["id"] == task["id"]
+    assert verified["data"]["task"]["payload"] == {"q": "é"}
+
+    async def notified():
+        return "notified" in await mesh.kinds(task["id"])
+
+    assert await until(notified)
+
+
+async def test_retries_5xx_and_timeouts_with_the_same_webhook_id(mesh, notifier, receivers):
+    r = receivers(script=[500, 503, 204])
+    _, task = await assign(mesh, "a", r.url)
+    assert await until(lambda: asyncio.sleep(0, len(r.calls) >= 3))
+    ids = {c[1]["webhook-id"] for c in r.calls}
+    assert len(ids) == 1 and next(iter(ids)).startswith("msg_")
+    gaps = [b[0] - a[0] for a, b in zip(r.calls, r.calls[1:], strict=False)]
+    assert all(g >= 0.04 for g in gaps), gaps  # backoff, not a hot loop
+
+    async def delivered():
+        row = mesh.store.conn.execute("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+        return tuple(row) == ("delivered", 3)
+
+    assert await until(delivered)
+
+
+async def test_gives_up_after_bounded_attempts_and_records_it(mesh, notifier, receivers):
+    r = receivers(script=[500] * 10)
+    _, task = await assign(mesh, "a", r.url)
+
+    async def failed():
+        return "webhook_failed" in await mesh.kinds(task["id"])
+
+    assert await until(failed)
+    assert len(r.calls) == 3
+    events = (await mesh.ok("GET", f"/v1/tasks/{task['id']}/events", who="admin"))["events"]
+    assert events[-1]["detail"]["error"] == "HTTP 500"
+    assert (await mesh.task(task["id"]))["state"] == "assigned"  # the notifier never changes task state
+
+
+async def test_redirects_are_not_followed_and_4xx_is_final(mesh, notifier, receivers):
+    r = receivers(script=[302])
+    _, task = await assign(mesh, "a", r.url)
+
+    async def failed():
+        return "webhook_failed" in await mesh.kinds(task["id"])
+
+    assert await until(failed)
+    assert len(r.calls) == 1
+    row = mesh.store.conn.execute("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    assert "redirects are not followed" in row[0]
+
+
+async def test_a_dead_agent_does_not_delay_the_others(mesh, notifier, receivers):
+    slow = receivers(delay=0.4, script=[204] * 20)
+    fast = receivers()
+    await mesh.agent("slow", ["x"], notify_url=slow.url)
+    await mesh.agent("fast", ["x"], notify_url=fast.url)
+    for _ in range(10):
+        await mesh.submit(type="x", route="slow")
+    started = time.monotonic()
+    fast_task = await mesh.submit(type="x", route="fast")
+    mesh.dispatch()
+    assert await until(lambda: asyncio.sleep(0, bool(fast.calls)), timeout=3)
+    assert fast.calls[0][0] - started < 0.3
+    assert json.loads(fast.calls[0][2])["data"]["task"]["id"] == fast_task["id"]

@@ -1,0 +1,57 @@
+"""The SQLite rules: version floor, pragmas on every connection, migrations safe to run from many processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mcs.errors import SqliteTooOld
+from mcs.store import Store, connection
+
+
+def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
+    monkeypatch.setattr(connection, "sqlite_version", lambda: "3.40.1")
+    with pytest.raises(SqliteTooOld, match="3.40.1 is too old"):
+        Store(tmp_path / "x.db").conn
+
+
+def test_every_connection_has_the_pragmas(tmp_path):
+    store = Store(tmp_path / "x.db")
+    conn = store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert Store(tmp_path / "y.db", synchronous="NORMAL").conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_migrations_apply_once_and_record_themselves(tmp_path):
+    store = Store(tmp_path / "x.db")
+    assert store.migrate() == ["0001_core"]
+    assert store.migrate() == []
+    assert store.pending_migrations() == []
+
+
+def test_concurrent_migrations_from_several_processes(tmp_path):
+    db = tmp_path / "race.db"
+    code = (
+        "from pathlib import Path; from mcs.store import Store; import sys; print(Store(Path(sys.argv[1])).migrate())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    applied = [o[0].decode().strip() for o in outs]
+    assert sorted(applied).count("['0001_core']") == 1
+
+
+def test_mcs_migrate_command(tmp_path):
+    env = {"MCS_DB": str(tmp_path / "cli.db"), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, "-m", "mcs", "migrate", "--json"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert '"0001_core"' in first.stdout
+    second = subprocess.run([sys.executable, "-m", "mcs", "migrate"], env=env, capture_output=True, text=True)
+    assert second.stdout.strip() == "up to date"

@@ -1,0 +1,28 @@
+from pathlib import Path
+
+import pytest
+from mcs.config import Settings
+from mcs.errors import ConfigError
+
+
+def test_defaults_match_the_design():
+    s = Settings.from_env({})
+    assert (s.db, s.host, s.port) == (Path("data/mcs.db"), "127.0.0.1", 8080)
+    assert (s.claim_ttl, s.agent_ttl, s.watchdog_interval) == (300, 300, 30)
+    assert (s.retry_base, s.retry_max, s.max_retries, s.synchronous) == (10, 600, 3, "FULL")
+    assert (s.dispatcher_metrics_port, s.watchdog_metrics_port, s.notifier_metrics_port) == (9101, 9102, 9103)
+
+
+def test_fractions_and_overrides():
+    s = Settings.from_env({"MCS_RETRY_BASE": "0.05", "MCS_SYNCHRONOUS": "normal", "MCS_PORT": "9000"})
+    assert (s.retry_base, s.synchronous, s.port) == (0.05, "NORMAL", 9000)
+
+
+@pytest.mark.parametrize(("name", "value"), [("MCS_PORT", "http"), ("MCS_CLAIM_TTL", "-1"), ("MCS_SYNCHRONOUS", "OFF")])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_bot_token_is_not_in_repr():
+    assert "sekrit" not in repr(Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": "sekrit"}))
