@@ -13,7 +13,7 @@ from mcs.store import Store, connection
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
     monkeypatch.setattr(connection, "sqlite_version", lambda: "3.40.1")
     with pytest.raises(SqliteTooOld, match="3.40.1 is too old"):
-        Store(tmp_path / "x.db").conn
+        Store(tmp_path / "x.db").migrate()
 
 
 def test_every_connection_has_the_pragmas(tmp_path):
