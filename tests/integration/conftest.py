@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from mcs.api import create_app
 from mcs.config import Settings
 from mcs.dispatcher import Dispatcher

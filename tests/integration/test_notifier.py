@@ -10,9 +10,10 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from standardwebhooks.webhooks import Webhook
+
 from mcs.notifier import Notifier
 from mcs.store import Store
-from standardwebhooks.webhooks import Webhook
 
 pytestmark = pytest.mark.asyncio
 

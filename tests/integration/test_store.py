@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from mcs.errors import SqliteTooOld
 from mcs.store import Store, connection
 

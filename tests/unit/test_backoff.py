@@ -1,4 +1,5 @@
 import pytest
+
 from mcs.backoff import retry_delay
 
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from mcs.config import Settings
 from mcs.errors import ConfigError
 

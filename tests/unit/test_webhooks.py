@@ -4,8 +4,9 @@ import json
 import time
 
 import pytest
-from mcs import auth, webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from mcs import auth, webhooks
 
 
 def test_reference_implementation_accepts_our_signature():
