@@ -1,0 +1,126 @@
+"""The `mcs` CLI through click's runner, against a real `mcs api` process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from mcs.cli import main
+from mcs.client import Client
+
+TOKEN = "cli-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    port = free_port()
+    env = os.environ | {"MCS_DB": str(tmp / "mcs.db"), "MCS_PORT": str(port), "MCS_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "mcs", "api"], env=env, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(proc.stderr.read().decode())
+    yield url
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0
+    proc.stderr.close()
+
+
+@pytest.fixture
+def mcs(api, monkeypatch):
+    monkeypatch.setenv("MCS_URL", api)
+    monkeypatch.setenv("MCS_ADMIN_TOKEN", TOKEN)
+    monkeypatch.delenv("MCS_AGENT_ID", raising=False)
+    runner = CliRunner()
+
+    def run(*args, env=None):
+        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
+
+    return run
+
+
+def test_admin_creates_an_agent_and_lists_it(mcs):
+    created = mcs("admin", "agent", "create", "ocasia", "-c", "mcs-review", "--json")
+    assert created.exit_code == 0, created.output
+    secrets = json.loads(created.stdout)
+    assert secrets["name"] == "ocasia" and secrets["webhook_secret"].startswith("whsec_")
+    listed = mcs("agent", "list")
+    assert "ocasia" in listed.stdout and "offline" in listed.stdout
+    dup = mcs("admin", "agent", "create", "ocasia")
+    assert dup.exit_code == 1 and "already exists" in dup.stderr and "Traceback" not in dup.output
+
+
+def test_submit_with_payload_file_as_in_the_write_up(mcs, tmp_path):
+    mcs("admin", "agent", "create", "rex", "-c", "mcs-review")
+    review = tmp_path / "review.json"
+    review.write_text(json.dumps({"prompt": "review this", "url": "https://example.invalid/payload"}))
+    submitted = mcs("task", "submit", "--type", "mcs-review", "--route", "rex", "--payload-file", str(review))
+    assert submitted.exit_code == 0, submitted.output
+    task_id = submitted.stdout.strip()
+    shown = json.loads(mcs("task", "show", task_id, "--json").stdout)
+    assert shown["route"] == "rex" and shown["payload"]["prompt"] == "review this"
+    events = mcs("task", "events", task_id)
+    assert "submitted" in events.stdout
+    listed = json.loads(mcs("task", "list", "--type", "mcs-review", "--json").stdout)
+    assert task_id in [t["id"] for t in listed["tasks"]]
+    canceled = mcs("task", "cancel", task_id)
+    assert canceled.exit_code == 0 and "canceled" in canceled.stdout
+
+
+def test_submit_wait_prints_the_result(mcs, api):
+    secrets = json.loads(mcs("admin", "agent", "create", "worker", "-c", "echo", "--json").stdout)
+    agent = Client(api, agent_id="worker", agent_secret=secrets["secret"])
+    agent.register(["echo"])  # no notify_url: it polls
+
+    def work():
+        task = agent.claim_next(wait=10)
+        agent.complete(task["id"], task["claim_token"], {"echo": task["payload"]})
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    result = mcs("task", "submit", "--type", "echo", "--payload", '{"n": 7}', "--wait", "--timeout", "20")
+    worker.join(timeout=20)
+    agent.close()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"echo": {"n": 7}}
+
+
+def test_errors_are_one_line_and_non_zero(mcs, tmp_path):
+    missing = mcs("task", "show", "no-such-task")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: no task") and "Traceback" not in missing.output
+    bad_json = mcs("task", "submit", "--type", "x", "--payload", "{oops")
+    assert bad_json.exit_code == 2 and "not valid JSON" in bad_json.stderr
+    no_file = mcs("task", "submit", "--type", "x", "--payload-file", str(tmp_path / "nope.json"))
+    assert no_file.exit_code == 2 and "cannot read" in no_file.stderr
+    bad_priority = mcs("task", "submit", "--type", "x", "--priority", "asap")
+    assert bad_priority.exit_code == 2
+    unreachable = mcs("agent", "list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.exit_code == 1 and "cannot reach MCS" in unreachable.stderr
+
+
+def test_options_show_their_environment_variable(mcs):
+    assert "MCS_URL" in mcs("task", "submit", "--help").stdout
+    assert "MCS_DB" in mcs("migrate", "--help").stdout
