@@ -8,7 +8,7 @@ from typing import Any
 from quart import Blueprint, current_app
 from quart_schema import validate_request
 
-from mcs.api.auth import authenticate, require_admin, require_agent
+from mcs.api.auth import authed, credentials, require_admin
 from mcs.api.schemas import CreateAgent, Register
 from mcs.errors import NotFound
 from mcs.store import agents as agents_store
@@ -23,7 +23,7 @@ def _db() -> Any:
 @bp.post("")
 @validate_request(CreateAgent)
 async def create(data: CreateAgent) -> tuple[dict[str, Any], int]:
-    caller = await require_admin()
+    caller = require_admin()
     created = await _db().write(
         agents_store.create, name=data.name, capabilities=data.capabilities, actor=caller.actor, now=time.time()
     )
@@ -33,12 +33,12 @@ async def create(data: CreateAgent) -> tuple[dict[str, Any], int]:
 @bp.post("/register")
 @validate_request(Register)
 async def register(data: Register) -> dict[str, Any]:
-    agent = await require_agent()
+    creds = credentials()
     ttl = data.ttl if data.ttl is not None else current_app.config["MCS_SETTINGS"].agent_ttl
     now = time.time()
     agent = await _db().write(
-        agents_store.register,
-        name=agent.name,
+        authed(_register, need="agent", pass_as="agent"),
+        creds,
         capabilities=data.capabilities,
         notify_url=data.notify_url,
         ttl=ttl,
@@ -47,32 +47,34 @@ async def register(data: Register) -> dict[str, Any]:
     return agent.to_api(now) | {"ttl": ttl}
 
 
+def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
+    return agents_store.register(conn, name=agent.name, **kwargs)
+
+
 @bp.post("/<name>/rotate")
 async def rotate(name: str) -> dict[str, Any]:
-    caller = await require_admin()
+    caller = require_admin()
     result: dict[str, Any] = await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time())
     return result
 
 
 @bp.delete("/<name>")
 async def delete(name: str) -> tuple[str, int]:
-    caller = await require_admin()
+    caller = require_admin()
     await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time())
     return "", 204
 
 
 @bp.get("")
 async def list_agents() -> dict[str, Any]:
-    await authenticate()
     now = time.time()
-    agents = await _db().read(agents_store.list_all)
+    agents = await _db().read(authed(agents_store.list_all, need="any"), credentials())
     return {"agents": [a.to_api(now) for a in agents]}
 
 
 @bp.get("/<name>")
 async def show(name: str) -> dict[str, Any]:
-    await authenticate()
-    agent = await _db().read(agents_store.get, name)
+    agent = await _db().read(authed(agents_store.get, need="any"), credentials(), name=name)
     if agent is None:
         raise NotFound(f"no agent named {name!r}")
     result: dict[str, Any] = agent.to_api(time.time())

@@ -11,7 +11,7 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_querystring, validate_request
 
 from mcs import metrics
-from mcs.api.auth import authenticate, require_agent
+from mcs.api.auth import authed, credentials
 from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery
 from mcs.errors import BadRequest, Unprocessable
 from mcs.models import Priority, TaskSpec
@@ -31,7 +31,7 @@ def _settings() -> Any:
 @bp.post("")
 @validate_request(SubmitTask)
 async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]:
-    caller, _ = await authenticate()
+    creds = credentials()
     if data.aggregate == "consensus":
         raise Unprocessable("aggregate=consensus is not available yet; use collect", code="unsupported")
     if data.aggregate is not None and data.route != "all":
@@ -52,8 +52,8 @@ async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", code="bad_idempotency_key")
     body_hash = hashlib.sha256(json.dumps(data.model_dump(), sort_keys=True).encode()).hexdigest()
     task, replayed = await _db().write(
-        tasks_store.submit,
-        caller=caller,
+        authed(tasks_store.submit, need="any", pass_as="caller"),
+        creds,
         spec=spec,
         idempotency_key=key,
         body_hash=body_hash,
@@ -68,9 +68,9 @@ async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]
 @bp.get("")
 @validate_querystring(TaskQuery)
 async def list_tasks(query_args: TaskQuery) -> dict[str, Any]:
-    await authenticate()
     result: dict[str, Any] = await _db().read(
-        tasks_store.list_tasks,
+        authed(tasks_store.list_tasks, need="any"),
+        credentials(),
         state=query_args.state,
         type=query_args.type,
         agent=query_args.agent,
@@ -83,27 +83,25 @@ async def list_tasks(query_args: TaskQuery) -> dict[str, Any]:
 
 @bp.get("/<task_id>")
 async def show(task_id: str) -> dict[str, Any]:
-    await authenticate()
-    result: dict[str, Any] = await _db().read(tasks_store.show, task_id)
+    result: dict[str, Any] = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
     return result
 
 
 @bp.get("/<task_id>/events")
 async def events(task_id: str) -> dict[str, Any]:
-    await authenticate()
-    return {"events": await _db().read(tasks_store.events, task_id)}
+    return {"events": await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)}
 
 
 @bp.post("/claim")
 @validate_request(ClaimNext)
 async def claim_next(data: ClaimNext) -> Any:
     """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll)."""
-    agent = await require_agent()
+    creds = credentials()
     deadline = time.monotonic() + data.wait
     watcher = current_app.config["MCS_CHANGES"]
     while True:
         version = watcher.version
-        task = await _db().write(tasks_store.claim_next, agent=agent, now=time.time())
+        task = await _db().write(authed(tasks_store.claim_next, need="agent", pass_as="agent"), creds, now=time.time())
         if task is not None:
             return task
         remaining = deadline - time.monotonic()
@@ -114,17 +112,24 @@ async def claim_next(data: ClaimNext) -> Any:
 
 @bp.post("/<task_id>/claim")
 async def claim(task_id: str) -> dict[str, Any]:
-    agent = await require_agent()
-    result: dict[str, Any] = await _db().write(tasks_store.claim, task_id=task_id, agent=agent, now=time.time())
+    creds = credentials()
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.claim, need="agent", pass_as="agent"), creds, task_id=task_id, now=time.time()
+    )
     return result
 
 
 @bp.post("/<task_id>/extend")
 @validate_request(Extend)
 async def extend(task_id: str, data: Extend) -> dict[str, Any]:
-    agent = await require_agent()
+    creds = credentials()
     result: dict[str, Any] = await _db().write(
-        tasks_store.extend, task_id=task_id, agent=agent, token=data.claim_token, ttl=data.ttl, now=time.time()
+        authed(tasks_store.extend, need="agent", pass_as="agent"),
+        creds,
+        task_id=task_id,
+        token=data.claim_token,
+        ttl=data.ttl,
+        now=time.time(),
     )
     return result
 
@@ -132,9 +137,14 @@ async def extend(task_id: str, data: Extend) -> dict[str, Any]:
 @bp.post("/<task_id>/complete")
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Any:
-    agent = await require_agent()
+    creds = credentials()
     result, changed = await _db().write(
-        tasks_store.complete, task_id=task_id, agent=agent, token=data.claim_token, result=data.result, now=time.time()
+        authed(tasks_store.complete, need="agent", pass_as="agent"),
+        creds,
+        task_id=task_id,
+        token=data.claim_token,
+        result=data.result,
+        now=time.time(),
     )
     if changed:
         metrics.tasks_completed.labels(result["type"], result["priority"]).inc()
@@ -144,12 +154,12 @@ async def complete(task_id: str, data: Complete) -> Any:
 @bp.post("/<task_id>/fail")
 @validate_request(Fail)
 async def fail(task_id: str, data: Fail) -> dict[str, Any]:
-    agent = await require_agent()
+    creds = credentials()
     settings = _settings()
     result: dict[str, Any] = await _db().write(
-        tasks_store.fail,
+        authed(tasks_store.fail, need="agent", pass_as="agent"),
+        creds,
         task_id=task_id,
-        agent=agent,
         token=data.claim_token,
         error=data.error,
         retryable=data.retryable,
@@ -165,9 +175,14 @@ async def fail(task_id: str, data: Fail) -> dict[str, Any]:
 @bp.post("/<task_id>/reject")
 @validate_request(Reject)
 async def reject(task_id: str, data: Reject) -> dict[str, Any]:
-    agent = await require_agent()
+    creds = credentials()
     result: dict[str, Any] = await _db().write(
-        tasks_store.reject, task_id=task_id, agent=agent, token=data.claim_token, reason=data.reason, now=time.time()
+        authed(tasks_store.reject, need="agent", pass_as="agent"),
+        creds,
+        task_id=task_id,
+        token=data.claim_token,
+        reason=data.reason,
+        now=time.time(),
     )
     metrics.tasks_rejected.labels(result["type"], result["priority"]).inc()
     return result
@@ -175,7 +190,8 @@ async def reject(task_id: str, data: Reject) -> dict[str, Any]:
 
 @bp.post("/<task_id>/cancel")
 async def cancel(task_id: str) -> dict[str, Any]:
-    caller, _ = await authenticate()
-    result: dict[str, Any] = await _db().write(tasks_store.cancel, task_id=task_id, caller=caller, now=time.time())
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
+    )
     metrics.tasks_canceled.labels(result["type"], result["priority"]).inc()
     return result
