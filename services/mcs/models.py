@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -204,10 +204,17 @@ class OutboxItem:
     task_id: str | None
     body: str
     attempts: int
+    notify_url: str | None = None  # the agent's, read with the row
+    webhook_secret: str | None = field(default=None, repr=False)
+    agent_exists: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> OutboxItem:
+        keys = row.keys()  # type: ignore[attr-defined]
         return cls(
+            notify_url=row["notify_url"] if "notify_url" in keys else None,
+            webhook_secret=row["webhook_secret"] if "webhook_secret" in keys else None,
+            agent_exists=bool(row["agent_exists"]) if "agent_exists" in keys else False,
             id=row["id"],
             kind=row["kind"],
             message_id=row["message_id"],

@@ -74,7 +74,10 @@ class Notifier:
     # ------------------------------------------------------------ delivery
 
     async def _send_webhook(self, client: httpx.AsyncClient, item: OutboxItem, attempt: int) -> None:
-        target = await self.db.read(agents_store.webhook_target, item.agent)
+        if attempt == item.attempts + 1 and item.agent_exists:
+            target: tuple[str | None, str] | None = (item.notify_url, item.webhook_secret or "")
+        else:  # a retry: the agent may have moved or rotated its key meanwhile
+            target = await self.db.read(agents_store.webhook_target, item.agent)
         if target is None:
             raise DeliveryFailed(f"agent {item.agent} no longer exists", retryable=False)
         url, secret = target

@@ -11,8 +11,12 @@ from mcs.store.tasks import add_event
 
 
 def due(conn: Connection, *, now: float, limit: int) -> list[OutboxItem]:
+    """Pending rows that are due, each with its agent's current notify_url and key (one query, no second trip)."""
     rows = conn.execute(
-        "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
+        "SELECT o.*, a.notify_url, a.webhook_secret, a.name IS NOT NULL AS agent_exists"
+        " FROM outbox o LEFT JOIN agents a ON a.name = o.agent"
+        " WHERE o.state = 'pending' AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
+        (now, limit),
     ).fetchall()
     return [OutboxItem.from_row(r) for r in rows]
 
