@@ -65,6 +65,7 @@ class Agent:
     name: str
     capabilities: tuple[str, ...]
     notify_url: str | None
+    concurrency: int
     status: AgentStatus
     expires_at: float | None
     last_seen: float | None
@@ -76,6 +77,7 @@ class Agent:
             name=row["name"],
             capabilities=tuple(json.loads(row["capabilities"])),
             notify_url=row["notify_url"],
+            concurrency=row["concurrency"],
             status=AgentStatus(row["status"]),
             expires_at=row["expires_at"],
             last_seen=row["last_seen"],
@@ -96,6 +98,7 @@ class Agent:
             "last_seen": iso(self.last_seen),
             "expires_at": iso(self.expires_at) if self.effective_status(now) is AgentStatus.ONLINE else None,
             "notify_url": self.notify_url,
+            "concurrency": self.concurrency,
         }
 
 

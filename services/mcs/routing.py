@@ -18,6 +18,11 @@ class Candidate:
     pushable: bool  # has a notify_url, so the dispatcher can hand it work
     load: int  # tasks it holds now (assigned or claimed)
     last_assigned_at: float  # 0 when never
+    capacity: int = 1  # tasks it takes at once (its registered concurrency)
+
+    @property
+    def has_room(self) -> bool:
+        return self.load < self.capacity
 
 
 def capable(agent_capabilities: Iterable[str], required: Iterable[str]) -> bool:
@@ -36,20 +41,27 @@ def pick_agent(
     required: Iterable[str],
     candidates: Iterable[Candidate],
     avoid: Mapping[str, bool] | None = None,
+    respect_capacity: bool = True,
 ) -> str | None:
     """The agent a `route=any` or named task goes to now, or None (it stays queued).
 
     Only agents with a notify_url are picked: the dispatcher's job is to push. Agents that poll take work
     with `claim next`. Least-loaded first, then the one that waited longest since its last assignment,
     then by name so the choice is deterministic. `avoid` maps agent -> hard: hard means it rejected this
-    task (never again); soft means it let a claim lapse (only if nobody else can).
+    task (never again); soft means it let a claim lapse (only if nobody else can). An agent holding as many
+    tasks as its capacity gets no more until one ends; `respect_capacity=False` asks whether anyone could
+    take the task at all (when nobody could, the dispatcher parks it).
     """
     avoid = avoid or {}
     need = set(required)
     eligible = [
         c
         for c in candidates
-        if c.pushable and allowed(route, c.name) and need <= c.capabilities and not avoid.get(c.name, False)
+        if c.pushable
+        and allowed(route, c.name)
+        and need <= c.capabilities
+        and not avoid.get(c.name, False)
+        and (c.has_room or not respect_capacity)
     ]
     if not eligible:
         return None

@@ -51,6 +51,7 @@ class Mesh:
         *,
         notify_url: str | None = "http://127.0.0.1:9/hook",
         ttl: float | None = None,
+        concurrency: int | None = None,
     ) -> dict[str, str]:
         """Create and register an agent; returns its auth headers (plus its webhook secret under `_whsec`)."""
         created = await self.ok(
@@ -60,7 +61,10 @@ class Mesh:
         body: dict[str, Any] = {"capabilities": caps, "notify_url": notify_url}
         if ttl is not None:
             body["ttl"] = ttl
+        if concurrency is not None:
+            body["concurrency"] = concurrency
         await self.ok("POST", "/v1/agents/register", who=headers, json=body)
+        self.last_agent = headers
         return headers | {"_whsec": created["webhook_secret"]}
 
     async def submit(self, who: Any = "admin", **body: Any) -> dict[str, Any]:

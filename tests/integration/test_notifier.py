@@ -141,6 +141,8 @@ async def test_gives_up_after_bounded_attempts_and_records_it(mesh, notifier, re
     events = (await mesh.ok("GET", f"/v1/tasks/{task['id']}/events", who="admin"))["events"]
     assert events[-1]["detail"]["error"] == "HTTP 500"
     assert (await mesh.task(task["id"]))["state"] == "assigned"  # the notifier never changes task state
+    assert mesh.sweep().rerouted == [task["id"]]  # the watchdog does, without waiting out the claim TTL
+    assert (await mesh.task(task["id"]))["state"] == "queued"
 
 
 async def test_redirects_are_not_followed_and_4xx_is_final(mesh, notifier, receivers):

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from sqlite_utils import Database
 
 from mcs.errors import SqliteTooOld
-from mcs.store import Store, connection
+from mcs.store import Store, connection, migrations
 
 
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
@@ -27,11 +28,26 @@ def test_every_connection_has_the_pragmas(tmp_path):
     assert Store(tmp_path / "y.db", synchronous="NORMAL").conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
+ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index"]
+
+
 def test_migrations_apply_once_and_record_themselves(tmp_path):
     store = Store(tmp_path / "x.db")
-    assert store.migrate() == ["0001_core"]
+    assert store.migrate() == ALL
     assert store.migrate() == []
     assert store.pending_migrations() == []
+
+
+def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    store = Store(tmp_path / "old.db")
+    db = Database(store.conn, recursive_triggers=False, execute_plugins=False)
+    migrations.migrations.apply(db, stop_before="0002_agent_concurrency")
+    store.conn.execute(
+        "INSERT INTO agents (name, secret_hash, webhook_secret, created_at) VALUES ('old', 'h', 'whsec_x', 0)"
+    )
+    assert store.pending_migrations() == ALL[1:]
+    assert store.migrate() == ALL[1:]
+    assert [tuple(r) for r in store.conn.execute("SELECT name, concurrency FROM agents")] == [("old", 1)]
 
 
 def test_concurrent_migrations_from_several_processes(tmp_path):
@@ -46,13 +62,13 @@ def test_concurrent_migrations_from_several_processes(tmp_path):
     outs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     applied = [o[0].decode().strip() for o in outs]
-    assert sorted(applied).count("['0001_core']") == 1
+    assert sorted(applied).count(str(ALL)) == 1 and sorted(applied).count("[]") == 3
 
 
 def test_mcs_migrate_command(tmp_path):
     env = {"MCS_DB": str(tmp_path / "cli.db"), "PATH": "/usr/bin:/bin"}
     first = subprocess.run([sys.executable, "-m", "mcs", "migrate", "--json"], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert '"0001_core"' in first.stdout
+    assert '"0003_outbox_task_index"' in first.stdout
     second = subprocess.run([sys.executable, "-m", "mcs", "migrate"], env=env, capture_output=True, text=True)
     assert second.stdout.strip() == "up to date"

@@ -47,12 +47,30 @@ async def test_dispatch_writes_the_webhook_outbox_row_in_the_same_transaction(me
 
 
 async def test_any_prefers_the_least_loaded_agent(mesh):
-    await mesh.agent("a", ["x"])
-    await mesh.agent("b", ["x"])
+    await mesh.agent("a", ["x"], concurrency=5)
+    await mesh.agent("b", ["x"], concurrency=5)
     tasks = [await mesh.submit(type="x") for _ in range(4)]
     mesh.dispatch()
     owners = [(await mesh.task(t["id"]))["assigned_to"] for t in tasks]
     assert sorted(owners) == ["a", "a", "b", "b"]
+
+
+async def test_agents_get_no_more_than_their_concurrency_and_the_backlog_goes_out_in_priority_order(mesh):
+    agent = await mesh.agent("a", ["x"], notify_url=None)
+    await mesh.agent("solo", ["x"])  # concurrency 1 by default
+    low = await mesh.submit(type="x", priority="low")
+    normal = await mesh.submit(type="x")
+    urgent = await mesh.submit(type="x", priority="urgent")
+    order = []
+    for _ in range(3):
+        mesh.dispatch()
+        held = [t for t in (await mesh.ok("GET", "/v1/tasks?state=assigned", who="admin"))["tasks"]]
+        assert len(held) == 1 and held[0]["assigned_to"] == "solo"
+        order.append(held[0]["id"])
+        # solo declines it, so it frees up; the declined task goes to the polling agent
+        await mesh.ok("POST", f"/v1/tasks/{held[0]['id']}/reject", who=mesh.last_agent, json={"reason": "next"})
+    assert order == [urgent["id"], normal["id"], low["id"]]
+    assert agent  # the polling agent is never pushed to
 
 
 async def test_named_route_and_unknown_agent(mesh):
@@ -206,8 +224,8 @@ async def test_non_retryable_failure_fails_at_once(mesh):
 
 
 async def test_reject_routes_to_another_agent_and_never_back(mesh):
-    a = await mesh.agent("a", ["x"])
-    b = await mesh.agent("b", ["x"])
+    a = await mesh.agent("a", ["x"], concurrency=3)
+    b = await mesh.agent("b", ["x"], concurrency=3)
     task = await mesh.submit(type="x")
     mesh.dispatch()
     first = (await mesh.task(task["id"]))["assigned_to"]

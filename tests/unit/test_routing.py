@@ -1,8 +1,10 @@
 from mcs.routing import Candidate, allowed, capable, fanout_targets, pick_agent
 
 
-def agent(name, caps, *, load=0, pushable=True, last=0.0):
-    return Candidate(name=name, capabilities=frozenset(caps), pushable=pushable, load=load, last_assigned_at=last)
+def agent(name, caps, *, load=0, pushable=True, last=0.0, capacity=10):
+    return Candidate(
+        name=name, capabilities=frozenset(caps), pushable=pushable, load=load, last_assigned_at=last, capacity=capacity
+    )
 
 
 def test_capability_match_is_a_subset_match():
@@ -44,3 +46,11 @@ def test_rejected_agents_are_excluded_and_lapsed_ones_are_a_last_resort():
 def test_fanout_targets_every_capable_agent_pushable_or_not():
     agents = [agent("c", {"x"}), agent("a", {"x"}, pushable=False), agent("b", {"y"})]
     assert fanout_targets(required=["x"], candidates=agents) == ["a", "c"]
+
+
+def test_an_agent_at_capacity_gets_nothing_more():
+    agents = [agent("a", {"x"}, load=1, capacity=1), agent("b", {"x"}, load=3, capacity=4)]
+    assert pick_agent(route="any", required=["x"], candidates=agents) == "b"
+    full = [agent("a", {"x"}, load=1, capacity=1)]
+    assert pick_agent(route="any", required=["x"], candidates=full) is None
+    assert pick_agent(route="any", required=["x"], candidates=full, respect_capacity=False) == "a"

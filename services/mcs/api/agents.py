@@ -42,6 +42,7 @@ async def register(data: Register) -> dict[str, Any]:
         capabilities=data.capabilities,
         notify_url=data.notify_url,
         ttl=ttl,
+        concurrency=data.concurrency,
         now=now,
     )
     return agent.to_api(now) | {"ttl": ttl}

@@ -25,6 +25,7 @@ class Register(Strict):
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
     notify_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)] | None = None
     ttl: float | None = Field(default=None, gt=0, le=86400)
+    concurrency: int = Field(default=1, ge=1, le=1000)
 
 
 class SubmitTask(Strict):

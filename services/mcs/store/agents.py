@@ -78,7 +78,14 @@ def delete(conn: Connection, *, name: str, actor: str, now: float) -> None:
 
 
 def register(
-    conn: Connection, *, name: str, capabilities: list[str], notify_url: str | None, ttl: float, now: float
+    conn: Connection,
+    *,
+    name: str,
+    capabilities: list[str],
+    notify_url: str | None,
+    ttl: float,
+    concurrency: int = 1,
+    now: float,
 ) -> Agent:
     """Registration and heartbeat in one: the agent is online until now + ttl."""
     before = get(conn, name)
@@ -87,8 +94,8 @@ def register(
     caps = json.dumps(sorted(set(capabilities)))
     conn.execute(
         "UPDATE agents SET capabilities = ?, notify_url = ?, status = 'online', ttl = ?, expires_at = ?,"
-        " last_seen = ? WHERE name = ?",
-        (caps, notify_url, ttl, now + ttl, now, name),
+        " last_seen = ?, concurrency = ? WHERE name = ?",
+        (caps, notify_url, ttl, now + ttl, now, concurrency, name),
     )
     if before.effective_status(now) is AgentStatus.OFFLINE:
         add_event(conn, name, "online", name, now, {"capabilities": sorted(set(capabilities))})
@@ -117,7 +124,7 @@ def candidates(conn: Connection, *, now: float) -> list[Candidate]:
         ).fetchall()
     )
     rows = conn.execute(
-        "SELECT name, capabilities, notify_url, last_assigned_at FROM agents"
+        "SELECT name, capabilities, notify_url, last_assigned_at, concurrency FROM agents"
         " WHERE status = 'online' AND expires_at > ? ORDER BY name",
         (now,),
     ).fetchall()
@@ -128,6 +135,7 @@ def candidates(conn: Connection, *, now: float) -> list[Candidate]:
             pushable=bool(r["notify_url"]),
             load=loads.get(r["name"], 0),
             last_assigned_at=r["last_assigned_at"] or 0.0,
+            capacity=r["concurrency"],
         )
         for r in rows
     ]

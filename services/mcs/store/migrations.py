@@ -133,6 +133,19 @@ def m0001_core(db: Database) -> None:
     )
 
 
+@migrations(name="0002_agent_concurrency")
+def m0002_agent_concurrency(db: Database) -> None:
+    # How many tasks an agent holds (assigned or claimed) at once; the dispatcher keeps the rest queued so
+    # they go out in priority order as the agent frees up, and spread over agents that join later.
+    db.execute("ALTER TABLE agents ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations(name="0003_outbox_task_index")
+def m0003_outbox_task_index(db: Database) -> None:
+    # The watchdog looks up a task's dead webhooks to route it again without waiting out its claim TTL.
+    db.execute("CREATE INDEX outbox_task ON outbox(task_id)")
+
+
 def _run_script(db: Database, script: str) -> None:
     # Not executescript(): the driver commits a pending transaction before running a script, which would
     # break the one-transaction-per-migration promise.

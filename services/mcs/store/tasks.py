@@ -463,7 +463,8 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
     """One pass: due retries back to the queue, then route queued tasks (urgent first, oldest first).
 
     A task nobody can take now is parked, so later passes skip it; when the set of online agents or
-    their capabilities changes, every parked task is looked at again.
+    their capabilities changes, every parked task is looked at again. A task whose agents are all at
+    capacity is not parked: it goes out, in order, when one of them finishes something.
     """
     out = DispatchResult()
     for (task_id,) in conn.execute(
@@ -478,8 +479,11 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
     if out.fingerprint != last_fingerprint:
         conn.execute("UPDATE tasks SET parked = 0 WHERE state = 'queued' AND parked = 1")
     by_name = {c.name: c for c in candidates}
+    # When every push agent is at capacity only fanout parents can make progress: don't read the backlog.
+    only_fanout = "" if any(c.pushable and c.has_room for c in by_name.values()) else " AND route = 'all'"
     rows = conn.execute(
-        "SELECT * FROM tasks WHERE state = 'queued' AND parked = 0 ORDER BY priority, seq LIMIT ?", (limit,)
+        f"SELECT * FROM tasks WHERE state = 'queued' AND parked = 0{only_fanout} ORDER BY priority, seq LIMIT ?",
+        (limit,),
     ).fetchall()
     pending = [Task.from_row(r) for r in rows]
     while pending:
@@ -493,15 +497,17 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
                 _set(conn, task, now, parked=1)
                 out.parked += 1
             continue
+        if not any(c.pushable and c.has_room for c in by_name.values()):
+            continue  # every agent is busy: the task waits, in order, for one to free up
         avoid = {
             r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task.id,))
         }
-        name = routing.pick_agent(
-            route=task.route, required=task.capabilities, candidates=by_name.values(), avoid=avoid
-        )
+        route = {"route": task.route, "required": task.capabilities, "candidates": by_name.values(), "avoid": avoid}
+        name = routing.pick_agent(**route)
         if name is None:
-            _set(conn, task, now, parked=1)
-            out.parked += 1
+            if routing.pick_agent(**route, respect_capacity=False) is None:
+                _set(conn, task, now, parked=1)  # nobody could take it: skip it until the agents change
+                out.parked += 1
             continue
         task = _set(conn, task, now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
         add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
@@ -559,9 +565,12 @@ def expire_leases(conn: Connection, *, now: float, base: float, cap: float, limi
 
 
 def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list[str]:
-    """Assigned tasks nobody claimed within their claim TTL go back to the queue, preferring another agent."""
+    """Assigned tasks nobody claimed within their claim TTL go back to the queue, preferring another agent;
+    so do tasks whose webhook the notifier gave up delivering (no need to wait out the TTL)."""
     rows = conn.execute(
-        "SELECT * FROM tasks WHERE state = 'assigned' AND assigned_at + claim_ttl <= ? ORDER BY seq LIMIT ?",
+        "SELECT * FROM tasks t WHERE t.state = 'assigned' AND (t.assigned_at + t.claim_ttl <= ? OR EXISTS ("
+        " SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = 'webhook' AND o.state = 'dead'"
+        " AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT ?",
         (now, limit),
     ).fetchall()
     for row in rows:
