@@ -11,6 +11,7 @@ from typing import Any
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.errors import StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import tasks as tasks_store
@@ -40,6 +41,11 @@ class Dispatcher:
         """One pass; returns what it did. Loops internally while whole batches keep coming."""
         while True:
             now = time.time()
+            if not self.store.read(tasks_store.has_work, now=now, last_fingerprint=self.fingerprint):
+                self.last_pass = time.monotonic()
+                return tasks_store.DispatchResult(
+                    fingerprint=self.fingerprint or (), next_due=self.store.read(tasks_store.next_retry_due)
+                )
             result = self.store.write(tasks_store.dispatch, now=now, last_fingerprint=self.fingerprint, limit=BATCH)
             self.fingerprint = result.fingerprint
             done = time.time()
@@ -56,9 +62,13 @@ class Dispatcher:
         log.info("dispatcher started", extra={"action": "start", "db": str(self.store.path)})
         next_due: float | None = None
         while not self._stop.is_set():
-            result = self.run_once()
-            next_due = result.next_due
-            self.heartbeat.maybe_beat()
+            try:
+                next_due = self.run_once().next_due
+                self.heartbeat.maybe_beat()
+            except StoreError:
+                log.exception("dispatch pass failed; trying again", extra={"action": "pass_failed"})
+                next_due = None
+                self._stop.wait(0.5)
             self._wait(next_due)
         log.info("dispatcher stopped", extra={"action": "stop"})
 

@@ -266,10 +266,7 @@ class Notifier:
         while not self._stopping and time.time() < deadline and not self._wake.is_set():
             if self.store.data_version() != version:
                 break
-            try:
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-            except TimeoutError:
-                pass
+            await asyncio.sleep(POLL_INTERVAL)  # cheaper than a wait_for on the event every millisecond
         self._wake.clear()
 
     async def _drain(self, timeout: float = 5.0) -> None:

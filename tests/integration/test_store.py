@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 from sqlite_utils import Database
 
-from mcs.errors import SqliteTooOld
-from mcs.store import Store, connection, migrations
+from mcs.errors import Conflict, SqliteTooOld, StoreError
+from mcs.store import AsyncStore, Store, connection, migrations
 
 
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
@@ -72,3 +73,45 @@ def test_mcs_migrate_command(tmp_path):
     assert '"0003_outbox_task_index"' in first.stdout
     second = subprocess.run([sys.executable, "-m", "mcs", "migrate"], env=env, capture_output=True, text=True)
     assert second.stdout.strip() == "up to date"
+
+
+def _insert_agent(name):
+    def job(conn):
+        conn.execute(
+            "INSERT INTO agents (name, secret_hash, webhook_secret, created_at) VALUES (?, 'h', 'whsec_x', 0)", (name,)
+        )
+        return name
+
+    return job
+
+
+def test_group_commit_keeps_each_request_apart(tmp_path):
+    """One transaction for many requests, but a failing request rolls back only its own changes."""
+    store = Store(tmp_path / "x.db")
+    store.migrate()
+
+    def fails_after_writing(conn):
+        _insert_agent("doomed")(conn)
+        raise Conflict("no")
+
+    outcomes = store.write_batch([_insert_agent("a"), fails_after_writing, _insert_agent("c"), _insert_agent("a")])
+    assert outcomes[0] == "a" and outcomes[2] == "c"
+    assert isinstance(outcomes[1], Conflict)
+    assert isinstance(outcomes[3], StoreError) and "UNIQUE" in str(outcomes[3])
+    names = [r[0] for r in Store(tmp_path / "x.db").conn.execute("SELECT name FROM agents ORDER BY name")]
+    assert names == ["a", "c"]
+
+
+async def test_async_writes_resolve_after_commit_with_their_own_outcome(tmp_path):
+    store = Store(tmp_path / "x.db")
+    store.migrate()
+    db = AsyncStore(store)
+    results = await asyncio.gather(
+        *(db.write(_insert_agent(f"agent-{i % 30}")) for i in range(60)), return_exceptions=True
+    )
+    db.close()
+    ok = [r for r in results if isinstance(r, str)]
+    assert sorted(ok) == sorted(f"agent-{i}" for i in range(30))
+    assert all(isinstance(r, StoreError) for r in results if not isinstance(r, str))
+    fresh = Store(tmp_path / "x.db")
+    assert fresh.conn.execute("SELECT count(*) FROM agents").fetchone()[0] == 30

@@ -1,56 +1,81 @@
 """The only code that imports sqlite: connections, migrations and the queries behind every state change.
 
 `Store` owns the connections of one process. Sync code (dispatcher, watchdog, CLI) calls `write`/`read`
-directly; async code (api, notifier) goes through `AsyncStore`, which runs every write on one writer
-thread (so writes from one process never contend with each other in SQLite's busy handler) and reads on a
+directly; async code (api, notifier) goes through `AsyncStore`, which runs writes on one writer thread that
+group-commits whatever requests are waiting (one transaction, one fsync, a savepoint each) and reads on a
 small pool, each thread with its own connection, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mcs.store import migrations
-from mcs.store.connection import Connection, connect, in_read, in_write, sqlite_version
+from mcs.store.connection import (
+    Connection,
+    WriterLock,
+    connect,
+    in_read,
+    in_write,
+    in_write_batch,
+    sqlite_version,
+)
 
 T = TypeVar("T")
 
 __all__ = ["AsyncStore", "Store", "sqlite_version"]
 
+GROUP_COMMIT_MAX = 64  # requests committed together at most
+
 
 class Store:
-    """Thread-local connections to one database file."""
+    """Thread-local connections to one database file, each with its own handle on the writer lock."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
         self._local = threading.local()
-        self._all: list[Connection] = []
+        self._all: list[tuple[Connection, WriterLock]] = []
         self._lock = threading.Lock()
+
+    def _open(self) -> tuple[Connection, WriterLock]:
+        pair = getattr(self._local, "pair", None)
+        if pair is None:
+            conn = connect(self.path, synchronous=self.synchronous)
+            pair = (conn, WriterLock(self.path))
+            self._local.pair = pair
+            with self._lock:
+                self._all.append(pair)
+        return pair  # type: ignore[no-any-return]
 
     @property
     def conn(self) -> Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, synchronous=self.synchronous)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._open()[0]
+
+    @property
+    def writer_lock(self) -> WriterLock:
+        return self._open()[1]
 
     def migrate(self) -> list[str]:
-        return migrations.apply(self.conn)
+        return migrations.apply(self.conn, self.writer_lock)
 
     def pending_migrations(self) -> list[str]:
         return migrations.pending(self.conn)
 
     def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return in_write(self.conn, fn, *args, **kwargs)
+        conn, lock = self._open()
+        return in_write(conn, fn, *args, lock=lock, **kwargs)
+
+    def write_batch(self, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
+        conn, lock = self._open()
+        return in_write_batch(conn, jobs, lock)
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return in_read(self.conn, fn, *args, **kwargs)
@@ -61,34 +86,88 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
+            for conn, lock in self._all:
                 try:
                     conn.close()
+                    lock.close()
                 except Exception:  # noqa: BLE001 - closing is best effort at shutdown
                     pass
             self._all.clear()
         self._local = threading.local()
 
 
+@dataclass
+class _Job:
+    call: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(jobs: list[_Job], outcomes: list[Any]) -> None:
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if job.future.done():  # the request went away meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+
 class AsyncStore:
-    """Store calls off the event loop: one writer thread, a few reader threads."""
+    """Store calls off the event loop: one group-committing writer thread, a few reader threads.
+
+    A request's future resolves only after the COMMIT that holds its changes, so a 2xx still means durable.
+    """
 
     def __init__(self, store: Store, *, readers: int = 2) -> None:
         self.store = store
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcs-write")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="mcs-write", daemon=True)
+        self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="mcs-read")
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            while len(batch) < GROUP_COMMIT_MAX:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            try:
+                outcomes = self.store.write_batch([j.call for j in batch])
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                outcomes = [exc] * len(batch)
+            by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[Any]]] = {}
+            for j, outcome in zip(batch, outcomes, strict=True):
+                jobs, results = by_loop.setdefault(j.loop, ([], []))
+                jobs.append(j)
+                results.append(outcome)
+            for loop, (jobs, results) in by_loop.items():
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_settle, jobs, results)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: self.store.write(fn, *args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(lambda conn: fn(conn, *args, **kwargs), future, loop))
+        return await future
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: self.store.read(fn, *args, **kwargs))
 
     def shutdown(self) -> None:
-        """Stop the threads; the store's connections stay open for whoever owns it."""
-        self._writer.shutdown(wait=True)
+        """Finish queued writes and stop the threads; the store's connections stay open for its owner."""
+        self._jobs.put(None)
+        self._writer.join()
         self._readers.shutdown(wait=True)
 
     def close(self) -> None:

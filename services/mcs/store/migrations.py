@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from mcs.store.connection import Connection, immediate
+from mcs.store.connection import Connection, WriterLock, immediate
 
 migrations = Migrations("mcs")
 
@@ -154,10 +154,10 @@ def _run_script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
-def apply(conn: Connection) -> list[str]:
+def apply(conn: Connection, lock: WriterLock | None = None) -> list[str]:
     """Apply pending migrations; return the names applied."""
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    with immediate(conn):
+    with immediate(conn, lock):
         pending = [m.name for m in migrations.pending(db)]
         if pending:
             migrations.apply(db)

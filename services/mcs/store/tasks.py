@@ -459,6 +459,24 @@ def _fingerprint(candidates: list[Candidate]) -> tuple[Any, ...]:
     return tuple((c.name, tuple(sorted(c.capabilities)), c.pushable) for c in candidates)
 
 
+def has_work(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] | None) -> bool:
+    """A read, so the dispatcher takes the write lock only when a pass can change something: the agents
+    changed, a retry fell due, or a queued task is waiting while some agent has room (or is a fanout)."""
+    candidates = agents_store.candidates(conn, now=now)
+    if _fingerprint(candidates) != last_fingerprint:
+        return True
+    if conn.execute("SELECT 1 FROM tasks WHERE state = 'retrying' AND not_before <= ? LIMIT 1", (now,)).fetchone():
+        return True
+    room = any(c.pushable and c.has_room for c in candidates)
+    sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else " AND route = 'all'")
+    return conn.execute(sql + " LIMIT 1").fetchone() is not None
+
+
+def next_retry_due(conn: Connection) -> float | None:
+    row = conn.execute("SELECT min(not_before) FROM tasks WHERE state = 'retrying'").fetchone()
+    return row[0] if row else None
+
+
 def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] | None, limit: int) -> DispatchResult:
     """One pass: due retries back to the queue, then route queued tasks (urgent first, oldest first).
 
@@ -481,35 +499,41 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
     by_name = {c.name: c for c in candidates}
     # When every push agent is at capacity only fanout parents can make progress: don't read the backlog.
     only_fanout = "" if any(c.pushable and c.has_room for c in by_name.values()) else " AND route = 'all'"
+    # Only what routing needs: a backlog can be long, and most of it waits for an agent to free up.
     rows = conn.execute(
-        f"SELECT * FROM tasks WHERE state = 'queued' AND parked = 0{only_fanout} ORDER BY priority, seq LIMIT ?",
+        "SELECT id, route, capabilities FROM tasks"
+        f" WHERE state = 'queued' AND parked = 0{only_fanout} ORDER BY priority, seq LIMIT ?",
         (limit,),
     ).fetchall()
-    pending = [Task.from_row(r) for r in rows]
+    pending: list[tuple[str, str, tuple[str, ...]]] = [
+        (r["id"], r["route"], tuple(json.loads(r["capabilities"]))) for r in rows
+    ]
     while pending:
-        task = pending.pop(0)
-        if task.route == routing.ROUTE_ALL:
-            kids = _fan_out(conn, task, list(by_name.values()), now)
+        task_id, route, required = pending.pop(0)
+        if route == routing.ROUTE_ALL:
+            parent = must_get(conn, task_id)
+            kids = _fan_out(conn, parent, list(by_name.values()), now)
             if kids:
                 out.fanned_out += 1
-                pending = kids + pending
+                pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
             else:
-                _set(conn, task, now, parked=1)
+                _set(conn, parent, now, parked=1)
                 out.parked += 1
             continue
         if not any(c.pushable and c.has_room for c in by_name.values()):
             continue  # every agent is busy: the task waits, in order, for one to free up
         avoid = {
-            r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task.id,))
+            r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task_id,))
         }
-        route = {"route": task.route, "required": task.capabilities, "candidates": by_name.values(), "avoid": avoid}
-        name = routing.pick_agent(**route)
+        choice = {"route": route, "required": required, "candidates": by_name.values(), "avoid": avoid}
+        name = routing.pick_agent(**choice)
         if name is None:
-            if routing.pick_agent(**route, respect_capacity=False) is None:
-                _set(conn, task, now, parked=1)  # nobody could take it: skip it until the agents change
+            if routing.pick_agent(**choice, respect_capacity=False) is None:
+                # nobody could take it: skip it until the agents change
+                conn.execute("UPDATE tasks SET parked = 1 WHERE id = ? AND state = 'queued'", (task_id,))
                 out.parked += 1
             continue
-        task = _set(conn, task, now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
+        task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
         add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
         conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
         _enqueue(
@@ -522,8 +546,7 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
         )
         by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
         out.assigned.append((task.id, name, task.created_at))
-    row = conn.execute("SELECT min(not_before) FROM tasks WHERE state = 'retrying'").fetchone()
-    out.next_due = row[0]
+    out.next_due = next_retry_due(conn)
     return out
 
 
