@@ -1,6 +1,7 @@
 """The dispatcher: routes queued tasks to agents and writes each webhook's outbox row in the same
 transaction. It never talks HTTP to agents; it learns of new work from PRAGMA data_version, which changes
-only when another process commits, so a submission is routed within milliseconds."""
+only when another process commits, and sleeps on an inotify watch of the database's folder in between, so
+a submission is routed within milliseconds without spinning."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from mcs.errors import StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import tasks as tasks_store
+from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.dispatcher")
 
-POLL_INTERVAL = 0.001  # seconds between PRAGMA data_version checks
 IDLE_PASS_INTERVAL = 1.0  # seconds: a pass even when nothing committed (agents expire by the clock)
 BATCH = 200  # queued tasks routed per transaction; keeps each write short
 
@@ -30,6 +31,7 @@ class Dispatcher:
         self.fingerprint: tuple[Any, ...] | None = None
         self.heartbeat = Heartbeat(store, "dispatcher")
         self.last_pass = time.monotonic()
+        self.watcher = CommitWatcher(store.path)
 
     def stop(self) -> None:
         self._stop.set()
@@ -62,6 +64,8 @@ class Dispatcher:
         log.info("dispatcher started", extra={"action": "start", "db": str(self.store.path)})
         next_due: float | None = None
         while not self._stop.is_set():
+            # The version before the pass: a commit during the pass must end the next wait at once.
+            version = self.store.data_version()
             try:
                 next_due = self.run_once().next_due
                 self.heartbeat.maybe_beat()
@@ -69,19 +73,15 @@ class Dispatcher:
                 log.exception("dispatch pass failed; trying again", extra={"action": "pass_failed"})
                 next_due = None
                 self._stop.wait(0.5)
-            self._wait(next_due)
+            self._wait(version, next_due)
         log.info("dispatcher stopped", extra={"action": "stop"})
 
-    def _wait(self, next_due: float | None) -> None:
-        """Sleep until another process commits, a retry falls due, or the idle interval passes."""
-        version = self.store.data_version()
+    def _wait(self, version: int, next_due: float | None) -> None:
+        """Sleep until another process commits (after `version`), a retry falls due, or the idle interval."""
         deadline = time.time() + IDLE_PASS_INTERVAL
         if next_due is not None:
             deadline = min(deadline, next_due)
-        while not self._stop.is_set() and time.time() < deadline:
-            if self.store.data_version() != version:
-                return
-            time.sleep(POLL_INTERVAL)
+        self.watcher.wait_until(lambda: self.store.data_version() != version, deadline=deadline, stop=self._stop.is_set)
 
 
 def main(settings: Settings | None = None) -> None:
@@ -101,4 +101,5 @@ def main(settings: Settings | None = None) -> None:
         dispatcher.run()
     finally:
         status.stop()
+        dispatcher.watcher.close()
         store.close()

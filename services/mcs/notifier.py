@@ -28,10 +28,10 @@ from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.store import AsyncStore, Store
 from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
+from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.notifier")
 
-POLL_INTERVAL = 0.001  # seconds between PRAGMA data_version checks
 IDLE_PASS_INTERVAL = 1.0  # seconds: look at the outbox at least this often
 FETCH_LIMIT = 500  # outbox rows read per pass
 PER_AGENT_IN_FLIGHT = 8  # deliveries at once to one agent
@@ -67,6 +67,10 @@ class Notifier:
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
+
+    def _on_change(self) -> None:
+        self.watcher.drain()  # the fd is level-triggered: read it, or the loop calls us again at once
+        self._changed.set()
 
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < 30
@@ -213,7 +217,18 @@ class Notifier:
                 if agent is not None:
                     self.per_agent[agent] -= 1
 
-    def _start_due(self, client: httpx.AsyncClient) -> float | None:
+    def _client(self, key: str) -> httpx.AsyncClient:
+        """One small connection pool per agent: httpx's pool bookkeeping grows with its connections, and a
+        pool of its own keeps a slow agent's connections out of everyone else's way."""
+        client = self._clients.get(key)
+        if client is None:
+            client = webhooks.make_client(
+                timeout=self.settings.webhook_timeout, transport=self.transport, max_connections=PER_AGENT_IN_FLIGHT
+            )
+            self._clients[key] = client
+        return client
+
+    def _start_due(self) -> float | None:
         """Start deliveries for due rows; return when the next not-yet-due row falls due."""
         now = time.time()
         for item in self.store.read(outbox_store.due, now=now, limit=FETCH_LIMIT):
@@ -224,18 +239,26 @@ class Notifier:
                 continue
             self.in_flight[item.id] = key
             self.per_agent[key] += 1
-            asyncio.create_task(self._deliver(client, item))
+            asyncio.create_task(self._deliver(self._client(key), item))
         return self.store.read(outbox_store.next_due, after=now)
 
     async def run(self) -> None:
         self.db = AsyncStore(self.store, readers=2)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a delivery finished, or stop()
+        self._changed = asyncio.Event()  # a file in the data folder changed (another process committed)
+        self.watcher = CommitWatcher(self.store.path)
+        loop = asyncio.get_running_loop()
+        if self.watcher.fd is not None:
+            loop.add_reader(self.watcher.fd, self._on_change)
         log.info("notifier started", extra={"action": "start"})
-        async with webhooks.make_client(timeout=self.settings.webhook_timeout, transport=self.transport) as client:
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        try:
             while not self._stopping:
+                # The version before the pass: a commit during the pass must end the next wait at once.
+                version = self.store.data_version()
                 try:
                     await self._flush()
-                    next_due = self._start_due(client)
+                    next_due = self._start_due()
                     self.last_pass = time.monotonic()
                     metrics.loop_last_pass.set(time.time())
                     if time.time() - self.heartbeat.last >= 5:
@@ -250,23 +273,39 @@ class Notifier:
                 except Exception:
                     log.exception("notifier pass failed; retrying", extra={"action": "pass_failed"})
                     next_due = None
-                await self._wait(next_due)
+                await self._wait(version, next_due)
             await self._drain()
-        self.db.close()
+        finally:
+            for client in self._clients.values():
+                await client.aclose()
+        if self.watcher.fd is not None:
+            loop.remove_reader(self.watcher.fd)
+        self.watcher.close()
+        self.db.shutdown()
         log.info("notifier stopped", extra={"action": "stop"})
 
-    async def _wait(self, next_due: float | None) -> None:
-        """Until another process commits, a delivery finishes, a retry falls due, or the idle interval."""
+    async def _wait(self, version: int, next_due: float | None) -> None:
+        """Until another process commits (after `version`), a delivery finishes, a retry falls due, or the
+        idle interval passes."""
         assert self._wake is not None
         await asyncio.sleep(0)  # always let deliveries run, even when the next pass is due at once
-        version = self.store.data_version()
         deadline = time.time() + IDLE_PASS_INTERVAL
         if next_due is not None:
             deadline = min(deadline, next_due)
-        while not self._stopping and time.time() < deadline and not self._wake.is_set():
-            if self.store.data_version() != version:
+        loop = asyncio.get_running_loop()
+        while not self._stopping and not self._wake.is_set() and self.store.data_version() == version:
+            remaining = deadline - time.time()
+            if remaining <= 0:
                 break
-            await asyncio.sleep(POLL_INTERVAL)  # cheaper than a wait_for on the event every millisecond
+            if self._changed.is_set():  # a commit is under way: wait for its writer to finish, off the loop
+                self._changed.clear()
+                if not self.watcher.writer_done(block=False):
+                    await loop.run_in_executor(None, self.watcher.writer_done)
+                continue
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, self.watcher.poll_interval))
+            except TimeoutError:
+                pass
         self._wake.clear()
 
     async def _drain(self, timeout: float = 5.0) -> None:

@@ -29,14 +29,16 @@ def headers(*, secret: str, message_id: str, timestamp: int, body: str) -> dict[
     }
 
 
-def make_client(*, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def make_client(
+    *, timeout: float, transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 100
+) -> httpx.AsyncClient:
     """One kept-alive client for all deliveries. Redirects are never followed: a webhook that answers 3xx
     has not been delivered, and following it could send a signed body somewhere the agent did not name."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         transport=transport,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )
 
 

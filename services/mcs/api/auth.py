@@ -49,11 +49,8 @@ def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:
     """The caller behind the credentials. Unknown agent and wrong secret answer the same, in the same time."""
     if creds.is_admin:
         return ADMIN, None
-    stored = agents_store.secret_hash(conn, creds.name)
-    if not auth.secret_matches(creds.secret, stored):
-        raise Unauthorized(BAD_CREDENTIALS)
-    agent = agents_store.get(conn, creds.name)
-    if agent is None:
+    agent, stored = agents_store.with_secret_hash(conn, creds.name)
+    if not auth.secret_matches(creds.secret, stored) or agent is None:
         raise Unauthorized(BAD_CREDENTIALS)
     return Caller(name=agent.name), agent
 

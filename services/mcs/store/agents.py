@@ -24,9 +24,10 @@ def get(conn: Connection, name: str) -> Agent | None:
     return Agent.from_row(row) if row else None
 
 
-def secret_hash(conn: Connection, name: str) -> str | None:
-    row = conn.execute("SELECT secret_hash FROM agents WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
+def with_secret_hash(conn: Connection, name: str) -> tuple[Agent | None, str | None]:
+    """The agent and its stored secret hash, in one query (every authenticated request needs both)."""
+    row = conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
+    return (Agent.from_row(row), row["secret_hash"]) if row else (None, None)
 
 
 def list_all(conn: Connection) -> list[Agent]:

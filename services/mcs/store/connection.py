@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,6 @@ from mcs.errors import SqliteTooOld, StoreError
 
 MIN_SQLITE = (3, 51, 3)
 BUSY_TIMEOUT_MS = 5000
-WRITE_LOCK_WAIT = 5.0  # seconds to queue for the writer lock before leaving it to SQLite's busy handler
-WRITE_LOCK_POLL_MAX = 0.0005  # seconds: the longest sleep between tries for the writer lock
 
 Connection = Any  # pysqlite3 or sqlite3 Connection; both share the DB-API shape
 T = TypeVar("T")
@@ -66,33 +63,28 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
     return conn
 
 
+def writer_lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + "-writelock")
+
+
 class WriterLock:
     """Queues MCS's writers, across processes, on an flock of a file beside the database.
 
     SQLite's busy handler sleeps 1, 2, 5, 10 ... ms between tries, so a writer waiting on another
     process oversleeps a lock that came free long ago; under load that, not the work, set the pace.
-    Writers take this kernel lock first (trying every few hundred microseconds) and then BEGIN
-    IMMEDIATE, which then almost never waits. `busy_timeout` stays as the safety net for writers that are
-    not MCS (the sqlite3 shell) and for a holder stuck longer than WRITE_LOCK_WAIT.
+    Writers take this kernel lock first (the kernel wakes the next waiter the moment it is released, no
+    polling) and then BEGIN IMMEDIATE, which then almost never waits. `busy_timeout` stays as the safety
+    net for writers that are not MCS (the sqlite3 shell). The flock is held only around one short
+    transaction and the kernel drops it if its process dies.
     """
 
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + "-writelock")
+        self.path = writer_lock_path(db_path)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def acquire(self) -> bool:
-        """True when held; False after WRITE_LOCK_WAIT (go ahead anyway, SQLite still serialises)."""
-        deadline = time.monotonic() + WRITE_LOCK_WAIT
-        delay = 0.00005
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(delay)
-                delay = min(delay * 2, WRITE_LOCK_POLL_MAX)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return True
 
     def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
