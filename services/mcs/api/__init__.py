@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, metrics
 from mcs.api import agents, tasks
+from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, StoreError
 from mcs.store import AsyncStore, Store, sqlite_version
@@ -129,8 +130,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         return response
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "sqlite_version": sqlite_version(), "version": __version__}
+    async def healthz() -> Response:
+        return respond({"status": "ok", "sqlite_version": sqlite_version(), "version": __version__})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quart import Blueprint, current_app
+from quart import Blueprint, Response, current_app
 from quart_schema import validate_request
 
 from mcs.api.auth import authed, credentials, require_admin
+from mcs.api.responses import respond
 from mcs.api.schemas import CreateAgent, Register
 from mcs.errors import NotFound
 from mcs.store import agents as agents_store
@@ -22,17 +23,17 @@ def _db() -> Any:
 
 @bp.post("")
 @validate_request(CreateAgent)
-async def create(data: CreateAgent) -> tuple[dict[str, Any], int]:
+async def create(data: CreateAgent) -> Response:
     caller = require_admin()
     created = await _db().write(
         agents_store.create, name=data.name, capabilities=data.capabilities, actor=caller.actor, now=time.time()
     )
-    return created, 201
+    return respond(created, 201)
 
 
 @bp.post("/register")
 @validate_request(Register)
-async def register(data: Register) -> dict[str, Any]:
+async def register(data: Register) -> Response:
     creds = credentials()
     ttl = data.ttl if data.ttl is not None else current_app.config["MCS_SETTINGS"].agent_ttl
     now = time.time()
@@ -45,7 +46,7 @@ async def register(data: Register) -> dict[str, Any]:
         concurrency=data.concurrency,
         now=now,
     )
-    return agent.to_api(now) | {"ttl": ttl}
+    return respond(agent.to_api(now) | {"ttl": ttl})
 
 
 def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
@@ -53,30 +54,28 @@ def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
 
 
 @bp.post("/<name>/rotate")
-async def rotate(name: str) -> dict[str, Any]:
+async def rotate(name: str) -> Response:
     caller = require_admin()
-    result: dict[str, Any] = await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time())
-    return result
+    return respond(await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time()))
 
 
 @bp.delete("/<name>")
-async def delete(name: str) -> tuple[str, int]:
+async def delete(name: str) -> Response:
     caller = require_admin()
     await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time())
-    return "", 204
+    return Response("", status=204)
 
 
 @bp.get("")
-async def list_agents() -> dict[str, Any]:
+async def list_agents() -> Response:
     now = time.time()
     agents = await _db().read(authed(agents_store.list_all, need="any"), credentials())
-    return {"agents": [a.to_api(now) for a in agents]}
+    return respond({"agents": [a.to_api(now) for a in agents]})
 
 
 @bp.get("/<name>")
-async def show(name: str) -> dict[str, Any]:
+async def show(name: str) -> Response:
     agent = await _db().read(authed(agents_store.get, need="any"), credentials(), name=name)
     if agent is None:
         raise NotFound(f"no agent named {name!r}")
-    result: dict[str, Any] = agent.to_api(time.time())
-    return result
+    return respond(agent.to_api(time.time()))

@@ -12,6 +12,7 @@ from quart_schema import validate_querystring, validate_request
 
 from mcs import metrics
 from mcs.api.auth import authed, credentials
+from mcs.api.responses import respond
 from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery
 from mcs.errors import BadRequest, Unprocessable
 from mcs.models import Priority, TaskSpec
@@ -30,7 +31,7 @@ def _settings() -> Any:
 
 @bp.post("")
 @validate_request(SubmitTask)
-async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]:
+async def submit(data: SubmitTask) -> Response:
     creds = credentials()
     if data.aggregate == "consensus":
         raise Unprocessable("aggregate=consensus is not available yet; use collect", code="unsupported")
@@ -62,12 +63,12 @@ async def submit(data: SubmitTask) -> tuple[dict[str, Any], int, dict[str, str]]
     )
     if not replayed:
         metrics.tasks_submitted.labels(spec.type, spec.priority.label).inc()
-    return task, 201, {"Idempotent-Replayed": "true" if replayed else "false"}
+    return respond(task, 201, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
 @bp.get("")
 @validate_querystring(TaskQuery)
-async def list_tasks(query_args: TaskQuery) -> dict[str, Any]:
+async def list_tasks(query_args: TaskQuery) -> Response:
     result: dict[str, Any] = await _db().read(
         authed(tasks_store.list_tasks, need="any"),
         credentials(),
@@ -78,23 +79,23 @@ async def list_tasks(query_args: TaskQuery) -> dict[str, Any]:
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
-    return result
+    return respond(result)
 
 
 @bp.get("/<task_id>")
-async def show(task_id: str) -> dict[str, Any]:
+async def show(task_id: str) -> Response:
     result: dict[str, Any] = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
-    return result
+    return respond(result)
 
 
 @bp.get("/<task_id>/events")
-async def events(task_id: str) -> dict[str, Any]:
-    return {"events": await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)}
+async def events(task_id: str) -> Response:
+    return respond({"events": await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)})
 
 
 @bp.post("/claim")
 @validate_request(ClaimNext)
-async def claim_next(data: ClaimNext) -> Any:
+async def claim_next(data: ClaimNext) -> Response:
     """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll)."""
     creds = credentials()
     deadline = time.monotonic() + data.wait
@@ -103,7 +104,7 @@ async def claim_next(data: ClaimNext) -> Any:
         version = watcher.version
         task = await _db().write(authed(tasks_store.claim_next, need="agent", pass_as="agent"), creds, now=time.time())
         if task is not None:
-            return task
+            return respond(task)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response("", status=204)
@@ -111,17 +112,17 @@ async def claim_next(data: ClaimNext) -> Any:
 
 
 @bp.post("/<task_id>/claim")
-async def claim(task_id: str) -> dict[str, Any]:
+async def claim(task_id: str) -> Response:
     creds = credentials()
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.claim, need="agent", pass_as="agent"), creds, task_id=task_id, now=time.time()
     )
-    return result
+    return respond(result)
 
 
 @bp.post("/<task_id>/extend")
 @validate_request(Extend)
-async def extend(task_id: str, data: Extend) -> dict[str, Any]:
+async def extend(task_id: str, data: Extend) -> Response:
     creds = credentials()
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.extend, need="agent", pass_as="agent"),
@@ -131,12 +132,12 @@ async def extend(task_id: str, data: Extend) -> dict[str, Any]:
         ttl=data.ttl,
         now=time.time(),
     )
-    return result
+    return respond(result)
 
 
 @bp.post("/<task_id>/complete")
 @validate_request(Complete)
-async def complete(task_id: str, data: Complete) -> Any:
+async def complete(task_id: str, data: Complete) -> Response:
     creds = credentials()
     result, changed = await _db().write(
         authed(tasks_store.complete, need="agent", pass_as="agent"),
@@ -148,12 +149,12 @@ async def complete(task_id: str, data: Complete) -> Any:
     )
     if changed:
         metrics.tasks_completed.labels(result["type"], result["priority"]).inc()
-    return result
+    return respond(result)
 
 
 @bp.post("/<task_id>/fail")
 @validate_request(Fail)
-async def fail(task_id: str, data: Fail) -> dict[str, Any]:
+async def fail(task_id: str, data: Fail) -> Response:
     creds = credentials()
     settings = _settings()
     result: dict[str, Any] = await _db().write(
@@ -169,12 +170,12 @@ async def fail(task_id: str, data: Fail) -> dict[str, Any]:
     )
     counter = metrics.tasks_failed if result["state"] == "failed" else metrics.tasks_retried
     counter.labels(result["type"], result["priority"]).inc()
-    return result
+    return respond(result)
 
 
 @bp.post("/<task_id>/reject")
 @validate_request(Reject)
-async def reject(task_id: str, data: Reject) -> dict[str, Any]:
+async def reject(task_id: str, data: Reject) -> Response:
     creds = credentials()
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.reject, need="agent", pass_as="agent"),
@@ -185,13 +186,13 @@ async def reject(task_id: str, data: Reject) -> dict[str, Any]:
         now=time.time(),
     )
     metrics.tasks_rejected.labels(result["type"], result["priority"]).inc()
-    return result
+    return respond(result)
 
 
 @bp.post("/<task_id>/cancel")
-async def cancel(task_id: str) -> dict[str, Any]:
+async def cancel(task_id: str) -> Response:
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
     )
     metrics.tasks_canceled.labels(result["type"], result["priority"]).inc()
-    return result
+    return respond(result)
