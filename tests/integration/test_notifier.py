@@ -33,9 +33,12 @@ class Receiver:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["content-length"])).decode()
                 receiver.calls.append((time.monotonic(), dict(self.headers), body))
+                status = receiver.script.pop(0) if receiver.script else 204
+                if status == "slow":  # longer than the notifier's timeout: it gives up on this attempt
+                    time.sleep(1.0)
+                    status = 204
                 if receiver.delay:
                     time.sleep(receiver.delay)
-                status = receiver.script.pop(0) if receiver.script else 204
                 self.send_response(status)
                 if status in (301, 302, 307):
                     self.send_header("Location", "http://127.0.0.1:9/elsewhere")
@@ -171,3 +174,29 @@ async def test_a_dead_agent_does_not_delay_the_others(mesh, notifier, receivers)
     assert await until(lambda: asyncio.sleep(0, bool(fast.calls)), timeout=3)
     assert fast.calls[0][0] - started < 0.3
     assert json.loads(fast.calls[0][2])["data"]["task"]["id"] == fast_task["id"]
+
+
+async def test_a_timeout_is_retried(mesh, notifier, receivers):
+    r = receivers(script=["slow", 204])
+    _, task = await assign(mesh, "a", r.url)
+
+    async def delivered():
+        row = mesh.store.conn.execute("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+        return tuple(row) == ("delivered", 2)
+
+    assert await until(delivered)
+    assert len({c[1]["webhook-id"] for c in r.calls}) == 1
+
+
+async def test_connection_refused_is_retried_then_given_up(mesh, notifier, receivers):
+    closed = receivers()
+    url = closed.url
+    closed.close()  # nothing listens there any more
+    _, task = await assign(mesh, "a", url)
+
+    async def failed():
+        return "webhook_failed" in await mesh.kinds(task["id"])
+
+    assert await until(failed)
+    row = mesh.store.conn.execute("SELECT attempts, last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    assert row[0] == 3 and "connection failed" in row[1]

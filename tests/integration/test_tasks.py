@@ -385,3 +385,39 @@ async def test_offline_agents_get_no_work_until_they_return(mesh):
     )
     mesh.dispatch()
     assert (await mesh.task(task["id"]))["assigned_to"] == "a"
+
+
+async def test_watchdog_catches_up_at_start_up(mesh):
+    """Work orphaned while everything was down is handled by the first sweep, not one interval later."""
+    import threading
+
+    from mcs.watchdog import Watchdog
+
+    a = await mesh.agent("a", ["x"], notify_url=None)
+    task = await mesh.submit(type="x", claim_ttl=0.05)
+    await mesh.ok("POST", f"/v1/tasks/{task['id']}/claim", who=a)
+    await asyncio.sleep(0.1)
+    watchdog = Watchdog(mesh.store, interval=3600, retry_base=0.05, retry_max=1)
+    runner = threading.Thread(target=watchdog.run)
+    runner.start()
+    try:
+        for _ in range(100):
+            if (await mesh.task(task["id"]))["state"] == "retrying":
+                break
+            await asyncio.sleep(0.02)
+        assert (await mesh.task(task["id"]))["state"] == "retrying"
+    finally:
+        watchdog.stop()
+        runner.join(timeout=5)
+
+
+async def test_expired_idempotency_keys_are_purged(mesh):
+    from dataclasses import replace
+
+    mesh.client.app.config["MCS_SETTINGS"] = replace(mesh.settings, idempotency_ttl=0.05)
+    headers = mesh.admin | {"Idempotency-Key": "k"}
+    first = await (await mesh.client.post("/v1/tasks", json={"type": "x"}, headers=headers)).get_json()
+    await asyncio.sleep(0.1)
+    assert mesh.sweep().purged_keys == 1
+    again = await (await mesh.client.post("/v1/tasks", json={"type": "x"}, headers=headers)).get_json()
+    assert again["id"] != first["id"]
