@@ -81,6 +81,11 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A request whose answer is a JSON object."""
+        body = self.request(method, path, **kwargs)
+        return body if isinstance(body, dict) else {}
+
     def request(
         self,
         method: str,
@@ -112,13 +117,13 @@ class Client:
     # ------------------------------------------------------------ agents
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/healthz")  # type: ignore[no-any-return]
+        return self._obj("GET", "/healthz")
 
     def create_agent(self, name: str, capabilities: list[str] | None = None) -> dict[str, Any]:
-        return self.request("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})  # type: ignore[no-any-return]
+        return self._obj("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
 
     def rotate_agent(self, name: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/agents/{name}/rotate")  # type: ignore[no-any-return]
+        return self._obj("POST", f"/v1/agents/{name}/rotate")
 
     def delete_agent(self, name: str) -> None:
         self.request("DELETE", f"/v1/agents/{name}")
@@ -129,13 +134,13 @@ class Client:
         body: dict[str, Any] = {"capabilities": capabilities, "notify_url": notify_url}
         if ttl is not None:
             body["ttl"] = ttl
-        return self.request("POST", "/v1/agents/register", json=body)  # type: ignore[no-any-return]
+        return self._obj("POST", "/v1/agents/register", json=body)
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/agents")["agents"]  # type: ignore[no-any-return]
 
     def get_agent(self, name: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/agents/{name}")  # type: ignore[no-any-return]
+        return self._obj("GET", f"/v1/agents/{name}")
 
     # ------------------------------------------------------------ tasks
 
@@ -164,41 +169,39 @@ class Client:
             if value is not None:
                 body[key] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self.request("POST", "/v1/tasks", json=body, headers=headers)  # type: ignore[no-any-return]
+        return self._obj("POST", "/v1/tasks", json=body, headers=headers)
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+        return self._obj("GET", f"/v1/tasks/{task_id}")
 
     def list_tasks(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
-        return self.request("GET", "/v1/tasks", params=params)  # type: ignore[no-any-return]
+        return self._obj("GET", "/v1/tasks", params=params)
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]  # type: ignore[no-any-return]
 
     def claim(self, task_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/tasks/{task_id}/claim")  # type: ignore[no-any-return]
+        return self._obj("POST", f"/v1/tasks/{task_id}/claim")
 
     def claim_next(self, wait: float = 0) -> dict[str, Any] | None:
-        return self.request("POST", "/v1/tasks/claim", json={"wait": wait})  # type: ignore[no-any-return]
+        """The next task for this agent, claimed, or None when there is none (after waiting `wait` s)."""
+        body = self.request("POST", "/v1/tasks/claim", json={"wait": wait})
+        return body if isinstance(body, dict) else None
 
     def extend(self, task_id: str, claim_token: str, ttl: float | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"claim_token": claim_token}
         if ttl is not None:
             body["ttl"] = ttl
-        return self.request("POST", f"/v1/tasks/{task_id}/extend", json=body)  # type: ignore[no-any-return]
+        return self._obj("POST", f"/v1/tasks/{task_id}/extend", json=body)
 
     def complete(self, task_id: str, claim_token: str, result: Any = None) -> dict[str, Any]:
-        return self.request(
-            "POST",
-            f"/v1/tasks/{task_id}/complete",  # type: ignore[no-any-return]
-            json={"claim_token": claim_token, "result": result},
-        )
+        return self._obj("POST", f"/v1/tasks/{task_id}/complete", json={"claim_token": claim_token, "result": result})
 
     def fail(self, task_id: str, claim_token: str, error: Any, *, retryable: bool = True) -> dict[str, Any]:
-        return self.request(
+        return self._obj(
             "POST",
-            f"/v1/tasks/{task_id}/fail",  # type: ignore[no-any-return]
+            f"/v1/tasks/{task_id}/fail",
             json={"claim_token": claim_token, "error": error, "retryable": retryable},
         )
 
@@ -206,10 +209,10 @@ class Client:
         body: dict[str, Any] = {"reason": reason}
         if claim_token:
             body["claim_token"] = claim_token
-        return self.request("POST", f"/v1/tasks/{task_id}/reject", json=body)  # type: ignore[no-any-return]
+        return self._obj("POST", f"/v1/tasks/{task_id}/reject", json=body)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+        return self._obj("POST", f"/v1/tasks/{task_id}/cancel")
 
     def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""

@@ -10,14 +10,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mcs.errors import ConfigError
 
-T = TypeVar("T")
 
-
-def _env(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
+def _env(env: Mapping[str, str], name: str, cast: Callable[[str], Any], default: Any) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -93,12 +91,12 @@ class Settings:
         """Build settings from `MCS_*` variables (os.environ by default)."""
         e = os.environ if env is None else env
         num = _positive(float)
-        whole = _positive(int)  # type: ignore[arg-type]
+        whole = _positive(int)
         settings = cls(
             db=Path(_env(e, "MCS_DB", str, "data/mcs.db")),
             host=_env(e, "MCS_HOST", str, "127.0.0.1"),
             port=int(_env(e, "MCS_PORT", whole, 8080)),
-            admin_token=_env(e, "MCS_ADMIN_TOKEN", str, None) or None,  # type: ignore[arg-type]
+            admin_token=_env(e, "MCS_ADMIN_TOKEN", str, None) or None,
             synchronous=_env(e, "MCS_SYNCHRONOUS", _synchronous, "FULL"),
             claim_ttl=_env(e, "MCS_CLAIM_TTL", num, 300.0),
             agent_ttl=_env(e, "MCS_AGENT_TTL", num, 300.0),
@@ -112,14 +110,14 @@ class Settings:
             webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
-            telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str, None) or None,  # type: ignore[arg-type]
-            telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,  # type: ignore[arg-type]
+            telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str, None) or None,
+            telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,
             telegram_api=_env(e, "MCS_TELEGRAM_API", str, "https://api.telegram.org"),
-            alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", str, None) or None,  # type: ignore[arg-type]
+            alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", str, None) or None,
             dispatcher_metrics_port=int(_env(e, "MCS_DISPATCHER_METRICS_PORT", whole, 9101)),
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
-            metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,  # type: ignore[arg-type]
+            metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -213,7 +213,7 @@ class OutboxItem:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> OutboxItem:
-        keys = row.keys()  # type: ignore[attr-defined]
+        keys = row.keys()
         return cls(
             notify_url=row["notify_url"] if "notify_url" in keys else None,
             webhook_secret=row["webhook_secret"] if "webhook_secret" in keys else None,

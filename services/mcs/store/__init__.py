@@ -46,14 +46,14 @@ class Store:
         self._lock = threading.Lock()
 
     def _open(self) -> tuple[Connection, WriterLock]:
-        pair = getattr(self._local, "pair", None)
+        pair: tuple[Connection, WriterLock] | None = getattr(self._local, "pair", None)
         if pair is None:
             conn = connect(self.path, synchronous=self.synchronous)
             pair = (conn, WriterLock(self.path))
             self._local.pair = pair
             with self._lock:
                 self._all.append(pair)
-        return pair  # type: ignore[no-any-return]
+        return pair
 
     @property
     def conn(self) -> Connection:

@@ -80,7 +80,8 @@ def list_tasks(
     cursor: str | None,
 ) -> dict[str, Any]:
     """Newest first; `next_cursor` continues after the last task shown (stable under new submissions)."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     for column, value in (("state", state), ("type", type), ("assigned_to", agent), ("parent_id", parent)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -525,10 +526,15 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
         avoid = {
             r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task_id,))
         }
-        choice = {"route": route, "required": required, "candidates": by_name.values(), "avoid": avoid}
-        name = routing.pick_agent(**choice)
+        agents = list(by_name.values())
+        name = routing.pick_agent(route=route, required=required, candidates=agents, avoid=avoid)
         if name is None:
-            if routing.pick_agent(**choice, respect_capacity=False) is None:
+            if (
+                routing.pick_agent(
+                    route=route, required=required, candidates=agents, avoid=avoid, respect_capacity=False
+                )
+                is None
+            ):
                 # nobody could take it: skip it until the agents change
                 conn.execute("UPDATE tasks SET parked = 1 WHERE id = ? AND state = 'queued'", (task_id,))
                 out.parked += 1
