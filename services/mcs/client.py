@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -213,6 +214,67 @@ class Client:
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._obj("POST", f"/v1/tasks/{task_id}/cancel")
+
+    # ------------------------------------------------------------ shared memory
+
+    @staticmethod
+    def _mem_path(ns: str, key: str | None = None) -> str:
+        path = "/v1/memory/" + quote(ns, safe=":")
+        return path if key is None else path + "/" + quote(key, safe="/")
+
+    def mem_get(self, ns: str, key: str) -> dict[str, Any]:
+        """The key's value and metadata (McsApiError 404 when absent)."""
+        return self._obj("GET", self._mem_path(ns, key))
+
+    def mem_put(
+        self,
+        ns: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: list[str] | None = None,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+    ) -> dict[str, Any]:
+        """Write a key. `if_match`: only if it is at that version; `if_none_match`: only if it is absent
+        (both answer McsApiError 412 otherwise)."""
+        body: dict[str, Any] = {"value": value, "tags": tags or []}
+        if ttl is not None:
+            body["ttl"] = ttl
+        headers = {}
+        if if_match is not None:
+            headers["If-Match"] = str(if_match)
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        return self._obj("PUT", self._mem_path(ns, key), json=body, headers=headers)
+
+    def mem_delete(self, ns: str, key: str, *, if_match: int | None = None) -> None:
+        headers = {"If-Match": str(if_match)} if if_match is not None else None
+        self.request("DELETE", self._mem_path(ns, key), headers=headers)
+
+    def mem_list(
+        self,
+        ns: str,
+        *,
+        prefix: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in (("prefix", prefix), ("tag", tag), ("limit", limit), ("cursor", cursor)) if v}
+        return self._obj("GET", self._mem_path(ns), params=params)
+
+    def mem_bulk(
+        self,
+        ns: str,
+        *,
+        get: list[str] | None = None,
+        put: list[dict[str, Any]] | None = None,
+        delete: list[str] | None = None,
+    ) -> dict[str, Any]:
+        body = {"get": get or [], "put": put or [], "delete": delete or []}
+        return self._obj("POST", self._mem_path(ns) + "/_bulk", json=body)
 
     def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""

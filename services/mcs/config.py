@@ -65,6 +65,7 @@ class Settings:
     webhook_retry_max: float = 60.0  # seconds
     idempotency_ttl: float = 86400.0  # seconds
     max_body_bytes: int = 1024 * 1024
+    memory_max_value_bytes: int = 256 * 1024
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_chat_id: str | None = None
     telegram_api: str = "https://api.telegram.org"
@@ -110,6 +111,7 @@ class Settings:
             webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
+            memory_max_value_bytes=int(_env(e, "MCS_MEMORY_MAX_VALUE_BYTES", whole, 256 * 1024)),
             telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str, None) or None,
             telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,
             telegram_api=_env(e, "MCS_TELEGRAM_API", str, "https://api.telegram.org"),

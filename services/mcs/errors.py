@@ -78,6 +78,12 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class MethodNotAllowed(ApiError):
+    """That method does not apply here."""
+
+    status, code = 405, "method_not_allowed"
+
+
 class Conflict(ApiError):
     """The object is not in a state that allows this."""
 

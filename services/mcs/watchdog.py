@@ -1,6 +1,6 @@
 """The watchdog: every MCS_WATCHDOG_INTERVAL, and once at start-up to catch up on whatever was orphaned
 while everything was down: expired leases -> retry or fail; assignments nobody claimed -> routed again;
-agents past their TTL -> offline; expired idempotency keys and old outbox rows -> purged."""
+agents past their TTL -> offline; expired memory keys, idempotency keys and old outbox rows -> purged."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mcs.config import Settings
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import agents as agents_store
+from mcs.store import memory as memory_store
 from mcs.store import outbox as outbox_store
 from mcs.store import tasks as tasks_store
 
@@ -29,6 +30,7 @@ class Sweep:
     offline: list[str]
     purged_keys: int
     purged_outbox: int
+    purged_memory: int
 
 
 class Watchdog:
@@ -61,6 +63,11 @@ class Watchdog:
         offline = self.store.write(agents_store.mark_expired_offline, now=now)
         purged_keys = self.store.write(tasks_store.purge_idempotency_keys, now=now)
         purged_outbox = self.store.write(outbox_store.purge_delivered, before=now - OUTBOX_KEEP)
+        purged_memory = 0
+        while batch_size := self.store.write(memory_store.purge_expired, now=now):
+            purged_memory += batch_size
+            if batch_size < 1000:
+                break
         for task_id in expired:
             log.info("lease expired", extra={"action": "lease_expired", "task_id": task_id})
         for task_id in rerouted:
@@ -73,7 +80,7 @@ class Watchdog:
         self.last_pass = time.monotonic()
         metrics.loop_last_pass.set(time.time())
         self.heartbeat.maybe_beat()
-        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox)
+        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox, purged_memory)
 
     def run(self) -> None:
         log.info("watchdog started", extra={"action": "start", "interval": self.interval})

@@ -124,3 +124,29 @@ def test_errors_are_one_line_and_non_zero(mcs, tmp_path):
 def test_options_show_their_environment_variable(mcs):
     assert "MCS_URL" in mcs("task", "submit", "--help").stdout
     assert "MCS_DB" in mcs("migrate", "--help").stdout
+
+
+def test_memory_commands(mcs, tmp_path):
+    put = mcs("mem", "put", "mesh", "config/model", "--value", '{"name": "qwen"}', "--tag", "cfg", "--ttl", "3600")
+    assert put.exit_code == 0, put.output
+    assert "version 1" in put.stdout
+    got = mcs("mem", "get", "mesh", "config/model")
+    assert json.loads(got.stdout) == {"name": "qwen"} and "version 1" in got.stderr
+    (tmp_path / "v.json").write_text("[1, 2]")
+    cas = mcs("mem", "put", "mesh", "config/model", "--file", str(tmp_path / "v.json"), "--if-match", "1", "--json")
+    assert json.loads(cas.stdout)["version"] == 2
+    stale = mcs("mem", "put", "mesh", "config/model", "--value", "3", "--if-match", "1")
+    assert stale.exit_code == 1 and "version_mismatch" in stale.stderr
+    taken = mcs("mem", "put", "mesh", "config/model", "--value", "3", "--if-absent")
+    assert taken.exit_code == 1 and "key_exists" in taken.stderr
+    listed = json.loads(mcs("mem", "ls", "mesh", "--prefix", "config/", "--tag", "cfg", "--json").stdout)
+    assert [i["key"] for i in listed["items"]] == []  # the second put replaced the tags
+    listed = json.loads(mcs("mem", "ls", "mesh", "--prefix", "config/", "--json").stdout)
+    assert [i["key"] for i in listed["items"]] == ["config/model"]
+    assert mcs("mem", "del", "mesh", "config/model").exit_code == 0
+    missing = mcs("mem", "get", "mesh", "config/model")
+    assert missing.exit_code == 1 and "no key" in missing.stderr
+    bad = mcs("mem", "get", "Private:x", "k")
+    assert bad.exit_code == 1 and "bad_namespace" in bad.stderr
+    no_value = mcs("mem", "put", "mesh", "k")
+    assert no_value.exit_code == 2

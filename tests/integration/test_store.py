@@ -29,7 +29,7 @@ def test_every_connection_has_the_pragmas(tmp_path):
     assert Store(tmp_path / "y.db", synchronous="NORMAL").conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
-ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index"]
+ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index", "0004_memory"]
 
 
 def test_migrations_apply_once_and_record_themselves(tmp_path):
@@ -70,7 +70,7 @@ def test_mcs_migrate_command(tmp_path):
     env = {"MCS_DB": str(tmp_path / "cli.db"), "PATH": "/usr/bin:/bin"}
     first = subprocess.run([sys.executable, "-m", "mcs", "migrate", "--json"], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert '"0003_outbox_task_index"' in first.stdout
+    assert '"0004_memory"' in first.stdout
     second = subprocess.run([sys.executable, "-m", "mcs", "migrate"], env=env, capture_output=True, text=True)
     assert second.stdout.strip() == "up to date"
 

@@ -15,7 +15,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, metrics
-from mcs.api import agents, tasks
+from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, StoreError
@@ -101,8 +101,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
+    app.url_map.converters["memkey"] = memory.KeyConverter
     app.register_blueprint(agents.bp)
     app.register_blueprint(tasks.bp)
+    app.register_blueprint(memory.bp)
 
     @app.while_serving
     async def lifespan() -> Any:

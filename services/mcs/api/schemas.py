@@ -73,3 +73,32 @@ class TaskQuery(Strict):
     parent: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
+
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+MemoryKey = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class MemoryPut(Strict):
+    value: Any
+    ttl: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+
+
+class BulkPut(MemoryPut):
+    key: MemoryKey
+    if_match: int | None = Field(default=None, ge=1)
+    if_none_match: Literal["*"] | None = None
+
+
+class MemoryBulk(Strict):
+    get: list[MemoryKey] = Field(default_factory=list, max_length=1000)
+    put: list[BulkPut] = Field(default_factory=list, max_length=1000)
+    delete: list[MemoryKey] = Field(default_factory=list, max_length=1000)
+
+
+class MemoryQuery(Strict):
+    prefix: str | None = Field(default=None, max_length=512)
+    tag: str | None = Field(default=None, max_length=64)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=1000)

@@ -146,6 +146,27 @@ def m0003_outbox_task_index(db: Database) -> None:
     db.execute("CREATE INDEX outbox_task ON outbox(task_id)")
 
 
+@migrations(name="0004_memory")
+def m0004_memory(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE memory (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            expires_at REAL,
+            updated_by TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (ns, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX memory_expiry ON memory(expires_at) WHERE expires_at IS NOT NULL;
+        """,
+    )
+
+
 def _run_script(db: Database, script: str) -> None:
     # Not executescript(): the driver commits a pending transaction before running a script, which would
     # break the one-transaction-per-migration promise.

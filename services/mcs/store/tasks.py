@@ -61,7 +61,7 @@ def encode_cursor(seq: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
         if not raw.startswith("s"):
             raise ValueError(raw)
         return int(raw[1:])
