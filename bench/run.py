@@ -13,6 +13,7 @@ Figures are reported against their targets; nothing here asserts on timing.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -37,7 +38,7 @@ import pyspy
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
-TARGETS = {"p50_ms": 5.0, "p99_ms": 25.0, "throughput": 150.0}
+TARGETS = {"p50_ms": 5.0, "p99_ms": 25.0, "throughput": 150.0, "mem_put_ratio": 0.5, "mem_get_ratio": 0.7}
 T0 = time.monotonic()
 
 
@@ -408,6 +409,21 @@ def profile_pass(
     return run, summaries
 
 
+def memory_phase(server: Server, agent: dict[str, str], n: int, concurrency: int) -> dict[str, float]:
+    """Shared-memory put and get rates over HTTP, as ratios to the same run's GET /healthz rate; the load runs
+    in its own process (bench/memload.py)."""
+    cfg = {"api_url": server.url, "agent": agent["name"], "secret": agent["secret"], "n": n, "concurrency": concurrency}
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("memload.py")), json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    rates: dict[str, float] = json.loads(out.stdout)
+    return rates
+
+
 def idle_cpu(server: Server, seconds: float) -> tuple[dict[str, float], float]:
     """Per-process CPU (cores) with no load, and the cores the rest of the machine used meanwhile."""
     before = cpu_snapshot(server.pids)
@@ -580,6 +596,15 @@ def write_results(res: dict[str, Any], path: Path) -> None:
         f"| webhooks received (throughput run) | {tp['webhooks']} ({tp['duplicates']} duplicates) | one per task | |",
         f"| CPU per task, all four processes | {total_cpu / n * 1000:.2f} ms | | |",
     ]
+    mem = res.get("memory")
+    if mem:
+        lines += [
+            f"| memory put over HTTP, as a share of the same run's GET /healthz rate ({mem['healthz']:.0f}/s) | "
+            f"{mem['put']:.0f}/s = {mem['put_ratio']:.0%} | ≥ {TARGETS['mem_put_ratio']:.0%} | "
+            f"{verdict(mem['put_ratio'], TARGETS['mem_put_ratio'], True)} |",
+            f"| memory get over HTTP, as a share of GET /healthz | {mem['get']:.0f}/s = {mem['get_ratio']:.0%} | "
+            f"≥ {TARGETS['mem_get_ratio']:.0%} | {verdict(mem['get_ratio'], TARGETS['mem_get_ratio'], True)} |",
+        ]
     c1 = res.get("throughput_c1")
     if c1:
         lines.append(
@@ -835,6 +860,15 @@ def main() -> int:
             res["throughput_c1"] = throughput_phase(
                 server, gen, agents, c1_n, args.concurrency, tp_timeout / 2, label="throughput, concurrency 1"
             )
+
+        mem_n = 500 if args.quick else 2000
+        say(f"memory: {mem_n} each of GET /healthz, PUT and GET /v1/memory/mesh/..., 8 connections")
+        res["memory"] = memory_phase(server, creds[0], mem_n, 8)
+        mem = res["memory"]
+        say(
+            f"memory: healthz {mem['healthz']:.0f}/s, put {mem['put']:.0f}/s ({mem['put_ratio']:.0%}), "
+            f"get {mem['get']:.0f}/s ({mem['get_ratio']:.0%})"
+        )
 
         states = server.query("SELECT state, count(*) FROM tasks GROUP BY state")
         outbox = server.query("SELECT state, count(*) FROM outbox GROUP BY state")

@@ -243,7 +243,7 @@ class Notifier:
         return self.store.read(outbox_store.next_due, after=now)
 
     async def run(self) -> None:
-        self.db = AsyncStore(self.store, readers=2)
+        self.db = AsyncStore(self.store)
         self._wake = asyncio.Event()  # a delivery finished, or stop()
         self._changed = asyncio.Event()  # a file in the data folder changed (another process committed)
         self.watcher = CommitWatcher(self.store.path)

@@ -26,7 +26,12 @@ async def test_health_openapi_and_metrics(mesh):
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        (b"{not json", 400, "bad_request"),
+        (b"{not json", 400, "bad_json"),
+        (b"\xff\xfe{}", 400, "bad_json"),
+        (b'{"type": "x", "payload": NaN}', 400, "bad_json"),
+        (b'{"type": "x", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "bad_json"),
+        (b'{"type": "x", "payload": ' + b"[" * 70 + b"]" * 70 + b"}", 400, "bad_json"),
+        (b'{"type": "x", "max_retries": true}', 422, "validation_error"),
         (b'{"type": 5}', 422, "validation_error"),
         (b'{"type": "x", "priority": "asap"}', 422, "validation_error"),
         (b'{"type": "x", "max_retries": -1}', 422, "validation_error"),
@@ -118,3 +123,30 @@ async def test_bad_registrations(mesh, body):
     response = await mesh.call("POST", "/v1/agents/register", who=a, json=body)
     assert await error_of(response) == (422, "validation_error")
     assert (await mesh.ok("GET", "/v1/agents/a", who=a))["capabilities"] == ["x"]
+
+
+async def test_lone_surrogates_are_stored_and_shown_escaped(mesh):
+    task = await mesh.call(
+        "POST",
+        "/v1/tasks",
+        who="admin",
+        data=b'{"type": "x", "payload": "\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert task.status_code == 201
+    assert b"\\ud800" in await task.get_data()
+    listed = await mesh.ok("GET", "/v1/tasks", who="admin")
+    assert listed["tasks"][0]["payload"] == "\ud800"
+
+
+async def test_cursors_out_of_range_are_400(mesh):
+    import base64
+
+    huge = base64.urlsafe_b64encode(b"s" + b"9" * 30).decode().rstrip("=")
+    assert await error_of(await mesh.call("GET", f"/v1/tasks?cursor={huge}", who="admin")) == (400, "bad_cursor")
+
+
+@pytest.mark.parametrize("name", ["admin", "Admin", "any", "all", "dispatcher"])
+async def test_reserved_agent_names(mesh, name):
+    response = await mesh.call("POST", "/v1/agents", who="admin", json={"name": name})
+    assert await error_of(response) == (422, "validation_error")

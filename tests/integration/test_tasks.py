@@ -421,3 +421,47 @@ async def test_expired_idempotency_keys_are_purged(mesh):
     assert mesh.sweep().purged_keys == 1
     again = await (await mesh.client.post("/v1/tasks", json={"type": "x"}, headers=headers)).get_json()
     assert again["id"] != first["id"]
+
+
+async def test_rejecting_a_task_routed_to_you_by_name_fails_it_and_settles_the_fanout(mesh):
+    a = await mesh.agent("a", ["r"], notify_url=None)
+    b = await mesh.agent("b", ["r"], notify_url=None)
+    named = await mesh.submit(type="r", route="b")
+    await mesh.ok("POST", f"/v1/tasks/{named['id']}/reject", who=b, json={"reason": "not mine"})
+    failed = await mesh.task(named["id"])
+    assert failed["state"] == "failed" and "rejected by b" in failed["error"]
+    parent = await mesh.submit(type="r", route="all")
+    mesh.dispatch()
+    kids = {(await mesh.task(k))["route"]: k for k in (await mesh.task(parent["id"]))["children"]}
+    claimed = await mesh.ok("POST", f"/v1/tasks/{kids['a']}/claim", who=a)
+    await mesh.ok("POST", f"/v1/tasks/{kids['a']}/complete", who=a, json={"claim_token": claimed["claim_token"]})
+    await mesh.ok("POST", f"/v1/tasks/{kids['b']}/reject", who=b, json={"reason": "busy"})
+    done = await mesh.task(parent["id"])
+    assert done["state"] == "completed"
+    assert {c["agent"]: c["state"] for c in done["result"]["children"]} == {"a": "completed", "b": "failed"}
+
+
+async def test_deleting_an_agent_ends_what_only_it_could_do(mesh):
+    await mesh.agent("a", ["r"], notify_url=None)
+    await mesh.agent("b", ["r"], notify_url=None)
+    named = await mesh.submit(type="r", route="b")
+    parent = await mesh.submit(type="r", route="all")
+    anyone = await mesh.submit(type="r")
+    mesh.dispatch()
+    await mesh.call("DELETE", "/v1/agents/b", who="admin")
+    assert (await mesh.task(named["id"]))["state"] == "failed"
+    assert (await mesh.task(anyone["id"]))["state"] == "queued"
+    kids = {(await mesh.task(k))["route"]: k for k in (await mesh.task(parent["id"]))["children"]}
+    assert (await mesh.task(kids["b"]))["state"] == "failed"
+    assert (await mesh.task(parent["id"]))["state"] == "waiting"  # a's child is still to do
+
+
+async def test_a_fanout_whose_children_were_all_canceled_is_canceled_without_an_alert(mesh):
+    await mesh.agent("a", ["r"], notify_url=None)
+    await mesh.agent("b", ["r"], notify_url=None)
+    parent = await mesh.submit(type="r", route="all")
+    mesh.dispatch()
+    for kid in (await mesh.task(parent["id"]))["children"]:
+        await mesh.ok("POST", f"/v1/tasks/{kid}/cancel", who="admin")
+    assert (await mesh.task(parent["id"]))["state"] == "canceled"
+    assert mesh.store.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'alert'").fetchone()[0] == 0

@@ -18,7 +18,7 @@ from mcs import __version__, metrics
 from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
-from mcs.errors import ApiError, StoreError
+from mcs.errors import ApiError, BadRequest, StoreError
 from mcs.store import AsyncStore, Store, sqlite_version
 
 log = logging.getLogger("mcs.api")
@@ -26,14 +26,46 @@ log = logging.getLogger("mcs.api")
 CHANGE_POLL_INTERVAL = 0.01  # seconds between PRAGMA data_version checks while a long poll waits
 
 
+MAX_JSON_DEPTH = 64  # nesting levels a request body may have
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests deeper than `limit` (iterative: a deep value must not exhaust the stack here)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 class LenientJsonRequest(Request):
-    """Parse the body as JSON whatever the Content-Type (curl -d sends form encoding); empty means {}."""
+    """Parse the body as JSON whatever the Content-Type (curl -d sends form encoding); empty means {}.
+    Strict about the JSON itself: UTF-8, no NaN or Infinity, at most MAX_JSON_DEPTH levels deep; anything
+    else is a 400 before a handler runs, so nothing unserialisable is ever stored."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         body = await self.get_data(cache=cache, as_text=False)
         if not body.strip():
             return {}
-        return await super().get_json(force=True, silent=silent, cache=cache)
+        try:
+            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("the request body is not UTF-8", code="bad_json") from exc
+        except RecursionError as exc:
+            raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="bad_json") from exc
+        except ValueError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}", code="bad_json") from exc
+        if _too_deep(value, MAX_JSON_DEPTH):
+            raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="bad_json")
+        return value
 
 
 class ChangeWatcher:
@@ -110,7 +142,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     async def lifespan() -> Any:
         own = store is None
         s = store or Store(settings.db, synchronous=settings.synchronous)
-        db = AsyncStore(s, readers=2)
+        db = AsyncStore(s)
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         yield

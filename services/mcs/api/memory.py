@@ -27,14 +27,13 @@ class KeyConverter(PathConverter):
     regex = "[^/](?s:.)*?"
 
 
-
 def _db() -> Any:
     return current_app.config["MCS_DB"]
 
 
 def _encode(value: Any, key: str) -> str:
     """The value as stored (JSON text), refused when over the configured size."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"))
     limit = current_app.config["MCS_SETTINGS"].memory_max_value_bytes
     if len(text.encode()) > limit:
         raise PayloadTooLarge(f"the value of {key!r} is larger than {limit} bytes", code="value_too_large")

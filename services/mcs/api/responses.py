@@ -14,5 +14,6 @@ from quart import Response
 
 
 def respond(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # ensure_ascii: a lone surrogate in stored JSON ("\ud800" is valid JSON) must stay escaped, not fail to encode
+    body = json.dumps(data, separators=(",", ":"))
     return Response(body, status=status, headers=headers, content_type="application/json")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# Words that mean something else where an agent name goes (routes, actors in the audit trail).
+RESERVED_NAMES = frozenset({"admin", "any", "all", "mcs", "dispatcher", "watchdog", "notifier"})
 Capability = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")]
 TaskType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")]
 Route = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -20,12 +22,19 @@ class CreateAgent(Strict):
     name: Name
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
 
+    @field_validator("name")
+    @classmethod
+    def not_reserved(cls, name: str) -> str:
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"{name!r} is reserved ({', '.join(sorted(RESERVED_NAMES))})")
+        return name
+
 
 class Register(Strict):
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
     notify_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)] | None = None
     ttl: float | None = Field(default=None, gt=0, le=86400)
-    concurrency: int = Field(default=1, ge=1, le=1000)
+    concurrency: int = Field(default=1, ge=1, le=1000, strict=True)
 
 
 class SubmitTask(Strict):
@@ -34,7 +43,7 @@ class SubmitTask(Strict):
     priority: Literal["urgent", "normal", "low"] = "normal"
     capabilities: list[Capability] | None = Field(default=None, max_length=100)
     route: Route = "any"
-    max_retries: int | None = Field(default=None, ge=0, le=100)
+    max_retries: int | None = Field(default=None, ge=0, le=100, strict=True)
     claim_ttl: float | None = Field(default=None, gt=0, le=7 * 86400)
     aggregate: Literal["collect", "consensus"] | None = None
 
@@ -56,7 +65,7 @@ class Complete(Strict):
 class Fail(Strict):
     claim_token: str = Field(min_length=1, max_length=200)
     error: Any
-    retryable: bool = True
+    retryable: bool = Field(default=True, strict=True)
 
 
 class Reject(Strict):
@@ -87,7 +96,7 @@ class MemoryPut(Strict):
 
 class BulkPut(MemoryPut):
     key: MemoryKey
-    if_match: int | None = Field(default=None, ge=1)
+    if_match: int | None = Field(default=None, ge=1, strict=True)
     if_none_match: Literal["*"] | None = None
 
 

@@ -2,8 +2,8 @@
 
 `Store` owns the connections of one process. Sync code (dispatcher, watchdog, CLI) calls `write`/`read`
 directly; async code (api, notifier) goes through `AsyncStore`, which runs writes on one writer thread that
-group-commits whatever requests are waiting (one transaction, one fsync, a savepoint each) and reads on a
-small pool, each thread with its own connection, never on the event loop.
+group-commits whatever requests are waiting (one transaction, one fsync, a savepoint each) and reads on
+one reader thread that batches the same way, each thread with its own connection, never on the event loop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from mcs.store.connection import (
     WriterLock,
     connect,
     in_read,
+    in_read_batch,
     in_write,
     in_write_batch,
     sqlite_version,
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 __all__ = ["AsyncStore", "Store", "sqlite_version"]
 
-GROUP_COMMIT_MAX = 64  # requests committed together at most
+BATCH_MAX = 64  # requests run together at most (one transaction)
 
 
 class Store:
@@ -77,6 +77,9 @@ class Store:
         conn, lock = self._open()
         return in_write_batch(conn, jobs, lock)
 
+    def read_batch(self, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
+        return in_read_batch(self.conn, jobs)
+
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return in_read(self.conn, fn, *args, **kwargs)
 
@@ -113,36 +116,33 @@ def _settle(jobs: list[_Job], outcomes: list[Any]) -> None:
             job.future.set_result(outcome)
 
 
-class AsyncStore:
-    """Store calls off the event loop: one group-committing writer thread, a few reader threads.
+class _BatchThread:
+    """One thread that takes whatever jobs are queued, runs them as one batch, and wakes each waiting
+    event loop once per batch (not once per job)."""
 
-    A request's future resolves only after the COMMIT that holds its changes, so a 2xx still means durable.
-    """
+    def __init__(self, run_batch: Callable[[list[Callable[[Connection], Any]]], list[Any]], name: str) -> None:
+        self.run_batch = run_batch
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
 
-    def __init__(self, store: Store, *, readers: int = 2) -> None:
-        self.store = store
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="mcs-write", daemon=True)
-        self._writer.start()
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="mcs-read")
-
-    def _write_loop(self) -> None:
+    def _loop(self) -> None:
         while True:
-            job = self._jobs.get()
+            job = self.jobs.get()
             if job is None:
                 return
             batch = [job]
-            while len(batch) < GROUP_COMMIT_MAX:
+            while len(batch) < BATCH_MAX:
                 try:
-                    more = self._jobs.get_nowait()
+                    more = self.jobs.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._jobs.put(None)  # stop after this batch
+                    self.jobs.put(None)  # stop after this batch
                     break
                 batch.append(more)
             try:
-                outcomes = self.store.write_batch([j.call for j in batch])
+                outcomes = self.run_batch([j.call for j in batch])
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 outcomes = [exc] * len(batch)
             by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[Any]]] = {}
@@ -154,21 +154,39 @@ class AsyncStore:
                 if not loop.is_closed():
                     loop.call_soon_threadsafe(_settle, jobs, results)
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def submit(self, call: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(lambda conn: fn(conn, *args, **kwargs), future, loop))
+        self.jobs.put(_Job(call, future, loop))
         return await future
 
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+
+class AsyncStore:
+    """Store calls off the event loop: one group-committing writer thread and one batching reader thread.
+
+    A write's future resolves only after the COMMIT that holds its changes, so a 2xx still means durable.
+    Reads queued together run in one read transaction (one snapshot, at least as new as when they queued).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._writer = _BatchThread(store.write_batch, "mcs-write")
+        self._reader = _BatchThread(store.read_batch, "mcs-read")
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._writer.submit(lambda conn: fn(conn, *args, **kwargs))
+
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: self.store.read(fn, *args, **kwargs))
+        return await self._reader.submit(lambda conn: fn(conn, *args, **kwargs))
 
     def shutdown(self) -> None:
-        """Finish queued writes and stop the threads; the store's connections stay open for its owner."""
-        self._jobs.put(None)
-        self._writer.join()
-        self._readers.shutdown(wait=True)
+        """Finish queued work and stop the threads; the store's connections stay open for its owner."""
+        self._writer.stop()
+        self._reader.stop()
 
     def close(self) -> None:
         self.shutdown()

@@ -62,7 +62,8 @@ def rotate(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, 
 
 def delete(conn: Connection, *, name: str, actor: str, now: float) -> None:
     """Remove an agent. Work assigned to it but not claimed goes back to the queue at once; a lease it
-    holds runs out and the watchdog retries the task, since the agent can no longer complete it."""
+    holds runs out and the watchdog retries the task, since the agent can no longer complete it. Tasks
+    routed to it by name (fanout children too) fail: nobody else may take them."""
     if conn.execute("DELETE FROM agents WHERE name = ?", (name,)).rowcount == 0:
         raise NotFound(f"no agent named {name!r}")
     rows = conn.execute(
@@ -75,6 +76,9 @@ def delete(conn: Connection, *, name: str, actor: str, now: float) -> None:
             "INSERT INTO task_events (task_id, at, kind, actor, detail) VALUES (?, ?, 'requeued', ?, ?)",
             (task_id, now, actor, json.dumps({"reason": f"agent {name} was deleted"})),
         )
+    from mcs.store import tasks as tasks_store  # tasks imports this module
+
+    tasks_store.fail_routed_to(conn, agent=name, error=f"agent {name} was deleted", actor=actor, now=now)
     add_event(conn, name, "deleted", actor, now)
 
 

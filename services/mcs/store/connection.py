@@ -168,3 +168,24 @@ def in_read(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -
                 conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StoreError(f"database error: {exc}") from exc
+
+
+def in_read_batch(conn: Connection, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
+    """Several reads in one read transaction; one outcome per job (its result or the exception it raised)."""
+    outcomes: list[Any] = []
+    try:
+        conn.execute("BEGIN")
+        for job in jobs:
+            try:
+                outcomes.append(job(conn))
+            except sqlite3.Error as exc:
+                outcomes.append(StoreError(f"database error: {exc}"))
+            except Exception as exc:
+                outcomes.append(exc)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        failure = StoreError(f"database error: {exc}")
+        return outcomes + [failure] * (len(jobs) - len(outcomes))
+    return outcomes

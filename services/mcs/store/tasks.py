@@ -62,9 +62,10 @@ def encode_cursor(seq: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        if not raw.startswith("s"):
+        seq = int(raw[1:]) if raw.startswith("s") else -1
+        if not 0 <= seq < 2**63:
             raise ValueError(raw)
-        return int(raw[1:])
+        return seq
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
 
@@ -362,7 +363,8 @@ def fail(
 def reject(
     conn: Connection, *, task_id: str, agent: Agent, token: str | None, reason: str, now: float
 ) -> dict[str, Any]:
-    """The agent declines: back to the queue, never to this agent again. No attempt is spent."""
+    """The agent declines: back to the queue, never to this agent again, and no attempt spent. A task
+    routed to this agent by name (a fanout child too) fails instead: nobody else may take it."""
     task = must_get(conn, task_id)
     if task.state is TaskState.ASSIGNED and task.assigned_to == agent.name and token is None:
         pass
@@ -375,6 +377,23 @@ def reject(
     else:
         raise Conflict(f"task is {task.state.value} and not offered to you", code="not_rejectable")
     attempts = task.attempts - 1 if task.state is TaskState.CLAIMED else task.attempts
+    if task.route == agent.name:
+        # Routed to this agent alone (by name, or a fanout child): nobody else may take it, so declining
+        # ends it rather than leaving it queued forever; a fanout parent then collects it as failed.
+        task = _set(
+            conn,
+            task,
+            now,
+            state=TaskState.FAILED,
+            error=f"rejected by {agent.name}: {reason}",
+            lease_expires_at=None,
+            attempts=max(attempts, 0),
+        )
+        add_event(conn, task.id, "rejected", agent.name, now, {"reason": reason})
+        add_event(conn, task.id, "failed", agent.name, now, {"error": task.error, "retryable": False})
+        _alert_failed(conn, task, now)
+        settle_parent(conn, task.parent_id, now)
+        return to_api(conn, task)
     conn.execute("INSERT OR REPLACE INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 1)", (task.id, agent.name))
     task = _set(
         conn,
@@ -414,9 +433,23 @@ def _cancel_tree(conn: Connection, task: Task, actor: str, now: float) -> None:
         _cancel_tree(conn, Task.from_row(row), actor, now)
 
 
+def fail_routed_to(conn: Connection, *, agent: str, error: str, actor: str, now: float) -> list[str]:
+    """End every unfinished task routed to `agent` by name, failed with `error` (an alert each)."""
+    rows = conn.execute(
+        f"SELECT * FROM tasks WHERE route = ? AND state IN ({','.join('?' * len(NON_TERMINAL))})",
+        (agent, *NON_TERMINAL),
+    ).fetchall()
+    for row in rows:
+        task = _set(conn, Task.from_row(row), now, state=TaskState.FAILED, error=error, lease_expires_at=None)
+        add_event(conn, task.id, "failed", actor, now, {"error": error, "retryable": False})
+        _alert_failed(conn, task, now)
+        settle_parent(conn, task.parent_id, now)
+    return [r["id"] for r in rows]
+
+
 def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
-    """When the last child of a fanout ends, the parent ends: completed with every child's outcome, or
-    failed when no child completed."""
+    """When the last child of a fanout ends, the parent ends with every child's outcome: completed when
+    any child completed, canceled when none did and some were canceled, failed when every child failed."""
     if parent_id is None:
         return
     parent = get(conn, parent_id)
@@ -436,6 +469,9 @@ def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
     if any(k.state is TaskState.COMPLETED for k in kids):
         _set(conn, parent, now, state=TaskState.COMPLETED, result=outcome)
         add_event(conn, parent.id, "completed", "mcs", now, {"children": len(kids)})
+    elif any(k.state is TaskState.CANCELED for k in kids):  # nothing completed and someone canceled: no alert
+        _set(conn, parent, now, state=TaskState.CANCELED, result=outcome)
+        add_event(conn, parent.id, "canceled", "mcs", now, {"children": len(kids)})
     else:
         parent = _set(conn, parent, now, state=TaskState.FAILED, result=outcome, error="every child task failed")
         add_event(conn, parent.id, "failed", "mcs", now, {"children": len(kids)})
