@@ -210,7 +210,11 @@ class Notifier:
         if not self.outcomes:
             return
         batch, self.outcomes = self.outcomes, []
-        await self.db.write(outbox_store.record_outcomes, outcomes=batch, now=time.time())
+        try:
+            await self.db.write(outbox_store.record_outcomes, outcomes=batch, now=time.time())
+        except Exception:
+            self.outcomes = batch + self.outcomes  # keep them (and their rows in flight) for the next pass
+            raise
         for o in batch:
             if o.get("final"):
                 agent = self.in_flight.pop(o["id"], None)
@@ -231,7 +235,7 @@ class Notifier:
     def _start_due(self) -> float | None:
         """Start deliveries for due rows; return when the next not-yet-due row falls due."""
         now = time.time()
-        for item in self.store.read(outbox_store.due, now=now, limit=FETCH_LIMIT):
+        for item in self.store.read(outbox_store.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT):
             if item.id in self.in_flight:
                 continue
             key = item.agent or "alert"

@@ -465,3 +465,19 @@ async def test_a_fanout_whose_children_were_all_canceled_is_canceled_without_an_
         await mesh.ok("POST", f"/v1/tasks/{kid}/cancel", who="admin")
     assert (await mesh.task(parent["id"]))["state"] == "canceled"
     assert mesh.store.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'alert'").fetchone()[0] == 0
+
+
+async def test_a_backlog_for_a_busy_agent_does_not_hide_work_for_an_idle_one(mesh):
+    await mesh.agent("slow", ["slow"])  # concurrency 1
+    poller = await mesh.agent("poller", ["fast"], notify_url=None)
+    await mesh.agent("fast", ["fast"])
+    for _ in range(260):  # more than a dispatcher page
+        await mesh.submit(type="slow")
+    fast = await mesh.submit(type="fast")
+    mesh.dispatch()
+    assert (await mesh.task(fast["id"]))["assigned_to"] == "fast"
+    for _ in range(520):  # more than claim-next once looked through
+        await mesh.submit(type="slow", priority="urgent")
+    other = await mesh.submit(type="fast", route="poller")
+    claimed = await mesh.ok("POST", "/v1/tasks/claim", who=poller, json={})
+    assert claimed["id"] == other["id"]

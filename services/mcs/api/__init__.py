@@ -56,7 +56,8 @@ class LenientJsonRequest(Request):
         if not body.strip():
             return {}
         try:
-            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+            text = body.decode("utf-8") if isinstance(body, bytes) else body
+            value = json.loads(text, parse_constant=_no_constant)
         except UnicodeDecodeError as exc:
             raise BadRequest("the request body is not UTF-8", code="bad_json") from exc
         except RecursionError as exc:

@@ -10,13 +10,16 @@ from mcs.store.connection import Connection
 from mcs.store.tasks import add_event
 
 
-def due(conn: Connection, *, now: float, limit: int) -> list[OutboxItem]:
-    """Pending rows that are due, each with its agent's current notify_url and key (one query, no second trip)."""
+def due(conn: Connection, *, now: float, limit: int, per_key: int) -> list[OutboxItem]:
+    """Pending rows that are due, oldest first but at most `per_key` per agent (alerts count as one key), so
+    a backlog for one slow endpoint never hides everyone else's. Each comes with its agent's current
+    notify_url and key (one query, no second trip)."""
     rows = conn.execute(
-        "SELECT o.*, a.notify_url, a.webhook_secret, a.name IS NOT NULL AS agent_exists"
-        " FROM outbox o LEFT JOIN agents a ON a.name = o.agent"
-        " WHERE o.state = 'pending' AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
-        (now, limit),
+        "SELECT o.*, a.notify_url, a.webhook_secret, a.name IS NOT NULL AS agent_exists FROM ("
+        " SELECT *, row_number() OVER (PARTITION BY coalesce(agent, '') ORDER BY id) AS nth"
+        " FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?) o"
+        " LEFT JOIN agents a ON a.name = o.agent WHERE o.nth <= ? ORDER BY o.id LIMIT ?",
+        (now, per_key, limit),
     ).fetchall()
     return [OutboxItem.from_row(r) for r in rows]
 

@@ -18,7 +18,7 @@ from mcs.store import agents as agents_store
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
-CLAIM_SCAN_LIMIT = 500  # queued rows `claim next` looks through for one this agent can take
+DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
 
 
 # ---------------------------------------------------------------- reading
@@ -268,18 +268,20 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
         (agent.name,),
     ).fetchone()
     best = Task.from_row(mine) if mine else None
+    # Read lazily, only what the match needs, until the first task this agent can do (or one more urgent
+    # than the one assigned to it): a long queue of tasks it cannot do costs a scan, never a miss.
     queued = conn.execute(
-        "SELECT * FROM tasks WHERE state = 'queued' AND route != 'all' AND (route = 'any' OR route = ?)"
+        "SELECT id, priority, seq, capabilities FROM tasks WHERE state = 'queued' AND route != 'all'"
+        " AND (route = 'any' OR route = ?)"
         " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
-        " ORDER BY priority, seq LIMIT ?",
-        (agent.name, agent.name, CLAIM_SCAN_LIMIT),
+        " ORDER BY priority, seq",
+        (agent.name, agent.name),
     )
     for row in queued:
-        task = Task.from_row(row)
-        if best is not None and (task.priority, task.seq) > (best.priority, best.seq):
+        if best is not None and (row["priority"], row["seq"]) > (int(best.priority), best.seq):
             break
-        if routing.capable(agent.capabilities, task.capabilities):
-            best = task
+        if routing.capable(agent.capabilities, json.loads(row["capabilities"])):
+            best = must_get(conn, row["id"])
             break
     return _claim(conn, best, agent, now) if best else None
 
@@ -534,62 +536,77 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
     if out.fingerprint != last_fingerprint:
         conn.execute("UPDATE tasks SET parked = 0 WHERE state = 'queued' AND parked = 1")
     by_name = {c.name: c for c in candidates}
-    # When every push agent is at capacity only fanout parents can make progress: don't read the backlog.
-    only_fanout = "" if any(c.pushable and c.has_room for c in by_name.values()) else " AND route = 'all'"
-    # Only what routing needs: a backlog can be long, and most of it waits for an agent to free up.
-    rows = conn.execute(
-        "SELECT id, route, capabilities FROM tasks"
-        f" WHERE state = 'queued' AND parked = 0{only_fanout} ORDER BY priority, seq LIMIT ?",
-        (limit,),
-    ).fetchall()
-    pending: list[tuple[str, str, tuple[str, ...]]] = [
-        (r["id"], r["route"], tuple(json.loads(r["capabilities"]))) for r in rows
-    ]
-    while pending:
-        task_id, route, required = pending.pop(0)
-        if route == routing.ROUTE_ALL:
-            parent = must_get(conn, task_id)
-            kids = _fan_out(conn, parent, list(by_name.values()), now)
-            if kids:
-                out.fanned_out += 1
-                pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
-            else:
-                _set(conn, parent, now, parked=1)
-                out.parked += 1
-            continue
-        if not any(c.pushable and c.has_room for c in by_name.values()):
-            continue  # every agent is busy: the task waits, in order, for one to free up
-        avoid = {
-            r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task_id,))
-        }
-        agents = list(by_name.values())
-        name = routing.pick_agent(route=route, required=required, candidates=agents, avoid=avoid)
-        if name is None:
-            if (
-                routing.pick_agent(
-                    route=route, required=required, candidates=agents, avoid=avoid, respect_capacity=False
-                )
-                is None
-            ):
-                # nobody could take it: skip it until the agents change
-                conn.execute("UPDATE tasks SET parked = 1 WHERE id = ? AND state = 'queued'", (task_id,))
-                out.parked += 1
-            continue
-        task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
-        add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
-        conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
-        _enqueue(
-            conn,
-            kind="webhook",
-            agent=name,
-            task_id=task.id,
-            body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": to_api(conn, task)}},
-            now=now,
-        )
-        by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
-        out.assigned.append((task.id, name, task.created_at))
+    after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
+    scanned = 0
+    while scanned < DISPATCH_SCAN_MAX:
+        room = any(c.pushable and c.has_room for c in by_name.values())
+        # When every push agent is at capacity only fanout parents can make progress: skip the backlog.
+        # Only what routing needs is read: a backlog can be long, and most of it waits for room.
+        sql = "SELECT id, route, capabilities, priority, seq FROM tasks WHERE state = 'queued' AND parked = 0"
+        args: list[Any] = []
+        if not room:
+            sql += " AND route = 'all'"
+        if after is not None:
+            sql += " AND (priority, seq) > (?, ?)"
+            args += list(after)
+        rows = conn.execute(sql + " ORDER BY priority, seq LIMIT ?", (*args, limit)).fetchall()
+        if not rows:
+            break
+        scanned += len(rows)
+        after = (rows[-1]["priority"], rows[-1]["seq"])
+        pending: list[tuple[str, str, tuple[str, ...]]] = [
+            (r["id"], r["route"], tuple(json.loads(r["capabilities"]))) for r in rows
+        ]
+        while pending:
+            task_id, route, required = pending.pop(0)
+            if route == routing.ROUTE_ALL:
+                parent = must_get(conn, task_id)
+                kids = _fan_out(conn, parent, list(by_name.values()), now)
+                if kids:
+                    out.fanned_out += 1
+                    pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
+                else:
+                    _set(conn, parent, now, parked=1)
+                    out.parked += 1
+                continue
+            if not any(c.pushable and c.has_room for c in by_name.values()):
+                continue  # every agent is busy: the task waits, in order, for one to free up
+            name = _route(conn, task_id, route, required, list(by_name.values()), out)
+            if name is None:
+                continue
+            task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
+            add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
+            conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
+            _enqueue(
+                conn,
+                kind="webhook",
+                agent=name,
+                task_id=task.id,
+                body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": to_api(conn, task)}},
+                now=now,
+            )
+            by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
+            out.assigned.append((task.id, name, task.created_at))
+        if len(rows) < limit:
+            break
     out.next_due = next_retry_due(conn)
     return out
+
+
+def _route(
+    conn: Connection, task_id: str, route: str, required: tuple[str, ...], agents: list[Candidate], out: DispatchResult
+) -> str | None:
+    """The agent to assign this task to now, or None; parks the task when no agent could ever take it."""
+    avoid = {r[0]: bool(r[1]) for r in conn.execute("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task_id,))}
+    name = routing.pick_agent(route=route, required=required, candidates=agents, avoid=avoid)
+    if name is None and (
+        routing.pick_agent(route=route, required=required, candidates=agents, avoid=avoid, respect_capacity=False)
+        is None
+    ):
+        # nobody could take it: skip it until the agents change
+        conn.execute("UPDATE tasks SET parked = 1 WHERE id = ? AND state = 'queued'", (task_id,))
+        out.parked += 1
+    return name
 
 
 def _fan_out(conn: Connection, parent: Task, candidates: list[Candidate], now: float) -> list[Task]:
