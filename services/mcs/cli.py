@@ -83,10 +83,31 @@ def main() -> None:
 # ---------------------------------------------------------------- server processes
 
 
+EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
+
+
 def _settings() -> Any:
     from mcs.config import Settings
 
     return Settings.from_env()
+
+
+def _serve(name: str, run: Callable[[Any], Any]) -> None:
+    """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
+    on stderr and exit code 78, which tells `mcs up` that restarting would not help."""
+    import errno
+
+    from mcs.errors import McsError
+
+    try:
+        run(_settings())
+    except OSError as exc:
+        why = "the port is already in use (another MCS?)" if exc.errno == errno.EADDRINUSE else str(exc)
+        click.echo(f"mcs {name}: cannot start: {why}", err=True)
+        sys.exit(EXIT_CANNOT_START)
+    except McsError as exc:
+        click.echo(f"mcs {name}: cannot start: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_START)
 
 
 @main.command()
@@ -97,7 +118,9 @@ def up() -> None:
     from mcs.process import setup_logging
 
     setup_logging()
-    sys.exit(supervisor.main(_settings()))
+    code: list[int] = []
+    _serve("up", lambda settings: code.append(supervisor.main(settings)))
+    sys.exit(code[0] if code else 0)
 
 
 @main.command()
@@ -105,7 +128,7 @@ def api() -> None:
     """Run the HTTP API alone (env: MCS_HOST, MCS_PORT, MCS_DB, MCS_ADMIN_TOKEN)."""
     from mcs.api.server import main as run
 
-    run(_settings())
+    _serve("api", run)
 
 
 @main.command()
@@ -113,7 +136,7 @@ def dispatcher() -> None:
     """Run the dispatcher alone (env: MCS_DB, MCS_DISPATCHER_METRICS_PORT)."""
     from mcs.dispatcher import main as run
 
-    run(_settings())
+    _serve("dispatcher", run)
 
 
 @main.command()
@@ -121,7 +144,7 @@ def watchdog() -> None:
     """Run the watchdog alone (env: MCS_DB, MCS_WATCHDOG_INTERVAL, MCS_WATCHDOG_METRICS_PORT)."""
     from mcs.watchdog import main as run
 
-    run(_settings())
+    _serve("watchdog", run)
 
 
 @main.command()
@@ -129,7 +152,7 @@ def notifier() -> None:
     """Run the notifier alone (env: MCS_DB, MCS_NOTIFIER_METRICS_PORT, MCS_ALERT_WEBHOOK_URL)."""
     from mcs.notifier import main as run
 
-    run(_settings())
+    _serve("notifier", run)
 
 
 @main.command()

@@ -22,6 +22,11 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 
 
+def _q(segment: str) -> str:
+    """One path segment, encoded: an id like `../agents` must not walk to another endpoint."""
+    return quote(segment, safe="")
+
+
 class McsApiError(Exception):
     """The server refused a request; `status`, `code` and `message` come from its JSON error."""
 
@@ -124,10 +129,10 @@ class Client:
         return self._obj("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
 
     def rotate_agent(self, name: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/agents/{name}/rotate")
+        return self._obj("POST", f"/v1/agents/{_q(name)}/rotate")
 
     def delete_agent(self, name: str) -> None:
-        self.request("DELETE", f"/v1/agents/{name}")
+        self.request("DELETE", f"/v1/agents/{_q(name)}")
 
     def register(
         self, capabilities: list[str], notify_url: str | None = None, ttl: float | None = None
@@ -141,7 +146,7 @@ class Client:
         return self.request("GET", "/v1/agents")["agents"]  # type: ignore[no-any-return]
 
     def get_agent(self, name: str) -> dict[str, Any]:
-        return self._obj("GET", f"/v1/agents/{name}")
+        return self._obj("GET", f"/v1/agents/{_q(name)}")
 
     # ------------------------------------------------------------ tasks
 
@@ -173,17 +178,17 @@ class Client:
         return self._obj("POST", "/v1/tasks", json=body, headers=headers)
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        return self._obj("GET", f"/v1/tasks/{task_id}")
+        return self._obj("GET", f"/v1/tasks/{_q(task_id)}")
 
     def list_tasks(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
         return self._obj("GET", "/v1/tasks", params=params)
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]  # type: ignore[no-any-return]
+        return self.request("GET", f"/v1/tasks/{_q(task_id)}/events")["events"]  # type: ignore[no-any-return]
 
     def claim(self, task_id: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/tasks/{task_id}/claim")
+        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/claim")
 
     def claim_next(self, wait: float = 0) -> dict[str, Any] | None:
         """The next task for this agent, claimed, or None when there is none (after waiting `wait` s)."""
@@ -194,15 +199,17 @@ class Client:
         body: dict[str, Any] = {"claim_token": claim_token}
         if ttl is not None:
             body["ttl"] = ttl
-        return self._obj("POST", f"/v1/tasks/{task_id}/extend", json=body)
+        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/extend", json=body)
 
     def complete(self, task_id: str, claim_token: str, result: Any = None) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/tasks/{task_id}/complete", json={"claim_token": claim_token, "result": result})
+        return self._obj(
+            "POST", f"/v1/tasks/{_q(task_id)}/complete", json={"claim_token": claim_token, "result": result}
+        )
 
     def fail(self, task_id: str, claim_token: str, error: Any, *, retryable: bool = True) -> dict[str, Any]:
         return self._obj(
             "POST",
-            f"/v1/tasks/{task_id}/fail",
+            f"/v1/tasks/{_q(task_id)}/fail",
             json={"claim_token": claim_token, "error": error, "retryable": retryable},
         )
 
@@ -210,10 +217,10 @@ class Client:
         body: dict[str, Any] = {"reason": reason}
         if claim_token:
             body["claim_token"] = claim_token
-        return self._obj("POST", f"/v1/tasks/{task_id}/reject", json=body)
+        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/reject", json=body)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/tasks/{task_id}/cancel")
+        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/cancel")
 
     # ------------------------------------------------------------ shared memory
 

@@ -24,6 +24,7 @@ RESTART_MAX = 30.0  # seconds: the longest wait between restarts
 STABLE_AFTER = 30.0  # seconds of uptime after which a process's crash count starts again
 STOP_GRACE = 10.0  # seconds to wait after SIGTERM before SIGKILL
 TICK = 0.2  # seconds between checks on the children
+EXIT_CANNOT_START = 78  # a child's "restarting will not help" (see mcs.cli)
 
 
 def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
@@ -65,6 +66,7 @@ class Supervisor:
         self.env = env
         self.children = {name: Child(name) for name in PROCESSES}
         self.stopping = False
+        self.failed: str | None = None
 
     def start(self, child: Child) -> None:
         command = [sys.executable, "-m", "mcs", child.name]
@@ -90,6 +92,14 @@ class Supervisor:
                 code = child.proc.poll()
                 if code is None:
                     continue
+                if code == EXIT_CANNOT_START:
+                    log.error(
+                        "process cannot start (its message is above); stopping",
+                        extra={"action": "cannot_start", "child": child.name},
+                    )
+                    self.failed = f"mcs {child.name} cannot start"
+                    self.stopping = True
+                    break
                 if now - child.started > STABLE_AFTER:
                     child.crashes = 0
                 child.crashes += 1
@@ -118,6 +128,9 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         log.info("stopped", extra={"action": "stopped"})
+        if self.failed:
+            print(f"mcs up: {self.failed}; everything stopped", file=sys.stderr)
+            return 1
         return 0
 
 

@@ -150,3 +150,24 @@ def test_memory_commands(mcs, tmp_path):
     assert bad.exit_code == 1 and "bad_namespace" in bad.stderr
     no_value = mcs("mem", "put", "mesh", "k")
     assert no_value.exit_code == 2
+
+
+def test_ids_cannot_walk_to_another_endpoint(mcs):
+    walked = mcs("task", "show", "../agents")
+    assert walked.exit_code == 1 and walked.stdout == "" and "404" in walked.stderr
+
+
+def test_a_port_in_use_is_one_line_and_mcs_up_gives_up(api, tmp_path):
+    port = api.rsplit(":", 1)[1]  # the module's api already listens there
+    env = os.environ | {"MCS_DB": str(tmp_path / "mcs.db"), "MCS_PORT": port}
+    alone = subprocess.run([sys.executable, "-m", "mcs", "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 78 and "port is already in use" in alone.stderr and "Traceback" not in alone.stderr
+    ports = {f"MCS_{p}_METRICS_PORT": str(free_port()) for p in ("DISPATCHER", "WATCHDOG", "NOTIFIER")}
+    up = subprocess.run(
+        [sys.executable, "-m", "mcs", "up"],
+        env=env | ports | {"MCS_ADMIN_TOKEN": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert up.returncode == 1 and "mcs api cannot start; everything stopped" in up.stderr

@@ -200,3 +200,21 @@ async def test_connection_refused_is_retried_then_given_up(mesh, notifier, recei
     assert await until(failed)
     row = mesh.store.conn.execute("SELECT attempts, last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
     assert row[0] == 3 and "connection failed" in row[1]
+
+
+async def test_a_backlog_for_one_slow_agent_does_not_hide_the_others(mesh, notifier, receivers):
+    slow = receivers(delay=0.5, script=[204] * 1000)
+    fast = receivers()
+    await mesh.agent("slow", ["x"], notify_url=slow.url)
+    now = time.time()
+    mesh.store.write(
+        lambda conn: conn.executemany(
+            "INSERT INTO outbox (kind, message_id, agent, task_id, body, next_attempt_at, created_at, updated_at)"
+            " VALUES ('webhook', ?, 'slow', NULL, '{}', ?, ?, ?)",
+            [(f"msg_backlog_{i}", now, now, now) for i in range(600)],
+        )
+    )
+    started = time.monotonic()
+    _, task = await assign(mesh, "fast", fast.url)
+    assert await until(lambda: asyncio.sleep(0, bool(fast.calls)), timeout=3)
+    assert fast.calls[0][0] - started < 1.0

@@ -48,7 +48,10 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
     check_sqlite_version()
     if synchronous not in {"FULL", "NORMAL"}:
         raise StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the data folder {path.parent}: {exc.strerror}") from exc
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.row_factory = sqlite3.Row
@@ -80,7 +83,10 @@ class WriterLock:
 
     def __init__(self, db_path: Path) -> None:
         self.path = writer_lock_path(db_path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc.strerror}") from exc
 
     def acquire(self) -> bool:
         # Blocking, with no timeout: Linux has no timed flock, and polling with LOCK_NB measured about 2 ms
