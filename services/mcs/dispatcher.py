@@ -21,7 +21,7 @@ from mcs.wake import CommitWatcher
 log = logging.getLogger("mcs.dispatcher")
 
 IDLE_PASS_INTERVAL = 1.0  # seconds: a pass even when nothing committed (agents expire by the clock)
-BATCH = 200  # queued tasks routed per transaction; keeps each write short
+PAGE = 200  # queued tasks read per page within a pass
 
 
 class Dispatcher:
@@ -40,7 +40,7 @@ class Dispatcher:
         return time.monotonic() - self.last_pass < 30
 
     def run_once(self) -> tasks_store.DispatchResult:
-        """One pass; returns what it did. Loops internally while whole batches keep coming."""
+        """One pass (the store pages through the queue); another at once if it stopped at its scan limit."""
         while True:
             now = time.time()
             if not self.store.read(tasks_store.has_work, now=now, last_fingerprint=self.fingerprint):
@@ -48,7 +48,7 @@ class Dispatcher:
                 return tasks_store.DispatchResult(
                     fingerprint=self.fingerprint or (), next_due=self.store.read(tasks_store.next_retry_due)
                 )
-            result = self.store.write(tasks_store.dispatch, now=now, last_fingerprint=self.fingerprint, limit=BATCH)
+            result = self.store.write(tasks_store.dispatch, now=now, last_fingerprint=self.fingerprint, limit=PAGE)
             self.fingerprint = result.fingerprint
             done = time.time()
             for task_id, agent, created_at in result.assigned:
@@ -57,7 +57,7 @@ class Dispatcher:
             metrics.tasks_dispatched.inc(len(result.assigned))
             self.last_pass = time.monotonic()
             metrics.loop_last_pass.set(done)
-            if len(result.assigned) + result.parked + result.fanned_out < BATCH:
+            if not result.more:
                 return result
 
     def run(self) -> None:

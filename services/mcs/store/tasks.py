@@ -492,6 +492,7 @@ class DispatchResult:
     requeued: int = 0
     fingerprint: tuple[Any, ...] = ()
     next_due: float | None = None
+    more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows: run another at once
 
 
 def _fingerprint(candidates: list[Candidate]) -> tuple[Any, ...]:
@@ -589,6 +590,7 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
             out.assigned.append((task.id, name, task.created_at))
         if len(rows) < limit:
             break
+    out.more = scanned >= DISPATCH_SCAN_MAX
     out.next_due = next_retry_due(conn)
     return out
 
