@@ -34,3 +34,18 @@ webhook_latency = Histogram(
     "mcs_submit_to_webhook_seconds", "Submit -> webhook accepted by the agent", buckets=LATENCY_BUCKETS
 )
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
+
+_TRANSITIONS = {
+    "submitted": tasks_submitted,
+    "completed": tasks_completed,
+    "failed": tasks_failed,
+    "retried": tasks_retried,
+    "rejected": tasks_rejected,
+    "canceled": tasks_canceled,
+}
+
+
+def count_transitions(notes: list[tuple[str, str, str]]) -> None:
+    """Add a committed transaction's task events (see mcs.store.effects) to this process's counters."""
+    for event, task_type, priority in notes:
+        _TRANSITIONS[event].labels(task_type, priority).inc()

@@ -19,6 +19,7 @@ from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, StoreError
+from mcs.state_metrics import state_registry
 from mcs.store import AsyncStore, Store, sqlite_version
 
 log = logging.getLogger("mcs.api")
@@ -26,6 +27,7 @@ log = logging.getLogger("mcs.api")
 CHANGE_POLL_INTERVAL = 0.01  # seconds between PRAGMA data_version checks while a long poll waits
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_JSON_DEPTH = 64  # nesting levels a request body may have
 
 
@@ -146,6 +148,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         db = AsyncStore(s)
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
+        app.config["MCS_STATE_METRICS"] = state_registry(s)
         yield
         db.shutdown()
         if own:
@@ -158,10 +161,11 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.after_request
     async def observe(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "other"  # labels stay bounded
         started = getattr(request, "environ_started", None)
-        metrics.http_requests.labels(request.method, rule, str(response.status_code)).inc()
+        metrics.http_requests.labels(method, rule, str(response.status_code)).inc()
         if started is not None:
-            metrics.http_duration.labels(request.method, rule).observe(time.perf_counter() - started)
+            metrics.http_duration.labels(method, rule).observe(time.perf_counter() - started)
         return response
 
     @app.get("/healthz")
@@ -170,7 +174,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # The process's own counters, then the mesh state read from the database (off the event loop).
+        own = generate_latest()
+        state = await asyncio.to_thread(generate_latest, app.config["MCS_STATE_METRICS"])
+        return Response(own + state, content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:

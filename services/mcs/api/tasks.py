@@ -10,7 +10,6 @@ from typing import Any
 from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_querystring, validate_request
 
-from mcs import metrics
 from mcs.api.auth import authed, credentials
 from mcs.api.responses import respond
 from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery
@@ -61,8 +60,6 @@ async def submit(data: SubmitTask) -> Response:
         idempotency_ttl=settings.idempotency_ttl,
         now=time.time(),
     )
-    if not replayed:
-        metrics.tasks_submitted.labels(spec.type, spec.priority.label).inc()
     return respond(task, 201, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
@@ -139,7 +136,7 @@ async def extend(task_id: str, data: Extend) -> Response:
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Response:
     creds = credentials()
-    result, changed = await _db().write(
+    result, _changed = await _db().write(
         authed(tasks_store.complete, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -147,8 +144,6 @@ async def complete(task_id: str, data: Complete) -> Response:
         result=data.result,
         now=time.time(),
     )
-    if changed:
-        metrics.tasks_completed.labels(result["type"], result["priority"]).inc()
     return respond(result)
 
 
@@ -168,8 +163,6 @@ async def fail(task_id: str, data: Fail) -> Response:
         base=settings.retry_base,
         cap=settings.retry_max,
     )
-    counter = metrics.tasks_failed if result["state"] == "failed" else metrics.tasks_retried
-    counter.labels(result["type"], result["priority"]).inc()
     return respond(result)
 
 
@@ -185,7 +178,6 @@ async def reject(task_id: str, data: Reject) -> Response:
         reason=data.reason,
         now=time.time(),
     )
-    metrics.tasks_rejected.labels(result["type"], result["priority"]).inc()
     return respond(result)
 
 
@@ -194,5 +186,4 @@ async def cancel(task_id: str) -> Response:
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
     )
-    metrics.tasks_canceled.labels(result["type"], result["priority"]).inc()
     return respond(result)

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
+from mcs import metrics
 from mcs.errors import SqliteTooOld, StoreError
+from mcs.store import effects
 
 MIN_SQLITE = (3, 51, 3)
 BUSY_TIMEOUT_MS = 5000
@@ -125,10 +127,12 @@ def immediate(conn: Connection, lock: WriterLock | None = None) -> Iterator[Conn
 def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLock | None = None, **kwargs: Any) -> T:
     """Run fn(conn, ...) in one BEGIN IMMEDIATE transaction, translating driver errors at the boundary."""
     try:
-        with immediate(conn, lock):
-            return fn(conn, *args, **kwargs)
+        with effects.collecting() as noted, immediate(conn, lock):
+            result = fn(conn, *args, **kwargs)
     except sqlite3.Error as exc:
         raise StoreError(f"database error: {exc}") from exc
+    metrics.count_transitions(noted)  # committed: now they happened
+    return result
 
 
 def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lock: WriterLock | None) -> list[Any]:
@@ -140,22 +144,26 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
     outcomes: list[Any] = []
     held = lock.acquire() if lock is not None else False
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        for job in jobs:
-            if not conn.in_transaction:  # an error destroyed the transaction: what came before is lost
-                lost = StoreError("database error: the transaction was rolled back")
-                outcomes = [lost if not isinstance(o, BaseException) else o for o in outcomes]
-                conn.execute("BEGIN IMMEDIATE")
-            conn.execute("SAVEPOINT job")
-            try:
-                outcomes.append(job(conn))
-                conn.execute("RELEASE job")
-            except Exception as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK TO job")
+        with effects.collecting() as noted:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                if not conn.in_transaction:  # an error destroyed the transaction: what came before is lost
+                    lost = StoreError("database error: the transaction was rolled back")
+                    outcomes = [lost if not isinstance(o, BaseException) else o for o in outcomes]
+                    noted.clear()
+                    conn.execute("BEGIN IMMEDIATE")
+                conn.execute("SAVEPOINT job")
+                mark = len(noted)
+                try:
+                    outcomes.append(job(conn))
                     conn.execute("RELEASE job")
-                outcomes.append(StoreError(f"database error: {exc}") if isinstance(exc, sqlite3.Error) else exc)
-        conn.execute("COMMIT")
+                except Exception as exc:
+                    del noted[mark:]  # its changes are rolled back, so are its counts
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    outcomes.append(StoreError(f"database error: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+            conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -164,6 +172,7 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
     finally:
         if held and lock is not None:
             lock.release()
+    metrics.count_transitions(noted)
     return outcomes
 
 

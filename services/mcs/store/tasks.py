@@ -15,6 +15,7 @@ from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
 from mcs.store import agents as agents_store
+from mcs.store import effects
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
@@ -109,6 +110,15 @@ def add_event(conn: Connection, task_id: str, kind: str, actor: str, now: float,
     )
 
 
+# State changes the metrics count (mcs_tasks_<event>_total), wherever they happen.
+_COUNTED = {
+    TaskState.COMPLETED: "completed",
+    TaskState.FAILED: "failed",
+    TaskState.RETRYING: "retried",
+    TaskState.CANCELED: "canceled",
+}
+
+
 def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     """Update columns of one task, guarded by the state we read, so a lost race changes nothing."""
     encoded = {k: (json.dumps(v) if k in ("result", "error") and v is not None else v) for k, v in changes.items()}
@@ -120,6 +130,10 @@ def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     )
     if cur.rowcount != 1:
         raise Conflict(f"task {task.id} changed under us; try again", code="task_changed")
+    new_state = changes.get("state")
+    counted = _COUNTED.get(new_state) if isinstance(new_state, TaskState) else None
+    if counted is not None and new_state is not task.state:
+        effects.note(counted, task.type, task.priority.label)
     return replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
 
 
@@ -203,6 +217,7 @@ def submit(
         ),
     )
     add_event(conn, task_id, "submitted", caller.actor, now, {"priority": spec.priority.label, "route": spec.route})
+    effects.note("submitted", spec.type, spec.priority.label)
     response = to_api(conn, must_get(conn, task_id))
     if idempotency_key is not None:
         conn.execute(
@@ -392,6 +407,7 @@ def reject(
             attempts=max(attempts, 0),
         )
         add_event(conn, task.id, "rejected", agent.name, now, {"reason": reason})
+        effects.note("rejected", task.type, task.priority.label)
         add_event(conn, task.id, "failed", agent.name, now, {"error": task.error, "retryable": False})
         _alert_failed(conn, task, now)
         settle_parent(conn, task.parent_id, now)
@@ -410,6 +426,7 @@ def reject(
         parked=0,
     )
     add_event(conn, task.id, "rejected", agent.name, now, {"reason": reason})
+    effects.note("rejected", task.type, task.priority.label)
     return to_api(conn, task)
 
 

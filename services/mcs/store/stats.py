@@ -1,0 +1,70 @@
+"""What the mesh looks like right now, read in one snapshot for the metrics collector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcs.models import Priority
+from mcs.store.connection import Connection
+
+QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting")
+
+
+@dataclass(frozen=True)
+class AgentSeen:
+    name: str
+    online: bool
+    last_seen: float | None
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    at: float
+    tasks: dict[tuple[str, str], int]  # (state, priority label) -> count, every non-terminal pair present
+    oldest_queued: dict[str, float]  # priority label -> when its oldest queued task became eligible
+    agents: list[AgentSeen]
+    memory_keys: dict[str, int]  # namespace -> live keys
+    outbox_pending: dict[str, int]  # kind -> rows waiting for delivery
+    heartbeats: dict[str, float] = field(default_factory=dict)  # process -> last beat
+
+
+def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
+    labels = {int(p): p.label for p in Priority}
+    tasks = {(state, label): 0 for state in QUEUE_STATES for label in labels.values()}
+    rows = conn.execute(
+        f"SELECT state, priority, count(*) FROM tasks WHERE state IN ({','.join('?' * len(QUEUE_STATES))})"
+        " GROUP BY state, priority",
+        QUEUE_STATES,
+    )
+    for state, priority, count in rows:
+        tasks[(state, labels.get(priority, str(priority)))] = count
+    # A queued task has waited since it was submitted, or since its retry fell due.
+    oldest = {
+        labels.get(priority, str(priority)): since
+        for priority, since in conn.execute(
+            "SELECT priority, min(coalesce(not_before, created_at)) FROM tasks WHERE state = 'queued'"
+            " GROUP BY priority"
+        )
+    }
+    agents = [
+        AgentSeen(name=name, online=status == "online" and (expires_at or 0) > now, last_seen=last_seen)
+        for name, status, expires_at, last_seen in conn.execute(
+            "SELECT name, status, expires_at, last_seen FROM agents ORDER BY name"
+        )
+    ]
+    memory = dict(
+        conn.execute(
+            "SELECT ns, count(*) FROM memory WHERE expires_at IS NULL OR expires_at > ? GROUP BY ns", (now,)
+        ).fetchall()
+    )
+    outbox = dict(conn.execute("SELECT kind, count(*) FROM outbox WHERE state = 'pending' GROUP BY kind").fetchall())
+    beats = dict(conn.execute("SELECT process, beat_at FROM heartbeats").fetchall())
+    return MeshSnapshot(
+        at=now,
+        tasks=tasks,
+        oldest_queued=oldest,
+        agents=agents,
+        memory_keys=memory,
+        outbox_pending=outbox,
+        heartbeats=beats,
+    )
