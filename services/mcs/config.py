@@ -46,6 +46,28 @@ def _synchronous(raw: str) -> str:
 _synchronous.__name__ = "choice of FULL or NORMAL"
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+_bool.__name__ = "boolean (true/false, 1/0, yes/no, on/off)"
+
+
+def _alert_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"json", "text"}:
+        raise ValueError(raw)
+    return value
+
+
+_alert_format.__name__ = "choice of json or text"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -70,6 +92,8 @@ class Settings:
     telegram_chat_id: str | None = None
     telegram_api: str = "https://api.telegram.org"
     alert_webhook_url: str | None = None
+    alert_webhook_format: str = "json"  # "text" for ntfy, Gotify and other push services
+    alert_agent_offline: bool = True
     dispatcher_metrics_port: int = 9101
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
@@ -116,12 +140,28 @@ class Settings:
             telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,
             telegram_api=_env(e, "MCS_TELEGRAM_API", str, "https://api.telegram.org"),
             alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", str, None) or None,
+            alert_webhook_format=_env(e, "MCS_ALERT_WEBHOOK_FORMAT", _alert_format, "json"),
+            alert_agent_offline=_env(e, "MCS_ALERT_AGENT_OFFLINE", _bool, True),
             dispatcher_metrics_port=int(_env(e, "MCS_DISPATCHER_METRICS_PORT", whole, 9101)),
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
         )
-        return replace(settings, **overrides) if overrides else settings
+        settings = replace(settings, **overrides) if overrides else settings
+        if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
+            given, missing = (
+                ("MCS_TELEGRAM_BOT_TOKEN", "MCS_TELEGRAM_CHAT_ID")
+                if settings.telegram_bot_token
+                else ("MCS_TELEGRAM_CHAT_ID", "MCS_TELEGRAM_BOT_TOKEN")
+            )
+            raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
+        return settings
+
+    @property
+    def alert_channels(self) -> list[str]:
+        """The channels alerts go to: "telegram" and/or "webhook"."""
+        channels = ["telegram"] if self.telegram_bot_token and self.telegram_chat_id else []
+        return channels + (["webhook"] if self.alert_webhook_url else [])
 
     def with_admin_token_file(self) -> Settings:
         """Fill `admin_token` from the data folder's token file when the environment gave none."""

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from mcs import metrics, webhooks
+from mcs.alerts import Alert
 from mcs.config import Settings
 from mcs.models import OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
@@ -39,11 +41,38 @@ IN_FLIGHT = 256  # deliveries at once in all
 
 
 class DeliveryFailed(Exception):
-    """One attempt failed; `retryable` says whether another attempt could succeed."""
+    """One attempt failed; `retryable` says whether another attempt could succeed, and `retry_after` how
+    long the receiver asked us to wait first (a 429's Retry-After, Telegram's `retry_after`)."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 0  # the attempt number it ended on, once the retry loop gives up
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds, when it is given as a number (the HTTP-date form is ignored)."""
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class _RedactToken(logging.Filter):
+    """httpx logs each request's URL at INFO, and Telegram's URL holds the bot token: cut it out of any
+    record on that logger, whatever level someone turns httpx's logging up to."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "<telegram-bot-token>"), None
+        return True
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -62,6 +91,7 @@ class Notifier:
         self.last_pass = time.monotonic()
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        self._log_filter = _RedactToken(settings.telegram_bot_token) if settings.telegram_bot_token else None
 
     def stop(self) -> None:
         self._stopping = True
@@ -92,12 +122,69 @@ class Notifier:
         headers["webhook-attempt"] = str(attempt)
         await self._post(client, url, item.body, headers, kind="webhook")
 
-    async def _send_alert(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
-        url = self.settings.alert_webhook_url
-        if not url:
-            raise DeliveryFailed("no alert channel configured (MCS_ALERT_WEBHOOK_URL)", retryable=False)
-        headers = {"content-type": "application/json", "user-agent": "mcs-notifier", "webhook-id": item.message_id}
-        await self._post(client, url, item.body, headers, kind="alert")
+    async def _send_alert_webhook(self, client: httpx.AsyncClient, item: OutboxItem, alert: Alert) -> None:
+        url = self.settings.alert_webhook_url or ""
+        headers = {"user-agent": "mcs-notifier", "webhook-id": item.message_id, "title": alert.title}
+        if self.settings.alert_webhook_format == "text":  # ntfy and friends show the body as the message
+            body = alert.text()
+            headers["content-type"] = "text/plain; charset=utf-8"
+        else:
+            body = json.dumps(alert.webhook_json(item.body))
+            headers["content-type"] = "application/json"
+        await self._post(client, url, body, headers, kind="alert_webhook")
+
+    async def _send_telegram(self, client: httpx.AsyncClient, alert: Alert) -> None:
+        """Bot API sendMessage in HTML mode. The bot token is part of the URL, so no error, log line or
+        metric may carry the URL or an exception text unredacted."""
+        settings = self.settings
+        url = f"{settings.telegram_api.rstrip('/')}/bot{settings.telegram_bot_token}/sendMessage"
+        message = {
+            "chat_id": settings.telegram_chat_id,
+            "text": alert.telegram_html(),
+            "parse_mode": "HTML",
+            "disable_web_page_preview": True,
+        }
+        started = time.perf_counter()
+        try:
+            response = await client.post(url, json=message, headers={"user-agent": "mcs-notifier"})
+        except httpx.TimeoutException:
+            metrics.webhook_deliveries.labels("telegram", "timeout").inc()
+            raise DeliveryFailed("Telegram timed out", retryable=True) from None
+        except httpx.TransportError as exc:
+            metrics.webhook_deliveries.labels("telegram", "connection_error").inc()
+            why = self._redact(f"cannot reach Telegram: {type(exc).__name__}: {exc}")
+            raise DeliveryFailed(why, retryable=True) from None
+        except Exception as exc:  # e.g. a malformed MCS_TELEGRAM_API: no traceback, which would show the URL
+            metrics.webhook_deliveries.labels("telegram", "refused").inc()
+            why = self._redact(f"cannot send to Telegram: {type(exc).__name__}: {exc}")
+            raise DeliveryFailed(why, retryable=False) from None
+        finally:
+            metrics.webhook_duration.labels("telegram").observe(time.perf_counter() - started)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        status = response.status_code
+        if 200 <= status < 300 and answer.get("ok", True):
+            metrics.webhook_deliveries.labels("telegram", "delivered").inc()
+            return
+        description = self._redact(str(answer.get("description") or f"HTTP {status}"))[:200]
+        if status == 429:
+            params = answer.get("parameters")
+            wait = params.get("retry_after") if isinstance(params, dict) else None
+            retry_after = float(wait) if isinstance(wait, int | float) and wait >= 0 else _retry_after(response)
+            metrics.webhook_deliveries.labels("telegram", "http_error").inc()
+            raise DeliveryFailed(f"Telegram rate limit: {description}", retryable=True, retry_after=retry_after)
+        if status >= 500 or status == 408:
+            metrics.webhook_deliveries.labels("telegram", "http_error").inc()
+            raise DeliveryFailed(f"Telegram HTTP {status}: {description}", retryable=True)
+        metrics.webhook_deliveries.labels("telegram", "refused").inc()
+        raise DeliveryFailed(f"Telegram refused the message (HTTP {status}): {description}", retryable=False)
+
+    def _redact(self, text: str) -> str:
+        token = self.settings.telegram_bot_token
+        return text.replace(token, "<telegram-bot-token>") if token else text
 
     async def _post(
         self, client: httpx.AsyncClient, url: str, body: str, headers: dict[str, str], *, kind: str
@@ -119,14 +206,27 @@ class Notifier:
             return
         if status == 429 or status >= 500 or status == 408:
             metrics.webhook_deliveries.labels(kind, "http_error").inc()
-            raise DeliveryFailed(f"HTTP {status}", retryable=True)
+            raise DeliveryFailed(f"HTTP {status}", retryable=True, retry_after=_retry_after(response))
         metrics.webhook_deliveries.labels(kind, "refused").inc()
         hint = " (redirects are not followed)" if 300 <= status < 400 else ""
         raise DeliveryFailed(f"HTTP {status}{hint}", retryable=False)
 
-    async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+    def _backoff(self) -> Callable[[RetryCallState], float]:
+        """Exponential backoff, unless the receiver said how long to wait."""
+        exponential = wait_exponential(multiplier=self.settings.webhook_retry_base, max=self.settings.webhook_retry_max)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, DeliveryFailed) and exc.retry_after is not None:
+                return exc.retry_after
+            return float(exponential(state))
+
+        return wait
+
+    async def _attempts(self, item: OutboxItem, channel: str, send: Callable[[int], Awaitable[None]]) -> int:
+        """Send through one channel, retrying as the policy says; the attempt number that got through, or
+        DeliveryFailed once retries are spent or the receiver refused."""
         attempts = item.attempts
-        settings = self.settings
 
         def record_retry(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -145,6 +245,7 @@ class Notifier:
                 "delivery failed, will retry",
                 extra={
                     "action": "deliver_retry",
+                    "channel": channel,
                     "outbox_id": item.id,
                     "task_id": item.task_id,
                     "error": str(exc),
@@ -152,8 +253,34 @@ class Notifier:
                 },
             )
 
-        remaining = max(1, settings.webhook_attempts - attempts)
         number = attempts + 1
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(max(1, self.settings.webhook_attempts - attempts)),
+            wait=self._backoff(),
+            before_sleep=record_retry,
+            reraise=True,
+        ):
+            with attempt:
+                number = attempts + attempt.retry_state.attempt_number
+                try:
+                    await send(number)
+                except DeliveryFailed as exc:
+                    exc.attempts = number
+                    raise
+        return number
+
+    def _channels(self, client: httpx.AsyncClient, item: OutboxItem) -> dict[str, Callable[[int], Awaitable[None]]]:
+        if item.kind == "webhook":
+            return {"webhook": lambda number: self._send_webhook(client, item, number)}
+        alert = Alert.from_body(item.body)
+        sends: dict[str, Callable[[int], Awaitable[None]]] = {
+            "telegram": lambda number: self._send_telegram(client, alert),
+            "webhook": lambda number: self._send_alert_webhook(client, item, alert),
+        }
+        return {name: sends[name] for name in self.settings.alert_channels}
+
+    async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         outcome: dict[str, Any] = {
             "id": item.id,
             "kind": item.kind,
@@ -161,27 +288,38 @@ class Notifier:
             "agent": item.agent,
             "final": True,
         }
+        results: list[Any] = []
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                stop=stop_after_attempt(remaining),
-                wait=wait_exponential(multiplier=settings.webhook_retry_base, max=settings.webhook_retry_max),
-                before_sleep=record_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    number = attempts + attempt.retry_state.attempt_number
-                    if item.kind == "webhook":
-                        await self._send_webhook(client, item, number)
-                    else:
-                        await self._send_alert(client, item)
-            outcome |= {"state": "delivered", "attempts": number}
+            channels = self._channels(client, item)
+            if not channels:
+                raise DeliveryFailed(
+                    "no alert channel configured (set MCS_TELEGRAM_BOT_TOKEN and MCS_TELEGRAM_CHAT_ID, "
+                    "or MCS_ALERT_WEBHOOK_URL)",
+                    retryable=False,
+                )
+            # Each channel retries on its own, so a Telegram rate limit never holds up the webhook.
+            results = await asyncio.gather(
+                *(self._attempts(item, name, send) for name, send in channels.items()), return_exceptions=True
+            )
+            crashed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, DeliveryFailed)]
+            if crashed:
+                raise crashed[0]
+            failed = {name: r for name, r in zip(channels, results, strict=True) if isinstance(r, DeliveryFailed)}
+            numbers = [r if isinstance(r, int) else r.attempts for r in results]
+            if failed:
+                prefix = len(channels) > 1 or item.kind != "webhook"
+                error = "; ".join(f"{name}: {exc}" if prefix else str(exc) for name, exc in failed.items())
+                raise DeliveryFailed(error, retryable=False, retry_after=None) from None
+            outcome |= {"state": "delivered", "attempts": max(numbers)}
             if item.kind == "webhook" and item.task_id:
                 created = json.loads(item.body)["data"]["task"]["created_at"]
                 metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(created)))
             log.debug("delivered", extra={"action": "deliver", "outbox_id": item.id, "task_id": item.task_id})
         except DeliveryFailed as exc:
-            outcome |= {"state": "dead", "attempts": number, "error": str(exc)}
+            attempts = max(
+                [item.attempts + 1, *(r if isinstance(r, int) else getattr(r, "attempts", 0) for r in results)]
+            )
+            outcome |= {"state": "dead", "attempts": attempts, "error": str(exc)}
             log.warning(
                 "gave up delivering",
                 extra={
@@ -193,12 +331,16 @@ class Notifier:
                 },
             )
         except Exception as exc:  # a bug or an unexpected error: leave the row pending for the next pass
-            log.exception("delivery crashed", extra={"action": "deliver_error", "outbox_id": item.id})
+            log.error(
+                "delivery crashed",
+                extra={"action": "deliver_error", "outbox_id": item.id, "error": self._redact(repr(exc))},
+                exc_info=item.kind == "webhook",  # an alert's traceback could show the Telegram URL
+            )
             outcome |= {
                 "state": "retry",
-                "attempts": attempts + 1,
-                "error": repr(exc),
-                "next_attempt_at": time.time() + settings.webhook_retry_base,
+                "attempts": item.attempts + 1,
+                "error": self._redact(repr(exc)),
+                "next_attempt_at": time.time() + self.settings.webhook_retry_base,
             }
         self.outcomes.append(outcome)
         if self._wake is not None:
@@ -254,6 +396,8 @@ class Notifier:
         loop = asyncio.get_running_loop()
         if self.watcher.fd is not None:
             loop.add_reader(self.watcher.fd, self._on_change)
+        if self._log_filter is not None:
+            logging.getLogger("httpx").addFilter(self._log_filter)
         log.info("notifier started", extra={"action": "start"})
         self._clients: dict[str, httpx.AsyncClient] = {}
         try:
@@ -282,6 +426,8 @@ class Notifier:
         finally:
             for client in self._clients.values():
                 await client.aclose()
+            if self._log_filter is not None:
+                logging.getLogger("httpx").removeFilter(self._log_filter)
         if self.watcher.fd is not None:
             loop.remove_reader(self.watcher.fd)
         self.watcher.close()

@@ -34,9 +34,12 @@ class Sweep:
 
 
 class Watchdog:
-    def __init__(self, store: Store, *, interval: float, retry_base: float, retry_max: float) -> None:
+    def __init__(
+        self, store: Store, *, interval: float, retry_base: float, retry_max: float, alert_offline: bool = False
+    ) -> None:
         self.store = store
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
+        self.alert_offline = alert_offline
         self._stop = threading.Event()
         self.heartbeat = Heartbeat(store, "watchdog")
         self.last_pass = time.monotonic()
@@ -60,7 +63,7 @@ class Watchdog:
             rerouted += batch
             if len(batch) < 500:
                 break
-        offline = self.store.write(agents_store.mark_expired_offline, now=now)
+        offline = self.store.write(agents_store.mark_expired_offline, now=now, alert=self.alert_offline)
         purged_keys = self.store.write(tasks_store.purge_idempotency_keys, now=now)
         purged_outbox = self.store.write(outbox_store.purge_delivered, before=now - OUTBOX_KEEP)
         purged_memory = 0
@@ -99,7 +102,11 @@ def main(settings: Settings | None = None) -> None:
     store = Store(settings.db, synchronous=settings.synchronous)
     store.migrate()
     watchdog = Watchdog(
-        store, interval=settings.watchdog_interval, retry_base=settings.retry_base, retry_max=settings.retry_max
+        store,
+        interval=settings.watchdog_interval,
+        retry_base=settings.retry_base,
+        retry_max=settings.retry_max,
+        alert_offline=settings.alert_agent_offline,
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(

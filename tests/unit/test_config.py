@@ -26,4 +26,26 @@ def test_bad_values_name_the_variable(name, value):
 
 
 def test_bot_token_is_not_in_repr():
-    assert "sekrit" not in repr(Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": "sekrit"}))
+    settings = Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": "sekrit", "MCS_TELEGRAM_CHAT_ID": "42"})
+    assert "sekrit" not in repr(settings)
+    assert settings.alert_channels == ["telegram"]
+
+
+@pytest.mark.parametrize("given", ["MCS_TELEGRAM_BOT_TOKEN", "MCS_TELEGRAM_CHAT_ID"])
+def test_half_a_telegram_setup_is_refused_with_what_is_missing(given):
+    with pytest.raises(ConfigError, match="Telegram alerts need both"):
+        Settings.from_env({given: "x"})
+
+
+def test_alert_settings_parse_and_default():
+    assert Settings.from_env({}).alert_agent_offline is True
+    assert Settings.from_env({}).alert_channels == []
+    assert Settings.from_env({"MCS_ALERT_AGENT_OFFLINE": "off"}).alert_agent_offline is False
+    both = Settings.from_env(
+        {"MCS_TELEGRAM_BOT_TOKEN": "t", "MCS_TELEGRAM_CHAT_ID": "1", "MCS_ALERT_WEBHOOK_URL": "http://127.0.0.1:1/"}
+    )
+    assert both.alert_channels == ["telegram", "webhook"]
+    with pytest.raises(ConfigError, match="MCS_ALERT_AGENT_OFFLINE"):
+        Settings.from_env({"MCS_ALERT_AGENT_OFFLINE": "maybe"})
+    with pytest.raises(ConfigError, match="MCS_ALERT_WEBHOOK_FORMAT"):
+        Settings.from_env({"MCS_ALERT_WEBHOOK_FORMAT": "xml"})

@@ -7,8 +7,9 @@ from typing import Any
 
 from mcs import auth
 from mcs.errors import Conflict, NotFound
-from mcs.models import Agent, AgentStatus
+from mcs.models import Agent, AgentStatus, iso
 from mcs.routing import Candidate
+from mcs.store import alerting
 from mcs.store.connection import Connection
 
 
@@ -109,15 +110,19 @@ def register(
     return agent
 
 
-def mark_expired_offline(conn: Connection, *, now: float) -> list[str]:
+def mark_expired_offline(conn: Connection, *, now: float, alert: bool = False) -> list[str]:
+    """Online agents past their TTL go offline; with `alert`, each raises an agent.offline alert."""
     rows = conn.execute(
-        "UPDATE agents SET status = 'offline' WHERE status = 'online' AND expires_at <= ? RETURNING name",
+        "UPDATE agents SET status = 'offline' WHERE status = 'online' AND expires_at <= ? RETURNING name, last_seen",
         (now,),
     ).fetchall()
-    names = [r[0] for r in rows]
-    for name in names:
+    for name, last_seen in rows:
         add_event(conn, name, "offline", "watchdog", now, {"reason": "no heartbeat within its TTL"})
-    return names
+        if alert:
+            alerting.enqueue(
+                conn, event="agent.offline", task_id=None, data={"agent": name, "last_seen": iso(last_seen)}, now=now
+            )
+    return [r[0] for r in rows]
 
 
 def candidates(conn: Connection, *, now: float) -> list[Candidate]:

@@ -42,8 +42,7 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     oldest = {
         labels.get(priority, str(priority)): since
         for priority, since in conn.execute(
-            "SELECT priority, min(coalesce(not_before, created_at)) FROM tasks WHERE state = 'queued'"
-            " GROUP BY priority"
+            "SELECT priority, min(coalesce(not_before, created_at)) FROM tasks WHERE state = 'queued' GROUP BY priority"
         )
     }
     agents = [

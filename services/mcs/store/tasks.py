@@ -15,7 +15,7 @@ from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
 from mcs.store import agents as agents_store
-from mcs.store import effects
+from mcs.store import alerting, effects
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
@@ -150,21 +150,16 @@ def _enqueue(
 def _alert_failed(conn: Connection, task: Task, now: float) -> None:
     """A permanent failure raises an alert: id, type, agent and an error summary, never the payload."""
     summary = task.error if isinstance(task.error, str) else json.dumps(task.error)
-    _enqueue(
+    alerting.enqueue(
         conn,
-        kind="alert",
-        agent=None,
+        event="task.failed",
         task_id=task.id,
-        body={
-            "type": "task.failed",
-            "timestamp": iso(now),
-            "data": {
-                "task_id": task.id,
-                "task_type": task.type,
-                "agent": task.assigned_to,
-                "attempts": task.attempts,
-                "error": (summary or "")[:500],
-            },
+        data={
+            "task_id": task.id,
+            "task_type": task.type,
+            "agent": task.assigned_to,
+            "attempts": task.attempts,
+            "error": (summary or "")[:500],
         },
         now=now,
     )

@@ -1,0 +1,65 @@
+"""What an alert says on each channel: facts only, escaped for Telegram's HTML mode."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from mcs.alerts import ERROR_SUMMARY_CHARS, Alert
+
+
+def _failed(error: str = "boom", **data: object) -> Alert:
+    body = {
+        "type": "task.failed",
+        "timestamp": "2026-11-30T00:00:00.000Z",
+        "data": {"task_id": "t-1", "task_type": "review", "agent": "claude", "attempts": 4, "error": error} | data,
+    }
+    return Alert.from_body(json.dumps(body))
+
+
+def test_telegram_text_escapes_everything_from_outside():
+    alert = _failed(error="<script>alert(1)</script> & 'x' > y", task_type="a<b>&c")
+    text = alert.telegram_html()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; 'x' &gt; y" in text
+    assert "<code>a&lt;b&gt;&amp;c</code>" in text
+    assert "<script>" not in text and "a<b>" not in text
+    # Only our own tags are left: every '<' opens b or code, or closes one.
+    assert set(re.findall(r"</?([a-z]+)>", text)) <= {"b", "code"}
+    assert len(re.findall(r"<", text)) == len(re.findall(r"</?(?:b|code)>", text))
+
+
+def test_the_alert_names_task_type_agent_and_error_only():
+    alert = _failed()
+    assert alert.title == "MCS: review task failed"
+    assert alert.text().splitlines() == [
+        "MCS: review task failed",
+        "task: t-1",
+        "type: review",
+        "agent: claude",
+        "attempts: 4",
+        "error: boom",
+    ]
+
+
+def test_a_long_or_structured_error_is_summarised_on_one_line():
+    alert = _failed(error="line one\nline two  " + "x" * 1000)
+    error = dict(alert.fields())["error"]
+    assert "\n" not in error and len(error) == ERROR_SUMMARY_CHARS and error.endswith("\u2026")
+    structured = Alert.from_body(json.dumps({"type": "task.failed", "data": {"error": {"code": 7, "why": "no"}}}))
+    assert dict(structured.fields())["error"] == '{"code": 7, "why": "no"}'
+
+
+def test_agent_offline_alert():
+    alert = Alert.from_body(
+        json.dumps({"type": "agent.offline", "data": {"agent": "gpt<4>", "last_seen": "2026-11-30T00:00:00.000Z"}})
+    )
+    assert alert.title == "MCS: agent gpt<4> is offline"
+    assert "<b>MCS: agent gpt&lt;4&gt; is offline</b>" in alert.telegram_html()
+    assert "last seen: 2026-11-30T00:00:00.000Z" in alert.text()
+
+
+def test_webhook_json_keeps_the_stored_alert_and_adds_title_and_text():
+    body = json.dumps({"type": "task.failed", "timestamp": "t", "data": {"task_id": "t-1", "error": "e"}})
+    sent = Alert.from_body(body).webhook_json(body)
+    assert sent["type"] == "task.failed" and sent["data"]["task_id"] == "t-1"
+    assert sent["title"].startswith("MCS:") and "task: t-1" in sent["text"]
