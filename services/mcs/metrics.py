@@ -48,4 +48,9 @@ _TRANSITIONS = {
 def count_transitions(notes: list[tuple[str, str, str]]) -> None:
     """Add a committed transaction's task events (see mcs.store.effects) to this process's counters."""
     for event, task_type, priority in notes:
+        if event == "submitted":
+            # Create this type's series at 0 now, so the first completion or failure is an increase that
+            # rate() and increase() can see, rather than a series that is born at 1.
+            for counter in _TRANSITIONS.values():
+                counter.labels(task_type, priority)
         _TRANSITIONS[event].labels(task_type, priority).inc()

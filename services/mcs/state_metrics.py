@@ -75,6 +75,16 @@ class MeshStateCollector(Collector):
             depth.add_metric([state, priority], count)
         yield depth
 
+        failed = GaugeMetricFamily(
+            "mcs_tasks_failed_recently",
+            "Tasks that failed for good in the last 15 minutes, by type and priority (from the database, so "
+            "exact across restarts; the McsTaskFailed alert uses it)",
+            labels=["type", "priority"],
+        )
+        for (task_type, priority), count in sorted(snap.recently_failed.items()):
+            failed.add_metric([task_type, priority], count)
+        yield failed
+
         oldest = GaugeMetricFamily(
             "mcs_queue_oldest_age_seconds",
             "How long the oldest queued task has waited for an agent (0 when none waits)",

@@ -26,6 +26,10 @@ class MeshSnapshot:
     memory_keys: dict[str, int]  # namespace -> live keys
     outbox_pending: dict[str, int]  # kind -> rows waiting for delivery
     heartbeats: dict[str, float] = field(default_factory=dict)  # process -> last beat
+    recently_failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, priority) -> failed
+
+
+RECENT_FAILURES_WINDOW = 900.0  # seconds: failures counted by mcs_tasks_failed_recently
 
 
 def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
@@ -58,6 +62,14 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     )
     outbox = dict(conn.execute("SELECT kind, count(*) FROM outbox WHERE state = 'pending' GROUP BY kind").fetchall())
     beats = dict(conn.execute("SELECT process, beat_at FROM heartbeats").fetchall())
+    failed = {
+        (task_type, labels.get(priority, str(priority))): count
+        for task_type, priority, count in conn.execute(
+            "SELECT type, priority, count(*) FROM tasks WHERE state = 'failed' AND updated_at > ?"
+            " GROUP BY type, priority",
+            (now - RECENT_FAILURES_WINDOW,),
+        )
+    }
     return MeshSnapshot(
         at=now,
         tasks=tasks,
@@ -66,4 +78,5 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         memory_keys=memory,
         outbox_pending=outbox,
         heartbeats=beats,
+        recently_failed=failed,
     )
