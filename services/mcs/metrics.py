@@ -54,3 +54,15 @@ def count_transitions(notes: list[tuple[str, str, str]]) -> None:
             for counter in _TRANSITIONS.values():
                 counter.labels(task_type, priority)
         _TRANSITIONS[event].labels(task_type, priority).inc()
+
+
+DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error")
+
+
+def init_delivery_series(kinds: list[str]) -> None:
+    """Start every delivery outcome of these channels at 0, so the first failure is an increase that
+    rate() sees and the failing-deliveries ratio has data before anything ever failed."""
+    for kind in kinds:
+        webhook_duration.labels(kind)
+        for outcome in DELIVERY_OUTCOMES:
+            webhook_deliveries.labels(kind, outcome)

@@ -91,6 +91,9 @@ class Notifier:
         self.last_pass = time.monotonic()
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        channels = {"telegram": "telegram", "webhook": "alert_webhook"}
+        metrics.init_delivery_series(["webhook", *(channels[c] for c in settings.alert_channels)])
+        self._telegram_paused_until = 0.0  # monotonic time: Telegram asked us to wait until then
         self._log_filter = _RedactToken(settings.telegram_bot_token) if settings.telegram_bot_token else None
 
     def stop(self) -> None:
@@ -137,6 +140,10 @@ class Notifier:
         """Bot API sendMessage in HTML mode. The bot token is part of the URL, so no error, log line or
         metric may carry the URL or an exception text unredacted."""
         settings = self.settings
+        # Telegram's flood limit is per bot and chat: after a 429 every message waits, not just that one.
+        pause = self._telegram_paused_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
         url = f"{settings.telegram_api.rstrip('/')}/bot{settings.telegram_bot_token}/sendMessage"
         message = {
             "chat_id": settings.telegram_chat_id,
@@ -174,6 +181,9 @@ class Notifier:
             params = answer.get("parameters")
             wait = params.get("retry_after") if isinstance(params, dict) else None
             retry_after = float(wait) if isinstance(wait, int | float) and wait >= 0 else _retry_after(response)
+            if retry_after is not None:
+                until = time.monotonic() + retry_after
+                self._telegram_paused_until = max(self._telegram_paused_until, until)
             metrics.webhook_deliveries.labels("telegram", "http_error").inc()
             raise DeliveryFailed(f"Telegram rate limit: {description}", retryable=True, retry_after=retry_after)
         if status >= 500 or status == 408:
