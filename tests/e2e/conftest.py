@@ -40,6 +40,7 @@ STARTED_SERVICES = [*MCS_SERVICES, "prometheus"]  # Grafana has no image here; t
 BUILD_TIMEOUT = 600  # seconds; a first build downloads every dependency from PyPI
 UP_TIMEOUT = 240  # seconds for `docker compose up --wait` on a busy 2-core machine
 AGENT_PORT = 8765
+SETUP_TIMEOUT = 900  # seconds per e2e test, fixture setup included: cold builds on a busy machine
 
 
 def _docker_problem() -> str | None:
@@ -63,19 +64,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not mine:
         return
     problem = _docker_problem()
-    if problem:
-        skip = pytest.mark.skip(reason=f"container tests need Docker: {problem}")
-        for item in mine:
-            item.add_marker(skip)
+    for item in mine:
+        if problem:
+            item.add_marker(pytest.mark.skip(reason=f"container tests need Docker: {problem}"))
+        else:
+            # The first test also pays for the image builds and `compose up` (its fixtures' setup).
+            item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT))
 
 
 # ---------------------------------------------------------------- helpers
 
 
 def say(config: pytest.Config, message: str) -> None:
-    """A progress line on the terminal, even while pytest captures output."""
+    """A progress line on the terminal, even while pytest captures output (slow steps say what they do)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[e2e] {message}")
+    else:
         reporter.write_line(f"[e2e] {message}")
 
 
