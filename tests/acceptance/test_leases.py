@@ -108,7 +108,9 @@ def test_lease_expiry_watchdog_retries_and_another_agent_completes(mesh, agent_f
     expired = events[kinds.index("lease_expired")]
     assert expired["detail"]["agent"] == dying.name
     assert at(expired) - at(claims[0]) >= 0.5 - 0.01  # not before the lease ran out
-    assert kinds[-1] == "completed" and kinds.count("completed") == 1
+    # The notifier records "notified" when its batch is written, which may land after a fast agent completed.
+    changes = [k for k in kinds if k != "notified"]
+    assert changes[-1] == "completed" and kinds.count("completed") == 1
 
 
 def test_failing_agent_backs_off_then_task_fails_after_three_attempts(mesh, agent_factory):
