@@ -58,6 +58,16 @@ def _bool(raw: str) -> bool:
 _bool.__name__ = "boolean (true/false, 1/0, yes/no, on/off)"
 
 
+def _http_url(raw: str) -> str:
+    value = raw.strip()
+    if not value.lower().startswith(("http://", "https://")) or not value.split("://", 1)[1]:
+        raise ValueError(raw)
+    return value
+
+
+_http_url.__name__ = "http:// or https:// URL"
+
+
 def _alert_format(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"json", "text"}:
@@ -136,10 +146,10 @@ class Settings:
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
             memory_max_value_bytes=int(_env(e, "MCS_MEMORY_MAX_VALUE_BYTES", whole, 256 * 1024)),
-            telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str, None) or None,
-            telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str, None) or None,
-            telegram_api=_env(e, "MCS_TELEGRAM_API", str, "https://api.telegram.org"),
-            alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", str, None) or None,
+            telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str.strip, None) or None,
+            telegram_chat_id=_env(e, "MCS_TELEGRAM_CHAT_ID", str.strip, None) or None,
+            telegram_api=_env(e, "MCS_TELEGRAM_API", _http_url, "https://api.telegram.org"),
+            alert_webhook_url=_env(e, "MCS_ALERT_WEBHOOK_URL", _http_url, None) or None,
             alert_webhook_format=_env(e, "MCS_ALERT_WEBHOOK_FORMAT", _alert_format, "json"),
             alert_agent_offline=_env(e, "MCS_ALERT_AGENT_OFFLINE", _bool, True),
             dispatcher_metrics_port=int(_env(e, "MCS_DISPATCHER_METRICS_PORT", whole, 9101)),

@@ -15,6 +15,7 @@ from mcs.config import Settings
 from mcs.errors import StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
+from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 from mcs.wake import CommitWatcher
 
@@ -51,8 +52,8 @@ class Dispatcher:
             result = self.store.write(tasks_store.dispatch, now=now, last_fingerprint=self.fingerprint, limit=PAGE)
             self.fingerprint = result.fingerprint
             done = time.time()
-            for task_id, agent, created_at in result.assigned:
-                metrics.dispatch_latency.observe(max(0.0, done - created_at))
+            for task_id, agent, eligible_at in result.assigned:
+                metrics.dispatch_latency.observe(max(0.0, done - eligible_at))
                 log.debug("assigned task", extra={"action": "assign", "task_id": task_id, "agent": agent})
             metrics.tasks_dispatched.inc(len(result.assigned))
             self.last_pass = time.monotonic()
@@ -89,6 +90,7 @@ def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     store = Store(settings.db, synchronous=settings.synchronous)
     store.migrate()
+    metrics.init_task_series(store.read(stats_store.task_types))
     dispatcher = Dispatcher(store)
     on_stop_signals(dispatcher.stop)
     status = StatusServer(

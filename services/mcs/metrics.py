@@ -4,7 +4,27 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Milliseconds when the mesh is idle, minutes when it is backed up: both must be readable.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    600.0,
+    1800.0,
+)
 
 http_requests = Counter("mcs_http_requests_total", "HTTP requests answered by the api", ["method", "route", "status"])
 http_duration = Histogram(
@@ -20,7 +40,11 @@ tasks_retried = Counter("mcs_tasks_retried_total", "Failed attempts that will be
 tasks_rejected = Counter("mcs_tasks_rejected_total", "Tasks an agent declined", ["type", "priority"])
 tasks_canceled = Counter("mcs_tasks_canceled_total", "Tasks canceled", ["type", "priority"])
 tasks_dispatched = Counter("mcs_tasks_dispatched_total", "Tasks assigned to an agent by the dispatcher")
-dispatch_latency = Histogram("mcs_dispatch_latency_seconds", "Submit -> assignment committed", buckets=LATENCY_BUCKETS)
+dispatch_latency = Histogram(
+    "mcs_dispatch_latency_seconds",
+    "Submit (or a retry falling due) -> assignment committed",
+    buckets=LATENCY_BUCKETS,
+)
 claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
 unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
 agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")
@@ -31,7 +55,9 @@ webhook_duration = Histogram(
     "mcs_webhook_delivery_duration_seconds", "Time of one delivery attempt", ["kind"], buckets=LATENCY_BUCKETS
 )
 webhook_latency = Histogram(
-    "mcs_submit_to_webhook_seconds", "Submit -> webhook accepted by the agent", buckets=LATENCY_BUCKETS
+    "mcs_submit_to_webhook_seconds",
+    "Submit (or a retry falling due) -> webhook accepted by the agent",
+    buckets=LATENCY_BUCKETS,
 )
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 
@@ -48,12 +74,24 @@ _TRANSITIONS = {
 def count_transitions(notes: list[tuple[str, str, str]]) -> None:
     """Add a committed transaction's task events (see mcs.store.effects) to this process's counters."""
     for event, task_type, priority in notes:
-        if event == "submitted":
-            # Create this type's series at 0 now, so the first completion or failure is an increase that
-            # rate() and increase() can see, rather than a series that is born at 1.
-            for counter in _TRANSITIONS.values():
-                counter.labels(task_type, priority)
+        init_task_series([task_type], priorities=[priority])
         _TRANSITIONS[event].labels(task_type, priority).inc()
+
+
+_initialised: set[tuple[str, str]] = set()
+MAX_INITIAL_TYPES = 500  # task types whose series a process creates at start
+
+
+def init_task_series(types: list[str], *, priorities: list[str] | None = None) -> None:
+    """Create every task counter of these types at 0, so a process's first completion or failure of a
+    type is an increase that rate() and increase() can see, not a series born at 1. Processes call it at
+    start with the types the database knows, and it runs before each counted event."""
+    for task_type in types[:MAX_INITIAL_TYPES]:
+        for priority in priorities or ("urgent", "normal", "low"):
+            if (task_type, priority) not in _initialised:
+                _initialised.add((task_type, priority))
+                for counter in _TRANSITIONS.values():
+                    counter.labels(task_type, priority)
 
 
 DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
+import re
 import signal
 import time
 from collections import defaultdict
@@ -38,6 +40,7 @@ IDLE_PASS_INTERVAL = 1.0  # seconds: look at the outbox at least this often
 FETCH_LIMIT = 500  # outbox rows read per pass
 PER_AGENT_IN_FLIGHT = 8  # deliveries at once to one agent
 IN_FLIGHT = 256  # deliveries at once in all
+RETRY_AFTER_MAX = 3600.0  # seconds: the longest wait a receiver's Retry-After (or Telegram) can ask for
 
 
 class DeliveryFailed(Exception):
@@ -51,13 +54,31 @@ class DeliveryFailed(Exception):
         self.attempts = 0  # the attempt number it ended on, once the retry loop gives up
 
 
+def _wait_asked(value: Any) -> float | None:
+    """A wait a receiver asked for, in seconds: finite, not negative, and at most RETRY_AFTER_MAX (a
+    receiver must not be able to park a delivery forever with `Retry-After: inf`)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_MAX)  # "inf" too: a long wait, never a delivery parked for good
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     """The Retry-After header in seconds, when it is given as a number (the HTTP-date form is ignored)."""
-    try:
-        value = float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
+    return _wait_asked(response.headers.get("retry-after"))
+
+
+def _redact_token(text: str, token: str | None) -> str:
+    """Cut the bot token out of `text`: as given, and as any `/bot<token>/` URL path (also percent-encoded)."""
+    if token:
+        text = text.replace(token, "<telegram-bot-token>")
+    return _BOT_PATH.sub("/bot<telegram-bot-token>/", text)
+
+
+_BOT_PATH = re.compile(r"/bot\d+(?::|%3[Aa])[^/\s\"']+/")  # Telegram tokens look like 123456:AAF...
 
 
 class _RedactToken(logging.Filter):
@@ -70,8 +91,9 @@ class _RedactToken(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "<telegram-bot-token>"), None
+        redacted = _redact_token(message, self.token)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 
@@ -179,8 +201,8 @@ class Notifier:
         description = self._redact(str(answer.get("description") or f"HTTP {status}"))[:200]
         if status == 429:
             params = answer.get("parameters")
-            wait = params.get("retry_after") if isinstance(params, dict) else None
-            retry_after = float(wait) if isinstance(wait, int | float) and wait >= 0 else _retry_after(response)
+            retry_after = _wait_asked(params.get("retry_after")) if isinstance(params, dict) else None
+            retry_after = retry_after if retry_after is not None else _retry_after(response)
             if retry_after is not None:
                 until = time.monotonic() + retry_after
                 self._telegram_paused_until = max(self._telegram_paused_until, until)
@@ -193,8 +215,7 @@ class Notifier:
         raise DeliveryFailed(f"Telegram refused the message (HTTP {status}): {description}", retryable=False)
 
     def _redact(self, text: str) -> str:
-        token = self.settings.telegram_bot_token
-        return text.replace(token, "<telegram-bot-token>") if token else text
+        return _redact_token(text, self.settings.telegram_bot_token)
 
     async def _post(
         self, client: httpx.AsyncClient, url: str, body: str, headers: dict[str, str], *, kind: str
@@ -319,11 +340,19 @@ class Notifier:
             if failed:
                 prefix = len(channels) > 1 or item.kind != "webhook"
                 error = "; ".join(f"{name}: {exc}" if prefix else str(exc) for name, exc in failed.items())
-                raise DeliveryFailed(error, retryable=False, retry_after=None) from None
+                if len(failed) == len(channels):
+                    raise DeliveryFailed(error, retryable=False, retry_after=None) from None
+                # Someone was told: delivered, with the channel that failed kept as the row's error.
+                outcome["error"] = error
+                log.warning(
+                    "alert delivered, but not on every channel",
+                    extra={"action": "deliver_partial", "outbox_id": item.id, "error": error},
+                )
             outcome |= {"state": "delivered", "attempts": max(numbers)}
             if item.kind == "webhook" and item.task_id:
-                created = json.loads(item.body)["data"]["task"]["created_at"]
-                metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(created)))
+                task = json.loads(item.body)["data"]["task"]
+                eligible = task.get("not_before") or task["created_at"]  # a retry counts from falling due
+                metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(eligible)))
             log.debug("delivered", extra={"action": "deliver", "outbox_id": item.id, "task_id": item.task_id})
         except DeliveryFailed as exc:
             attempts = max(

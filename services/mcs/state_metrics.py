@@ -37,20 +37,25 @@ class MeshStateCollector(Collector):
         self.clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[MeshSnapshot, float] | None = None  # (snapshot, seconds it took)
+        self._cached_at = 0.0  # monotonic: a wall clock stepping back must not pin an old snapshot
+        self._failing = False
 
     def _snapshot(self) -> tuple[MeshSnapshot, float] | None:
         with self._lock:
-            now = self.clock()
-            if self._cached is not None and now - self._cached[0].at < self.cache_seconds:
+            started = time.monotonic()
+            if self._cached is not None and started - self._cached_at < self.cache_seconds:
                 return self._cached
-            started = time.perf_counter()
             try:
-                snap = self.store.read(stats_store.snapshot, now=now)
-            except Exception:  # a metrics scrape must never fail because the database did
-                log.exception("could not read the mesh state for /metrics", extra={"action": "state_metrics"})
-                self._cached = None
+                snap = self.store.read(stats_store.snapshot, now=self.clock())
+            except Exception as exc:  # a metrics scrape must never fail because the database did
+                extra = {"action": "state_metrics", "error": repr(exc)}
+                log.error("could not read the mesh state for /metrics", extra=extra, exc_info=not self._failing)
+                self._failing, self._cached = True, None
                 return None
-            self._cached = (snap, time.perf_counter() - started)
+            if self._failing:
+                log.info("reading the mesh state for /metrics works again", extra={"action": "state_metrics"})
+            self._failing = False
+            self._cached, self._cached_at = (snap, time.monotonic() - started), started
             return self._cached
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -132,8 +137,8 @@ class MeshStateCollector(Collector):
 
         beat = GaugeMetricFamily(
             "mcs_process_heartbeat_age_seconds",
-            "Seconds since each process last wrote its heartbeat row",
-            labels=["process"],
+            "Seconds since each worker process (dispatcher, watchdog, notifier) last wrote its heartbeat row",
+            labels=["worker"],  # not "process": Prometheus's target label of that name would rename it
         )
         for process, at in sorted(snap.heartbeats.items()):
             beat.add_metric([process], max(0.0, now - at))

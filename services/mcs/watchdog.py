@@ -16,6 +16,7 @@ from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
 from mcs.store import outbox as outbox_store
+from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
@@ -53,6 +54,9 @@ class Watchdog:
     def run_once(self) -> Sweep:
         """One sweep, each kind of work in its own short transaction (looping while batches are full)."""
         now = time.time()
+        # Series for what may expire below start at 0 a sweep ahead, so their first count is an increase.
+        for task_type, priority in self.store.read(stats_store.claimed_kinds):
+            metrics.init_task_series([task_type], priorities=[priority])
         expired: list[str] = []
         while batch := self.store.write(tasks_store.expire_leases, now=now, base=self.retry_base, cap=self.retry_max):
             expired += batch
@@ -101,6 +105,7 @@ def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     store = Store(settings.db, synchronous=settings.synchronous)
     store.migrate()
+    metrics.init_task_series(store.read(stats_store.task_types))
     watchdog = Watchdog(
         store,
         interval=settings.watchdog_interval,

@@ -163,10 +163,29 @@ async def test_one_channel_failing_does_not_stop_the_other(mesh, telegram, start
         await start_notifier(
             telegram_bot_token=TOKEN, telegram_chat_id="42", telegram_api=telegram.url, alert_webhook_url=hook.url
         )
-        await fail_for_good(mesh)
-        assert await until(lambda: asyncio.sleep(0, alert_row(mesh)["state"] == "dead"))
-        assert len(telegram.calls) == 1
+        task = await fail_for_good(mesh)
+        # Telegram told someone: the alert is delivered, and the webhook's refusal is kept as its error.
+        assert await until(lambda: asyncio.sleep(0, alert_row(mesh)["state"] == "delivered"))
+        assert len(telegram.calls) == 1 and len(hook.calls) == 1
         assert alert_row(mesh)["last_error"].startswith("webhook: HTTP 400")
+        assert "alert_failed" not in await mesh.kinds(task["id"])
+    finally:
+        hook.close()
+
+
+async def test_when_every_channel_refuses_the_alert_is_dead_with_each_reason(mesh, telegram, start_notifier):
+    telegram.script = [(403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked"})]
+    hook = Receiver(script=[410])
+    try:
+        await start_notifier(
+            telegram_bot_token=TOKEN, telegram_chat_id="42", telegram_api=telegram.url, alert_webhook_url=hook.url
+        )
+        task = await fail_for_good(mesh)
+        assert await until(lambda: asyncio.sleep(0, alert_row(mesh)["state"] == "dead"))
+        error = alert_row(mesh)["last_error"]
+        assert "telegram: Telegram refused the message (HTTP 403): Forbidden: bot was blocked" in error
+        assert "webhook: HTTP 410" in error
+        assert "alert_failed" in await mesh.kinds(task["id"])
     finally:
         hook.close()
 

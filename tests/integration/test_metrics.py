@@ -62,8 +62,7 @@ async def test_metrics_show_the_queue_agents_and_memory_from_the_database(mesh):
 async def test_the_state_is_cached_briefly(settings):
     store = Store(settings.db)
     store.migrate()
-    now = [1000.0]
-    collector = MeshStateCollector(store, cache_seconds=5, clock=lambda: now[0])
+    collector = MeshStateCollector(store, cache_seconds=0.5)
     first = {m.name: m for m in collector.collect()}
     store.write(
         lambda c: c.execute(
@@ -71,10 +70,9 @@ async def test_the_state_is_cached_briefly(settings):
             " VALUES ('mesh', 'k', '1', 1, '[]', 'admin', 0)"
         )
     )
-    now[0] += 1
     cached = {m.name: m for m in collector.collect()}
     assert cached["mcs_memory_keys"].samples == first["mcs_memory_keys"].samples
-    now[0] += 5
+    time.sleep(0.6)
     fresh = {m.name: m for m in collector.collect()}
     assert [s.value for s in fresh["mcs_memory_keys"].samples] == [1]
     store.close()
@@ -119,12 +117,35 @@ async def test_a_change_that_rolls_back_counts_nothing(settings):
 
 async def test_a_lease_expired_by_the_watchdog_counts_as_retried_then_failed(mesh):
     who = await mesh.agent("sleepy", ["lease-count"])
-    task = await mesh.submit(type="lease-count", claim_ttl=0.01, max_retries=0)
-    mesh.dispatch()
-    await mesh.ok("POST", f"/v1/tasks/{task['id']}/claim", who=who)
-    before = counted("failed", "lease-count")
-    time.sleep(0.05)
-    assert task["id"] in mesh.sweep().expired_leases
-    assert counted("failed", "lease-count") == before + 1
+    task = await mesh.submit(type="lease-count", claim_ttl=0.01, max_retries=1)
+    retried, failed = counted("retried", "lease-count"), counted("failed", "lease-count")
+    for attempt in (1, 2):
+        await until_state(mesh, task["id"], "assigned")
+        await mesh.ok("POST", f"/v1/tasks/{task['id']}/claim", who=who)
+        time.sleep(0.05)
+        assert task["id"] in mesh.sweep().expired_leases
+        assert counted("retried", "lease-count") == retried + 1  # the first expiry only
+        assert counted("failed", "lease-count") == failed + (attempt - 1)
     text = await scrape(mesh)
     assert value(text, "mcs_tasks_failed_recently", type="lease-count", priority="normal") == 1
+
+
+async def until_state(mesh, task_id, state, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while (await mesh.task(task_id))["state"] != state:
+        assert time.monotonic() < deadline, f"task never became {state}"
+        mesh.dispatch()  # moves a retry whose backoff ran out back to the queue
+        time.sleep(0.02)
+
+
+async def test_fanout_children_count_as_tasks_so_completed_never_exceeds_submitted(mesh):
+    kind = f"fan-{time.monotonic_ns()}"
+    agents = [await mesh.agent(f"fan-{i}", [kind]) for i in range(2)]
+    parent = await mesh.submit(type=kind, route="all")
+    mesh.dispatch()
+    for who in agents:
+        claimed = await mesh.ok("POST", "/v1/tasks/claim", who=who, json={})
+        token = claimed["claim_token"]
+        await mesh.ok("POST", f"/v1/tasks/{claimed['id']}/complete", who=who, json={"claim_token": token, "result": 1})
+    assert (await mesh.task(parent["id"]))["state"] == "completed"
+    assert counted("submitted", kind) == 3 and counted("completed", kind) == 3

@@ -49,3 +49,12 @@ def test_alert_settings_parse_and_default():
         Settings.from_env({"MCS_ALERT_AGENT_OFFLINE": "maybe"})
     with pytest.raises(ConfigError, match="MCS_ALERT_WEBHOOK_FORMAT"):
         Settings.from_env({"MCS_ALERT_WEBHOOK_FORMAT": "xml"})
+
+
+def test_alert_urls_must_be_http_and_the_token_is_trimmed():
+    with pytest.raises(ConfigError, match="MCS_ALERT_WEBHOOK_URL"):
+        Settings.from_env({"MCS_ALERT_WEBHOOK_URL": "ntfy.sh/topic"})
+    with pytest.raises(ConfigError, match="MCS_TELEGRAM_API"):
+        Settings.from_env({"MCS_TELEGRAM_API": "api.telegram.org"})
+    settings = Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": " 123:abc \n", "MCS_TELEGRAM_CHAT_ID": " 42 "})
+    assert (settings.telegram_bot_token, settings.telegram_chat_id) == ("123:abc", "42")

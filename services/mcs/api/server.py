@@ -10,10 +10,12 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from mcs import metrics
 from mcs.api import create_app
 from mcs.config import Settings
 from mcs.process import setup_logging
 from mcs.store import Store
+from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.api")
 
@@ -35,6 +37,7 @@ def main(settings: Settings | None = None) -> None:
     applied = store.migrate()
     if applied:
         log.info("migrated", extra={"action": "migrate", "applied": applied})
+    metrics.init_task_series(store.read(stats_store.task_types))
     if not settings.admin_token:
         log.warning(
             "no admin token: set MCS_ADMIN_TOKEN (admin endpoints answer 401 until then)",

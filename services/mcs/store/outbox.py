@@ -37,8 +37,9 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
     for o in outcomes:
         if o["state"] == "delivered":
             conn.execute(
-                "UPDATE outbox SET state = 'delivered', attempts = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-                (o["attempts"], now, o["id"]),
+                "UPDATE outbox SET state = 'delivered', attempts = max(attempts, ?), last_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                (o["attempts"], o.get("error"), now, o["id"]),
             )
             if o.get("task_id") and o["kind"] == "webhook":
                 add_event(
@@ -46,12 +47,14 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
                 )
         elif o["state"] == "retry":
             conn.execute(
-                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = max(attempts, ?), last_error = ?, next_attempt_at = ?, updated_at = ?"
+                " WHERE id = ?",
                 (o["attempts"], o["error"], o["next_attempt_at"], now, o["id"]),
             )
         else:
             conn.execute(
-                "UPDATE outbox SET state = 'dead', attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                "UPDATE outbox SET state = 'dead', attempts = max(attempts, ?), last_error = ?, updated_at = ?"
+                " WHERE id = ?",
                 (o["attempts"], o["error"], now, o["id"]),
             )
             if o.get("task_id"):

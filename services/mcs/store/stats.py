@@ -32,6 +32,18 @@ class MeshSnapshot:
 RECENT_FAILURES_WINDOW = 900.0  # seconds: failures counted by mcs_tasks_failed_recently
 
 
+def task_types(conn: Connection, *, limit: int = 500) -> list[str]:
+    """Task types the database knows (an index-only scan), for creating their metric series at start."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT type FROM tasks ORDER BY type LIMIT ?", (limit,))]
+
+
+def claimed_kinds(conn: Connection) -> list[tuple[str, str]]:
+    """(type, priority label) of the tasks agents hold now: the ones whose lease the watchdog may expire."""
+    labels = {int(p): p.label for p in Priority}
+    rows = conn.execute("SELECT DISTINCT type, priority FROM tasks WHERE state = 'claimed'")
+    return [(t, labels.get(p, str(p))) for t, p in rows]
+
+
 def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     labels = {int(p): p.label for p in Priority}
     tasks = {(state, label): 0 for state in QUEUE_STATES for label in labels.values()}

@@ -498,7 +498,7 @@ def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
 
 @dataclass
 class DispatchResult:
-    assigned: list[tuple[str, str, float]] = field(default_factory=list)  # (task id, agent, created_at)
+    assigned: list[tuple[str, str, float]] = field(default_factory=list)  # (task id, agent, eligible since)
     fanned_out: int = 0
     parked: int = 0
     requeued: int = 0
@@ -599,7 +599,8 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
                 now=now,
             )
             by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
-            out.assigned.append((task.id, name, task.created_at))
+            # Latency counts from when the task could first go out: submission, or its retry falling due.
+            out.assigned.append((task.id, name, task.not_before or task.created_at))
         if len(rows) < limit:
             break
     out.more = scanned >= DISPATCH_SCAN_MAX
@@ -638,6 +639,8 @@ def _fan_out(conn: Connection, parent: Task, candidates: list[Candidate], now: f
             (kid_id, name, now, parent.id),
         )
         add_event(conn, kid_id, "submitted", "dispatcher", now, {"parent_id": parent.id, "route": name})
+        # A child is a task of its own in the counters too, so completed never exceeds submitted.
+        effects.note("submitted", parent.type, parent.priority.label)
         kids.append(must_get(conn, kid_id))
     _set(conn, parent, now, state=TaskState.WAITING)
     add_event(conn, parent.id, "waiting", "dispatcher", now, {"children": targets})
