@@ -287,6 +287,91 @@ def agent_show(name: str, url: str, as_json: bool) -> None:
         _emit(c.get_agent(name), as_json, lambda a: _agents_human([a]))
 
 
+_AGENT_ENV_HELP = (
+    "Credentials come from the environment only (never arguments): MCS_AGENT_ID (or --name), "
+    "MCS_AGENT_SECRET, and MCS_WEBHOOK_SECRET (to verify webhooks; not needed with --pull)."
+)
+
+
+def _agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every runnable agent shares: who it is, how work reaches it, how much at once."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--capability", "-c", "capabilities", multiple=True, required=True, help="Repeatable: what it can do."
+        ),
+        click.option("--name", envvar="MCS_AGENT_ID", show_envvar=True, help="The agent's name (MCS_AGENT_ID)."),
+        click.option(
+            "--listen",
+            envvar="MCS_AGENT_LISTEN",
+            show_envvar=True,
+            default="127.0.0.1:0",
+            show_default=True,
+            help="HOST:PORT of the webhook receiver (port 0: any free port).",
+        ),
+        click.option("--pull", is_flag=True, help="No webhooks: long-poll for work (no inbound connections)."),
+        click.option(
+            "--notify-url",
+            envvar="MCS_AGENT_NOTIFY_URL",
+            show_envvar=True,
+            help="The URL MCS should call, when it is not the listen address (proxy, tunnel, container).",
+        ),
+        click.option(
+            "--concurrency", type=click.IntRange(1, 1000), default=1, show_default=True, help="Tasks at once."
+        ),
+        click.option(
+            "--shutdown-grace",
+            type=click.FloatRange(0),
+            default=30.0,
+            show_default=True,
+            help="Seconds running tasks get to finish on SIGINT/SIGTERM before they are released.",
+        ),
+        _url_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _run_agent(handler: Any, opts: dict[str, Any]) -> None:
+    """Build the Agent from the shared options and serve until SIGINT/SIGTERM; problems are one line."""
+    import errno
+
+    from mcs.agent import Agent
+    from mcs.process import setup_logging
+
+    setup_logging()
+    agent = Agent(
+        handler,
+        capabilities=list(opts["capabilities"]),
+        url=opts["url"],
+        name=opts["name"],
+        listen=None if opts["pull"] else opts["listen"],
+        notify_url=opts["notify_url"],
+        concurrency=opts["concurrency"],
+        shutdown_grace=opts["shutdown_grace"],
+    )
+    try:
+        agent.run()
+    except OSError as exc:
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+        raise click.ClickException(f"cannot listen on {opts['listen']}: {why}") from None
+
+
+@agent.command("run", epilog=_AGENT_ENV_HELP)
+@click.argument("handler")
+@_agent_options
+def agent_run(handler: str, **opts: Any) -> None:
+    """Run HANDLER (module:function or file.py:function) as an agent until SIGINT/SIGTERM.
+
+    The function gets each task (task.id, task.type, task.payload, task.attempts, ...) and returns the
+    result (any JSON value). Raising mcs.agent.PermanentError fails the task for good; any other exception
+    fails it and MCS retries it. Async functions work too.
+    """
+    from mcs.agent.loader import load_handler
+
+    _run_agent(load_handler(handler), opts)
+
+
 # ---------------------------------------------------------------- tasks
 
 

@@ -1,25 +1,55 @@
-"""The Python client for the MCS HTTP API, used by the `mcs` CLI and importable by agents.
+"""The Python clients for the MCS HTTP API: `Client` (sync; the `mcs` CLI uses it) and `AsyncClient` (the
+agent SDK uses it). Both have the same methods; the async one's are coroutines.
 
-from mcs.client import Client
-mcs = Client.from_env()                      # MCS_URL, MCS_AGENT_ID, MCS_AGENT_SECRET
-task = mcs.claim_next(wait=30)
-if task:
-    mcs.complete(task["id"], task["claim_token"], {"ok": True})
+    from mcs.client import Client
+    mcs = Client.from_env()                      # MCS_URL, MCS_AGENT_ID, MCS_AGENT_SECRET
+    task = mcs.claim_next(wait=30)
+    if task:
+        mcs.complete(task["id"], task["claim_token"], {"ok": True})
+
+Errors (all derive from `mcs.errors.McsError`):
+
+McsError
+├── McsUnavailable             the server could not be reached (after retrying the connection)
+└── McsApiError                the server answered with an error; `.status`, `.code`, `.message`
+    ├── BadRequestError            400
+    ├── UnauthorizedError          401
+    ├── ForbiddenError             403
+    ├── NotFoundError              404
+    ├── ConflictError              409  (not claimable, stale claim token, ...)
+    ├── PreconditionFailedError    412
+    ├── PayloadTooLargeError       413
+    ├── UnprocessableError         422
+    ├── RateLimitedError           429
+    └── ServerError                5xx
+
+A request that never reached the server (connection refused, connect timeout) is retried with backoff
+(`retries` times, default 3) whatever its method: nothing happened on the server yet. Other transport
+errors are retried only for GET/PUT/DELETE, which are safe to repeat.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+
+from mcs.errors import McsError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = frozenset({"completed", "failed", "canceled"})
+DEFAULT_RETRIES = 3  # extra attempts after a connection error
+RETRY_WAIT_INITIAL = 0.1  # seconds before the first retry; doubles, with jitter
+RETRY_WAIT_MAX = 2.0  # seconds between retries at most
+_RETRY_WAIT = wait_exponential(multiplier=RETRY_WAIT_INITIAL, max=RETRY_WAIT_MAX) + wait_random(0, RETRY_WAIT_INITIAL)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _q(segment: str) -> str:
@@ -27,41 +57,162 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class McsApiError(Exception):
+class McsApiError(McsError):
     """The server refused a request; `status`, `code` and `message` come from its JSON error."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})")
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self._message = status, code, message
+
+    @property
+    def message(self) -> str:
+        return self._message
 
 
-class McsUnavailable(Exception):
+class BadRequestError(McsApiError):
+    """The request is malformed (400)."""
+
+
+class UnauthorizedError(McsApiError):
+    """Missing or invalid credentials (401)."""
+
+
+class ForbiddenError(McsApiError):
+    """The caller may not do that (403)."""
+
+
+class NotFoundError(McsApiError):
+    """No such object (404)."""
+
+
+class ConflictError(McsApiError):
+    """The object is not in a state that allows this, e.g. a task already claimed or a stale token (409)."""
+
+
+class PreconditionFailedError(McsApiError):
+    """The object changed since it was read (412)."""
+
+
+class PayloadTooLargeError(McsApiError):
+    """The request body is too large (413)."""
+
+
+class UnprocessableError(McsApiError):
+    """The values are not acceptable (422)."""
+
+
+class RateLimitedError(McsApiError):
+    """Too many requests (429)."""
+
+
+class ServerError(McsApiError):
+    """The server failed (5xx)."""
+
+
+_ERRORS: dict[int, type[McsApiError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    412: PreconditionFailedError,
+    413: PayloadTooLargeError,
+    422: UnprocessableError,
+    429: RateLimitedError,
+}
+
+
+def api_error(status: int, code: str, message: str) -> McsApiError:
+    """The typed error for an HTTP error status."""
+    cls = _ERRORS.get(status) or (ServerError if status >= 500 else McsApiError)
+    return cls(status, code, message)
+
+
+class McsUnavailable(McsError):
     """The server could not be reached."""
 
 
-class Client:
-    def __init__(
+def _error_from(response: httpx.Response, body: Any) -> McsApiError:
+    err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    if not isinstance(err, dict):
+        err = {}
+    return api_error(
+        response.status_code,
+        str(err.get("code", "http_error")),
+        str(err.get("message", response.text[:200] or response.reason_phrase)),
+    )
+
+
+def _decode(response: httpx.Response) -> Any:
+    """The JSON body of a response (None for 204), or the typed error it carries."""
+    if response.status_code == 204:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        raise _error_from(response, body)
+    return body
+
+
+def _should_retry(method: str) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return True  # the request never reached the server
+        return method.upper() in IDEMPOTENT_METHODS and isinstance(exc, httpx.TransportError)
+
+    return check
+
+
+def _as_obj(body: Any) -> dict[str, Any]:
+    return body if isinstance(body, dict) else {}
+
+
+def _as_opt_obj(body: Any) -> dict[str, Any] | None:
+    return body if isinstance(body, dict) else None
+
+
+def _field(name: str) -> Callable[[Any], Any]:
+    return lambda body: body[name]
+
+
+def _identity(body: Any) -> Any:
+    return body
+
+
+def _credentials_headers(agent_id: str | None, agent_secret: str | None, admin_token: str | None) -> dict[str, str]:
+    headers = {"user-agent": "mcs-client"}
+    if admin_token:
+        headers["authorization"] = f"Bearer {admin_token}"
+    elif agent_id and agent_secret:
+        headers["x-agent-id"] = agent_id
+        headers["x-agent-secret"] = agent_secret
+    return headers
+
+
+R = TypeVar("R")
+
+
+class _Endpoints(Generic[R]):
+    """Every API call, once: `_call` sends it (sync or async) and shapes the answer."""
+
+    url: str
+
+    def _call(
         self,
-        url: str = DEFAULT_URL,
+        method: str,
+        path: str,
         *,
-        agent_id: str | None = None,
-        agent_secret: str | None = None,
-        admin_token: str | None = None,
-        timeout: float = 40.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        headers = {"user-agent": "mcs-client"}
-        if admin_token:
-            headers["authorization"] = f"Bearer {admin_token}"
-        elif agent_id and agent_secret:
-            headers["x-agent-id"] = agent_id
-            headers["x-agent-secret"] = agent_secret
-        self.url = url.rstrip("/")
-        self.agent_id = agent_id
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        shape: Callable[[Any], Any] = _as_obj,
+    ) -> R:
+        raise NotImplementedError
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Client:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
         """MCS_URL, then MCS_ADMIN_TOKEN or MCS_AGENT_ID/MCS_AGENT_SECRET. Without any credentials, the
         admin token file that `mcs up` writes beside MCS_DB (default ./data/admin-token) is used."""
         e = os.environ if env is None else env
@@ -78,75 +229,40 @@ class Client:
                 kwargs["admin_token"] = token_file.read_text().strip()
         return cls(**kwargs)
 
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """A request whose answer is a JSON object."""
-        body = self.request(method, path, **kwargs)
-        return body if isinstance(body, dict) else {}
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        try:
-            response = self.http.request(method, path, json=json, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
-        if response.status_code == 204:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            raise McsApiError(
-                response.status_code,
-                err.get("code", "http_error"),
-                err.get("message", response.text[:200] or response.reason_phrase),
-            )
-        return body
-
     # ------------------------------------------------------------ agents
 
-    def health(self) -> dict[str, Any]:
-        return self._obj("GET", "/healthz")
+    def health(self) -> R:
+        return self._call("GET", "/healthz")
 
-    def create_agent(self, name: str, capabilities: list[str] | None = None) -> dict[str, Any]:
-        return self._obj("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
+    def create_agent(self, name: str, capabilities: list[str] | None = None) -> R:
+        return self._call("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
 
-    def rotate_agent(self, name: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/agents/{_q(name)}/rotate")
+    def rotate_agent(self, name: str) -> R:
+        return self._call("POST", f"/v1/agents/{_q(name)}/rotate")
 
-    def delete_agent(self, name: str) -> None:
-        self.request("DELETE", f"/v1/agents/{_q(name)}")
+    def delete_agent(self, name: str) -> R:
+        return self._call("DELETE", f"/v1/agents/{_q(name)}", shape=_identity)
 
     def register(
-        self, capabilities: list[str], notify_url: str | None = None, ttl: float | None = None
-    ) -> dict[str, Any]:
+        self,
+        capabilities: list[str],
+        notify_url: str | None = None,
+        ttl: float | None = None,
+        concurrency: int | None = None,
+    ) -> R:
+        """Registration and heartbeat in one: online for `ttl` seconds (server default 300)."""
         body: dict[str, Any] = {"capabilities": capabilities, "notify_url": notify_url}
         if ttl is not None:
             body["ttl"] = ttl
-        return self._obj("POST", "/v1/agents/register", json=body)
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        return self._call("POST", "/v1/agents/register", json=body)
 
-    def list_agents(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/agents")["agents"]  # type: ignore[no-any-return]
+    def list_agents(self) -> R:
+        return self._call("GET", "/v1/agents", shape=_field("agents"))
 
-    def get_agent(self, name: str) -> dict[str, Any]:
-        return self._obj("GET", f"/v1/agents/{_q(name)}")
+    def get_agent(self, name: str) -> R:
+        return self._call("GET", f"/v1/agents/{_q(name)}")
 
     # ------------------------------------------------------------ tasks
 
@@ -162,7 +278,7 @@ class Client:
         claim_ttl: float | None = None,
         aggregate: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> R:
         body: dict[str, Any] = {"type": type, "payload": payload}
         for key, value in (
             ("priority", priority),
@@ -175,52 +291,53 @@ class Client:
             if value is not None:
                 body[key] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._obj("POST", "/v1/tasks", json=body, headers=headers)
+        return self._call("POST", "/v1/tasks", json=body, headers=headers)
 
-    def get_task(self, task_id: str) -> dict[str, Any]:
-        return self._obj("GET", f"/v1/tasks/{_q(task_id)}")
+    def get_task(self, task_id: str) -> R:
+        return self._call("GET", f"/v1/tasks/{_q(task_id)}")
 
-    def list_tasks(self, **filters: Any) -> dict[str, Any]:
+    def list_tasks(self, **filters: Any) -> R:
         params = {k: v for k, v in filters.items() if v is not None}
-        return self._obj("GET", "/v1/tasks", params=params)
+        return self._call("GET", "/v1/tasks", params=params)
 
-    def events(self, task_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/tasks/{_q(task_id)}/events")["events"]  # type: ignore[no-any-return]
+    def events(self, task_id: str) -> R:
+        return self._call("GET", f"/v1/tasks/{_q(task_id)}/events", shape=_field("events"))
 
-    def claim(self, task_id: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/claim")
+    def claim(self, task_id: str) -> R:
+        """Claim a task by id: the task plus `claim_token` and `lease_expires_at` (ConflictError when it is
+        not claimable)."""
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/claim")
 
-    def claim_next(self, wait: float = 0) -> dict[str, Any] | None:
+    def claim_next(self, wait: float = 0) -> R:
         """The next task for this agent, claimed, or None when there is none (after waiting `wait` s)."""
-        body = self.request("POST", "/v1/tasks/claim", json={"wait": wait})
-        return body if isinstance(body, dict) else None
+        return self._call("POST", "/v1/tasks/claim", json={"wait": wait}, shape=_as_opt_obj)
 
-    def extend(self, task_id: str, claim_token: str, ttl: float | None = None) -> dict[str, Any]:
+    def extend(self, task_id: str, claim_token: str, ttl: float | None = None) -> R:
         body: dict[str, Any] = {"claim_token": claim_token}
         if ttl is not None:
             body["ttl"] = ttl
-        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/extend", json=body)
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/extend", json=body)
 
-    def complete(self, task_id: str, claim_token: str, result: Any = None) -> dict[str, Any]:
-        return self._obj(
+    def complete(self, task_id: str, claim_token: str, result: Any = None) -> R:
+        return self._call(
             "POST", f"/v1/tasks/{_q(task_id)}/complete", json={"claim_token": claim_token, "result": result}
         )
 
-    def fail(self, task_id: str, claim_token: str, error: Any, *, retryable: bool = True) -> dict[str, Any]:
-        return self._obj(
+    def fail(self, task_id: str, claim_token: str, error: Any, *, retryable: bool = True) -> R:
+        return self._call(
             "POST",
             f"/v1/tasks/{_q(task_id)}/fail",
             json={"claim_token": claim_token, "error": error, "retryable": retryable},
         )
 
-    def reject(self, task_id: str, reason: str = "", claim_token: str | None = None) -> dict[str, Any]:
+    def reject(self, task_id: str, reason: str = "", claim_token: str | None = None) -> R:
         body: dict[str, Any] = {"reason": reason}
         if claim_token:
             body["claim_token"] = claim_token
-        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/reject", json=body)
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/reject", json=body)
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        return self._obj("POST", f"/v1/tasks/{_q(task_id)}/cancel")
+    def cancel(self, task_id: str) -> R:
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/cancel")
 
     # ------------------------------------------------------------ shared memory
 
@@ -229,9 +346,9 @@ class Client:
         path = "/v1/memory/" + quote(ns, safe=":")
         return path if key is None else path + "/" + quote(key, safe="/")
 
-    def mem_get(self, ns: str, key: str) -> dict[str, Any]:
-        """The key's value and metadata (McsApiError 404 when absent)."""
-        return self._obj("GET", self._mem_path(ns, key))
+    def mem_get(self, ns: str, key: str) -> R:
+        """The key's value and metadata (NotFoundError when absent)."""
+        return self._call("GET", self._mem_path(ns, key))
 
     def mem_put(
         self,
@@ -243,9 +360,9 @@ class Client:
         tags: list[str] | None = None,
         if_match: int | None = None,
         if_none_match: bool = False,
-    ) -> dict[str, Any]:
+    ) -> R:
         """Write a key. `if_match`: only if it is at that version; `if_none_match`: only if it is absent
-        (both answer McsApiError 412 otherwise)."""
+        (both answer PreconditionFailedError otherwise)."""
         body: dict[str, Any] = {"value": value, "tags": tags or []}
         if ttl is not None:
             body["ttl"] = ttl
@@ -254,11 +371,11 @@ class Client:
             headers["If-Match"] = str(if_match)
         if if_none_match:
             headers["If-None-Match"] = "*"
-        return self._obj("PUT", self._mem_path(ns, key), json=body, headers=headers)
+        return self._call("PUT", self._mem_path(ns, key), json=body, headers=headers)
 
-    def mem_delete(self, ns: str, key: str, *, if_match: int | None = None) -> None:
+    def mem_delete(self, ns: str, key: str, *, if_match: int | None = None) -> R:
         headers = {"If-Match": str(if_match)} if if_match is not None else None
-        self.request("DELETE", self._mem_path(ns, key), headers=headers)
+        return self._call("DELETE", self._mem_path(ns, key), headers=headers, shape=_identity)
 
     def mem_list(
         self,
@@ -268,9 +385,9 @@ class Client:
         tag: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> R:
         params = {k: v for k, v in (("prefix", prefix), ("tag", tag), ("limit", limit), ("cursor", cursor)) if v}
-        return self._obj("GET", self._mem_path(ns), params=params)
+        return self._call("GET", self._mem_path(ns), params=params)
 
     def mem_bulk(
         self,
@@ -279,19 +396,166 @@ class Client:
         get: list[str] | None = None,
         put: list[dict[str, Any]] | None = None,
         delete: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> R:
         body = {"get": get or [], "put": put or [], "delete": delete or []}
-        return self._obj("POST", self._mem_path(ns) + "/_bulk", json=body)
+        return self._call("POST", self._mem_path(ns) + "/_bulk", json=body)
+
+
+class Client(_Endpoints[Any]):
+    """The synchronous client."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        agent_id: str | None = None,
+        agent_secret: str | None = None,
+        admin_token: str | None = None,
+        timeout: float = 40.0,
+        retries: int = DEFAULT_RETRIES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.agent_id = agent_id
+        self.retries = retries
+        headers = _credentials_headers(agent_id, agent_secret, admin_token)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A request whose answer is a JSON object."""
+        return _as_obj(self.request(method, path, **kwargs))
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        shape: Callable[[Any], Any] = _as_obj,
+    ) -> Any:
+        return shape(self.request(method, path, json=json, params=params, headers=headers))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request (retrying connection errors); its JSON answer, or a typed McsApiError."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_RETRY_WAIT,
+            retry=retry_if_exception(_should_retry(method)),
+            reraise=True,
+        )
+        try:
+            response = retrying(self.http.request, method, path, json=json, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
+        return _decode(response)
 
     def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(poll, 0.05)
         while True:
-            task = self.get_task(task_id)
+            task: dict[str, Any] = self.get_task(task_id)
             if task["state"] in TERMINAL:
                 return task
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
             time.sleep(delay)
+            delay = min(poll * 5, delay * 1.5)
+
+
+class AsyncClient(_Endpoints[Awaitable[Any]]):
+    """The asyncio client: the same methods as `Client`, as coroutines. Use `async with AsyncClient(...)`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        agent_id: str | None = None,
+        agent_secret: str | None = None,
+        admin_token: str | None = None,
+        timeout: float = 40.0,
+        retries: int = DEFAULT_RETRIES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.agent_id = agent_id
+        self.retries = retries
+        headers = _credentials_headers(agent_id, agent_secret, admin_token)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        shape: Callable[[Any], Any] = _as_obj,
+    ) -> Any:
+        return shape(await self.request(method, path, json=json, params=params, headers=headers))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request (retrying connection errors); its JSON answer, or a typed McsApiError."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_RETRY_WAIT,
+            retry=retry_if_exception(_should_retry(method)),
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = await retrying(
+                self.http.request, method, path, json=json, params=params, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
+        return _decode(response)
+
+    async def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
+        """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while True:
+            task: dict[str, Any] = await self.get_task(task_id)
+            if task["state"] in TERMINAL:
+                return task
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
+            await asyncio.sleep(delay)
             delay = min(poll * 5, delay * 1.5)

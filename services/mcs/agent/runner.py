@@ -1,0 +1,613 @@
+"""The agent runtime: registration, the webhook receiver or the pull loop, leases, results, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mcs.agent.receiver import Receiver, WebhookApp, parse_listen
+from mcs.client import (
+    DEFAULT_URL,
+    AsyncClient,
+    ConflictError,
+    ForbiddenError,
+    McsApiError,
+    McsUnavailable,
+    NotFoundError,
+)
+from mcs.errors import ConfigError
+
+log = logging.getLogger("mcs.agent")
+
+HEARTBEAT_INTERVAL = 240.0  # seconds between registrations (each is also the heartbeat)
+REGISTER_TTL = 300.0  # seconds MCS keeps the agent online after each registration
+PULL_WAIT = 10.0  # seconds one pull-mode claim waits on the server for work (the API allows 30)
+SHUTDOWN_GRACE = 30.0  # seconds running handlers get to finish on shutdown before their tasks are released
+EXTEND_FRACTION = 1 / 3  # extend the lease after this fraction of it has passed
+MIN_EXTEND_INTERVAL = 0.05  # seconds
+REPORT_PATIENCE = 120.0  # seconds to keep trying to report a result while MCS cannot be reached
+BACKOFF_MAX = 30.0  # seconds between attempts while MCS cannot be reached
+OFFLINE_TTL = 1.0  # seconds: the registration sent on shutdown, so MCS stops offering work at once
+
+
+class PermanentError(Exception):
+    """Raise it from a handler to fail the task for good: MCS will not retry it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """A claimed task as a handler sees it. `raw` is the API's whole JSON for the task."""
+
+    id: str
+    type: str
+    payload: Any
+    attempts: int
+    priority: str
+    max_retries: int = 0
+    claim_ttl: float = 0.0
+    parent_id: str | None = None
+    capabilities: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Task:
+        public = {k: v for k, v in body.items() if k != "claim_token"}
+        return cls(
+            id=body["id"],
+            type=body["type"],
+            payload=body.get("payload"),
+            attempts=int(body.get("attempts") or 0),
+            priority=body.get("priority") or "normal",
+            max_retries=int(body.get("max_retries") or 0),
+            claim_ttl=float(body.get("claim_ttl") or 0),
+            parent_id=body.get("parent_id"),
+            capabilities=tuple(body.get("capabilities") or ()),
+            raw=public,
+        )
+
+
+Handler = Callable[[Task], Any]  # returns a JSON value, or an awaitable of one
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _lease_seconds(claimed: Mapping[str, Any]) -> float:
+    """How long the lease just granted lasts, from the server's own clock (so clock skew does not matter)."""
+    ttl = claimed.get("claim_ttl")
+    if isinstance(ttl, int | float) and ttl > 0:
+        return float(ttl)
+    try:
+        end = datetime.fromisoformat(str(claimed["lease_expires_at"]).replace("Z", "+00:00")).timestamp()
+        return max(end - time.time(), 1.0)
+    except (KeyError, ValueError):
+        return REGISTER_TTL
+
+
+async def _run_in_thread(fn: Callable[[Task], Any], task: Task) -> Any:
+    """Run a sync handler on a daemon thread: a handler stuck forever must not keep the process alive."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn(task))
+        except BaseException as exc:  # handed to the event loop, which decides
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop is gone (the agent stopped without waiting for this handler)
+
+    threading.Thread(target=target, name=f"mcs-handler-{task.id[:8]}", daemon=True).start()
+    return await future
+
+
+@dataclass
+class _Running:
+    task: Task
+    token: str
+    job: asyncio.Task[Any]
+    released: bool = False
+
+
+class Agent:
+    """A Python function as a mesh agent.
+
+        from mcs.agent import Agent, PermanentError
+
+        def handle(task):                 # or: async def handle(task)
+            return {"echo": task.payload}  # any JSON value: the task's result
+
+        Agent(handle, capabilities=["echo"]).run()
+
+    The handler's return value completes the task. `PermanentError` fails it for good; any other exception
+    fails it retryably (MCS retries with backoff until `max_retries` is spent). While a handler runs, the
+    lease is extended every third of its length. Credentials default to $MCS_AGENT_ID, $MCS_AGENT_SECRET and
+    $MCS_WEBHOOK_SECRET, the server to $MCS_URL.
+
+    `listen="host:port"` (default `127.0.0.1:0`, a free port) serves a webhook receiver and registers its
+    URL (or `notify_url`, when MCS must call another address, e.g. through a proxy or tunnel);
+    `listen=None` pulls instead: long-polling `claim` with `wait`, no inbound connections needed.
+    `concurrency` handlers run at once at most.
+
+    `run()` blocks until SIGINT/SIGTERM; async code uses `await agent.serve()` / `await agent.stop()` or
+    `async with agent: ...`. Shutdown stops taking work, tells MCS the agent is going offline, lets running
+    handlers finish for up to `shutdown_grace` seconds, then releases what is still running (a retryable
+    failure, so MCS hands the task out again).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        capabilities: list[str] | tuple[str, ...],
+        url: str | None = None,
+        name: str | None = None,
+        secret: str | None = None,
+        webhook_secret: str | None = None,
+        listen: str | None = "127.0.0.1:0",
+        notify_url: str | None = None,
+        concurrency: int = 1,
+        ttl: float = REGISTER_TTL,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+        pull_wait: float = PULL_WAIT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        e = os.environ if env is None else env
+        if not callable(handler):
+            raise ConfigError(f"the handler must be callable, not {type(handler).__name__}")
+        self.handler = handler
+        self.capabilities = list(dict.fromkeys(capabilities))
+        if not self.capabilities:
+            raise ConfigError("an agent needs at least one capability")
+        self.url = (url or e.get("MCS_URL") or DEFAULT_URL).rstrip("/")
+        self.name = name or e.get("MCS_AGENT_ID") or ""
+        self.secret = secret or e.get("MCS_AGENT_SECRET") or ""
+        if not self.name or not self.secret:
+            raise ConfigError("agent credentials missing: set MCS_AGENT_ID and MCS_AGENT_SECRET (or name=, secret=)")
+        self.webhook_secret = webhook_secret or e.get("MCS_WEBHOOK_SECRET") or ""
+        self.listen = listen
+        if listen is not None:
+            try:
+                self._host, self._port = parse_listen(listen)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if not self.webhook_secret:
+                raise ConfigError(
+                    "MCS_WEBHOOK_SECRET is not set: it is needed to verify webhooks (or pull instead: listen=None)"
+                )
+        self._notify_url = notify_url
+        if concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.ttl, self.heartbeat, self.shutdown_grace, self.pull_wait = ttl, heartbeat, shutdown_grace, pull_wait
+        self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            type(handler).__call__  # an object with an async __call__
+        )
+        self.client: AsyncClient | None = None
+        self.receiver: Receiver | None = None
+        self._inbox: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()  # task ids announced by webhook and not yet done with
+        self._running: dict[str, _Running] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: release running tasks now
+        self._stopping = False
+        self._started = False
+        self._shutdown_done: asyncio.Event | None = None
+        # What happened, for logs and tests.
+        self.completed = 0
+        self.failed = 0
+        self.released = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def pull(self) -> bool:
+        return self.listen is None
+
+    @property
+    def notify_url(self) -> str | None:
+        """The URL MCS calls with webhooks (None in pull mode)."""
+        if self.pull:
+            return None
+        if self._notify_url:
+            return self._notify_url
+        if self.receiver is None:
+            return None
+        host = self._host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"  # listening everywhere; loopback reaches it from this machine
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.receiver.port}/"
+
+    async def start(self) -> None:
+        """Register with MCS and start taking work; returns once running (see `stop`)."""
+        if self._started:
+            return
+        self._started = True
+        self.client = AsyncClient(self.url, agent_id=self.name, agent_secret=self.secret, timeout=self.pull_wait + 20)
+        try:
+            if not self.pull:
+                app = WebhookApp(webhook_secret=self.webhook_secret, on_task=self._announce)
+                self.receiver = Receiver(app, host=self._host, port=self._port)
+                await self.receiver.start()
+            await self._register()
+        except BaseException:
+            await self._close_resources()
+            raise
+        log.info(
+            "agent %s online: %s, capabilities %s, concurrency %d",
+            self.name,
+            "pulling" if self.pull else f"webhooks at {self.notify_url}",
+            ",".join(self.capabilities),
+            self.concurrency,
+            extra={"action": "agent_online", "agent": self.name},
+        )
+        self._background.append(asyncio.create_task(self._heartbeat_loop()))
+        for i in range(self.concurrency):
+            worker = self._pull_worker(i) if self.pull else self._push_worker(i)
+            self._background.append(asyncio.create_task(worker))
+
+    async def serve(self) -> None:
+        """Run until `stop()` is called (or the task running this is canceled), then shut down cleanly."""
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self._shutdown()
+
+    async def stop(self) -> None:
+        """Shut down cleanly: no new work, running handlers finish (or are released after the grace)."""
+        self._stop_requested.set()
+        if self._started:
+            await self._shutdown()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def run(self) -> None:
+        """Block and serve until SIGINT or SIGTERM, then shut down cleanly (a second signal: at once)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            signals = 0
+
+            def on_signal(signum: int) -> None:
+                nonlocal signals
+                signals += 1
+                if signals == 1:
+                    log.info("agent %s: %s, shutting down", self.name, signal.Signals(signum).name)
+                    self._stop_requested.set()
+                else:
+                    log.info("agent %s: second signal, releasing running tasks now", self.name)
+                    self._hurry.set()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal, sig)
+            try:
+                await self.serve()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+        asyncio.run(main())
+
+    async def _shutdown(self) -> None:
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
+            return
+        self._shutdown_done = asyncio.Event()
+        self._stopping = True
+        try:
+            if self.receiver is not None:
+                self.receiver.app.closing = True
+            for bg in self._background:
+                bg.cancel()  # workers wait for work or poll; running handlers live in their own tasks
+            await asyncio.gather(*self._background, return_exceptions=True)
+            self._background.clear()
+            await self._go_offline()
+            if self._running:
+                log.info(
+                    "agent %s: waiting up to %g s for %d running task(s)",
+                    self.name,
+                    self.shutdown_grace,
+                    len(self._running),
+                    extra={"action": "agent_draining", "agent": self.name},
+                )
+                running = list(self._running.values())
+                all_done = asyncio.gather(*(r.job for r in running), return_exceptions=True)
+                hurry = asyncio.create_task(self._hurry.wait())
+                waiters: set[asyncio.Future[Any]] = {all_done, hurry}
+                await asyncio.wait(waiters, timeout=self.shutdown_grace, return_when=asyncio.FIRST_COMPLETED)
+                hurry.cancel()
+                for r in running:
+                    if not r.job.done():
+                        await self._release(r)
+                await all_done
+        finally:
+            await self._close_resources()
+            log.info("agent %s stopped", self.name, extra={"action": "agent_stopped", "agent": self.name})
+            self._shutdown_done.set()
+
+    async def _close_resources(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.stop()
+        if self.client is not None:
+            await self.client.aclose()
+
+    # ------------------------------------------------------------ registration
+
+    async def _register(self) -> None:
+        assert self.client is not None
+        await self.client.register(
+            self.capabilities, notify_url=self.notify_url, ttl=self.ttl, concurrency=self.concurrency
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        delay = self.heartbeat
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._register()
+                delay = self.heartbeat
+            except (McsUnavailable, McsApiError) as exc:
+                delay = min(self.heartbeat, 5.0)
+                log.warning("agent %s: heartbeat failed: %s", self.name, exc, extra={"action": "heartbeat_failed"})
+
+    async def _go_offline(self) -> None:
+        """One last registration without a notify URL and with a short TTL: MCS offers us nothing new."""
+        try:
+            assert self.client is not None
+            await self.client.register(self.capabilities, notify_url=None, ttl=OFFLINE_TTL)
+        except (McsUnavailable, McsApiError) as exc:
+            log.warning("agent %s: could not sign off: %s", self.name, exc, extra={"action": "sign_off_failed"})
+
+    # ------------------------------------------------------------ taking work
+
+    def _announce(self, task: dict[str, Any]) -> None:
+        """A verified webhook offered us this task."""
+        task_id = task["id"]
+        if self._stopping or task_id in self._pending:
+            return
+        self._pending.add(task_id)
+        self._inbox.put_nowait(task_id)
+
+    async def _push_worker(self, index: int) -> None:
+        assert self.client is not None
+        await self._catch_up()
+        while True:
+            task_id = await self._inbox.get()
+            try:
+                claimed = await self.client.claim(task_id)
+            except (ConflictError, ForbiddenError, NotFoundError) as exc:
+                # Someone else has it, it was canceled, or this is a repeated webhook: normal at-least-once.
+                log.info("agent %s: did not claim %s: %s", self.name, task_id, exc.message)
+                self._pending.discard(task_id)
+                continue
+            except (McsUnavailable, McsApiError) as exc:
+                log.warning("agent %s: claim of %s failed: %s", self.name, task_id, exc)
+                self._pending.discard(task_id)
+                continue
+            try:
+                await self._run_claimed(claimed)
+            finally:
+                self._pending.discard(task_id)
+
+    async def _catch_up(self) -> None:
+        """At start, take a task MCS assigned to this agent before a restart (its webhook went nowhere)."""
+        assert self.client is not None
+        try:
+            claimed = await self.client.claim_next(wait=0)
+        except (McsUnavailable, McsApiError) as exc:
+            log.warning("agent %s: catch-up claim failed: %s", self.name, exc)
+            return
+        if claimed is not None:
+            self._pending.add(claimed["id"])
+            try:
+                await self._run_claimed(claimed)
+            finally:
+                self._pending.discard(claimed["id"])
+
+    async def _pull_worker(self, index: int) -> None:
+        assert self.client is not None
+        failures = 0
+        while True:
+            try:
+                claimed = await self.client.claim_next(wait=self.pull_wait)
+                failures = 0
+            except (McsUnavailable, McsApiError) as exc:
+                failures += 1
+                delay = min(BACKOFF_MAX, 0.5 * 2**failures)
+                log.warning("agent %s: claim failed (%s); again in %.1f s", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if claimed is not None:
+                await self._run_claimed(claimed)
+
+    # ------------------------------------------------------------ running one task
+
+    async def _run_claimed(self, claimed: dict[str, Any]) -> None:
+        """Run the handler on a claimed task in its own asyncio task: when shutdown cancels the worker, the
+        task runs on and shutdown waits for it."""
+        task = Task.from_api(claimed)
+        token = str(claimed["claim_token"])
+        job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed)))
+        self._running[task.id] = _Running(task=task, token=token, job=job)
+
+        def finished(j: asyncio.Task[Any]) -> None:
+            if self._running.get(task.id) is not None and self._running[task.id].job is j:
+                del self._running[task.id]
+            if not j.cancelled() and j.exception() is not None:
+                log.error("agent %s: bug while running %s", self.name, task.id, exc_info=j.exception())
+
+        job.add_done_callback(finished)
+        await asyncio.shield(job)
+
+    async def _execute(self, task: Task, token: str, lease: float) -> None:
+        log.info(
+            "agent %s: running %s (%s, attempt %d)",
+            self.name,
+            task.id,
+            task.type,
+            task.attempts,
+            extra={"action": "task_started", "task_id": task.id},
+        )
+        lease_lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(task, token, lease, lease_lost))
+        work: asyncio.Task[Any] = asyncio.create_task(self._invoke(task))
+        lost = asyncio.create_task(lease_lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            keeper.cancel()
+            lost.cancel()
+        if not work.done():
+            work.cancel()  # a sync handler's thread runs on; its result is ignored
+            log.warning(
+                "agent %s: lost the lease on %s (canceled or taken back); abandoning it",
+                self.name,
+                task.id,
+                extra={"action": "lease_lost", "task_id": task.id},
+            )
+            return
+        exc = work.exception()
+        if exc is None:
+            await self._report_result(task, token, work.result())
+        elif isinstance(exc, PermanentError):
+            await self._report_failure(task, token, _error_text(exc), retryable=False, exc=exc)
+        else:
+            await self._report_failure(task, token, _error_text(exc), retryable=True, exc=exc)
+
+    async def _invoke(self, task: Task) -> Any:
+        if self._is_async:
+            return await self.handler(task)
+        result = await _run_in_thread(self.handler, task)
+        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            return await result
+        return result
+
+    async def _keep_lease(self, task: Task, token: str, lease: float, lost: asyncio.Event) -> None:
+        assert self.client is not None
+        interval = max(MIN_EXTEND_INTERVAL, lease * EXTEND_FRACTION)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.client.extend(task.id, token)
+                log.debug("agent %s: extended the lease on %s", self.name, task.id)
+            except (ConflictError, ForbiddenError, NotFoundError) as exc:
+                log.warning("agent %s: cannot extend %s: %s", self.name, task.id, exc.message)
+                lost.set()
+                return
+            except (McsUnavailable, McsApiError) as exc:
+                log.warning("agent %s: extending %s failed (%s); trying again", self.name, task.id, exc)
+
+    # ------------------------------------------------------------ reporting
+
+    async def _report_result(self, task: Task, token: str, result: Any) -> None:
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            await self._report_failure(
+                task, token, f"the handler returned a value that is not JSON: {exc}", retryable=False
+            )
+            return
+        assert self.client is not None
+        client = self.client
+        try:
+            await self._with_patience(lambda: client.complete(task.id, token, result))
+        except McsUnavailable:
+            return  # logged; the lease runs out and MCS retries the task
+        except McsApiError as exc:
+            if isinstance(exc, ConflictError):
+                log.warning("agent %s: %s was taken back before we finished: %s", self.name, task.id, exc.message)
+                return
+            # The server would not store this result (too large, ...): say so in the task's error.
+            await self._report_failure(task, token, f"MCS refused the result: {exc.message}", retryable=False)
+            return
+        self.completed += 1
+        log.info("agent %s: completed %s", self.name, task.id, extra={"action": "task_completed", "task_id": task.id})
+
+    async def _report_failure(
+        self, task: Task, token: str, error: str, *, retryable: bool, exc: BaseException | None = None
+    ) -> None:
+        log.warning(
+            "agent %s: %s failed%s: %s",
+            self.name,
+            task.id,
+            "" if retryable else " for good",
+            error,
+            exc_info=exc if exc is not None and not isinstance(exc, PermanentError) else None,
+            extra={"action": "task_failed", "task_id": task.id},
+        )
+        assert self.client is not None
+        client = self.client
+        try:
+            await self._with_patience(lambda: client.fail(task.id, token, error, retryable=retryable))
+        except McsUnavailable:
+            return  # logged; the lease runs out and MCS retries the task
+        except McsApiError as api_exc:
+            log.warning("agent %s: could not report the failure of %s: %s", self.name, task.id, api_exc.message)
+            return
+        self.failed += 1
+
+    async def _release(self, running: _Running) -> None:
+        """Give a task back at shutdown: a retryable failure, so MCS hands it out again."""
+        running.released = True
+        running.job.cancel()
+        assert self.client is not None
+        error = f"released: agent {self.name} shut down before the handler finished"
+        try:
+            await self.client.fail(running.task.id, running.token, error, retryable=True)
+            self.released += 1
+            log.info(
+                "agent %s: released %s",
+                self.name,
+                running.task.id,
+                extra={"action": "task_released", "task_id": running.task.id},
+            )
+        except (McsUnavailable, McsApiError) as exc:
+            log.warning("agent %s: could not release %s: %s", self.name, running.task.id, exc)
+
+    async def _with_patience(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Call, retrying while MCS is unreachable (a restart) for up to REPORT_PATIENCE seconds."""
+        deadline = time.monotonic() + REPORT_PATIENCE
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except McsUnavailable as exc:
+                if time.monotonic() > deadline:
+                    log.error("agent %s: gave up reporting: %s", self.name, exc)
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(BACKOFF_MAX, delay * 2)
