@@ -155,7 +155,8 @@ def test_the_html_report_in_chromium_shows_the_findings_and_filters_them(review)
         assert page.eval(titles) == [f["title"] for f in report["findings"]]
         assert page.eval("document.getElementById('shown').textContent") == f"{total} of {total}"
         agents_rows = page.eval(
-            "Array.from(document.querySelectorAll('#agents tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
+            "Array.from(document.querySelectorAll('#agents tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent))"
         )
         expected_rows = [
             [a["agent"], "ok", str(a["critical"]), str(a["recommendation"]), str(a["observation"]), str(a["findings"])]
