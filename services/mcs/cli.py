@@ -372,6 +372,63 @@ def agent_run(handler: str, **opts: Any) -> None:
     _run_agent(load_handler(handler), opts)
 
 
+@agent.command(
+    "llm", epilog=_AGENT_ENV_HELP + " The model server's API key, if it needs one: MCS_LLM_API_KEY or OPENAI_API_KEY."
+)
+@click.option(
+    "--base-url",
+    envvar="MCS_LLM_BASE_URL",
+    show_envvar=True,
+    required=True,
+    help="The OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1 for Ollama.",
+)
+@click.option("--model", "-m", envvar="MCS_LLM_MODEL", show_envvar=True, required=True, help="The model to ask.")
+@click.option("--system", help="A system prompt for tasks that bring none.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for one answer; longer fails the task (retryably).",
+)
+@click.option("--temperature", type=float, help="Sampling temperature, unless the task says otherwise.")
+@click.option("--max-tokens", type=click.IntRange(1), help="Answer length limit, unless the task says otherwise.")
+@_agent_options
+def agent_llm(
+    base_url: str,
+    model: str,
+    system: str | None,
+    timeout: float,
+    temperature: float | None,
+    max_tokens: int | None,
+    **opts: Any,
+) -> None:
+    """Answer tasks with a model behind any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
+
+    A task's payload is {"prompt": ..., "system"?: ..., "url"?: material to fetch and include}; the result
+    is {"answer": ..., "model": ..., "usage": ...}. The model server's timeouts, 429 and 5xx fail the task
+    retryably; its other 4xx (wrong key, unknown model) fail it for good.
+    """
+    import os
+
+    from mcs.agent.llm import API_KEY_ENV, ChatAgent
+
+    api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+    try:
+        handler = ChatAgent(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            system=system,
+            timeout=timeout,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base-url") from None
+    _run_agent(handler, opts)
+
+
 # ---------------------------------------------------------------- tasks
 
 

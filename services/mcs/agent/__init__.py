@@ -14,6 +14,6 @@ From the shell: `mcs agent run mymodule:handle --capability echo`.
 
 from __future__ import annotations
 
-from mcs.agent.runner import Agent, Handler, PermanentError, Task
+from mcs.agent.runner import Agent, Handler, PermanentError, RetryableError, Task
 
-__all__ = ["Agent", "Handler", "PermanentError", "Task"]
+__all__ = ["Agent", "Handler", "PermanentError", "RetryableError", "Task"]

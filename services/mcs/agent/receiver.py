@@ -135,7 +135,9 @@ class Receiver:
         config = Config()
         config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the socket from here on
         config.accesslog = None
-        config.errorlog = logging.getLogger("mcs.agent.receiver")
+        errorlog = logging.getLogger("mcs.agent.receiver")
+        errorlog.setLevel(logging.WARNING)  # Hypercorn's "Running on ... (CTRL + C to quit)" is not ours to say
+        config.errorlog = errorlog
         config.graceful_timeout = GRACEFUL_TIMEOUT
         self._task = asyncio.create_task(serve(self.app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
 

@@ -44,6 +44,11 @@ class PermanentError(Exception):
     """Raise it from a handler to fail the task for good: MCS will not retry it."""
 
 
+class RetryableError(Exception):
+    """Raise it from a handler for an expected, passing failure (a busy upstream): the task fails retryably,
+    like with any other exception, but the agent logs one line instead of a traceback."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     """A claimed task as a handler sees it. `raw` is the API's whole JSON for the task."""
@@ -149,6 +154,8 @@ class Agent:
     URL (or `notify_url`, when MCS must call another address, e.g. through a proxy or tunnel);
     `listen=None` pulls instead: long-polling `claim` with `wait`, no inbound connections needed.
     `concurrency` handlers run at once at most.
+
+    A handler object with an async `aclose()` method is closed when the agent stops.
 
     `run()` blocks until SIGINT/SIGTERM; async code uses `await agent.serve()` / `await agent.stop()` or
     `async with agent: ...`. Shutdown stops taking work, tells MCS the agent is going offline, lets running
@@ -361,6 +368,12 @@ class Agent:
             await self.receiver.stop()
         if self.client is not None:
             await self.client.aclose()
+        closer = getattr(self.handler, "aclose", None)  # a handler object may hold connections of its own
+        if callable(closer):
+            try:
+                await closer()
+            except Exception:
+                log.exception("agent %s: closing the handler failed", self.name)
 
     # ------------------------------------------------------------ registration
 
@@ -566,7 +579,7 @@ class Agent:
             task.id,
             "" if retryable else " for good",
             error,
-            exc_info=exc if exc is not None and not isinstance(exc, PermanentError) else None,
+            exc_info=exc if exc is not None and not isinstance(exc, PermanentError | RetryableError) else None,
             extra={"action": "task_failed", "task_id": task.id},
         )
         assert self.client is not None

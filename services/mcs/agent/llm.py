@@ -1,0 +1,184 @@
+"""An agent that answers tasks through any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
+
+Task payload (a plain string is taken as the prompt):
+
+    {"prompt": "Review this code", "system": "You are a careful reviewer",   # system: optional
+     "url": "https://example.org/file.py",                                   # optional: fetched, appended
+     "temperature": 0.2, "max_tokens": 800}                                  # optional
+
+Result: `{"answer": "...", "model": "...", "usage": {...} | null, "finish_reason": "stop"}`.
+
+Failures say what went wrong and whether trying again can help: the model server's 429, 5xx, timeouts and
+refused connections fail the task retryably (MCS retries with backoff); its other 4xx (bad request, wrong
+key, unknown model) and a payload without a prompt fail it for good. The API key is sent as a bearer token
+and never logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from mcs.agent.runner import PermanentError, RetryableError, Task
+
+log = logging.getLogger("mcs.agent.llm")
+
+DEFAULT_TIMEOUT = 120.0  # seconds for one chat completion (local models on a CPU are slow)
+FETCH_TIMEOUT = 30.0  # seconds to fetch a payload's `url`
+MAX_MATERIAL = 200_000  # characters of fetched material passed to the model; the rest is cut off
+ERROR_EXCERPT = 300  # characters of a model server's error body quoted in the task's error
+API_KEY_ENV = ("MCS_LLM_API_KEY", "OPENAI_API_KEY")  # where `mcs agent llm` looks for a key, in order
+
+
+class ModelUnavailable(RetryableError):
+    """The model server could not answer now (timeout, 429, 5xx, connection refused): worth retrying."""
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The model server's own words about an error: OpenAI's `{"error": {"message"}}`, Ollama's
+    `{"error": "..."}`, or the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:ERROR_EXCERPT].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return str(err)[:ERROR_EXCERPT]
+    return str(body)[:ERROR_EXCERPT]
+
+
+class ChatAgent:
+    """The handler: `Agent(ChatAgent(base_url=..., model=...), capabilities=[...])`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        system: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"the base URL must start with http:// or https://, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.system = system
+        self.timeout = timeout
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self._api_key = api_key
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # never the key
+        return f"ChatAgent(base_url={self.base_url!r}, model={self.model!r})"
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)), transport=self._transport
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __call__(self, task: Task) -> dict[str, Any]:
+        request = self._parse(task.payload)
+        user = request["prompt"]
+        if request.get("url"):
+            material = await self._fetch(request["url"])
+            user = f"{user}\n\n--- material from {request['url']} ---\n{material}"
+        messages = []
+        system = request.get("system") or self.system
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": user})
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": False}
+        for key, default in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
+            value = request.get(key, default)
+            if value is not None:
+                body[key] = value
+        return await self._complete(body)
+
+    @staticmethod
+    def _parse(payload: Any) -> dict[str, Any]:
+        if isinstance(payload, str):
+            payload = {"prompt": payload}
+        if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str) or not payload["prompt"]:
+            raise PermanentError("the payload needs a non-empty 'prompt' string (or be one)")
+        if payload.get("url") is not None and not (
+            isinstance(payload["url"], str) and payload["url"].startswith(("http://", "https://"))
+        ):
+            raise PermanentError("'url' must be an http:// or https:// URL")
+        if payload.get("system") is not None and not isinstance(payload["system"], str):
+            raise PermanentError("'system' must be a string")
+        temperature = payload.get("temperature")
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
+            raise PermanentError("'temperature' must be a number")
+        max_tokens = payload.get("max_tokens")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+            raise PermanentError("'max_tokens' must be an integer")
+        return payload
+
+    async def _fetch(self, url: str) -> str:
+        """The text at `url` (no credentials sent), cut to MAX_MATERIAL characters."""
+        try:
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, transport=self._transport) as c:
+                response = await c.get(url)
+        except httpx.TimeoutException as exc:
+            raise ModelUnavailable(f"fetching {url} timed out after {FETCH_TIMEOUT:g} s") from exc
+        except httpx.TransportError as exc:
+            raise ModelUnavailable(f"cannot fetch {url}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ModelUnavailable(f"fetching {url} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentError(f"fetching {url} answered HTTP {response.status_code}")
+        text = response.text
+        if len(text) > MAX_MATERIAL:
+            text = text[:MAX_MATERIAL] + f"\n[... cut: {len(text) - MAX_MATERIAL} more characters]"
+        return text
+
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/chat/completions"
+        headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            response = await self._client().post(url, json=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise ModelUnavailable(
+                f"the model server at {self.base_url} did not answer within {self.timeout:g} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ModelUnavailable(f"cannot reach the model server at {self.base_url}: {exc}") from exc
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise ModelUnavailable(f"the model server answered HTTP {status}: {_server_message(response)}")
+        if status >= 400:
+            hint = {401: " (check the API key)", 403: " (check the API key)", 404: " (check the base URL and model)"}
+            raise PermanentError(
+                f"the model server answered HTTP {status}{hint.get(status, '')}: {_server_message(response)}"
+            )
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            answer = choice["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelUnavailable(
+                f"the model server's answer is not a chat completion: {response.text[:ERROR_EXCERPT]!r}"
+            ) from exc
+        return {
+            "answer": answer,
+            "model": data.get("model") or self.model,
+            "usage": data.get("usage"),
+            "finish_reason": choice.get("finish_reason"),
+        }

@@ -1,0 +1,114 @@
+"""The LLM agent's handler against a fake OpenAI-compatible server on loopback: what it sends, what it
+returns, and how each kind of model-server trouble becomes a retryable or a permanent task failure."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from mcs.agent import PermanentError, Task
+from mcs.agent.llm import ChatAgent, ModelUnavailable
+from tests.fake_openai import FakeOpenAI
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+def task(payload: object) -> Task:
+    return Task(id="t-1", type="ask", payload=payload, attempts=1, priority="normal")
+
+
+async def ask(agent: ChatAgent, payload: object) -> dict:
+    try:
+        return await agent(task(payload))
+    finally:
+        await agent.aclose()
+
+
+async def test_answers_with_the_model_reply_usage_and_sends_system_material_and_key(fake):
+    fake.materials["code.py"] = "def add(a, b):\n    return a - b\n"
+    agent = ChatAgent(base_url=fake.url, model="tiny", api_key="sk-secret-123", system="default system")
+    result = await ask(
+        agent,
+        {"prompt": "Find the bug", "system": "You review code", "url": fake.material_url("code.py"), "max_tokens": 50},
+    )
+    assert result["answer"].startswith("echo: Find the bug")
+    assert "return a - b" in result["answer"]  # the fetched material reached the model
+    assert result["model"] == "tiny-fake" and result["finish_reason"] == "stop"
+    assert result["usage"]["total_tokens"] == 9
+    (sent,) = fake.requests
+    assert sent["headers"]["authorization"] == "Bearer sk-secret-123"
+    assert sent["body"]["model"] == "tiny" and sent["body"]["stream"] is False and sent["body"]["max_tokens"] == 50
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "You review code"}
+    assert "sk-secret" not in repr(agent)
+
+
+async def test_a_plain_string_payload_is_the_prompt_and_no_key_means_no_authorization(fake):
+    result = await ask(ChatAgent(base_url=fake.url + "/", model="m", system="be brief"), "hello")
+    assert result["answer"] == "echo: hello"
+    (sent,) = fake.requests
+    assert "authorization" not in sent["headers"]
+    assert sent["body"]["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"), [(400, "fake says 400"), (401, "check the API key"), (404, "check the base URL and model")]
+)
+async def test_client_errors_from_the_model_server_fail_for_good(fake, status, hint):
+    with pytest.raises(PermanentError) as caught:
+        await ask(ChatAgent(base_url=fake.url, model="m"), f"[status={status}]")
+    assert f"HTTP {status}" in str(caught.value) and hint in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_overload_and_server_errors_are_retryable(fake, status):
+    with pytest.raises(ModelUnavailable) as caught:
+        await ask(ChatAgent(base_url=fake.url, model="m"), f"[status={status}]")
+    assert not isinstance(caught.value, PermanentError)
+    assert f"HTTP {status}: fake says {status}" in str(caught.value)
+
+
+async def test_a_model_that_does_not_answer_in_time_is_a_retryable_timeout(fake):
+    with pytest.raises(ModelUnavailable, match="did not answer within 0.3 s"):
+        await ask(ChatAgent(base_url=fake.url, model="m", timeout=0.3), "[hang]")
+
+
+async def test_an_answer_that_is_not_a_chat_completion_is_retryable(fake):
+    with pytest.raises(ModelUnavailable, match="not a chat completion"):
+        await ask(ChatAgent(base_url=fake.url, model="m"), "[garbage]")
+
+
+async def test_a_model_server_that_is_not_there_is_retryable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    with pytest.raises(ModelUnavailable, match="cannot reach the model server"):
+        await ask(ChatAgent(base_url=f"http://127.0.0.1:{port}/v1", model="m"), "hi")
+
+
+async def test_bad_payloads_and_missing_material_fail_for_good(fake):
+    for payload, message in [
+        ({}, "'prompt'"),
+        ({"prompt": ""}, "'prompt'"),
+        (42, "'prompt'"),
+        ({"prompt": "x", "url": "file:///etc/passwd"}, "http:// or https://"),
+        ({"prompt": "x", "temperature": "hot"}, "'temperature'"),
+        ({"prompt": "x", "url": fake.material_url("absent")}, "HTTP 404"),
+    ]:
+        with pytest.raises(PermanentError, match=message):
+            await ask(ChatAgent(base_url=fake.url, model="m"), payload)
+    assert fake.requests == []  # none of them reached the model
+
+
+def test_the_base_url_must_be_http():
+    with pytest.raises(ValueError, match="http:// or https://"):
+        ChatAgent(base_url="localhost:11434", model="m")
