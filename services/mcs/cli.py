@@ -746,6 +746,10 @@ def review() -> None:
     "--include", "-i", "include", multiple=True, help="File pattern to pack (repeatable; default *.py, *.pyi)."
 )
 @click.option("--capability", "-c", default="mcs-review", show_default=True, help="Who reviews.")
+@click.option(
+    "--prompt-code/--no-prompt-code", default=True, show_default=True,
+    help="Also put the code into the prompt, for LLM reviewers (about doubles the size).",
+)  # fmt: skip
 @click.option("--priority", "-p", type=click.Choice(["urgent", "normal", "low"]), default=None)
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True, help="Seconds to wait.")
 @click.option(
@@ -759,6 +763,7 @@ def review_run(
     out: Path,
     include: tuple[str, ...],
     capability: str,
+    prompt_code: bool,
     priority: str | None,
     timeout: float,
     max_bytes: int,
@@ -770,7 +775,9 @@ def review_run(
     from mcs.review import submit as reviewing
 
     try:
-        packed = packing.pack(path, include=include or packing.DEFAULT_INCLUDE, max_bytes=max_bytes)
+        packed = packing.pack(
+            path, include=include or packing.DEFAULT_INCLUDE, max_bytes=max_bytes, with_prompt_code=prompt_code
+        )
         skipped = f", {len(packed.skipped_binary)} binary skipped" if packed.skipped_binary else ""
         click.echo(f"packed {len(packed.files)} files ({packed.size() / 1024:.0f} KiB{skipped})", err=True)
         with _client(url) as c:

@@ -18,13 +18,15 @@ Clustering is deterministic and independent of the order results arrive in: all 
 file are joined best first (most similar titles, then closest lines), and two groups join only if no
 agent is in both (an agent that reports two findings means two problems).
 
-A child that completed with something else than that shape is listed with `status: "malformed"` and a
-reason; a single bad finding is dropped and counted in its agent's `invalid`. Nothing a child returns
+A text answer (`{"answer": "..."}`, what `mcs agent llm` returns) counts when the text holds that JSON,
+bare or in a ```json block. A child that completed with anything else is listed with `status: "malformed"`
+and a reason; a single bad finding is dropped and counted in its agent's `invalid`. Nothing a child returns
 can make the aggregation fail.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ MIN_TITLE_SIMILARITY = 0.6  # Jaccard similarity of title words needed to merge
 MAX_FINDINGS_PER_AGENT = 2000  # more are cut off (and said so): settling runs inside a write transaction
 MAX_TEXT = 2000  # characters kept of a title or detail
 MAX_REASONS = 5  # invalid-finding reasons kept per agent
+MAX_ANSWER = 1_000_000  # characters of a text answer searched for findings JSON
 
 _STOP_WORDS = frozenset({"a", "an", "the", "of", "in", "is", "to", "for", "on", "at", "be", "and", "or", "by", "with"})
 # Word endings folded so that "imported"/"import", "names"/"name" compare equal.
@@ -235,17 +238,10 @@ def _agent_summary(child: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]
         summary["status"] = child.get("state") or "unknown"
         summary["reason"] = _short(child.get("error"))
         return summary, []
-    result = child.get("result")
-    raw = result.get("findings") if isinstance(result, dict) else None
-    if not isinstance(raw, list):
+    raw, problem = findings_of(child.get("result"))
+    if raw is None:
         summary["status"] = "malformed"
-        summary["reason"] = (
-            "result is not an object"
-            if not isinstance(result, dict)
-            else "result has no findings list"
-            if "findings" not in result
-            else "findings is not a list"
-        )
+        summary["reason"] = problem
         return summary, []
     found: list[Finding] = []
     reasons: list[str] = []
@@ -265,6 +261,39 @@ def _agent_summary(child: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]
     summary["findings"] = len(found)
     summary |= {s: counts.get(s, 0) for s in SEVERITIES}
     return summary, found
+
+
+_FENCED = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL)
+
+
+def _json_in_text(text: str) -> Any:
+    """The JSON a model's answer holds: the whole text, a fenced ```json block, or the outermost {...}."""
+    candidates = [text.strip(), *(m.group(1).strip() for m in _FENCED.finditer(text))]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def findings_of(result: Any) -> tuple[list[Any] | None, str | None]:
+    """(the raw findings list, None), or (None, why not). Takes `{"findings": [...]}`, and also the
+    `{"answer": "<text>"}` of `mcs agent llm`, when the text holds that JSON (bare, or in a ```json block)."""
+    if not isinstance(result, dict):
+        return None, "result is not an object"
+    if "findings" in result:
+        raw = result["findings"]
+        return (raw, None) if isinstance(raw, list) else (None, "findings is not a list")
+    if isinstance(result.get("answer"), str):
+        parsed = _json_in_text(result["answer"][:MAX_ANSWER])
+        if isinstance(parsed, dict) and isinstance(parsed.get("findings"), list):
+            return parsed["findings"], None
+        return None, 'the answer holds no JSON {"findings": [...]}'
+    return None, "result has no findings list"
 
 
 def _short(value: Any, limit: int = 300) -> str | None:

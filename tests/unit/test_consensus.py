@@ -136,20 +136,22 @@ def test_malformed_and_failed_children_are_recorded_and_do_not_break_the_rest():
     children = [
         child("good", f(), f(line=40, severity="urgent"), f(line=None, title=""), "not a finding"),
         child("text", result="I think the code is fine"),
-        child("nofindings", result={"answer": "looks good"}),
+        child("nofindings", result={"summary": "looks good"}),
+        child("chatty", result={"answer": "Looks good to me {really}."}),
         child("badlist", result={"findings": {"file": "x"}}),
         child("none", result=None),
         child("down", state="failed", error="model timed out"),
         child("gone", state="canceled"),
         child("peer", f(line=11, title="unused import os")),
     ]
-    children[4]["result"] = None
+    children[5]["result"] = None
     r = aggregate(children)
     status = {a["agent"]: (a["status"], a.get("reason")) for a in r["agents"]}
     assert status == {
         "good": ("ok", None),
         "text": ("malformed", "result is not an object"),
         "nofindings": ("malformed", "result has no findings list"),
+        "chatty": ("malformed", 'the answer holds no JSON {"findings": [...]}'),
         "badlist": ("malformed", "findings is not a list"),
         "none": ("malformed", "result is not an object"),
         "down": ("failed", "model timed out"),
@@ -161,7 +163,7 @@ def test_malformed_and_failed_children_are_recorded_and_do_not_break_the_rest():
     assert any("severity 'urgent'" in reason for reason in good["invalid_reasons"])
     assert [(m["agents"], m["consensus"]) for m in r["findings"]] == [(["good", "peer"], 2)]
     assert r["children"] == children  # the collect view is still there, untouched
-    assert r["summary"]["agents"] == 8 and r["summary"]["agents_reporting"] == 2
+    assert r["summary"]["agents"] == 9 and r["summary"]["agents_reporting"] == 2
 
 
 @pytest.mark.parametrize(
@@ -211,3 +213,19 @@ def test_merging_is_independent_of_the_order_children_arrive_in():
     again = aggregate(list(reversed(kids)))["findings"]
     assert first == again
     assert [m["consensus"] for m in first] == [3, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '{"findings": [{"file": "app.py", "line": 11, "severity": "critical", "title": "unused import os"}]}',
+        'Here is my review:\n```json\n{"findings": [{"file": "app.py", "line": 11, "severity": "critical",'
+        ' "title": "Unused import: os", "detail": "drop it"}]}\n```\nHope it helps.',
+        'Sure! {"findings": [{"file": "./app.py", "line": 9, "severity": "Critical",'
+        ' "title": "os is an unused import"}]}',
+    ],
+)
+def test_an_llm_text_answer_holding_findings_json_joins_the_consensus(answer):
+    r = aggregate([child("ruff", f()), child("llm", result={"answer": answer, "model": "qwen"})])
+    assert [(m["agents"], m["consensus"], m["severity"]) for m in r["findings"]] == [(["llm", "ruff"], 2, "critical")]
+    assert {a["agent"]: a["status"] for a in r["agents"]} == {"ruff": "ok", "llm": "ok"}

@@ -3,8 +3,10 @@
     {"root": "myproject", "files": [{"path": "pkg/mod.py", "content": "..."}], "prompt": "...",
      "findings_format": {...}}
 
-Paths are relative, use `/`, and never contain `..`; an agent unpacks them with `unpack()`, which
-refuses anything that would land outside its directory.
+Analyzer agents read `files`; paths are relative, use `/`, and never contain `..`, and `unpack()` refuses
+anything that would land outside its directory. LLM agents (`mcs agent llm`) read only `prompt`: the
+review instructions followed by every file with numbered lines (so the model can cite lines), unless
+packed with `with_prompt_code=False` (analyzers only; half the size).
 """
 
 from __future__ import annotations
@@ -59,9 +61,20 @@ class Packed:
     files: list[dict[str, str]] = field(default_factory=list)
     skipped_binary: list[str] = field(default_factory=list)
     skipped_ignored: int = 0
+    with_prompt_code: bool = True
+
+    def prompt(self) -> str:
+        """The instructions, then (with_prompt_code) each file with its lines numbered."""
+        if not self.with_prompt_code:
+            return PROMPT
+        parts = [PROMPT, f"\nThe project `{self.root}` has {len(self.files)} files; each line starts with its number."]
+        for f in self.files:
+            numbered = "\n".join(f"{n:>5}| {line}" for n, line in enumerate(f["content"].splitlines(), start=1))
+            parts.append(f"\n=== {f['path']} ===\n{numbered}")
+        return "\n".join(parts)
 
     def payload(self) -> dict[str, Any]:
-        return {"root": self.root, "files": self.files, "prompt": PROMPT, "findings_format": FINDINGS_FORMAT}
+        return {"root": self.root, "files": self.files, "prompt": self.prompt(), "findings_format": FINDINGS_FORMAT}
 
     def size(self) -> int:
         """Bytes of the payload as the client sends it (compact UTF-8 JSON)."""
@@ -91,7 +104,13 @@ def _ignored(rel: str, name: str, is_dir: bool, patterns: list[str]) -> bool:
     return False
 
 
-def pack(path: Path, *, include: tuple[str, ...] = DEFAULT_INCLUDE, max_bytes: int = DEFAULT_MAX_BYTES) -> Packed:
+def pack(
+    path: Path,
+    *,
+    include: tuple[str, ...] = DEFAULT_INCLUDE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    with_prompt_code: bool = True,
+) -> Packed:
     """The files under `path` (a directory or one file) that match `include`, skipping version control,
     virtualenvs, caches, build output, .gitignore'd paths and binaries. PackError when nothing is left or
     the payload would not fit in a request of `max_bytes`."""
@@ -99,7 +118,7 @@ def pack(path: Path, *, include: tuple[str, ...] = DEFAULT_INCLUDE, max_bytes: i
     if not path.exists():
         raise PackError(f"{path} does not exist")
     root = path if path.is_dir() else path.parent
-    packed = Packed(root=root.name or "root")
+    packed = Packed(root=root.name or "root", with_prompt_code=with_prompt_code)
     candidates: list[Path] = []
     if path.is_file():
         candidates.append(path)
@@ -150,8 +169,9 @@ def pack(path: Path, *, include: tuple[str, ...] = DEFAULT_INCLUDE, max_bytes: i
     if size + ENVELOPE_BYTES > max_bytes:
         raise PackError(
             f"the code packs to {size / 1024:.0f} KiB, over the server's request limit of {max_bytes / 1024:.0f} KiB"
-            " (MCS_MAX_BODY_BYTES); review a subdirectory, or raise MCS_MAX_BODY_BYTES on the server and pass"
-            " --max-bytes"
+            " (MCS_MAX_BODY_BYTES); review a subdirectory"
+            + (", or leave the code out of the LLM prompt (--no-prompt-code)" if with_prompt_code else "")
+            + ", or raise MCS_MAX_BODY_BYTES on the server and pass --max-bytes"
         )
     return packed
 
