@@ -10,9 +10,14 @@ Two findings name the same problem when all of these hold:
 - the same file (paths compared after `./` and `\\` clean-up);
 - lines at most `LINE_WINDOW` apart (or neither has a line: a file-level finding);
 - similar titles: the Jaccard similarity of their word sets (lower-cased, punctuation and a few stop words
-  dropped, simple endings -s/-ed/-ing folded) is at least `MIN_TITLE_SIMILARITY`. With 0.6, "Unused import:
+  dropped, simple endings -s/-ed/-ing folded) is at least `MIN_TITLE_SIMILARITY`, or the shorter title's
+  words (at least `MIN_CONTAINED_WORDS` of them) all appear in the longer one. With 0.6, "Unused import:
   os" meets "unused import os" (1.0) and "os imported but unused" (0.75), but not "Unused import: sys"
-  (0.5): different names are different problems.
+  (0.5): different names are different problems. "Use of eval" meets "Use of eval on untrusted input"
+  (contained), as a model's wordier title should.
+
+A merged finding takes the title most of its agents used (ties: the shortest), the most severe severity
+any of them gave, and lists every agent's own report in `raised`.
 
 Clustering is deterministic and independent of the order results arrive in: all matching pairs of one
 file are joined best first (most similar titles, then closest lines), and two groups join only if no
@@ -36,6 +41,7 @@ SEVERITIES = ("critical", "recommendation", "observation")  # most severe first
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 LINE_WINDOW = 3  # lines: findings this close (or closer) can be the same problem
 MIN_TITLE_SIMILARITY = 0.6  # Jaccard similarity of title words needed to merge
+MIN_CONTAINED_WORDS = 2  # a title this long or longer merges with one that contains all its words
 MAX_FINDINGS_PER_AGENT = 2000  # more are cut off (and said so): settling runs inside a write transaction
 MAX_TEXT = 2000  # characters kept of a title or detail
 MAX_REASONS = 5  # invalid-finding reasons kept per agent
@@ -147,7 +153,12 @@ def same_problem(a: Finding, b: Finding) -> float:
     if a.line is not None and b.line is not None and abs(a.line - b.line) > LINE_WINDOW:
         return 0.0
     sim = _similarity(a, b)
-    return sim if sim >= MIN_TITLE_SIMILARITY else 0.0
+    if sim >= MIN_TITLE_SIMILARITY:
+        return sim
+    shorter, longer = sorted((a.words, b.words), key=len)
+    if len(shorter) >= MIN_CONTAINED_WORDS and shorter <= longer:
+        return sim  # ranks below closer matches: pairs join most similar first
+    return 0.0
 
 
 def _candidate_pairs(findings: list[Finding]) -> list[tuple[float, int, int, int]]:
@@ -213,7 +224,11 @@ def merge(findings: list[Finding]) -> list[dict[str, Any]]:
 
 def _merged(cluster: list[Finding]) -> dict[str, Any]:
     members = sorted(cluster, key=lambda f: (SEVERITY_RANK[f.severity], f.agent))
-    lead = members[0]  # the most severe report (ties: first agent by name) gives title and detail
+    # The title most agents used (ties: the shortest) names it; the most severe report with that title gives
+    # the detail. The severity is the most severe any agent gave.
+    votes = Counter(m.title.lower() for m in members)
+    title = min(votes, key=lambda t: (-votes[t], len(t), t))
+    lead = next(m for m in members if m.title.lower() == title)
     lines = sorted({m.line for m in members if m.line is not None})
     agents = sorted({m.agent for m in cluster})
     return {
@@ -221,7 +236,7 @@ def _merged(cluster: list[Finding]) -> dict[str, Any]:
         "file": lead.file,
         "line": lines[0] if lines else None,
         "lines": lines,
-        "severity": lead.severity,
+        "severity": members[0].severity,
         "title": lead.title,
         "detail": lead.detail,
         "agents": agents,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -219,3 +222,106 @@ def test_code_too_large_for_one_request_fails_before_submitting(mesh, tmp_path):
     assert "Traceback" not in done.stderr
     tasks = mesh.admin.list_tasks(type="mcs-review")["tasks"]
     assert all(t["payload"] is None or "big.py" not in json.dumps(t["payload"]) for t in tasks)
+
+
+class FakeReviewerModel:
+    """An OpenAI-compatible chat server on loopback standing in for a model: it reads the numbered code
+    in the prompt and reports each `eval(` and bare `except:` the way a model would, wordier than the
+    analyzers and inside a ```json block."""
+
+    def __init__(self):
+        self.prompts = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                prompt = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+                outer.prompts.append(prompt)
+                findings, path = [], None
+                for line in prompt.splitlines():
+                    if line.startswith("=== ") and line.endswith(" ==="):
+                        path = line[4:-4]
+                    elif (m := re.match(r"^\s*(\d+)\| (.*)$", line)) and path:
+                        number, code = int(m.group(1)), m.group(2)
+                        if "eval(" in code:
+                            findings.append((path, number, "critical", "Use of eval on untrusted input"))
+                        if code.strip().startswith("except:"):
+                            findings.append((path, number, "recommendation", "Bare except hides every error"))
+                answer = (
+                    "Here is what I found:\n```json\n"
+                    + json.dumps(
+                        {
+                            "findings": [
+                                {"file": p, "line": n, "severity": s, "title": t, "detail": "seen by the model"}
+                                for p, n, s, t in findings
+                            ]
+                        }  # fmt: skip
+                    )
+                    + "\n```"
+                )
+                reply = {
+                    "id": "chat-1",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                    ],  # fmt: skip
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+                raw = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_llm_reviewer_joins_the_same_way(mesh, analyzer_agents, review, tmp_path):
+    """`mcs agent llm` with the mcs-review capability: its text answer's findings merge with the analyzers'."""
+    model = FakeReviewerModel()
+    name = f"llm-{uid()}"
+    creds = mesh.admin.create_agent(name, ["mcs-review"])
+    env = dict(mesh.env) | {"MCS_AGENT_ID": name, "MCS_AGENT_SECRET": creds["secret"],
+                            "MCS_WEBHOOK_SECRET": creds["webhook_secret"]}  # fmt: skip
+    env.pop("MCS_ADMIN_TOKEN")
+    log_path = tmp_path / "llm.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcs", "agent", "llm", "--base-url", model.url, "--model", "fake-reviewer",
+             "--capability", "mcs-review", "--url", mesh.url],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: mesh.admin.get_agent(name)["status"] == "online", timeout=60, what="the LLM agent")
+        done = mcs(mesh, "review", str(FIXTURE), "--out", str(tmp_path))
+        assert done.returncode == 0, done.stderr + log_path.read_text()
+        report = json.loads((tmp_path / "review.json").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        model.close()
+    assert code == 0, log_path.read_text()
+    # The model saw the code, with line numbers, in its prompt.
+    assert len(model.prompts) == 1 and "=== shop/orders.py ===" in model.prompts[0]
+    assert "    8|     return eval(text)" in model.prompts[0]
+    findings = {(f["file"], f["title"]): f for f in report["findings"]}
+    eval_ = findings[("shop/orders.py", "Use of eval")]
+    assert eval_["agents"] == sorted(["bandit", "pylint", "ruff", name]) and eval_["consensus"] == 4
+    bare = findings[("shop/orders.py", "Bare except")]
+    assert bare["agents"] == sorted(["pylint", "ruff", name]) and bare["consensus"] == 3
+    llm_row = next(a for a in report["agents"] if a["agent"] == name)
+    assert (llm_row["status"], llm_row["critical"], llm_row["recommendation"]) == ("ok", 1, 1)
+    assert len(report["findings"]) == len(review[2]["findings"])  # nothing new: it merged into what was there

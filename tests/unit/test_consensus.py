@@ -53,6 +53,9 @@ def test_the_same_problem_from_three_agents_is_one_finding_with_consensus_three(
         (f(title="Unused import: sys"), False),  # another name is another problem
         (f(title="os imported but unused"), True),  # pyflakes' wording
         (f(title="Use of eval"), False),
+        (f(title="Unused import: os, flagged by a linter"), True),  # contains all of the other's words
+        (f(title="Unused import"), True),  # two words, both in the other title
+        (f(title="Unused"), False),  # one word is too little to go on
         (f(line=None), False),  # a file-level finding is not a line finding
     ],
 )
@@ -229,3 +232,16 @@ def test_an_llm_text_answer_holding_findings_json_joins_the_consensus(answer):
     r = aggregate([child("ruff", f()), child("llm", result={"answer": answer, "model": "qwen"})])
     assert [(m["agents"], m["consensus"], m["severity"]) for m in r["findings"]] == [(["llm", "ruff"], 2, "critical")]
     assert {a["agent"]: a["status"] for a in r["agents"]} == {"ruff": "ok", "llm": "ok"}
+
+
+def test_a_merged_finding_takes_the_majority_title_and_the_highest_severity():
+    r = aggregate(
+        [
+            child("a-model", f(line=15, title="Bare except hides every error", severity="critical", detail="model")),
+            child("pylint", f(line=15, title="Bare except", severity="recommendation", detail="pylint W0702")),
+            child("ruff", f(line=15, title="Bare except", severity="observation", detail="ruff E722")),
+        ]
+    )
+    (m,) = r["findings"]
+    assert (m["title"], m["severity"], m["detail"], m["consensus"]) == ("Bare except", "critical", "pylint W0702", 3)
+    assert [x["title"] for x in m["raised"]] == ["Bare except hides every error", "Bare except", "Bare except"]

@@ -147,7 +147,7 @@ class RaisedBy(BaseModel):
 
 class MergedFinding(BaseModel):
     """Findings of several agents that name the same problem: same file, lines at most 3 apart, titles
-    with a word (Jaccard) similarity of at least 0.6."""
+    with a word (Jaccard) similarity of at least 0.6 or one title's words (2 or more) all in the other."""
 
     id: str = Field(description="F1, F2, ... in the order listed.")
     file: str

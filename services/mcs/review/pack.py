@@ -37,7 +37,9 @@ PROMPT = (
     'maintainability issues. Answer with JSON only: {"findings": [{"file": path, "line": number or '
     'null, "severity": "critical" | "recommendation" | "observation", "title": a short name of '
     'the problem, "detail": one or two sentences}]}. critical: a bug or vulnerability; recommendation: '
-    "should be fixed; observation: worth knowing."
+    "should be fixed; observation: worth knowing. Prefer plain titles other reviewers would use too, such as "
+    "'Use of eval', 'Unused import: NAME', 'Undefined name: NAME', 'Bare except', 'Unreachable code', "
+    "'Subprocess call with shell=True', 'Hardcoded password'."
 )
 FINDINGS_FORMAT = {
     "findings": [
