@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "eval": ("Use of eval", "critical"),
     "exec": ("Use of exec", "critical"),
     "shell": ("Subprocess call with shell=True", "critical"),
-    "hardcoded-password": ("Hardcoded password", "critical"),
+    "hardcoded-password": ("Possible hardcoded password", "recommendation"),  # often a false alarm
     "pickle": ("Unpickling untrusted data", "recommendation"),
     "yaml-load": ("yaml.load without a safe loader", "critical"),
     "weak-hash": ("Weak hash (md5/sha1) for security", "recommendation"),

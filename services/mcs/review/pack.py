@@ -39,7 +39,7 @@ PROMPT = (
     'the problem, "detail": one or two sentences}]}. critical: a bug or vulnerability; recommendation: '
     "should be fixed; observation: worth knowing. Prefer plain titles other reviewers would use too, such as "
     "'Use of eval', 'Unused import: NAME', 'Undefined name: NAME', 'Bare except', 'Unreachable code', "
-    "'Subprocess call with shell=True', 'Hardcoded password'."
+    "'Subprocess call with shell=True', 'Possible hardcoded password'."
 )
 FINDINGS_FORMAT = {
     "findings": [
