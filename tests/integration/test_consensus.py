@@ -99,3 +99,18 @@ async def test_openapi_documents_the_consensus_result(mesh):
     assert {"ReviewFinding", "MergedFinding", "ConsensusResult"} <= set(schemas)
     assert set(schemas["ReviewFinding"]["properties"]) >= {"file", "line", "severity", "title", "detail"}
     assert set(schemas["ConsensusResult"]["properties"]) >= {"findings", "agents", "summary", "children"}
+
+
+async def test_a_merging_bug_never_stops_the_child_from_completing(mesh, monkeypatch):
+    from mcs import consensus
+
+    def broken(children):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(consensus, "aggregate", broken)
+    agents = {"a": await mesh.agent("a", ["cb"])}
+    parent = await mesh.submit(type="cb", route="all", aggregate="consensus")
+    done = await _run_children(mesh, parent["id"], agents, {"a": ("complete", {"findings": []})})
+    assert done["state"] == "completed"
+    assert done["result"]["error"] == "merging failed: RuntimeError('bug')"
+    assert done["result"]["children"][0]["result"] == {"findings": []}

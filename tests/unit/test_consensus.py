@@ -245,3 +245,22 @@ def test_a_merged_finding_takes_the_majority_title_and_the_highest_severity():
     (m,) = r["findings"]
     assert (m["title"], m["severity"], m["detail"], m["consensus"]) == ("Bare except", "critical", "pylint W0702", 3)
     assert [x["title"] for x in m["raised"]] == ["Bare except hides every error", "Bare except", "Bare except"]
+
+
+JUNK = [
+    None, 0, -1, 3.5, True, "", "{", "}{", "```json\n{\"findings\": 1}\n```", [], [[]], {}, {"findings": None},
+    {"findings": [None, 1, "x", [], {}, {"file": {}}]},
+    {"findings": [{"file": "a", "line": 1e308, "severity": "critical", "title": 1}]},
+    {"answer": None}, {"answer": "{\"findings\": [{\"file\": \"a\"}]}"}, {"answer": "{" * 10000},
+    {"findings": [{"file": "a.py", "line": 2**70, "severity": "observation", "title": "t" * 10**5}]},
+    {"findings": [{"file": "\x00", "line": 1, "severity": "critical", "title": "\ud800"}]},
+]  # fmt: skip
+
+
+def test_no_result_an_agent_can_send_breaks_the_merge():
+    children = [child(f"a{i}", result=junk) for i, junk in enumerate(JUNK)]
+    children.append({"agent": None, "state": None})
+    children.append("not even a child")
+    r = aggregate(children)
+    assert len(r["agents"]) == len(children)
+    assert all(len(m["title"]) <= consensus.MAX_TEXT for m in r["findings"])

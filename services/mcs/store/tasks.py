@@ -468,7 +468,12 @@ def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
         for k in kids
     ]
     # "consensus" merges the children's findings (and keeps the children list); anything else collects.
-    outcome = consensus.aggregate(children) if parent.aggregate == "consensus" else {"children": children}
+    outcome: dict[str, Any] = {"children": children}
+    if parent.aggregate == "consensus":
+        try:
+            outcome = consensus.aggregate(children)
+        except Exception as exc:  # a bug in merging must not refuse the child's completion: keep what came
+            outcome = {"aggregate": "consensus", "error": f"merging failed: {exc!r}"[:500], "children": children}
     if any(k.state is TaskState.COMPLETED for k in kids):
         _set(conn, parent, now, state=TaskState.COMPLETED, result=outcome)
         add_event(conn, parent.id, "completed", "mcs", now, {"children": len(kids)})
