@@ -256,7 +256,7 @@ def admin_agent_delete(name: str, url: str, as_json: bool) -> None:
 
 @main.group()
 def agent() -> None:
-    """See the agents of the mesh."""
+    """See the agents of the mesh, or run one (`mcs agent run`, `mcs agent llm`)."""
 
 
 def _agents_human(agents: list[dict[str, Any]]) -> str:

@@ -193,6 +193,37 @@ def test_receiver_answers_forged_stale_and_malformed_webhooks_with_4xx(mesh, sdk
     assert "claimed" not in event_kinds(mesh.admin.events(bait["id"]))
 
 
+def test_a_task_assigned_before_a_restart_is_claimed_at_start(mesh, sdk_agent):
+    """The agent's previous run was assigned a task and died before its webhook arrived: the new run claims
+    it at start instead of leaving it until the assignment times out."""
+    from mcs.client import Client
+
+    kind = f"restart-{uid()}"
+    name = f"sdk-{uid()}"
+    creds = mesh.admin.create_agent(name, [kind])
+    with Client(mesh.url, agent_id=name, agent_secret=creds["secret"]) as previous_run:
+        previous_run.register([kind], notify_url="http://127.0.0.1:9/gone")  # nothing listens there
+    task = mesh.admin.submit(kind, {"n": 1})
+    wait_until(lambda: mesh.admin.get_task(task["id"])["state"] == "assigned", timeout=DEADLINE, what="assignment")
+
+    agent = Agent(
+        echo,
+        capabilities=[kind],
+        url=mesh.url,
+        name=name,
+        secret=creds["secret"],
+        webhook_secret=creds["webhook_secret"],
+        env={},
+    )
+    runner = AgentThread(agent)
+    try:
+        done = mesh.admin.wait_for(task["id"], timeout=DEADLINE)
+        assert done["state"] == "completed" and done["attempts"] == 1, done
+        assert "unclaimed" not in event_kinds(mesh.admin.events(task["id"]))
+    finally:
+        runner.stop()
+
+
 # ---------------------------------------------------------------- leases
 
 

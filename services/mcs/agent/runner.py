@@ -216,6 +216,7 @@ class Agent:
         self.receiver: Receiver | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()  # task ids announced by webhook and not yet done with
+        self._backlog: list[dict[str, Any]] = []  # tasks claimed at start, before any webhook
         self._running: dict[str, _Running] = {}
         self._background: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
@@ -262,6 +263,8 @@ class Agent:
                 self.receiver = Receiver(app, host=self._host, port=self._port)
                 await self.receiver.start()
             await self._register()
+            if not self.pull:
+                await self._catch_up()
         except BaseException:
             await self._close_resources()
             raise
@@ -339,6 +342,11 @@ class Agent:
                 bg.cancel()  # workers wait for work or poll; running handlers live in their own tasks
             await asyncio.gather(*self._background, return_exceptions=True)
             self._background.clear()
+            for claimed in self._backlog:  # claimed at start, never begun
+                task = Task.from_api(claimed)
+                job = asyncio.create_task(asyncio.sleep(0))
+                await self._release(_Running(task=task, token=str(claimed["claim_token"]), job=job))
+            self._backlog.clear()
             await self._go_offline()
             if self._running:
                 log.info(
@@ -414,7 +422,12 @@ class Agent:
 
     async def _push_worker(self, index: int) -> None:
         assert self.client is not None
-        await self._catch_up()
+        while self._backlog:
+            claimed = self._backlog.pop(0)
+            try:
+                await self._run_claimed(claimed)
+            finally:
+                self._pending.discard(claimed["id"])
         while True:
             task_id = await self._inbox.get()
             try:
@@ -434,19 +447,19 @@ class Agent:
                 self._pending.discard(task_id)
 
     async def _catch_up(self) -> None:
-        """At start, take a task MCS assigned to this agent before a restart (its webhook went nowhere)."""
+        """At start, claim what MCS assigned to this agent before a restart (those webhooks went nowhere), or
+        what waits in the queue for it: up to `concurrency` tasks, run by the workers first."""
         assert self.client is not None
-        try:
-            claimed = await self.client.claim_next(wait=0)
-        except (McsUnavailable, McsApiError) as exc:
-            log.warning("agent %s: catch-up claim failed: %s", self.name, exc)
-            return
-        if claimed is not None:
-            self._pending.add(claimed["id"])
+        for _ in range(self.concurrency):
             try:
-                await self._run_claimed(claimed)
-            finally:
-                self._pending.discard(claimed["id"])
+                claimed = await self.client.claim_next(wait=0)
+            except (McsUnavailable, McsApiError) as exc:
+                log.warning("agent %s: catch-up claim failed: %s", self.name, exc)
+                return
+            if claimed is None:
+                return
+            self._pending.add(claimed["id"])
+            self._backlog.append(claimed)
 
     async def _pull_worker(self, index: int) -> None:
         assert self.client is not None
