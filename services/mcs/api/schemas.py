@@ -111,3 +111,133 @@ class MemoryQuery(Strict):
     tag: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=1000)
+
+
+# ---------------------------------------------------------------- documented results (not validated)
+# A fanout with `aggregate: "consensus"` expects each child's result to be a ReviewResult and ends with a
+# ConsensusResult (see mcs.consensus for how findings merge). These models only document the shapes in
+# /openapi.json; results are stored as the agents sent them.
+
+Severity = Literal["critical", "recommendation", "observation"]
+
+
+class ReviewFinding(BaseModel):
+    """One problem an agent found."""
+
+    file: str = Field(description="Path relative to the reviewed root, e.g. `mcs/cli.py`.")
+    line: int | None = Field(default=None, ge=0, description="1-based line; null or 0 for the whole file.")
+    severity: Severity
+    title: str = Field(description="Short name of the problem; merged with similar titles of other agents.")
+    detail: str = ""
+
+
+class ReviewResult(BaseModel):
+    """The result a child of a consensus fanout completes with."""
+
+    findings: list[ReviewFinding]
+
+
+class RaisedBy(BaseModel):
+    agent: str
+    line: int | None
+    severity: Severity
+    title: str
+    detail: str
+
+
+class MergedFinding(BaseModel):
+    """Findings of several agents that name the same problem: same file, lines at most 3 apart, titles
+    with a word (Jaccard) similarity of at least 0.6 or one title's words (2 or more) all in the other."""
+
+    id: str = Field(description="F1, F2, ... in the order listed.")
+    file: str
+    line: int | None = Field(description="The first line any agent gave.")
+    lines: list[int]
+    severity: Severity = Field(description="The most severe of the agents' severities.")
+    title: str
+    detail: str
+    agents: list[str] = Field(description="The agents that raised it, by name.")
+    consensus: int = Field(description="How many agents raised it.")
+    raised: list[RaisedBy] = Field(description="Each agent's own report.")
+
+
+class AgentCounts(BaseModel):
+    """One child's contribution, like a row of the write-up's table."""
+
+    agent: str
+    task_id: str
+    state: str
+    status: Literal["ok", "malformed", "failed", "canceled"] = Field(
+        description="malformed: completed, but the result was not `{findings: [...]}` (see reason)."
+    )
+    reason: str | None = None
+    findings: int
+    critical: int
+    recommendation: int
+    observation: int
+    invalid: int = Field(description="Findings dropped as invalid (see invalid_reasons).")
+    invalid_reasons: list[str] = Field(default_factory=list)
+    truncated: int = Field(default=0, description="Findings beyond 2000 per agent, not merged.")
+
+
+class ConsensusSummary(BaseModel):
+    findings: int
+    consensus: int = Field(description="Merged findings raised by two or more agents.")
+    critical: int
+    recommendation: int
+    observation: int
+    agents: int
+    agents_reporting: int
+
+
+class ChildOutcome(BaseModel):
+    agent: str
+    task_id: str
+    state: str
+    result: ReviewResult | Any = Field(default=None, description="The child's result, when it completed.")
+    error: Any = None
+
+
+class CollectResult(BaseModel):
+    """A fanout parent's result with `aggregate: "collect"` (the default)."""
+
+    children: list[ChildOutcome]
+
+
+class ConsensusResult(BaseModel):
+    """A fanout parent's result with `aggregate: "consensus"`: findings by consensus (most agents first),
+    then severity, file and line."""
+
+    aggregate: Literal["consensus"]
+    summary: ConsensusSummary
+    findings: list[MergedFinding]
+    agents: list[AgentCounts]
+    children: list[ChildOutcome]
+
+
+class TaskView(BaseModel):
+    """A task as the API returns it."""
+
+    id: str
+    type: str
+    payload: Any
+    priority: str
+    capabilities: list[str]
+    route: str
+    aggregate: Literal["collect", "consensus"] | None
+    state: str
+    assigned_to: str | None
+    attempts: int
+    max_retries: int
+    claim_ttl: float
+    not_before: str | None
+    lease_expires_at: str | None
+    result: ConsensusResult | CollectResult | Any = Field(
+        description="The agent's result; for a fanout parent a CollectResult or a ConsensusResult."
+    )
+    error: Any
+    parent_id: str | None
+    children: list[str]
+    submitted_by: str
+    created_at: str
+    updated_at: str

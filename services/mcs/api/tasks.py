@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
-from quart_schema import validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 
 from mcs.api.auth import authed, credentials
 from mcs.api.responses import respond
-from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery
+from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
 from mcs.errors import BadRequest, Unprocessable
 from mcs.models import Priority, TaskSpec
 from mcs.store import tasks as tasks_store
@@ -29,11 +29,10 @@ def _settings() -> Any:
 
 
 @bp.post("")
+@document_response(TaskView, 201)
 @validate_request(SubmitTask)
 async def submit(data: SubmitTask) -> Response:
     creds = credentials()
-    if data.aggregate == "consensus":
-        raise Unprocessable("aggregate=consensus is not available yet; use collect", code="unsupported")
     if data.aggregate is not None and data.route != "all":
         raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
     settings = _settings()
@@ -80,6 +79,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
 
 
 @bp.get("/<task_id>")
+@document_response(TaskView, 200)
 async def show(task_id: str) -> Response:
     result: dict[str, Any] = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
     return respond(result)

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mcs import routing
+from mcs import consensus, routing
 from mcs.backoff import retry_delay
 from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
@@ -463,7 +463,8 @@ def fail_routed_to(conn: Connection, *, agent: str, error: str, actor: str, now:
 
 def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
     """When the last child of a fanout ends, the parent ends with every child's outcome: completed when
-    any child completed, canceled when none did and some were canceled, failed when every child failed."""
+    any child completed, canceled when none did and some were canceled, failed when every child failed.
+    With `aggregate: "consensus"` the result also merges the children's findings (`mcs.consensus`)."""
     if parent_id is None:
         return
     parent = get(conn, parent_id)
@@ -473,13 +474,18 @@ def settle_parent(conn: Connection, parent_id: str | None, now: float) -> None:
     kids = [Task.from_row(r) for r in rows]
     if any(not k.state.terminal for k in kids):
         return
-    outcome = {
-        "children": [
-            {"agent": k.route, "task_id": k.id, "state": k.state.value}
-            | ({"result": k.result} if k.state is TaskState.COMPLETED else {"error": k.error})
-            for k in kids
-        ]
-    }
+    children = [
+        {"agent": k.route, "task_id": k.id, "state": k.state.value}
+        | ({"result": k.result} if k.state is TaskState.COMPLETED else {"error": k.error})
+        for k in kids
+    ]
+    # "consensus" merges the children's findings (and keeps the children list); anything else collects.
+    outcome: dict[str, Any] = {"children": children}
+    if parent.aggregate == "consensus":
+        try:
+            outcome = consensus.aggregate(children)
+        except Exception as exc:  # a bug in merging must not refuse the child's completion: keep what came
+            outcome = {"aggregate": "consensus", "error": f"merging failed: {exc!r}"[:500], "children": children}
     if any(k.state is TaskState.COMPLETED for k in kids):
         _set(conn, parent, now, state=TaskState.COMPLETED, result=outcome)
         add_event(conn, parent.id, "completed", "mcs", now, {"children": len(kids)})

@@ -1,0 +1,314 @@
+"""Offline reviewer agents: each runs one real analyzer on the unpacked code and turns its output into
+findings (`{file, line, severity, title, detail}`) for the consensus merge.
+
+Problems several tools detect get one shared title and severity (`KINDS`), so that "`os` imported but
+unused" (ruff, pyflakes), "Unused import os" (pylint) and "unused import 'os'" (vulture) all become
+"Unused import: os" and merge. Anything else keeps the tool's own message as its title, with a severity
+from the tool's own level. The tool's code and message are always in `detail`.
+
+Handlers for `mcs agent run` (each a `handler(task) -> dict`):
+
+    mcs agent run mcs.review.analyzers:ruff --capability mcs-review
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mcs.review.pack import UnpackError, unpack
+
+TOOL_TIMEOUT = 300.0  # seconds one analyzer may run on one review
+
+# kind -> (title, severity); "{name}" is filled in from the tool's message.
+KINDS: dict[str, tuple[str, str]] = {
+    "syntax-error": ("Syntax error", "critical"),
+    "undefined-name": ("Undefined name: {name}", "critical"),
+    "eval": ("Use of eval", "critical"),
+    "exec": ("Use of exec", "critical"),
+    "shell": ("Subprocess call with shell=True", "critical"),
+    "hardcoded-password": ("Possible hardcoded password", "recommendation"),  # often a false alarm
+    "pickle": ("Unpickling untrusted data", "recommendation"),
+    "yaml-load": ("yaml.load without a safe loader", "critical"),
+    "weak-hash": ("Weak hash (md5/sha1) for security", "recommendation"),
+    "no-timeout": ("HTTP request without a timeout", "recommendation"),
+    "bare-except": ("Bare except", "recommendation"),
+    "try-except-pass": ("Exception silently ignored (try/except/pass)", "recommendation"),
+    "unreachable": ("Unreachable code", "recommendation"),
+    "mutable-default": ("Mutable default argument", "recommendation"),
+    "redefined-unused": ("Redefinition of unused name: {name}", "recommendation"),
+    "unused-import": ("Unused import: {name}", "observation"),
+    "unused-variable": ("Unused variable: {name}", "observation"),
+    "fstring-no-placeholders": ("f-string without placeholders", "observation"),
+    "assert": ("Use of assert", "observation"),
+}
+
+RUFF_KINDS = {
+    "F401": "unused-import", "F821": "undefined-name", "F841": "unused-variable", "F811": "redefined-unused",
+    "F541": "fstring-no-placeholders", "E722": "bare-except", "S110": "try-except-pass", "S307": "eval",
+    "S102": "exec", "S602": "shell", "S604": "shell", "S605": "shell", "S105": "hardcoded-password",
+    "S106": "hardcoded-password", "S107": "hardcoded-password", "S301": "pickle", "S506": "yaml-load",
+    "S324": "weak-hash", "S113": "no-timeout", "S101": "assert", "B006": "mutable-default",
+    "E999": "syntax-error", "invalid-syntax": "syntax-error",
+}  # fmt: skip
+BANDIT_KINDS = {
+    "B307": "eval", "B102": "exec", "B602": "shell", "B604": "shell", "B605": "shell", "B110": "try-except-pass",
+    "B105": "hardcoded-password", "B106": "hardcoded-password", "B107": "hardcoded-password", "B301": "pickle",
+    "B506": "yaml-load", "B324": "weak-hash", "B303": "weak-hash", "B113": "no-timeout", "B101": "assert",
+}  # fmt: skip
+PYLINT_KINDS = {
+    "W0611": "unused-import", "E0602": "undefined-name", "W0612": "unused-variable", "W0123": "eval",
+    "W0122": "exec", "W0702": "bare-except", "W0101": "unreachable", "W0102": "mutable-default",
+    "W1309": "fstring-no-placeholders", "E0001": "syntax-error",
+}  # fmt: skip
+# Messages a reviewer machine cannot judge: it does not have the project's dependencies installed.
+PYLINT_DISABLE = "C,import-error,no-name-in-module,no-member,fixme"
+RUFF_SELECT = "E,F,W,B,S"
+RUFF_IGNORE = "E501"  # line length is the project's own choice
+
+
+class AnalyzerError(Exception):
+    """The analyzer could not run (not installed, or it crashed): retrying will not help."""
+
+
+class AnalyzerTimeout(Exception):
+    """The analyzer ran out of time (perhaps a busy machine): worth another try."""
+
+
+def finding(file: str, line: int | None, kind: str | None, severity: str, message: str, detail: str,
+            name: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A finding; a known `kind` sets the shared title and severity."""
+    if kind in KINDS:
+        template, severity = KINDS[kind]
+        title = template.format(name=name) if "{name}" in template and name else template.split(":")[0]
+    else:
+        title = message.strip().rstrip(".")
+    return {"file": file, "line": line if line and line > 0 else None, "severity": severity, "title": title,
+            "detail": detail}  # fmt: skip
+
+
+def _rel(path: str, root: Path) -> str:
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.resolve().relative_to(root.resolve())
+        except ValueError:
+            return p.as_posix()
+    text = p.as_posix()
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _import_name(raw: str) -> str:
+    """The imported name as the tools disagree on it: `os.path`, `numpy as np`, `path imported from os`."""
+    raw = raw.strip("`'\" ")
+    raw = raw.split(" imported")[0].split(" as ")[0]
+    return raw.rsplit(".", 1)[-1]
+
+
+def _quoted(message: str) -> str | None:
+    m = re.search(r"[`'\"]([^`'\"]+)[`'\"]", message)
+    return m.group(1) if m else None
+
+
+def _run(args: list[str], root: Path, ok_codes: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
+    tool = args[0]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AnalyzerTimeout(f"{tool} did not finish within {TOOL_TIMEOUT:.0f} s") from exc
+    if "No module named" in proc.stderr and proc.returncode not in ok_codes:
+        raise AnalyzerError(f"{tool} is not installed here: pip install 'mcs[review]'")
+    if proc.returncode not in ok_codes:
+        raise AnalyzerError(f"{tool} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- the analyzers
+
+
+def run_ruff(root: Path) -> list[dict[str, Any]]:
+    proc = _run(
+        ["ruff", "check", "--output-format", "json", "--isolated", "--no-cache", "--exit-zero",
+         "--select", RUFF_SELECT, "--ignore", RUFF_IGNORE, "."],
+        root,
+        (0,),
+    )  # fmt: skip
+    out = []
+    for m in json.loads(proc.stdout or "[]"):
+        code = m.get("code") or m.get("name") or "?"
+        message = m.get("message", "")
+        kind = RUFF_KINDS.get(code)
+        name = _import_name(_quoted(message) or "") if kind == "unused-import" else _quoted(message)
+        severity = "critical" if code.startswith(("F8", "E9")) else "observation" if code[:1] in "EW" else (
+            "recommendation")  # fmt: skip
+        line = (m.get("location") or {}).get("row")
+        out.append(finding(_rel(m["filename"], root), line, kind, severity, message, f"ruff {code}: {message}",
+                           name))  # fmt: skip
+    return out
+
+
+_LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?:(?P<col>\d+):?)? (?P<msg>.+)$")
+
+
+def run_pyflakes(root: Path) -> list[dict[str, Any]]:
+    proc = _run(["pyflakes", "."], root, (0, 1))
+    out = []
+    patterns = (
+        (r"^'(.+)' imported but unused$", "unused-import"),
+        (r"^undefined name '(.+)'$", "undefined-name"),
+        (r"^local variable '(.+)' .*assigned to but never used$", "unused-variable"),
+        (r"^redefinition of unused '(.+)'", "redefined-unused"),
+        (r"^f-string is missing placeholders$", "fstring-no-placeholders"),
+    )
+    for stream, default in ((proc.stdout, None), (proc.stderr, "syntax-error")):
+        for raw in stream.splitlines():
+            m = _LOCATED.match(raw)
+            if not m:
+                continue
+            msg, kind, name = m["msg"], default, None
+            for pattern, k in patterns:
+                hit = re.match(pattern, msg)
+                if hit:
+                    kind = k
+                    name = _import_name(hit.group(1)) if hit.groups() and k == "unused-import" else (
+                        hit.group(1) if hit.groups() else None)  # fmt: skip
+                    break
+            out.append(finding(_rel(m["file"], root), int(m["line"]), kind, "recommendation", msg,
+                               f"pyflakes: {msg}", name))  # fmt: skip
+    return out
+
+
+def run_bandit(root: Path) -> list[dict[str, Any]]:
+    proc = _run(["bandit", "-r", "-f", "json", "-q", "."], root, (0, 1))
+    data = json.loads(proc.stdout or "{}")
+    levels = {"HIGH": "critical", "MEDIUM": "recommendation", "LOW": "observation"}
+    out = []
+    for m in data.get("results", []):
+        code, text = m.get("test_id", "?"), m.get("issue_text", "")
+        severity = levels.get(m.get("issue_severity", ""), "observation")
+        detail = f"bandit {code} ({m.get('test_name')}, {m.get('issue_severity')} severity, "
+        detail += f"{m.get('issue_confidence')} confidence): {text}"
+        out.append(finding(_rel(m["filename"], root), m.get("line_number"), BANDIT_KINDS.get(code), severity, text,
+                           detail))  # fmt: skip
+    for err in data.get("errors", []):
+        if "syntax" in str(err.get("reason", "")).lower():
+            out.append(finding(_rel(err["filename"], root), None, "syntax-error", "critical", "",
+                               f"bandit: {err.get('reason')}"))  # fmt: skip
+    return out
+
+
+_VULTURE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<msg>.+?) \((?P<conf>\d+)% confidence(?:, \d+ lines?)?\)$")
+
+
+def run_vulture(root: Path) -> list[dict[str, Any]]:
+    """Dead code. A public name nobody here calls may be used by other projects, so 60 %-confidence
+    findings count only for private names (`_name`)."""
+    proc = _run(["vulture", "."], root, (0, 1, 3))
+    out = []
+    for raw in proc.stdout.splitlines():
+        m = _VULTURE.match(raw)
+        if not m:
+            continue
+        msg, conf = m["msg"], int(m["conf"])
+        name = _quoted(msg)
+        if conf < 90 and not (name or "").startswith("_"):
+            continue
+        if msg.startswith("unused import"):
+            kind, name = "unused-import", _import_name(name or "")
+        elif msg.startswith("unused variable"):
+            kind = "unused-variable"
+        elif msg.startswith("unreachable code"):
+            kind = "unreachable"
+        else:
+            kind = None
+            what = msg.split(" '")[0]  # "unused function", "unused class", ...
+            msg = f"{what.capitalize()}: {name}" if name else msg
+        severity = "recommendation" if conf == 100 else "observation"
+        out.append(finding(_rel(m["file"], root), int(m["line"]), kind, severity, msg,
+                           f"vulture ({conf}% confidence): {m['msg']}", name))  # fmt: skip
+    for raw in proc.stderr.splitlines():
+        m = _LOCATED.match(raw)
+        if m and "syntax" in m["msg"]:
+            out.append(finding(_rel(m["file"], root), int(m["line"]), "syntax-error", "critical", "",
+                               f"vulture: {m['msg']}"))  # fmt: skip
+    return out
+
+
+def run_pylint(root: Path) -> list[dict[str, Any]]:
+    proc = _run(
+        ["pylint", "--output-format=json", "--recursive=y", "--score=n", "--persistent=n",
+         f"--disable={PYLINT_DISABLE}", "."],
+        root,
+        tuple(range(0, 32)),  # a bit mask of message categories; 32 is a usage error
+    )  # fmt: skip
+    levels = {"fatal": "critical", "error": "critical", "warning": "recommendation"}
+    out = []
+    for m in json.loads(proc.stdout or "[]"):
+        code, message = m.get("message-id", "?"), m.get("message", "")
+        kind = PYLINT_KINDS.get(code)
+        name = _quoted(message)
+        if kind == "unused-import":
+            name = _import_name(message.removeprefix("Unused import ").removeprefix("Unused "))
+        severity = levels.get(m.get("type", ""), "observation")
+        out.append(finding(_rel(m["path"], root), m.get("line"), kind, severity, message,
+                           f"pylint {code} ({m.get('symbol')}): {message}", name))  # fmt: skip
+    return out
+
+
+ANALYZERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    "ruff": run_ruff,
+    "pyflakes": run_pyflakes,
+    "bandit": run_bandit,
+    "vulture": run_vulture,
+    "pylint": run_pylint,
+}
+
+
+def review(tool: str, payload: Any) -> dict[str, Any]:
+    """Unpack the payload into a temporary directory, run `tool` on it, and return the findings."""
+    with tempfile.TemporaryDirectory(prefix=f"mcs-review-{tool}-") as tmp:
+        root = Path(tmp) / "src"
+        root.mkdir()
+        files = unpack(payload, root)
+        findings = ANALYZERS[tool](root) if files else []
+    unique = {(f["file"], f["line"], f["title"]): f for f in reversed(findings)}  # one report per problem
+    findings = sorted(unique.values(), key=lambda f: (f["file"], f["line"] or 0, f["title"]))
+    return {"findings": findings, "tool": tool, "files": len(files)}
+
+
+def _handler(tool: str) -> Callable[[Any], dict[str, Any]]:
+    def handle(task: Any) -> dict[str, Any]:
+        from mcs.agent import PermanentError
+
+        try:
+            return review(tool, task.payload)
+        except UnpackError as exc:
+            raise PermanentError(f"not a review payload: {exc}") from exc
+        except AnalyzerError as exc:
+            raise PermanentError(str(exc)) from exc
+
+    handle.__name__ = tool
+    handle.__doc__ = f"Review the task's code with {tool}."
+    return handle
+
+
+ruff = _handler("ruff")
+pyflakes = _handler("pyflakes")
+bandit = _handler("bandit")
+vulture = _handler("vulture")
+pylint = _handler("pylint")

@@ -1,0 +1,58 @@
+"""The HTML report's content, before a browser sees it (tests/acceptance/test_review.py drives it in
+Chromium): every finding is there, and nothing an agent wrote can become markup or script."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+from mcs.consensus import aggregate
+from mcs.review.report import render_html, render_json
+
+EVIL = '<img src=x onerror="alert(1)"></script><script>alert(2)</script>'
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def handle_starttag(self, tag, attrs):
+        self.seen.append((tag, [name for name, _ in attrs]))
+
+
+def result():
+    return aggregate(
+        [
+            {"agent": "ruff", "task_id": "t1", "state": "completed", "result": {"findings": [
+                {"file": "a.py", "line": 3, "severity": "critical", "title": EVIL, "detail": EVIL},
+                {"file": "b.py", "line": 9, "severity": "observation", "title": "Unused import: os", "detail": ""},
+            ]}},
+            {"agent": "<b>bad-agent</b>", "task_id": "t2", "state": "failed", "error": EVIL},
+        ]
+    )  # fmt: skip
+
+
+def test_agent_text_is_escaped_everywhere():
+    html = render_html(result(), title="MCS review: <proj>", task_id="t0")
+    assert "<img" not in html and "<b>bad-agent" not in html and "alert(2)</script>" not in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert html.count("<script>") == 1  # the report's own, and no other
+    assert "<title>MCS review: &lt;proj&gt;</title>" in html
+
+
+def test_every_finding_and_agent_is_rendered_without_the_network():
+    r = result()
+    html = render_html(r, title="t")
+    assert html.count('<tr data-id="') == len(r["findings"]) == 2
+    assert 'data-agent="ruff"' in html and 'data-agent="&lt;b&gt;bad-agent&lt;/b&gt;"' in html
+    assert "http://" not in html and "https://" not in html
+    tags = Tags()
+    tags.feed(html)
+    assert not [t for t in tags.seen if t[0] in ("img", "link", "iframe") or {"src", "href"} & set(t[1])]
+    assert [t[0] for t in tags.seen].count("script") == 1
+    assert "default-src 'none'" in html  # the page may load nothing, even if a browser were tricked
+
+
+def test_json_twin_carries_meta_and_result():
+    text = render_json(result(), task_id="t0", title="t")
+    assert text.startswith("{") and '"task_id": "t0"' in text and '"findings"' in text
