@@ -7,6 +7,7 @@ arguments, so they stay out of shell history and `ps`."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -775,6 +776,14 @@ def review_run(
     from mcs.review import submit as reviewing
 
     try:
+        # The report's folder first: finding out it cannot be written after the whole review is a waste.
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise OSError(f"{out} is not writable")
+    except OSError as exc:
+        click.echo(f"error: cannot write the report to {out}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    try:
         packed = packing.pack(
             path, include=include or packing.DEFAULT_INCLUDE, max_bytes=max_bytes, with_prompt_code=prompt_code
         )
@@ -789,6 +798,9 @@ def review_run(
         outcome = reviewing.write_report(task, packed, out)
     except (packing.PackError, reviewing.ReviewError) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # the report could not be written after all (disk full, ...)
+        click.echo(f"error: cannot write the report to {out}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     if as_json:
         _emit(task["result"], True)

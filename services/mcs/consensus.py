@@ -43,6 +43,11 @@ LINE_WINDOW = 3  # lines: findings this close (or closer) can be the same proble
 MIN_TITLE_SIMILARITY = 0.6  # Jaccard similarity of title words needed to merge
 MIN_CONTAINED_WORDS = 2  # a title this long or longer merges with one that contains all its words
 MAX_FINDINGS_PER_AGENT = 2000  # more are cut off (and said so): settling runs inside a write transaction
+MAX_TITLE_WORDS = 40  # words of a title compared
+# Each finding is compared with at most this many others near it. Past that (hundreds of findings on the
+# same few lines, which no real review produces) some duplicates stay apart, but one child's result can
+# never hold the database's write lock for long: the worst case is bounded by this times the findings.
+MAX_COMPARISONS_PER_FINDING = 64
 MAX_TEXT = 2000  # characters kept of a title or detail
 MAX_REASONS = 5  # invalid-finding reasons kept per agent
 MAX_ANSWER = 1_000_000  # characters of a text answer searched for findings JSON
@@ -62,7 +67,12 @@ def _stem(word: str) -> str:
 
 def title_words(title: str) -> frozenset[str]:
     """The words a title is compared by."""
-    return frozenset(_stem(w) for w in _WORD.findall(title.lower()) if w not in _STOP_WORDS)
+    head, colon, name = title.lower().rpartition(":")
+    if not colon:
+        head, name = name, ""
+    # After a colon comes a name ("Unused variable: a"): every word of it counts, stop word or not.
+    words = [w for w in _WORD.findall(head) if w not in _STOP_WORDS] + _WORD.findall(name)
+    return frozenset(_stem(w) for w in words[:MAX_TITLE_WORDS])
 
 
 def title_similarity(a: str, b: str) -> float:
@@ -166,7 +176,7 @@ def _candidate_pairs(findings: list[Finding]) -> list[tuple[float, int, int, int
     as (-similarity, line distance, i, j); `findings` is sorted by line, so only a window is compared."""
     pairs = []
     for i, a in enumerate(findings):
-        for j in range(i + 1, len(findings)):
+        for j in range(i + 1, min(len(findings), i + 1 + MAX_COMPARISONS_PER_FINDING)):
             b = findings[j]
             if (a.line is None) != (b.line is None):
                 break  # file-level findings sort first: none of the rest can match `a`
@@ -263,9 +273,16 @@ def _agent_summary(child: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]
     if len(raw) > MAX_FINDINGS_PER_AGENT:
         summary["truncated"] = len(raw) - MAX_FINDINGS_PER_AGENT
         raw = raw[:MAX_FINDINGS_PER_AGENT]
+    seen: set[tuple[str, int | None, frozenset[str], str]] = set()
     for item in raw:
         try:
-            found.append(parse_finding(agent, item))
+            finding = parse_finding(agent, item)
+            key = (finding.file, finding.line, finding.words, finding.title.lower())
+            if key in seen:  # the same report twice from one agent is one finding
+                summary["duplicates"] = summary.get("duplicates", 0) + 1
+                continue
+            seen.add(key)
+            found.append(finding)
         except InvalidFinding as exc:
             summary["invalid"] += 1
             if len(reasons) < MAX_REASONS:

@@ -62,5 +62,6 @@ def verify(*, secret: str, headers: dict[str, str], body: str, now: float | None
     if abs((now or _time.time()) - timestamp) > TOLERANCE:
         raise InvalidSignature("webhook timestamp too far from now")
     expected = sign(secret=secret, message_id=message_id, timestamp=timestamp, body=body)
-    if not any(hmac.compare_digest(expected, s) for s in signatures):
+    # compare_digest refuses non-ASCII str: compare bytes, so a junk header is a mismatch, not a crash.
+    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures):
         raise InvalidSignature("no signature matches")

@@ -3,6 +3,7 @@ returns, and how each kind of model-server trouble becomes a retryable or a perm
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
@@ -112,3 +113,18 @@ async def test_bad_payloads_and_missing_material_fail_for_good(fake):
 def test_the_base_url_must_be_http():
     with pytest.raises(ValueError, match="http:// or https://"):
         ChatAgent(base_url="localhost:11434", model="m")
+
+
+async def test_huge_material_is_cut_without_being_read_whole(fake, monkeypatch):
+    from mcs.agent import llm
+
+    monkeypatch.setattr(llm, "MAX_MATERIAL", 1000)
+    fake.materials["big.txt"] = "x" * 1_000_000
+    result = await ask(
+        ChatAgent(base_url=fake.url, model="m"), {"prompt": "Summarise", "url": fake.material_url("big.txt")}
+    )
+    (sent,) = fake.requests
+    prompt = json.dumps(sent)
+    assert "x" * 1000 in prompt and "x" * 1001 not in prompt
+    assert "[... cut: the rest of the document was not read]" in prompt
+    assert result["answer"]

@@ -91,3 +91,25 @@ def test_a_malformed_payload_fails_for_good(bad):
 
 def test_an_empty_project_has_no_findings():
     assert analyzers.pylint(task({"files": []}))["findings"] == []
+
+
+def test_the_reviewed_code_never_runs_on_the_reviewer(tmp_path):
+    """A payload that brings its own `pyflakes.py` (shadowing the tool) and a pylintrc whose init-hook
+    writes a file: the tools still run for real, and nothing of the payload executes."""
+    marker = tmp_path / "ran"
+    evil = f"open({str(marker)!r}, 'w').write('payload code ran')\n"
+    payload = {
+        "files": [
+            {"path": "app.py", "content": "import os\n"},
+            {"path": "pyflakes.py", "content": evil},
+            {"path": "pylint.py", "content": evil},
+            {"path": "ast.py", "content": evil},
+            {"path": "pylintrc", "content": f"[MAIN]\ninit-hook={evil.strip()}\n"},
+            {"path": ".pylintrc", "content": f"[MAIN]\ninit-hook={evil.strip()}\n"},
+        ]
+    }
+    for tool in analyzers.ANALYZERS:
+        titles = {(f["file"], f["title"]) for f in analyzers.review(tool, payload)["findings"]}
+        if tool != "bandit":  # bandit looks for security problems only; the others really ran on app.py
+            assert ("app.py", "Unused import: os") in titles, tool
+        assert not marker.exists(), f"{tool}: {marker.read_text()}"

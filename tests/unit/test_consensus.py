@@ -264,3 +264,53 @@ def test_no_result_an_agent_can_send_breaks_the_merge():
     r = aggregate(children)
     assert len(r["agents"]) == len(children)
     assert all(len(m["title"]) <= consensus.MAX_TEXT for m in r["findings"])
+
+
+def test_a_name_after_the_colon_counts_even_when_it_is_a_stop_word():
+    a = consensus.parse_finding(
+        "x", {"file": "f.py", "line": 3, "severity": "observation", "title": "Unused variable: a"}
+    )
+    b = consensus.parse_finding(
+        "y", {"file": "f.py", "line": 3, "severity": "observation", "title": "Unused variable: b"}
+    )
+    assert not consensus.same_problem(a, b)
+
+
+def test_one_agent_reporting_the_same_thing_twice_counts_once():
+    twice = {"file": "f.py", "line": 3, "severity": "critical", "title": "Use of eval"}
+    result = consensus.aggregate(
+        [{"agent": "a", "task_id": "1", "state": "completed", "result": {"findings": [twice, dict(twice)]}}]
+    )
+    assert len(result["findings"]) == 1
+    assert result["agents"][0]["findings"] == 1 and result["agents"][0]["duplicates"] == 1
+
+
+def test_a_flood_of_findings_on_one_line_costs_a_bounded_number_of_comparisons(monkeypatch):
+    """Settling runs in the database's write transaction: no child result may make it quadratic."""
+    calls = 0
+    real = consensus.same_problem
+
+    def counting(a, b):
+        nonlocal calls
+        calls += 1
+        return real(a, b)
+
+    monkeypatch.setattr(consensus, "same_problem", counting)
+    per_agent = consensus.MAX_FINDINGS_PER_AGENT
+    children = [
+        {
+            "agent": f"ag{n}",
+            "task_id": str(n),
+            "state": "completed",
+            "result": {
+                "findings": [
+                    {"file": "a.py", "line": 1, "severity": "observation", "title": f"w0 w1 w2 w3 x{i}"}
+                    for i in range(per_agent)
+                ]
+            },
+        }
+        for n in range(4)
+    ]
+    result = consensus.aggregate(children)
+    assert calls <= 4 * per_agent * consensus.MAX_COMPARISONS_PER_FINDING
+    assert sum(m["consensus"] for m in result["findings"]) == 4 * per_agent  # nothing lost

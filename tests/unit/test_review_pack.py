@@ -109,3 +109,23 @@ def test_unpack_refuses_a_symlink_that_leads_out(tmp_path):
     with pytest.raises(UnpackError, match="outside the project"):
         unpack({"files": [{"path": "link/escape.py", "content": "boom"}]}, dest)
     assert not (tmp_path / "escape.py").exists()
+
+
+def test_a_symlink_out_of_the_project_is_not_packed(tmp_path):
+    outside = tmp_path / "secret.py"
+    outside.write_text("TOKEN = 'do not send me'\n")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "app.py").write_text("import os\n")
+    (project / "inner.py").write_text("x = 1\n")
+    (project / "leak.py").symlink_to(outside)
+    (project / "alias.py").symlink_to(project / "inner.py")  # inside the project: fine
+    packed = pack(project)
+    assert sorted(f["path"] for f in packed.files) == ["alias.py", "app.py", "inner.py"]
+    assert "do not send me" not in json.dumps(packed.payload())
+
+
+def test_unpack_a_file_and_a_folder_of_the_same_name_is_a_payload_error(tmp_path):
+    payload = {"files": [{"path": "a", "content": "x"}, {"path": "a/b.py", "content": "y"}]}
+    with pytest.raises(UnpackError, match="cannot write a/b.py"):
+        unpack(payload, tmp_path)

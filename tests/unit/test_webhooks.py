@@ -44,3 +44,10 @@ def test_secrets_are_hashed_and_compared_safely():
     assert not auth.secret_matches(secret + "x", stored)
     assert not auth.secret_matches(secret, None)
     assert auth.new_webhook_secret().startswith("whsec_")
+
+
+def test_a_non_ascii_signature_header_is_a_mismatch_not_a_crash():
+    now = 1_700_000_000
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": "v1,\u00e9\u00e9"}
+    with pytest.raises(webhooks.InvalidSignature, match="no signature matches"):
+        webhooks.verify(secret="whsec_" + "A" * 32, headers=headers, body="{}", now=now)

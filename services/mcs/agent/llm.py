@@ -133,20 +133,34 @@ class ChatAgent:
 
     async def _fetch(self, url: str) -> str:
         """The text at `url` (no credentials sent), cut to MAX_MATERIAL characters."""
+        # Streamed, and read only as far as needed: a huge (or endless) body must not fill the agent's memory.
+        limit = MAX_MATERIAL * 4  # bytes: enough for MAX_MATERIAL characters of UTF-8
+        chunks: list[bytes] = []
+        size, more = 0, False
         try:
-            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, transport=self._transport) as c:
-                response = await c.get(url)
+            async with (
+                httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, transport=self._transport) as c,
+                c.stream("GET", url) as response,
+            ):
+                status, encoding = response.status_code, response.encoding or "utf-8"
+                if status < 400:
+                    async for chunk in response.aiter_bytes():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > limit:
+                            more = True
+                            break
         except httpx.TimeoutException as exc:
             raise ModelUnavailable(f"fetching {url} timed out after {FETCH_TIMEOUT:g} s") from exc
         except httpx.TransportError as exc:
             raise ModelUnavailable(f"cannot fetch {url}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise ModelUnavailable(f"fetching {url} answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise PermanentError(f"fetching {url} answered HTTP {response.status_code}")
-        text = response.text
-        if len(text) > MAX_MATERIAL:
-            text = text[:MAX_MATERIAL] + f"\n[... cut: {len(text) - MAX_MATERIAL} more characters]"
+        if status >= 500 or status == 429:
+            raise ModelUnavailable(f"fetching {url} answered HTTP {status}")
+        if status >= 400:
+            raise PermanentError(f"fetching {url} answered HTTP {status}")
+        text = b"".join(chunks)[:limit].decode(encoding, errors="replace")
+        if more or len(text) > MAX_MATERIAL:
+            text = text[:MAX_MATERIAL] + "\n[... cut: the rest of the document was not read]"
         return text
 
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,11 @@ BACKOFF_MAX = 30.0  # seconds between attempts while MCS cannot be reached
 OFFLINE_TTL = 1.0  # seconds: the registration sent on shutdown, so MCS stops offering work at once
 
 
+
+def _transient(exc: McsUnavailable | McsApiError) -> bool:
+    """MCS unreachable, or saying it is busy right now (503, a proxy's 502/504, 429): worth retrying."""
+    return isinstance(exc, McsUnavailable) or exc.status in (429, 502, 503, 504)
+
 class PermanentError(Exception):
     """Raise it from a handler to fail the task for good: MCS will not retry it."""
 
@@ -571,9 +576,10 @@ class Agent:
         client = self.client
         try:
             await self._with_patience(lambda: client.complete(task.id, token, result))
-        except McsUnavailable:
-            return  # logged; the lease runs out and MCS retries the task
-        except McsApiError as exc:
+        except (McsUnavailable, McsApiError) as exc:
+            if _transient(exc):
+                return  # logged; the lease runs out and MCS retries the task
+            assert isinstance(exc, McsApiError)
             if isinstance(exc, ConflictError):
                 log.warning("agent %s: %s was taken back before we finished: %s", self.name, task.id, exc.message)
                 return
@@ -625,13 +631,17 @@ class Agent:
             log.warning("agent %s: could not release %s: %s", self.name, running.task.id, exc)
 
     async def _with_patience(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Call, retrying while MCS is unreachable (a restart) for up to REPORT_PATIENCE seconds."""
+        """Call, retrying for up to REPORT_PATIENCE seconds while MCS is unreachable (a restart) or says it
+        is busy (503, a proxy's 502/504, 429): complete and fail repeat safely with the same token, and a
+        finished result must not be thrown away for a moment's trouble."""
         deadline = time.monotonic() + REPORT_PATIENCE
         delay = 0.5
         while True:
             try:
                 return await call()
-            except McsUnavailable as exc:
+            except (McsUnavailable, McsApiError) as exc:
+                if not _transient(exc):
+                    raise
                 if time.monotonic() > deadline:
                     log.error("agent %s: gave up reporting: %s", self.name, exc)
                     raise

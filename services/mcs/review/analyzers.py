@@ -121,8 +121,10 @@ def _quoted(message: str) -> str | None:
 def _run(args: list[str], root: Path, ok_codes: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
     tool = args[0]
     try:
+        # -I: the reviewed code is data, never code. Without it `python -m pyflakes` run in the unpacked
+        # folder imports a `pyflakes.py` (or an `ast.py`) the payload brought along instead of the tool.
         proc = subprocess.run(
-            [sys.executable, "-m", *args],
+            [sys.executable, "-I", "-m", *args],
             cwd=root,
             capture_output=True,
             text=True,
@@ -250,12 +252,16 @@ def run_vulture(root: Path) -> list[dict[str, Any]]:
 
 
 def run_pylint(root: Path) -> list[dict[str, Any]]:
-    proc = _run(
-        ["pylint", "--output-format=json", "--recursive=y", "--score=n", "--persistent=n",
-         f"--disable={PYLINT_DISABLE}", "."],
-        root,
-        tuple(range(0, 32)),  # a bit mask of message categories; 32 is a usage error
-    )  # fmt: skip
+    # Our own empty rcfile: a pylintrc in the reviewed code could run anything through init-hook.
+    with tempfile.TemporaryDirectory(prefix="mcs-pylint-") as tmp:
+        rcfile = Path(tmp) / "pylintrc"
+        rcfile.write_text("[MAIN]\n")
+        proc = _run(
+            ["pylint", f"--rcfile={rcfile}", "--output-format=json", "--recursive=y", "--score=n",
+             "--persistent=n", f"--disable={PYLINT_DISABLE}", "."],
+            root,
+            tuple(range(0, 32)),  # a bit mask of message categories; 32 is a usage error
+        )  # fmt: skip
     levels = {"fatal": "critical", "error": "critical", "warning": "recommendation"}
     out = []
     for m in json.loads(proc.stdout or "[]"):

@@ -146,9 +146,14 @@ def pack(
                     packed.skipped_ignored += 1
                     continue
                 candidates.append(here / name)
+    resolved_root = root.resolve()
     for file in candidates:
         rel = file.relative_to(root).as_posix()
         if not file.is_file():
+            continue
+        if file.is_symlink() and resolved_root not in file.resolve().parents:
+            # A link out of the project (to ~/.ssh/..., say) would send that file to every reviewer.
+            packed.skipped_ignored += 1
             continue
         try:
             data = file.read_bytes()
@@ -201,7 +206,10 @@ def unpack(payload: Any, dest: Path) -> list[str]:
         target = (dest / rel).resolve()
         if dest not in target.parents:
             raise UnpackError(f"file path {rel} would land outside the project")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(entry["content"], encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(entry["content"], encoding="utf-8")
+        except OSError as exc:  # `a` and `a/b` both given, a name too long, ...
+            raise UnpackError(f"cannot write {rel}: {exc.strerror or exc}") from None
         written.append(rel.as_posix())
     return written
