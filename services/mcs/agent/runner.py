@@ -40,10 +40,10 @@ BACKOFF_MAX = 30.0  # seconds between attempts while MCS cannot be reached
 OFFLINE_TTL = 1.0  # seconds: the registration sent on shutdown, so MCS stops offering work at once
 
 
-
 def _transient(exc: McsUnavailable | McsApiError) -> bool:
     """MCS unreachable, or saying it is busy right now (503, a proxy's 502/504, 429): worth retrying."""
     return isinstance(exc, McsUnavailable) or exc.status in (429, 502, 503, 504)
+
 
 class PermanentError(Exception):
     """Raise it from a handler to fail the task for good: MCS will not retry it."""
