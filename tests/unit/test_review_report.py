@@ -56,3 +56,10 @@ def test_every_finding_and_agent_is_rendered_without_the_network():
 def test_json_twin_carries_meta_and_result():
     text = render_json(result(), task_id="t0", title="t")
     assert text.startswith("{") and '"task_id": "t0"' in text and '"findings"' in text
+
+
+def test_a_merge_the_server_could_not_do_is_said_not_shown_as_zero_findings():
+    from mcs.review.submit import summary_text
+
+    text = summary_text({"aggregate": "consensus", "error": "merge failed: boom", "agents": [], "findings": []})
+    assert text.splitlines()[0] == "warning: the server could not merge the findings: merge failed: boom"

@@ -114,6 +114,8 @@ def write_report(task: dict[str, Any], packed: Packed, out: Path) -> Outcome:
 def summary_text(result: dict[str, Any], *, top: int = 10) -> str:
     """The per-agent table and the findings with the most consensus, for the terminal."""
     lines = [f"{'AGENT':<20} {'CRITICAL':>8} {'RECOMMEND':>9} {'OBSERVE':>7}  STATUS"]
+    if result.get("error"):  # the server kept the children but could not merge them: say so, loudly
+        lines.insert(0, f"warning: the server could not merge the findings: {result['error']}\n")
     for a in result.get("agents", []):
         status = a["status"] + (f": {a['reason']}" if a.get("reason") else "")
         lines.append(
