@@ -78,6 +78,9 @@ def test_laptop_script_forwards_the_api_and_optionally_the_webhook_port(tmp_path
     args = hooks.stdout.splitlines()[1:]
     assert args[-5:] == ["-L", "127.0.0.1:8080:127.0.0.1:8080", "-R", "127.0.0.1:8765:127.0.0.1:8765", "me@rendezvous"]
 
+    bound = _laptop_script(tmp_path, MCS_TUNNEL_HOST="me@server", MCS_TUNNEL_API_HOST="100.64.0.7")
+    assert "127.0.0.1:8080:100.64.0.7:8080" in bound.stdout.splitlines()  # MCS_BIND set on the server
+
 
 @pytest.mark.parametrize(
     ("env", "message"),
