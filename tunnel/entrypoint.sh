@@ -14,7 +14,12 @@
 #
 # Keepalive: ServerAliveInterval=30, ServerAliveCountMax=3 (a dead link is noticed within ~90 s and ssh
 # exits), ExitOnForwardFailure=yes (no half-working tunnel), AUTOSSH_GATETIME=0 (retry even when the very
-# first connection fails). `mcs-tunnel check` exits 0 while the SSH connection is up (the HEALTHCHECK).
+# first connection fails), AUTOSSH_POLL=60 (after a long outage autossh's retries back off to at most a
+# minute apart, not its default ten). `mcs-tunnel check` exits 0 while the SSH connection is up (the
+# HEALTHCHECK): it asks the connection's control socket. ControlMaster=auto, not yes: an ssh that died
+# without cleaning up (a crash) leaves its socket behind, and `auto` clears such a stale socket and
+# becomes the master, where `yes` would run without one and the check would fail for good.
+# A bad setting exits 78 with one line saying which.
 set -eu
 
 CONTROL=/tmp/mcs-tunnel/control.sock
@@ -94,6 +99,7 @@ chmod 0700 "$home/.ssh" && chmod 0600 "$home/.ssh/id" "$home/.ssh/known_hosts"
 if [ -n "$run_as" ]; then chown -R tunnel:tunnel "$home/.ssh" /tmp/mcs-tunnel; fi
 
 export AUTOSSH_GATETIME=0
+export AUTOSSH_POLL=60
 export AUTOSSH_PORT=0  # no monitor port: ServerAlive* notices a dead link
 export HOME="$home"
 
@@ -110,7 +116,7 @@ exec $run_as autossh -M 0 -N -T \
     -o ServerAliveCountMax=3 \
     -o ExitOnForwardFailure=yes \
     -o ConnectTimeout=15 \
-    -o ControlMaster=yes \
+    -o ControlMaster=auto \
     -o ControlPath="$CONTROL" \
     -o LogLevel=ERROR \
     $forward_args \

@@ -356,8 +356,9 @@ def start_agent(
     command: str | None = "python3 -u /agent/agent.py",
     container_name: str | None = None,
     mounts: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AgentContainer:
-    """Create agent `name` (capability = its name) and start a container that runs it."""
+    """Create agent `name` (capability = its name) and start a container that runs it (`env`: more settings)."""
     from testcontainers.core.container import DockerContainer
 
     creds = admin.create_agent(name, [name])
@@ -374,6 +375,7 @@ def start_agent(
             AGENT_CAPABILITY=name,
             AGENT_LISTEN=listen,
             AGENT_NOTIFY_URL=notify_url,
+            **(env or {}),
         )
     )
     for source, target in (mounts or {}).items():
