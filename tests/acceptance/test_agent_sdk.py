@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -273,6 +274,42 @@ def test_async_handler_is_abandoned_when_its_task_is_canceled(mesh, sdk_agent):
     assert cancelled.wait(DEADLINE), "the handler was not canceled after the task was"
     assert mesh.admin.get_task(task["id"])["state"] == "canceled"
     assert runner.agent.completed == 0 and runner.agent.failed == 0
+
+
+def test_a_sync_handler_abandoned_with_its_lease_keeps_its_slot_until_its_thread_returns(mesh, sdk_agent, caplog):
+    """A thread cannot be stopped: with concurrency 1, the next task waits until the abandoned one's
+    thread really returned, or the agent would run more handlers than it registered for."""
+    kind = f"cancel-sync-{uid()}"
+    first_started, release_first, second_started = threading.Event(), threading.Event(), threading.Event()
+
+    def work(task: Task) -> Any:
+        if task.payload["n"] == 1:
+            first_started.set()
+            release_first.wait(DEADLINE)
+            return "too late"
+        second_started.set()
+        return "second"
+
+    runner = sdk_agent(work, capabilities=[kind], listen=None, concurrency=1)
+    first = mesh.admin.submit(kind, {"n": 1}, claim_ttl=1.0)
+    assert first_started.wait(DEADLINE)
+    caplog.set_level(logging.WARNING, logger="mcs.agent")
+    mesh.admin.cancel(first["id"])
+    second = mesh.admin.submit(kind, {"n": 2})
+    # The next extension of the first lease is refused and the agent abandons the task...
+    wait_until(
+        lambda: any(f"lost the lease on {first['id']}" in r.getMessage() for r in caplog.records),
+        timeout=DEADLINE,
+        what="the agent to abandon the canceled task",
+    )
+    # ...yet its thread still runs, so the only slot stays taken: the second task is not even claimed. (A
+    # negative check needs a window; with the slot freed, the polling agent claims within milliseconds.)
+    time.sleep(1.0)
+    assert not second_started.is_set(), "a second handler started while the first one's thread still ran"
+    assert mesh.admin.get_task(second["id"])["state"] == "queued"
+    release_first.set()
+    assert mesh.admin.wait_for(second["id"], timeout=DEADLINE)["state"] == "completed"
+    assert runner.agent.completed == 1 and runner.agent.failed == 0
 
 
 # ---------------------------------------------------------------- pull mode and concurrency

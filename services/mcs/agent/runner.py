@@ -523,13 +523,19 @@ class Agent:
             keeper.cancel()
             lost.cancel()
         if not work.done():
-            work.cancel()  # a sync handler's thread runs on; its result is ignored
             log.warning(
                 "agent %s: lost the lease on %s (canceled or taken back); abandoning it",
                 self.name,
                 task.id,
                 extra={"action": "lease_lost", "task_id": task.id},
             )
+            if self._is_async:
+                work.cancel()
+            else:
+                # A thread cannot be stopped: it keeps its slot until it returns, so `concurrency` holds.
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: its result or error is ignored
             return
         exc = work.exception()
         if exc is None:
