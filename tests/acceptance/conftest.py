@@ -38,6 +38,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from mcs.client import Client, McsApiError
+from tests.polling import wait_until  # noqa: F401 - the tests import it from here
 
 PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
 START_TIMEOUT = 30.0  # seconds for all four processes to answer /healthz (a busy 2-core machine)
@@ -86,18 +87,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _proc_stat(pid: int) -> tuple[int, str, int] | None:

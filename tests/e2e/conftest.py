@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from mcs.client import Client
+from tests import polling
 
 E2E = Path(__file__).resolve().parent
 REPO = E2E.parents[1]
@@ -96,15 +97,8 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """`tests.polling.wait_until`, polling less often: each look here asks Docker or a container."""
+    return polling.wait_until(predicate, timeout=timeout, what=what, interval=interval)
 
 
 def _tree_hash(*parts: Path, extra: str = "") -> str:
