@@ -9,7 +9,7 @@ from mcs import auth
 from mcs.errors import Conflict, NotFound
 from mcs.models import Agent, AgentStatus, iso
 from mcs.routing import Candidate
-from mcs.store import alerting
+from mcs.store import outbox_rows
 from mcs.store.connection import Connection
 
 
@@ -119,7 +119,7 @@ def mark_expired_offline(conn: Connection, *, now: float, alert: bool = False) -
     for name, last_seen in rows:
         add_event(conn, name, "offline", "watchdog", now, {"reason": "no heartbeat within its TTL"})
         if alert:
-            alerting.enqueue(
+            outbox_rows.alert(
                 conn, event="agent.offline", task_id=None, data={"agent": name, "last_seen": iso(last_seen)}, now=now
             )
     return [r[0] for r in rows]

@@ -29,6 +29,7 @@ class MeshSnapshot:
     recently_failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, priority) -> failed
 
 
+_PRIORITY_LABELS = {int(p): p.label for p in Priority}  # stored number -> "urgent" | "normal" | "low"
 RECENT_FAILURES_WINDOW = 900.0  # seconds: failures counted by mcs_tasks_failed_recently
 
 
@@ -39,24 +40,22 @@ def task_types(conn: Connection, *, limit: int = 500) -> list[str]:
 
 def claimed_kinds(conn: Connection) -> list[tuple[str, str]]:
     """(type, priority label) of the tasks agents hold now: the ones whose lease the watchdog may expire."""
-    labels = {int(p): p.label for p in Priority}
     rows = conn.execute("SELECT DISTINCT type, priority FROM tasks WHERE state = 'claimed'")
-    return [(t, labels.get(p, str(p))) for t, p in rows]
+    return [(t, _PRIORITY_LABELS.get(p, str(p))) for t, p in rows]
 
 
 def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
-    labels = {int(p): p.label for p in Priority}
-    tasks = {(state, label): 0 for state in QUEUE_STATES for label in labels.values()}
+    tasks = {(state, label): 0 for state in QUEUE_STATES for label in _PRIORITY_LABELS.values()}
     rows = conn.execute(
         f"SELECT state, priority, count(*) FROM tasks WHERE state IN ({','.join('?' * len(QUEUE_STATES))})"
         " GROUP BY state, priority",
         QUEUE_STATES,
     )
     for state, priority, count in rows:
-        tasks[(state, labels.get(priority, str(priority)))] = count
+        tasks[(state, _PRIORITY_LABELS.get(priority, str(priority)))] = count
     # A queued task has waited since it was submitted, or since its retry fell due.
     oldest = {
-        labels.get(priority, str(priority)): since
+        _PRIORITY_LABELS.get(priority, str(priority)): since
         for priority, since in conn.execute(
             "SELECT priority, min(coalesce(not_before, created_at)) FROM tasks WHERE state = 'queued' GROUP BY priority"
         )
@@ -75,7 +74,7 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     outbox = dict(conn.execute("SELECT kind, count(*) FROM outbox WHERE state = 'pending' GROUP BY kind").fetchall())
     beats = dict(conn.execute("SELECT process, beat_at FROM heartbeats").fetchall())
     failed = {
-        (task_type, labels.get(priority, str(priority))): count
+        (task_type, _PRIORITY_LABELS.get(priority, str(priority))): count
         for task_type, priority, count in conn.execute(
             "SELECT type, priority, count(*) FROM tasks WHERE state = 'failed' AND updated_at > ?"
             " GROUP BY type, priority",

@@ -15,7 +15,7 @@ from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
 from mcs.store import agents as agents_store
-from mcs.store import alerting, effects
+from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
@@ -137,20 +137,10 @@ def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     return replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
 
 
-def _enqueue(
-    conn: Connection, *, kind: str, agent: str | None, task_id: str | None, body: dict[str, Any], now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO outbox (kind, message_id, agent, task_id, body, next_attempt_at, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (kind, "msg_" + uuid.uuid4().hex, agent, task_id, json.dumps(body), now, now, now),
-    )
-
-
 def _alert_failed(conn: Connection, task: Task, now: float) -> None:
     """A permanent failure raises an alert: id, type, agent and an error summary, never the payload."""
     summary = task.error if isinstance(task.error, str) else json.dumps(task.error)
-    alerting.enqueue(
+    outbox_rows.alert(
         conn,
         event="task.failed",
         task_id=task.id,
@@ -596,7 +586,7 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
             task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
             add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
             conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
-            _enqueue(
+            outbox_rows.enqueue(
                 conn,
                 kind="webhook",
                 agent=name,
