@@ -136,7 +136,7 @@ async def extend(task_id: str, data: Extend) -> Response:
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Response:
     creds = credentials()
-    result, _changed = await _db().write(
+    result: dict[str, Any] = await _db().write(
         authed(tasks_store.complete, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,

@@ -310,19 +310,17 @@ def extend(
     return body
 
 
-def complete(
-    conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float
-) -> tuple[dict[str, Any], bool]:
-    """(the task, whether this call completed it). The same token again is a no-op, so agents can retry."""
+def complete(conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float) -> dict[str, Any]:
+    """The completed task. The same token again is a no-op, so agents can retry."""
     task = _held(conn, task_id, agent, token)
     if task.state is TaskState.COMPLETED:
-        return to_api(conn, task), False
+        return to_api(conn, task)
     if task.state is not TaskState.CLAIMED:
         raise Conflict(f"task is {task.state.value}; only a claimed task can be completed", code="not_claimed")
     task = _set(conn, task, now, state=TaskState.COMPLETED, result=result, lease_expires_at=None)
     add_event(conn, task.id, "completed", agent.name, now)
     settle_parent(conn, task.parent_id, now)
-    return to_api(conn, task), True
+    return to_api(conn, task)
 
 
 def _fail(
