@@ -1,0 +1,17 @@
+"""The `mcs` command's root group; each command group lives in its own module of this package."""
+
+from __future__ import annotations
+
+import click
+
+from mcs.cli.common import McsGroup
+
+
+@click.group(cls=McsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcs")
+def main() -> None:
+    """MCS, the Mesh Coordination Server: tasks, signed webhooks and shared memory for a mesh of AI agents.
+
+    Server settings come from MCS_* environment variables (MCS_DB, MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN, ...;
+    see the README). Client commands use MCS_URL and MCS_ADMIN_TOKEN or MCS_AGENT_ID + MCS_AGENT_SECRET.
+    """

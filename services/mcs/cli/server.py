@@ -1,0 +1,130 @@
+"""The server processes: `mcs up`, `api`, `dispatcher`, `watchdog`, `notifier`, `migrate`, `check`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mcs.cli.common import emit, json_option
+from mcs.cli.root import main
+
+SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
+EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
+
+
+def _settings() -> Any:
+    from mcs.config import Settings
+
+    return Settings.from_env()
+
+
+def _serve(name: str, run: Callable[[Any], Any]) -> None:
+    """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
+    on stderr and exit code 78, which tells `mcs up` that restarting would not help."""
+    import errno
+
+    from mcs.errors import McsError
+
+    try:
+        run(_settings())
+    except OSError as exc:
+        why = "the port is already in use (another MCS?)" if exc.errno == errno.EADDRINUSE else str(exc)
+        click.echo(f"mcs {name}: cannot start: {why}", err=True)
+        sys.exit(EXIT_CANNOT_START)
+    except McsError as exc:
+        click.echo(f"mcs {name}: cannot start: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_START)
+
+
+@main.command()
+def up() -> None:
+    """Run api, dispatcher, watchdog and notifier as four processes (the embedded default; env: MCS_DB,
+    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN)."""
+    from mcs import supervisor
+    from mcs.process import setup_logging
+
+    setup_logging()
+    code: list[int] = []
+    _serve("up", lambda settings: code.append(supervisor.main(settings)))
+    sys.exit(code[0] if code else 0)
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP API alone (env: MCS_HOST, MCS_PORT, MCS_DB, MCS_ADMIN_TOKEN)."""
+    from mcs.api.server import main as run
+
+    _serve("api", run)
+
+
+@main.command()
+def dispatcher() -> None:
+    """Run the dispatcher alone (env: MCS_DB, MCS_DISPATCHER_METRICS_PORT)."""
+    from mcs.dispatcher import main as run
+
+    _serve("dispatcher", run)
+
+
+@main.command()
+def watchdog() -> None:
+    """Run the watchdog alone (env: MCS_DB, MCS_WATCHDOG_INTERVAL, MCS_WATCHDOG_METRICS_PORT)."""
+    from mcs.watchdog import main as run
+
+    _serve("watchdog", run)
+
+
+@main.command()
+def notifier() -> None:
+    """Run the notifier alone (env: MCS_DB, MCS_NOTIFIER_METRICS_PORT, MCS_ALERT_WEBHOOK_URL)."""
+    from mcs.notifier import main as run
+
+    _serve("notifier", run)
+
+
+@main.command()
+@json_option
+def migrate(as_json: bool) -> None:
+    """Apply pending database migrations (env: MCS_DB)."""
+    from mcs.store import Store, sqlite_version
+
+    settings = _settings()
+    store = Store(settings.db, synchronous=settings.synchronous)
+    applied = store.migrate()
+    store.close()
+    data = {"db": str(settings.db), "applied": applied, "sqlite_version": sqlite_version()}
+    emit(data, as_json, lambda d: f"applied {', '.join(d['applied'])}" if d["applied"] else "up to date")
+
+
+@main.command()
+@click.argument("process", type=click.Choice(SERVER_PROCESSES))
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds a heartbeat may be old.")
+def check(process: str, max_age: float) -> None:
+    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
+    from mcs.store import Store
+    from mcs.store import outbox as outbox_store
+
+    settings = _settings()
+    if process == "api":
+        import httpx
+
+        try:
+            httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            click.echo(f"api unhealthy: {exc}", err=True)
+            sys.exit(1)
+        click.echo("api ok")
+        return
+    store = Store(settings.db, synchronous=settings.synchronous)
+    beats = store.read(outbox_store.heartbeats)
+    store.close()
+    age = time.time() - beats.get(process, 0.0)
+    if age > max_age:
+        click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
+        sys.exit(1)
+    click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
+
+
