@@ -4,6 +4,9 @@ McsError
 ├── ConfigError            a setting is malformed (start-up)
 ├── SqliteTooOld           the linked SQLite has the WAL-reset bug
 ├── StoreError             the database failed underneath us (maps to 503, never leaks SQL)
+│   ├── StoreBusy              the writer lock was not free in time (503 database_busy, Retry-After)
+│   ├── DatabaseReplaced       the database path names another file than the one opened (503)
+│   └── DiskFull               the disk holding the database is full (507 disk_full)
 └── ApiError               a request the API refuses; each has an HTTP status and a stable code
     ├── BadRequest             400
     ├── Unauthorized           401
@@ -13,7 +16,9 @@ McsError
     ├── PreconditionFailed     412
     ├── PayloadTooLarge        413
     ├── Unprocessable          422
-    └── TooManyRequests        429
+    └── TooManyRequests        429 (with Retry-After)
+
+An error may carry `retry_after` (seconds): the api sends it as the Retry-After header.
 """
 
 from __future__ import annotations
@@ -41,17 +46,45 @@ class SqliteTooOld(McsError):
 class StoreError(McsError):
     """The database failed."""
 
+    status, code = 503, "database_unavailable"
+    retry_after: float | None = None
+
+
+class StoreBusy(StoreError):
+    """The database is busy (another process holds the write lock); try again shortly."""
+
+    status, code = 503, "database_busy"
+    retry_after = 1.0
+
+
+class DatabaseReplaced(StoreError):
+    """The database file was deleted or replaced while this process had it open; it restarts on the new one."""
+
+    status, code = 503, "database_replaced"
+    retry_after = 2.0
+
+
+class DiskFull(StoreError):
+    """The disk holding the database is full: nothing more can be stored until space is freed."""
+
+    status, code = 507, "disk_full"
+
 
 class ApiError(McsError):
     """The request was refused."""
 
     status = 400
     code = "bad_request"
+    retry_after: float | None = None
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         if code:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class BadRequest(ApiError):

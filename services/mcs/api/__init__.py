@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -107,9 +108,10 @@ class ChangeWatcher:
                     self._changed.notify_all()
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def _error(status: int, code: str, message: str, retry_after: float | None = None) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status=status, content_type="application/json")
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return Response(body, status=status, headers=headers, content_type="application/json")
 
 
 def _describe(exc: Exception) -> str:
@@ -181,7 +183,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, exc.retry_after)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_body(exc: RequestSchemaValidationError) -> Response:
@@ -205,7 +207,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> Response:
         log.error("database error", extra={"action": "store_error", "error": str(exc)})
-        return _error(503, "database_unavailable", "the database is busy or unavailable; try again")
+        if type(exc) is StoreError:  # a driver error: its text may hold SQL, so say only what to do
+            return _error(503, "database_unavailable", "the database is busy or unavailable; try again", 1.0)
+        return _error(exc.status, exc.code, exc.message, exc.retry_after)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
