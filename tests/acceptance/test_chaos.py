@@ -1,0 +1,274 @@
+"""Chaos: a stream of tasks through the real `mcs up` while its processes are killed with SIGKILL, its
+writer is frozen and its disk fills up. Whatever happens, no acknowledged task is lost, none is completed
+twice, every task ends in exactly one terminal state and nothing stays stuck.
+
+Each phase is its own test over one shared stream helper, so a phase can be run alone:
+
+    pytest -s tests/acceptance/test_chaos.py -k kill9          # -s shows the progress lines
+
+"Completed twice" means two completes acknowledged for one task (at the agents) or two `completed` events
+in its audit trail. A task claimed (executed) twice is allowed: execution is at-least-once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcs.store.connection import connect
+
+from .conftest import PROCESSES, FakeAgent, Mesh, running_mesh, uid, wait_until
+from .streams import TaskStream, assert_completed_exactly_once, wait_all_terminal
+
+pytestmark = pytest.mark.acceptance
+
+# Fast recovery everywhere: a claim whose answer was lost with the api runs out in seconds, the watchdog
+# sweeps five times a second, and no task may fail for good because chaos spent its retries.
+CHAOS_ENV = {
+    "MCS_CLAIM_TTL": "3",
+    "MCS_WATCHDOG_INTERVAL": "0.2",
+    "MCS_RETRY_BASE": "0.1",
+    "MCS_RETRY_MAX": "1",
+    "MCS_MAX_RETRIES": "100",
+    "MCS_WRITE_LOCK_TIMEOUT": "1",
+}
+WRITE_LOCK_TIMEOUT = float(CHAOS_ENV["MCS_WRITE_LOCK_TIMEOUT"])
+KILL_ORDER = ("dispatcher", "notifier", "watchdog", "api")
+AGENTS = 4
+AGENT_CONCURRENCY = 4  # tasks MCS may hand each agent at once (and worker threads per agent)
+TASKS = 1000
+SUBMIT_EVERY = 0.012  # seconds between submits overall: the stream outlasts every phase
+SMALL_STREAM = 300  # tasks for the phases that need only one fault
+FREEZE_FOR = 4 * WRITE_LOCK_TIMEOUT  # seconds the test holds the writer lock
+TMPFS_SIZE = "24m"  # the data folder's disk in the disk-full phase
+ALL_DONE_WITHIN = 90.0  # seconds from the end of the stream until every task has ended
+
+
+def token_result(agent: FakeAgent, task: dict[str, Any]) -> Any:
+    """A result that names the claim it came from, so a result stored from a stale claim would show."""
+    return {"task_id": task["id"], "agent": agent.name, "claim_token": task["claim_token"]}
+
+
+class Chaos:
+    """One stream of tasks, agents that complete them, and the faults the test drives in between."""
+
+    def __init__(self, mesh: Mesh, agent_factory: Callable[..., FakeAgent], *, total: int) -> None:
+        self.mesh = mesh
+        self.kind = f"chaos-{uid()}"
+        self.started = time.monotonic()
+        self.agents = [
+            agent_factory(
+                mesh,
+                capabilities=[self.kind],
+                persistent=True,
+                workers=AGENT_CONCURRENCY,
+                concurrency=AGENT_CONCURRENCY,
+                answer_delay=0.01,
+                result=token_result,
+            )
+            for _ in range(AGENTS)
+        ]
+        self.stream = TaskStream(mesh, self.kind, total=total, every=SUBMIT_EVERY)
+
+    def say(self, message: str) -> None:
+        done = sum(len(a.completed) for a in self.agents)
+        print(
+            f"[chaos {time.monotonic() - self.started:6.1f}s] {message}"
+            f"  (acked {self.stream.acked_count()}/{self.stream.total}, completed {done})",
+            flush=True,
+        )
+
+    def retried(self) -> Counter[str]:
+        """What every client (submitters and agents) retried so far, by cause."""
+        total = self.stream.retried()
+        for agent in self.agents:
+            with agent.client.lock:  # type: ignore[attr-defined]
+                total.update(agent.client.retried)  # type: ignore[attr-defined]
+        return total
+
+    def start(self) -> Chaos:
+        self.stream.start()
+        self.say(f"streaming {self.stream.total} tasks to {AGENTS} agents")
+        return self
+
+    def expect_retried(self, answer: str, *, more_than: int, timeout: float, what: str) -> None:
+        """Wait until some client got (and retried) `answer`, e.g. "503 database_busy"."""
+        try:
+            wait_until(lambda: self.retried()[answer] > more_than, timeout=timeout, what=f"{what} to answer {answer}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; what clients retried meanwhile: {dict(self.retried())}") from None
+
+    # ------------------------------------------------------------ faults
+
+    def kill9(self, name: str, *, at: int) -> None:
+        """SIGKILL `mcs NAME` once `at` submits are acknowledged; `mcs up` must start it again."""
+        self.stream.wait_acked(at)
+        before = self.retried()["transport"]
+        old = self.mesh.kill_child(name)
+        self.say(f"kill -9 {name} (pid {old})")
+        new = self.mesh.wait_restarted(name, old, timeout=15)
+        wait_until(self.mesh.healthy, timeout=20, what=f"all four processes healthy after {name} was killed")
+        self.say(f"{name} restarted (pid {new})")
+        if name == "api":
+            # The stream kept submitting while the api was down: the kill must have reached clients, or
+            # this phase proved nothing about retried submits.
+            wait_until(
+                lambda: self.retried()["transport"] > before,
+                timeout=5,
+                what="a client to see the killed api's connection errors",
+            )
+            self.say(f"clients retried {self.retried()['transport'] - before} requests after connection errors")
+
+    def freeze_writer(self, *, at: int) -> None:
+        """Hold the writer lock (its flock, then BEGIN IMMEDIATE) for several write-lock timeouts, as a
+        process frozen mid-transaction would: writes must answer 503 database_busy, never hang."""
+        self.stream.wait_acked(at)
+        busy_before = self.retried()["503 database_busy"]
+        lock_path = self.mesh.db.with_name(self.mesh.db.name + "-writelock")
+        fd = os.open(lock_path, os.O_RDWR)
+        conn = connect(self.mesh.db)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            conn.execute("BEGIN IMMEDIATE")
+            held_at = time.monotonic()
+            self.say(f"holding the writer lock for {FREEZE_FOR} s (MCS_WRITE_LOCK_TIMEOUT={WRITE_LOCK_TIMEOUT})")
+            with self.stream.lock:
+                some_task = next(iter(self.stream.acked.values()))
+            assert self.mesh.admin.get_task(some_task)["id"] == some_task  # reads still answer
+            self.expect_retried(
+                "503 database_busy", more_than=busy_before, timeout=FREEZE_FOR, what="writes while the lock is held"
+            )
+            self.say(f"writes answer 503 database_busy ({self.retried()['503 database_busy'] - busy_before} so far)")
+            time.sleep(max(0.0, held_at + FREEZE_FOR - time.monotonic()))  # the freeze lasts; clients retry
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        acked = self.stream.acked_count()
+        self.say(f"released the writer lock ({self.retried()['503 database_busy'] - busy_before} answers were 503)")
+        if acked < self.stream.total:
+            self.stream.wait_acked(acked + 1, timeout=20)
+            self.say("the stream resumed")
+
+    def fill_disk(self, data_dir: Path, *, at: int) -> None:
+        """Fill the data folder's disk with a ballast file: writes must answer 507 disk_full while clients
+        wait and retry; then remove the ballast and the stream must resume."""
+        self.stream.wait_acked(at)
+        full_before = self.retried()["507 disk_full"]
+        ballast = data_dir / "ballast"
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in (b"\0" * (1 << 20), b"\0" * 4096, b"\0"):
+                try:
+                    while True:
+                        os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+        finally:
+            os.close(fd)
+        self.say(f"the data folder's disk is full (ballast {ballast.stat().st_size // 1024} KiB)")
+        try:
+            self.expect_retried("507 disk_full", more_than=full_before, timeout=30, what="writes on the full disk")
+            self.say(f"writes answer 507 disk_full ({self.retried()['507 disk_full'] - full_before} so far)")
+        finally:
+            ballast.unlink()
+        acked = self.stream.acked_count()
+        self.say("removed the ballast")
+        if acked < self.stream.total:
+            self.stream.wait_acked(acked + 1, timeout=30)
+            self.say("the stream resumed")
+
+    # ------------------------------------------------------------ the end state
+
+    def finish(self) -> None:
+        """The stream ends; every acknowledged task ends exactly once; nothing is stuck."""
+        self.stream.join()
+        ids = self.stream.check_acknowledged()
+        self.say(f"all {len(ids)} submits acknowledged ({self.stream.replayed} answered by an idempotent replay)")
+        tasks = wait_all_terminal(self.mesh, self.kind, ids, timeout=ALL_DONE_WITHIN)
+        self.say("every task has ended")
+        claims = assert_completed_exactly_once(self.mesh, self.agents, tasks)
+        conflicts = sum(len(a.conflicts) for a in self.agents)
+        again = sum(1 for n in claims.values() if n > 1)
+        self.say(
+            f"0 lost, 0 completed twice; {again} tasks executed more than once (at-least-once), "
+            f"{conflicts} refused agent calls, retried by clients: {dict(self.retried())}"
+        )
+        missing = self.stream.missing_retry_after()
+        assert not missing, f"busy or full answers without Retry-After: {dict(missing)}"
+        wait_until(self.mesh.healthy, timeout=20, what="all four processes healthy at the end")
+        assert sorted(self.mesh.children()) == sorted(PROCESSES)
+
+
+@pytest.fixture
+def chaos_factory(agent_factory: Callable[..., FakeAgent]) -> Iterator[Callable[..., Chaos]]:
+    """`chaos_factory(mesh, total=N)` -> a started Chaos; its stream is abandoned at teardown if the test
+    failed half-way, so no submitter keeps retrying against a stopped mesh."""
+    made: list[Chaos] = []
+
+    def make(mesh: Mesh, *, total: int) -> Chaos:
+        chaos = Chaos(mesh, agent_factory, total=total)
+        made.append(chaos)
+        return chaos.start()
+
+    yield make
+    for chaos in made:
+        chaos.stream.stop()
+
+
+def test_kill9_each_process_in_turn_loses_nothing(mesh_factory, chaos_factory):
+    """SIGKILL the dispatcher, notifier, watchdog and api in turn under a stream of 1,000 tasks; clients
+    retry their submits under Idempotency-Key, so a submit the api stored (group commit) but never
+    answered is replayed, not stored twice, and none it answered is missing after its restart."""
+    mesh = mesh_factory(**CHAOS_ENV)
+    chaos = chaos_factory(mesh, total=TASKS)
+    step = TASKS // (len(KILL_ORDER) + 2)
+    for n, name in enumerate(KILL_ORDER, start=1):
+        chaos.kill9(name, at=n * step)
+    chaos.finish()
+
+
+def test_frozen_writer_answers_503_and_loses_nothing(mesh_factory, chaos_factory):
+    """The test holds the writer lock as a frozen process would: writes answer 503 database_busy with
+    Retry-After (reads still answer), clients retry after it, and once it is released the stream goes on."""
+    mesh = mesh_factory(**CHAOS_ENV)
+    chaos = chaos_factory(mesh, total=SMALL_STREAM)
+    chaos.freeze_writer(at=SMALL_STREAM // 3)
+    chaos.finish()
+
+
+@pytest.fixture
+def tmpfs_root(tmp_path: Path) -> Iterator[Path]:
+    """A mesh folder whose data folder is a small tmpfs of its own (root only), unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("the disk-full phase mounts a small tmpfs as the data folder, which needs root (CI is root)")
+    root = tmp_path / "mesh"
+    data = root / "data"
+    data.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(data)], check=True)
+    try:
+        yield root
+    finally:
+        if subprocess.run(["umount", str(data)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(data)], check=True)
+
+
+def test_full_disk_answers_507_and_the_stream_resumes(tmpfs_root, chaos_factory):
+    """The data folder's disk fills up: writes answer 507 disk_full, clients wait and retry; the ballast
+    goes and the stream resumes, with nothing lost."""
+    with running_mesh(tmpfs_root, **CHAOS_ENV) as mesh:
+        chaos = chaos_factory(mesh, total=SMALL_STREAM)
+        chaos.fill_disk(tmpfs_root / "data", at=SMALL_STREAM // 3)
+        chaos.finish()
