@@ -387,6 +387,7 @@ class FakeAgent:
     failed: list[str] = field(default_factory=list)  # task ids, once per reported failure
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (task id, error code) of refused calls
     errors: list[str] = field(default_factory=list)  # anything unexpected; must stay empty
+    truncated: int = 0  # requests whose sender hung up before the whole body arrived (never acted on)
 
     def __post_init__(self) -> None:
         creds = self.mesh.admin.create_agent(self.name, self.capabilities)
@@ -417,12 +418,18 @@ class FakeAgent:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (a killed notifier): no delivery
+                    with agent.lock:
+                        agent.truncated += 1
+                    self.close_connection = True
+                    return
                 try:
                     event = verifier.verify(body, dict(self.headers.items()))
                 except Exception as exc:  # any verification error is a failure the test reports
                     with agent.lock:
-                        agent.verify_failures.append(f"{type(exc).__name__}: {exc}")
+                        agent.verify_failures.append(f"{type(exc).__name__}: {exc} ({length} bytes)")
                     self.send_response(401)
                     self.end_headers()
                     return

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -40,6 +41,8 @@ RETRY_AFTER_CAP = 3.0  # seconds: the longest Retry-After a test client waits ou
 NO_RETRY_AFTER_WAIT = 0.25  # seconds before retrying an answer that named no Retry-After
 TRANSPORT_WAIT = (0.05, 1.0)  # seconds: first and longest wait after a connection error (doubling)
 PAGE = 500  # tasks per list page (the API's maximum)
+LIST_EVERY = 3.0  # seconds between full task listings while the agents are still completing
+EVENT_READERS = 4  # threads reading audit trails at the end
 
 
 class RetryingClient(Client):
@@ -139,7 +142,9 @@ class TaskStream:
             RetryingClient(mesh.url, admin_token=mesh.admin_token, timeout=15, retries=0) for _ in range(threads)
         ]
         self._next = itertools.count()
-        self._started = 0.0
+        self._next_due = 0.0
+        self._allowed = total
+        self._gate = threading.Condition(self.lock)
         self._threads = [
             threading.Thread(target=self._submit_loop, args=(c,), name=f"submitter-{i}", daemon=True)
             for i, c in enumerate(self.clients)
@@ -149,16 +154,32 @@ class TaskStream:
         return f"{self.run}-{i}"
 
     def start(self) -> TaskStream:
-        self._started = time.monotonic()
         for t in self._threads:
             t.start()
         return self
 
+    def allow(self, n: int) -> None:
+        """Submit only the first `n` tasks until allowed more, so a fault still finds the stream running
+        however slowly the mesh recovered from the previous one."""
+        with self._gate:
+            self._allowed = min(n, self.total)
+            self._gate.notify_all()
+
+    def _take(self, client: RetryingClient) -> int | None:
+        """The next task number to submit, once the gate allows it and its turn in the pace has come."""
+        with self._gate:
+            i = next(self._next)
+            if i >= self.total:
+                return None
+            while i >= self._allowed and not client.closed.is_set():
+                self._gate.wait(0.1)
+            now = time.monotonic()
+            due = max(now, self._next_due)
+            self._next_due = due + self.every
+        return None if client.closed.wait(due - now) else i
+
     def _submit_loop(self, client: RetryingClient) -> None:
-        while (i := next(self._next)) < self.total and not client.closed.is_set():
-            due = self._started + i * self.every
-            if client.closed.wait(max(0.0, due - time.monotonic())):
-                return
+        while (i := self._take(client)) is not None:
             key = self.key(i)
             try:
                 response = client.send(
@@ -230,6 +251,19 @@ class TaskStream:
         assert len(ids) == self.total, f"{self.total} keys but {len(ids)} distinct task ids"
         return ids
 
+    def check_replays(self, n: int) -> None:
+        """Submitting the first `n` keys again with the same bodies answers each with its first task
+        (`Idempotent-Replayed: true`), however many processes were killed since."""
+        with RetryingClient(self.mesh.url, admin_token=self.mesh.admin_token, timeout=15, retries=0) as client:
+            for i in range(n):
+                key = self.key(i)
+                response = client.send(
+                    "POST", "/v1/tasks", json={"type": self.kind, "payload": {"i": i}}, headers={"Idempotency-Key": key}
+                )
+                assert response.status_code == 201, (key, response.status_code, response.text)
+                assert response.headers.get("idempotent-replayed") == "true", (key, dict(response.headers))
+                assert response.json()["id"] == self.acked[key], (key, response.json()["id"], self.acked[key])
+
 
 def list_all_tasks(client: Client, **filters: Any) -> list[dict[str, Any]]:
     """Every task matching `filters`, across pages."""
@@ -243,17 +277,26 @@ def list_all_tasks(client: Client, **filters: Any) -> list[dict[str, Any]]:
             return tasks
 
 
-def wait_all_terminal(mesh: Mesh, kind: str, ids: set[str], *, timeout: float) -> dict[str, dict[str, Any]]:
+def wait_all_terminal(
+    mesh: Mesh, kind: str, ids: set[str], *, timeout: float, agents: Iterable[FakeAgent] = ()
+) -> dict[str, dict[str, Any]]:
     """Wait until every task of type `kind` is terminal; they must be exactly `ids` (nothing lost, nothing
-    made up). Returns them by id."""
+    made up). Returns them by id. While the `agents` have completed fewer than `ids`, the (large) list is
+    read only every few seconds: the api's CPU is for the mesh under test."""
+    agents = list(agents)
+    last_read = 0.0
 
     def done() -> dict[str, dict[str, Any]] | None:
+        nonlocal last_read
+        if agents and len(completions(agents)) < len(ids) and time.monotonic() - last_read < LIST_EVERY:
+            return None
+        last_read = time.monotonic()
         tasks = {t["id"]: t for t in list_all_tasks(mesh.admin, type=kind)}
         return tasks if len(tasks) >= len(ids) and all(t["state"] in TERMINAL for t in tasks.values()) else None
 
     try:
         tasks: dict[str, dict[str, Any]] = wait_until(
-            done, timeout=timeout, what=f"all {len(ids)} tasks to end", interval=0.25
+            done, timeout=timeout, what=f"all {len(ids)} tasks to end", interval=0.2
         )
     except AssertionError:
         states = Counter(t["state"] for t in list_all_tasks(mesh.admin, type=kind))
@@ -292,8 +335,10 @@ def assert_completed_exactly_once(
         ((agent, result),) = done[task_id]
         assert task["assigned_to"] == agent and task["result"] == result, (task_id, task, agent, result)
     claims: Counter[str] = Counter()
-    for task_id in tasks:
-        kinds = [e["kind"] for e in mesh.admin.events(task_id)]
+    with ThreadPoolExecutor(EVENT_READERS) as pool:  # the api batches concurrent reads
+        trails = dict(zip(tasks, pool.map(mesh.admin.events, tasks), strict=True))
+    for task_id, events in trails.items():
+        kinds = [e["kind"] for e in events]
         assert kinds.count("completed") == 1, (task_id, kinds)
         assert sum(k in TERMINAL for k in kinds) == 1, (task_id, kinds)
         claims[task_id] = kinds.count("claimed")

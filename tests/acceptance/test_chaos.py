@@ -48,6 +48,7 @@ AGENT_CONCURRENCY = 4  # tasks MCS may hand each agent at once (and worker threa
 TASKS = 1000
 SUBMIT_EVERY = 0.012  # seconds between submits overall: the stream outlasts every phase
 SMALL_STREAM = 300  # tasks for the phases that need only one fault
+LEAD = 100  # submits the stream may run ahead of the point where a fault is injected
 FREEZE_FOR = 4 * WRITE_LOCK_TIMEOUT  # seconds the test holds the writer lock
 TMPFS_SIZE = "24m"  # the data folder's disk in the disk-full phase
 ALL_DONE_WITHIN = 90.0  # seconds from the end of the stream until every task has ended
@@ -78,6 +79,7 @@ class Chaos:
             for _ in range(AGENTS)
         ]
         self.stream = TaskStream(mesh, self.kind, total=total, every=SUBMIT_EVERY)
+        self.stream.allow(0)  # each phase lets it run up to its own point (reach)
 
     def say(self, message: str) -> None:
         done = sum(len(a.completed) for a in self.agents)
@@ -107,31 +109,38 @@ class Chaos:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; what clients retried meanwhile: {dict(self.retried())}") from None
 
+    def reach(self, at: int) -> None:
+        """Let the stream run to `at` acknowledged submits and then LEAD more: a fault injected now finds
+        submits still coming, however long the mesh took to recover from the last one."""
+        self.stream.allow(at + LEAD)
+        self.stream.wait_acked(at, timeout=60)
+
     # ------------------------------------------------------------ faults
 
     def kill9(self, name: str, *, at: int) -> None:
         """SIGKILL `mcs NAME` once `at` submits are acknowledged; `mcs up` must start it again."""
-        self.stream.wait_acked(at)
-        before = self.retried()["transport"]
+        self.reach(at)
+        before = self.stream.retried()["transport"]
         old = self.mesh.kill_child(name)
         self.say(f"kill -9 {name} (pid {old})")
         new = self.mesh.wait_restarted(name, old, timeout=15)
         wait_until(self.mesh.healthy, timeout=20, what=f"all four processes healthy after {name} was killed")
         self.say(f"{name} restarted (pid {new})")
         if name == "api":
-            # The stream kept submitting while the api was down: the kill must have reached clients, or
-            # this phase proved nothing about retried submits.
+            # The stream kept submitting while the api was down: the kill must have reached the submitters,
+            # or this phase proved nothing about retried submits.
             wait_until(
-                lambda: self.retried()["transport"] > before,
-                timeout=5,
-                what="a client to see the killed api's connection errors",
+                lambda: self.stream.retried()["transport"] > before,
+                timeout=10,
+                what="a submitter to see the killed api's connection errors",
             )
-            self.say(f"clients retried {self.retried()['transport'] - before} requests after connection errors")
+            retried = self.stream.retried()["transport"] - before
+            self.say(f"submitters retried {retried} requests after connection errors, with the same Idempotency-Key")
 
     def freeze_writer(self, *, at: int) -> None:
         """Hold the writer lock (its flock, then BEGIN IMMEDIATE) for several write-lock timeouts, as a
         process frozen mid-transaction would: writes must answer 503 database_busy, never hang."""
-        self.stream.wait_acked(at)
+        self.reach(at)
         busy_before = self.retried()["503 database_busy"]
         lock_path = self.mesh.db.with_name(self.mesh.db.name + "-writelock")
         fd = os.open(lock_path, os.O_RDWR)
@@ -157,14 +166,14 @@ class Chaos:
             os.close(fd)
         acked = self.stream.acked_count()
         self.say(f"released the writer lock ({self.retried()['503 database_busy'] - busy_before} answers were 503)")
-        if acked < self.stream.total:
-            self.stream.wait_acked(acked + 1, timeout=20)
-            self.say("the stream resumed")
+        self.stream.allow(self.stream.total)
+        self.stream.wait_acked(acked + 1, timeout=20)
+        self.say("the stream resumed")
 
     def fill_disk(self, data_dir: Path, *, at: int) -> None:
         """Fill the data folder's disk with a ballast file: writes must answer 507 disk_full while clients
         wait and retry; then remove the ballast and the stream must resume."""
-        self.stream.wait_acked(at)
+        self.reach(at)
         full_before = self.retried()["507 disk_full"]
         ballast = data_dir / "ballast"
         fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -186,25 +195,28 @@ class Chaos:
             ballast.unlink()
         acked = self.stream.acked_count()
         self.say("removed the ballast")
-        if acked < self.stream.total:
-            self.stream.wait_acked(acked + 1, timeout=30)
-            self.say("the stream resumed")
+        self.stream.allow(self.stream.total)
+        self.stream.wait_acked(acked + 1, timeout=30)
+        self.say("the stream resumed")
 
     # ------------------------------------------------------------ the end state
 
     def finish(self) -> None:
         """The stream ends; every acknowledged task ends exactly once; nothing is stuck."""
+        self.stream.allow(self.stream.total)
         self.stream.join()
         ids = self.stream.check_acknowledged()
         self.say(f"all {len(ids)} submits acknowledged ({self.stream.replayed} answered by an idempotent replay)")
-        tasks = wait_all_terminal(self.mesh, self.kind, ids, timeout=ALL_DONE_WITHIN)
+        tasks = wait_all_terminal(self.mesh, self.kind, ids, timeout=ALL_DONE_WITHIN, agents=self.agents)
         self.say("every task has ended")
         claims = assert_completed_exactly_once(self.mesh, self.agents, tasks)
         conflicts = sum(len(a.conflicts) for a in self.agents)
+        cut = sum(a.truncated for a in self.agents)
         again = sum(1 for n in claims.values() if n > 1)
         self.say(
             f"0 lost, 0 completed twice; {again} tasks executed more than once (at-least-once), "
-            f"{conflicts} refused agent calls, retried by clients: {dict(self.retried())}"
+            f"{conflicts} refused agent calls, {cut} webhooks cut off by a kill; "
+            f"retried by clients: {dict(self.retried())}"
         )
         missing = self.stream.missing_retry_after()
         assert not missing, f"busy or full answers without Retry-After: {dict(missing)}"
@@ -236,8 +248,9 @@ def test_kill9_each_process_in_turn_loses_nothing(mesh_factory, chaos_factory):
     chaos = chaos_factory(mesh, total=TASKS)
     step = TASKS // (len(KILL_ORDER) + 2)
     for n, name in enumerate(KILL_ORDER, start=1):
-        chaos.kill9(name, at=n * step)
+        chaos.kill9(name, at=n * step)  # 166, 332, 498, 664 acknowledged
     chaos.finish()
+    chaos.stream.check_replays(20)  # keys stored before the api was killed still replay their task
 
 
 def test_frozen_writer_answers_503_and_loses_nothing(mesh_factory, chaos_factory):
