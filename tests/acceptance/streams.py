@@ -48,7 +48,7 @@ EVENT_READERS = 4  # threads reading audit trails at the end
 class RetryingClient(Client):
     """A `Client` that retries connection errors and 429/503/507 answers until `give_up_after` seconds
     (see the module docstring for when that is safe). It counts what it retried in `retried`, keyed
-    `"transport"` or `"<status> <code>"`, and each retryable answer that came without Retry-After in
+    `"transport"` or `"<status> <code>"`, and each 429 or 503 that came without Retry-After in
     `missing_retry_after`."""
 
     def __init__(self, url: str, *, give_up_after: float = GIVE_UP_AFTER, **kwargs: Any) -> None:
@@ -103,7 +103,9 @@ class RetryingClient(Client):
             except (ValueError, KeyError, TypeError):
                 code = "?"
             header = response.headers.get("retry-after")
-            self._note(f"{response.status_code} {code}", missing_retry_after=header is None)
+            # 429 and 503 promise a Retry-After; a full disk (507) has no such promise: the caller waits.
+            promised = response.status_code != 507
+            self._note(f"{response.status_code} {code}", missing_retry_after=promised and header is None)
             if time.monotonic() > deadline:
                 return response
             self._pause(min(RETRY_AFTER_CAP, float(header)) if header else NO_RETRY_AFTER_WAIT, f"{method} {path}")

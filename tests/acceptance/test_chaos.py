@@ -219,7 +219,7 @@ class Chaos:
             f"retried by clients: {dict(self.retried())}"
         )
         missing = self.stream.missing_retry_after()
-        assert not missing, f"busy or full answers without Retry-After: {dict(missing)}"
+        assert not missing, f"429 or 503 answers without Retry-After: {dict(missing)}"
         wait_until(self.mesh.healthy, timeout=20, what="all four processes healthy at the end")
         assert sorted(self.mesh.children()) == sorted(PROCESSES)
 
