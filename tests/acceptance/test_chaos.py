@@ -51,6 +51,7 @@ TASKS = 1000
 SUBMIT_EVERY = 0.012  # seconds between submits overall: the stream outlasts every phase
 LEAD = 100  # submits the stream may run ahead of the point where a fault is injected
 FREEZE_FOR = 4 * WRITE_LOCK_TIMEOUT  # seconds the test holds the writer lock
+DISK_FULL_FOR = 2.0  # seconds the disk stays full after the first 507
 TMPFS_SIZE = "64m"  # the data folder's disk in the disk-full phase (/healthz wants 16 MiB free)
 ALL_DONE_WITHIN = 90.0  # seconds from the end of the stream until every task has ended
 CHAOS_TIMEOUT = 240  # seconds for the whole test (about 40 on an idle 2-core machine)
@@ -195,10 +196,11 @@ class Chaos:
             self.say(f"writes answer 507 disk_full ({self.retried()['507 disk_full'] - full_before} so far)")
             health = httpx.get(f"{self.mesh.url}/healthz", timeout=10)
             assert (health.status_code, health.json()["status"]) == (503, "disk_full"), health.text
+            time.sleep(DISK_FULL_FOR)  # the disk stays full a while; clients keep waiting and retrying
         finally:
             ballast.unlink()
         acked = self.stream.acked_count()
-        self.say("removed the ballast")
+        self.say(f"removed the ballast ({self.retried()['507 disk_full'] - full_before} answers were 507)")
         self.stream.allow(self.stream.total)
         self.stream.wait_acked(acked + 1, timeout=30)
         self.say("the stream resumed")
