@@ -175,8 +175,13 @@ class Chaos:
 
     def fill_disk(self, data_dir: Path, *, at: int) -> None:
         """Fill the data folder's disk with a ballast file: writes must answer 507 disk_full while clients
-        wait and retry; then remove the ballast and the stream must resume."""
+        wait and retry; then remove the ballast and the stream must resume.
+
+        A few more writes may still succeed on the full disk: SQLite reuses the WAL file's space from its
+        start after a checkpoint, and fails only when the WAL or the database must grow. So the stream is
+        let run on until the first 507."""
         self.reach(at)
+        self.stream.allow(self.stream.total)
         full_before = self.retried()["507 disk_full"]
         ballast = data_dir / "ballast"
         fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
