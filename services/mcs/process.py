@@ -80,18 +80,21 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class StatusServer:
-    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive) on their own port."""
+    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive and the database path
+    still names the file it opened) on their own port."""
 
-    def __init__(self, *, host: str, port: int, process: str, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self, *, host: str, port: int, process: str, alive: Callable[[], bool], store: Store | None = None
+    ) -> None:
         metrics_app = make_wsgi_app()
         self.process = process
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
-                ok = alive()
-                body = json.dumps(
-                    {"status": "ok" if ok else "stalled", "process": process, "sqlite_version": sqlite_version()}
-                ).encode()
+                same_file = store is None or store.same_file()
+                ok = same_file and alive()
+                status = "ok" if ok else "stalled" if same_file else "database_replaced"
+                body = json.dumps({"status": status, "process": process, "sqlite_version": sqlite_version()}).encode()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [body]
             return metrics_app(environ, start_response)
