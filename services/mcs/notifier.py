@@ -539,6 +539,7 @@ def main(settings: Settings | None = None) -> None:
     try:
         _run(serve())
     finally:
+        notifier.heartbeat.clear()
         status.stop()
         store.close()
 

@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.errors import McsError
 from mcs.store import Store, sqlite_version
 from mcs.store import outbox as outbox_store
 
@@ -72,6 +73,15 @@ class Heartbeat:
                 outbox_store.beat, process=self.process, pid=os.getpid(), started_at=self.started_at, now=now
             )
             self.last = now
+
+    def clear(self) -> None:
+        """On the way out: remove this process's row, best effort (the database may be gone or busy)."""
+        try:
+            self.store.write(outbox_store.forget_beat, process=self.process, pid=os.getpid())
+        except McsError as exc:
+            logging.getLogger("mcs").warning(
+                "could not remove the heartbeat", extra={"action": "forget_beat", "error": str(exc)}
+            )
 
 
 class _QuietHandler(WSGIRequestHandler):

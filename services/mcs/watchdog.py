@@ -137,5 +137,6 @@ def main(settings: Settings | None = None) -> None:
     try:
         watchdog.run()
     finally:
+        watchdog.heartbeat.clear()
         status.stop()
         store.close()

@@ -130,7 +130,10 @@ def check(process: str, max_age: float) -> None:
     store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     beats = store.read(outbox_store.heartbeats)
     store.close()
-    age = time.time() - beats.get(process, 0.0)
+    if process not in beats:
+        click.echo(f"{process}: no heartbeat (not running, or it stopped cleanly)", err=True)
+        sys.exit(1)
+    age = time.time() - beats[process]
     if age > max_age:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)

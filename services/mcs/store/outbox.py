@@ -82,6 +82,11 @@ def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: fl
     )
 
 
+def forget_beat(conn: Connection, *, process: str, pid: int) -> None:
+    """A process stopping cleanly removes its own row: nothing runs there any more (see `mcs restore`)."""
+    conn.execute("DELETE FROM heartbeats WHERE process = ? AND pid = ?", (process, pid))
+
+
 def heartbeats(conn: Connection) -> dict[str, float]:
     return {r[0]: r[1] for r in conn.execute("SELECT process, beat_at FROM heartbeats")}
 
