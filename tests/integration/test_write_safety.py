@@ -248,3 +248,15 @@ async def test_api_answers_database_replaced_and_healthz_says_so(mesh):
     assert int(response.headers["Retry-After"]) >= 1
     health = await mesh.call("GET", "/healthz")
     assert health.status_code == 503 and (await health.get_json())["status"] == "database_replaced"
+
+
+def test_a_process_that_cannot_take_the_lock_at_start_exits_75_to_be_restarted(store, tmp_path):
+    """Not 78 ("restarting will not help"): `mcs up` would stop the whole mesh on that."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCS_")}
+    env |= {"MCS_DB": str(store.path), "MCS_WRITE_LOCK_TIMEOUT": "0.3", "MCS_DISPATCHER_METRICS_PORT": "0"}
+    with held_by_another_process(store.path, "flock"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mcs", "dispatcher"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 75, proc.stderr
+    assert "mcs dispatcher: cannot start now: another process has held the database's write lock" in proc.stderr
