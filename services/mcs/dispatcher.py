@@ -107,7 +107,7 @@ def main(settings: Settings | None = None) -> None:
     try:
         dispatcher.run()
     finally:
-        dispatcher.heartbeat.clear()
+        dispatcher.heartbeat.stopped()
         status.stop()
         dispatcher.watcher.close()
         store.close()

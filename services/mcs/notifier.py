@@ -539,7 +539,7 @@ def main(settings: Settings | None = None) -> None:
     try:
         _run(serve())
     finally:
-        notifier.heartbeat.clear()
+        notifier.heartbeat.stopped()
         status.stop()
         store.close()
 

@@ -74,13 +74,13 @@ class Heartbeat:
             )
             self.last = now
 
-    def clear(self) -> None:
-        """On the way out: remove this process's row, best effort (the database may be gone or busy)."""
+    def stopped(self) -> None:
+        """On the way out: mark this process's row stopped, best effort (the database may be gone or busy)."""
         try:
-            self.store.write(outbox_store.forget_beat, process=self.process, pid=os.getpid())
+            self.store.write(outbox_store.mark_stopped, process=self.process, pid=os.getpid())
         except McsError as exc:
             logging.getLogger("mcs").warning(
-                "could not remove the heartbeat", extra={"action": "forget_beat", "error": str(exc)}
+                "could not mark the heartbeat stopped", extra={"action": "mark_stopped", "error": str(exc)}
             )
 
 

@@ -137,6 +137,6 @@ def main(settings: Settings | None = None) -> None:
     try:
         watchdog.run()
     finally:
-        watchdog.heartbeat.clear()
+        watchdog.heartbeat.stopped()
         status.stop()
         store.close()

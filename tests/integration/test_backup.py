@@ -80,6 +80,13 @@ def test_restore_refuses_while_a_heartbeat_is_recent(db, tmp_path):
     assert code == 1 and err.count("\n") == 1
     assert "refusing to restore while MCS runs" in err and "dispatcher (heartbeat 0 s ago, pid 4242)" in err
     assert _untouched(db)
+    # Once it stopped cleanly its row says so (its last beat kept, for `mcs check` and the alert on its age).
+    store = Store(db)
+    store.write(outbox_store.mark_stopped, process="dispatcher", pid=4242)
+    assert store.read(outbox_store.heartbeats)["dispatcher"] > time.time() - 60
+    store.close()
+    code, _, err = run("restore", str(tmp_path / "b.db"))
+    assert code == 0, err
 
 
 def test_restore_refuses_a_damaged_or_foreign_file(db, tmp_path):

@@ -131,7 +131,7 @@ def check(process: str, max_age: float) -> None:
     beats = store.read(outbox_store.heartbeats)
     store.close()
     if process not in beats:
-        click.echo(f"{process}: no heartbeat (not running, or it stopped cleanly)", err=True)
+        click.echo(f"{process}: no heartbeat (it never ran on this database)", err=True)
         sys.exit(1)
     age = time.time() - beats[process]
     if age > max_age:

@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
 from mcs.errors import McsError, StoreError
-from mcs.store import migrations
+from mcs.store import migrations, outbox
 from mcs.store.connection import Connection, connect, writer_lock_path
 
 RUNNING_IF_BEAT_WITHIN = 60.0  # seconds: a heartbeat this recent means its process may still run
@@ -199,7 +199,7 @@ def _processes_with_open(paths: list[Path]) -> list[tuple[int, str]]:
 
 def running_processes(db: Path, *, now: float) -> list[str]:
     """What still uses the database: local processes with it open, and processes (in other containers,
-    say) whose heartbeat is recent. A process that stops cleanly removes its heartbeat."""
+    say) whose heartbeat is recent. A process that stops cleanly marks its heartbeat stopped (pid 0)."""
     running = [f"{cmd} (pid {pid})" for pid, cmd in _processes_with_open([db, db.with_name(db.name + "-wal")])]
     if not db.is_file():
         return running
@@ -212,7 +212,7 @@ def running_processes(db: Path, *, now: float) -> list[str]:
         conn.close()
     for process, pid, beat_at in rows:
         age = now - float(beat_at)
-        if age < RUNNING_IF_BEAT_WITHIN:
+        if age < RUNNING_IF_BEAT_WITHIN and pid != outbox.STOPPED_PID:
             running.append(f"{process} (heartbeat {max(age, 0):.0f} s ago, pid {pid})")
     return running
 

@@ -82,9 +82,13 @@ def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: fl
     )
 
 
-def forget_beat(conn: Connection, *, process: str, pid: int) -> None:
-    """A process stopping cleanly removes its own row: nothing runs there any more (see `mcs restore`)."""
-    conn.execute("DELETE FROM heartbeats WHERE process = ? AND pid = ?", (process, pid))
+STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+
+
+def mark_stopped(conn: Connection, *, process: str, pid: int) -> None:
+    """A process stopping cleanly says so in its row (pid 0), keeping its last beat: the age still grows
+    for `mcs check` and the alert on it, and `mcs restore` knows nothing runs there any more."""
+    conn.execute("UPDATE heartbeats SET pid = ? WHERE process = ? AND pid = ?", (STOPPED_PID, process, pid))
 
 
 def heartbeats(conn: Connection) -> dict[str, float]:
