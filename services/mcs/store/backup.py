@@ -200,7 +200,8 @@ def _processes_with_open(paths: list[Path]) -> list[tuple[int, str]]:
 def running_processes(db: Path, *, now: float) -> list[str]:
     """What still uses the database: local processes with it open, and processes (in other containers,
     say) whose heartbeat is recent. A process that stops cleanly marks its heartbeat stopped (pid 0)."""
-    running = [f"{cmd} (pid {pid})" for pid, cmd in _processes_with_open([db, db.with_name(db.name + "-wal")])]
+    local = _processes_with_open([db, db.with_name(db.name + "-wal")])
+    running = [f"{cmd} (pid {pid})" for pid, cmd in local]
     if not db.is_file():
         return running
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
@@ -212,7 +213,8 @@ def running_processes(db: Path, *, now: float) -> list[str]:
         conn.close()
     for process, pid, beat_at in rows:
         age = now - float(beat_at)
-        if age < RUNNING_IF_BEAT_WITHIN and pid != outbox.STOPPED_PID:
+        seen_here = (pid, f"mcs {process}") in local  # named already (another container's pids may repeat ours)
+        if age < RUNNING_IF_BEAT_WITHIN and pid != outbox.STOPPED_PID and not seen_here:
             running.append(f"{process} (heartbeat {max(age, 0):.0f} s ago, pid {pid})")
     return running
 
