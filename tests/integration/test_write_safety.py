@@ -167,7 +167,7 @@ def test_a_deleted_database_refuses_writes_and_creates_no_file(store):
     _remove_database(store.path)
     with pytest.raises(DatabaseReplaced, match="was deleted"):
         store.write(_insert_agent("ghost"))
-    assert not store.same_file() and store.replaced == "was deleted"
+    assert not store.same_file() and store.replaced == f"{store.path} was deleted"
     assert not store.path.exists()  # a refused write did not make a fresh file either
 
     # Another thread of the process needing a connection must not create a fresh file behind the others' back.
@@ -208,7 +208,7 @@ def test_a_write_whose_file_vanished_during_its_transaction_is_not_acknowledged(
 
     with pytest.raises(DatabaseReplaced):
         store.write(insert_then_delete)
-    assert store.replaced == "was deleted"
+    assert store.replaced == f"{store.path} was deleted"
 
 
 async def test_async_writes_after_the_file_was_deleted_answer_database_replaced(store):
@@ -260,3 +260,19 @@ def test_a_process_that_cannot_take_the_lock_at_start_exits_75_to_be_restarted(s
         )
     assert proc.returncode == 75, proc.stderr
     assert "mcs dispatcher: cannot start now: another process has held the database's write lock" in proc.stderr
+
+
+def test_a_deleted_wal_or_shm_is_seen_by_the_periodic_check(store):
+    """Only `rm mcs.db-wal mcs.db-shm`: the main file is still there, but this process's log and index are
+    not the ones a new process would open; the loops' once-a-second check says so, and they restart."""
+    store.write(_insert_agent("before"))
+    identity = store.identity
+    assert identity is not None and identity.same_file(now=0.0)  # remembers the -wal and -shm it sees
+    assert set(identity.companions) == {"-wal", "-shm"}
+    Path(str(store.path) + "-shm").unlink()
+    assert identity.same_file(now=0.5)  # not looked at again within the interval
+    assert store.write(_insert_agent("per-write")) == "per-write"  # writes check the main file only
+    assert not identity.same_file(now=1.0)
+    assert store.replaced == f"{store.path}-shm was deleted"
+    with pytest.raises(DatabaseReplaced, match="-shm was deleted"):
+        store.write(_insert_agent("after"))

@@ -86,7 +86,7 @@ class Store:
 
     @property
     def replaced(self) -> str | None:
-        """Why the path no longer names the file opened ("was deleted", ...), once a check has seen it."""
+        """What happened ("data/mcs.db was deleted", ...), once a check has seen the path name another file."""
         return self.identity.lost if self.identity is not None else None
 
     @property

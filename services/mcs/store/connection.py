@@ -93,6 +93,19 @@ def translate(exc: Exception) -> StoreError:
     return StoreError(f"database error: {exc}")
 
 
+COMPANION_CHECK_INTERVAL = 1.0  # seconds between checks of the -wal and -shm beside the database
+
+
+def _dev_ino(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot stat {path}: {exc.strerror}") from exc
+    return st.st_dev, st.st_ino
+
+
 class FileIdentity:
     """Which file the database path named when this process opened it, by device and inode.
 
@@ -101,35 +114,50 @@ class FileIdentity:
     before BEGIN and again after COMMIT, that the path still names that file, so no write is acknowledged
     into a ghost. A stat costs a few microseconds next to a commit's fsync. Once it fails it stays failed:
     the process must restart to open the file now at the path (`lost` says so to its loops).
+
+    The loops' own checks (about once a second) also look at `-wal` and `-shm`: while this process has
+    a connection open SQLite never removes them, so one deleted or replaced under it (a "clean-up" of
+    stale-looking files) means the processes no longer share one log and index; they restart too.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.dev_ino = self._current()
-        self.lost: str | None = None  # why, once the path was seen to name another file (or none)
+        self.dev_ino = _dev_ino(path)
+        self.companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> identity, once seen
+        self.next_companion_check = 0.0  # time.monotonic()
+        self.lost: str | None = None  # what happened, once the path was seen to name another file (or none)
 
-    def _current(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot stat {self.path}: {exc.strerror}") from exc
-        return st.st_dev, st.st_ino
-
-    def same_file(self) -> bool:
-        """Whether the path still names the file opened (remembering the answer once it is no)."""
+    def same_file(self, *, companions: bool = True, now: float | None = None) -> bool:
+        """Whether the path still names the file opened (remembering the answer once it is no); with
+        `companions`, also its -wal and -shm, at most once per COMPANION_CHECK_INTERVAL."""
         if self.lost is None:
-            now = self._current()
-            if now != self.dev_ino:
-                self.lost = "was deleted" if now is None else "was replaced by another file"
+            current = _dev_ino(self.path)
+            if current != self.dev_ino:
+                self.lost = f"{self.path} was {'deleted' if current is None else 'replaced by another file'}"
+            elif companions:
+                now = time.monotonic() if now is None else now
+                if now >= self.next_companion_check:
+                    self.next_companion_check = now + COMPANION_CHECK_INTERVAL
+                    self._check_companions()
         return self.lost is None
 
-    def check(self) -> None:
-        if not self.same_file():
+    def _check_companions(self) -> None:
+        for suffix in ("-wal", "-shm"):
+            path = self.path.with_name(self.path.name + suffix)
+            current = _dev_ino(path)
+            known = self.companions.get(suffix)
+            if known is None:
+                if current is not None:  # SQLite makes them at the first transaction in WAL mode
+                    self.companions[suffix] = current
+            elif current != known:
+                self.lost = f"{path} was {'deleted' if current is None else 'replaced by another file'}"
+                return
+
+    def check(self, *, companions: bool = True) -> None:
+        if not self.same_file(companions=companions):
             raise DatabaseReplaced(
-                f"the database file {self.path} {self.lost} while this process had it open; "
-                "nothing was written, and the process restarts on the file now there"
+                f"the database file {self.lost} while this process had it open; nothing is stored "
+                "there any more, and the process restarts on the file now at the path"
             )
 
 
@@ -222,7 +250,7 @@ class WriterLock:
     def check_file(self) -> None:
         """Raise DatabaseReplaced if the database path no longer names the file this process opened."""
         if self.identity is not None:
-            self.identity.check()
+            self.identity.check(companions=False)  # the main file only: this runs twice per transaction
 
     def close(self) -> None:
         with self._mutex:
