@@ -117,3 +117,14 @@ def test_restore_refuses_a_backup_from_a_newer_mcs(db, tmp_path):
     code, _, err = run("restore", str(tmp_path / "b.db"))
     assert code == 1 and "written by a newer MCS (migration 0099_future is unknown here)" in err
     assert _untouched(db)
+
+
+def test_restore_into_an_empty_data_folder(db, tmp_path, monkeypatch):
+    run("backup", str(tmp_path / "b.db"))
+    fresh = tmp_path / "new-home" / "data" / "mcs.db"
+    monkeypatch.setenv("MCS_DB", str(fresh))
+    code, out, err = run("restore", str(tmp_path / "b.db"), "--json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["agents"] == 1 and answer["replaced_kept_as"] is None
+    assert sorted(p.name for p in fresh.parent.iterdir()) == ["mcs.db", "mcs.db-writelock"]

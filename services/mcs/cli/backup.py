@@ -10,6 +10,7 @@ import click
 
 from mcs.cli.common import emit, json_option
 from mcs.cli.root import main
+from mcs.errors import StoreError
 
 
 def _size(n: int) -> str:
@@ -42,7 +43,10 @@ def backup(path: Path, as_json: bool) -> None:
     from mcs.store import backup as backup_store
 
     db = _db()
-    summary = backup_store.backup(db, path)
+    try:
+        summary = backup_store.backup(db, path)
+    except OSError as exc:  # what the store did not foresee still ends in one line
+        raise StoreError(f"backup failed: {exc}") from exc
     data = {"source": str(db), **summary.as_json()}
     emit(
         data,
@@ -60,7 +64,10 @@ def restore(path: Path, as_json: bool) -> None:
     from mcs.store import backup as backup_store
 
     db = _db()
-    summary, aside = backup_store.restore(db, path)
+    try:
+        summary, aside = backup_store.restore(db, path)
+    except OSError as exc:
+        raise StoreError(f"restore failed: {exc}") from exc
     data = {"source": str(path), **summary.as_json(), "replaced_kept_as": str(aside) if aside else None}
     emit(
         data,

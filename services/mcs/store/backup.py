@@ -112,8 +112,8 @@ def backup(db: Path, dest: Path, *, now: float | None = None) -> DatabaseSummary
     if not dest.parent.is_dir():
         raise StoreError(f"no folder {dest.parent} to write the backup in")
     partial = dest.with_name(dest.name + ".partial")
-    partial.unlink(missing_ok=True)
     try:
+        partial.unlink(missing_ok=True)  # left by a backup that was killed
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # it holds secrets' hashes
     except OSError as exc:
         raise StoreError(f"cannot write {partial}: {exc.strerror}") from exc
@@ -137,9 +137,13 @@ def backup(db: Path, dest: Path, *, now: float | None = None) -> DatabaseSummary
     if summary.integrity != "ok":
         partial.unlink(missing_ok=True)
         raise StoreError(f"the copy of {db} failed its integrity check ({summary.integrity}): the database is damaged")
-    _fsync_file(partial)
-    os.replace(partial, dest)
-    _fsync_dir(dest.parent)
+    try:
+        _fsync_file(partial)
+        os.replace(partial, dest)
+        _fsync_dir(dest.parent)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {dest}: {exc.strerror}") from exc
     return replace(summary, path=dest)
 
 
@@ -233,23 +237,31 @@ def restore(db: Path, source: Path, *, now: float | None = None) -> tuple[Databa
             f"refusing to restore while MCS runs on {db}: {', '.join(running)}; stop it first "
             "(Ctrl-C on mcs up, or docker compose stop)"
         )
-    db.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(writer_lock_path(db), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(writer_lock_path(db), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot use the data folder {db.parent}: {exc.strerror}") from exc
+    incoming = db.with_name(db.name + ".restoring")
     try:
         try:  # no MCS writer may start while the files change (one starting now waits, then migrates ours)
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RestoreRefused(f"an MCS process is writing to {db}; stop it first") from None
+        try:  # the copy first: if it fails (a full disk), nothing else has changed
+            shutil.copyfile(source, incoming)
+            os.chmod(incoming, 0o600)
+            _fsync_file(incoming)
+        except OSError as exc:
+            incoming.unlink(missing_ok=True)
+            raise StoreError(f"cannot copy {source} into {db.parent}: {exc.strerror}; nothing was changed") from exc
         aside = _set_aside(db, now) if db.exists() else None
-        for suffix in ("-wal", "-shm"):
+        for suffix in ("-wal", "-shm"):  # the old log and index: SQLite would replay them onto the backup
             db.with_name(db.name + suffix).unlink(missing_ok=True)
-        incoming = db.with_name(db.name + ".restoring")
-        shutil.copyfile(source, incoming)
-        os.chmod(incoming, 0o600)
-        _fsync_file(incoming)
         os.replace(incoming, db)
         _fsync_dir(db.parent)
     finally:
+        incoming.unlink(missing_ok=True)
         os.close(lock_fd)
     conn = connect(db)  # back to WAL, as every MCS connection has it
     try:
