@@ -184,5 +184,3 @@ def agent_llm(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None
     _run_agent(handler, opts)
-
-
