@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -239,6 +240,7 @@ def main() -> None:
         for h in helpers:
             h.stop("stop" if h.proc.name == "agentsim" else {"mode": "stop"})
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     row = {
         "label": args.label or code.split(" (")[0],
