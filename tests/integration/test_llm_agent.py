@@ -34,7 +34,9 @@ async def ask(agent: ChatAgent, payload: object) -> dict:
 
 async def test_answers_with_the_model_reply_usage_and_sends_system_material_and_key(fake):
     fake.materials["code.py"] = "def add(a, b):\n    return a - b\n"
-    agent = ChatAgent(base_url=fake.url, model="tiny", api_key="sk-secret-123", system="default system")
+    agent = ChatAgent(
+        base_url=fake.url, model="tiny", api_key="sk-secret-123", system="default system", allow_fetch=[fake.address]
+    )
     result = await ask(
         agent,
         {"prompt": "Find the bug", "system": "You review code", "url": fake.material_url("code.py"), "max_tokens": 50},
@@ -106,7 +108,7 @@ async def test_bad_payloads_and_missing_material_fail_for_good(fake):
         ({"prompt": "x", "url": fake.material_url("absent")}, "HTTP 404"),
     ]:
         with pytest.raises(PermanentError, match=message):
-            await ask(ChatAgent(base_url=fake.url, model="m"), payload)
+            await ask(ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address]), payload)
     assert fake.requests == []  # none of them reached the model
 
 
@@ -121,7 +123,8 @@ async def test_huge_material_is_cut_without_being_read_whole(fake, monkeypatch):
     monkeypatch.setattr(llm, "MAX_MATERIAL", 1000)
     fake.materials["big.txt"] = "x" * 1_000_000
     result = await ask(
-        ChatAgent(base_url=fake.url, model="m"), {"prompt": "Summarise", "url": fake.material_url("big.txt")}
+        ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address]),
+        {"prompt": "Summarise", "url": fake.material_url("big.txt")},
     )
     (sent,) = fake.requests
     prompt = json.dumps(sent)

@@ -167,6 +167,12 @@ def m0004_memory(db: Database) -> None:
     )
 
 
+@migrations(name="0005_agent_notify_host")
+def m0005_agent_notify_host(db: Database) -> None:
+    # The host an agent's notify_url must name, when the admin pinned one (egress policy).
+    db.execute("ALTER TABLE agents ADD COLUMN notify_host TEXT")
+
+
 def _run_script(db: Database, script: str) -> None:
     # Not executescript(): the driver commits a pending transaction before running a script, which would
     # break the one-transaction-per-migration promise.

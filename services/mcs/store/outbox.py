@@ -65,7 +65,7 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
                     kind,
                     "notifier",
                     now,
-                    {"agent": o.get("agent"), "attempts": o["attempts"], "error": o["error"]},
+                    {"agent": o.get("agent"), "attempts": o["attempts"], "error": o.get("event_error", o["error"])},
                 )
 
 
