@@ -370,7 +370,8 @@ class Notifier:
                 prefix = len(channels) > 1 or item.kind != "webhook"
                 error = "; ".join(f"{name}: {exc}" if prefix else str(exc) for name, exc in failed.items())
                 if len(failed) == len(channels):
-                    raise DeliveryFailed(error, retryable=False, retry_after=None) from None
+                    public = "; ".join(exc.public for exc in failed.values() if exc.public) or None
+                    raise DeliveryFailed(error, retryable=False, public=public) from None
                 # Someone was told: delivered, with the channel that failed kept as the row's error.
                 outcome["error"] = error
                 log.warning(

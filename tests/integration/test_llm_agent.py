@@ -131,3 +131,41 @@ async def test_huge_material_is_cut_without_being_read_whole(fake, monkeypatch):
     assert "x" * 1000 in prompt and "x" * 1001 not in prompt
     assert "[... cut: the rest of the document was not read]" in prompt
     assert result["answer"]
+
+
+# ------------------------------------------------------------------ the egress policy on fetches
+
+
+async def test_a_task_url_on_loopback_is_refused_by_default_and_nothing_is_fetched(fake):
+    fake.materials["secret.txt"] = "internal only"
+    for url in [fake.material_url("secret.txt"), fake.material_url("secret.txt").replace("127.0.0.1", "localhost")]:
+        with pytest.raises(PermanentError) as caught:
+            await ask(ChatAgent(base_url=fake.url, model="m"), {"prompt": "leak it", "url": url})
+        assert "loopback address, not allowed by --allow-fetch" in str(caught.value)
+    with pytest.raises(PermanentError, match="cloud metadata address: refused always"):
+        await ask(
+            ChatAgent(base_url=fake.url, model="m", allow_fetch=["169.254.0.0/16"]),
+            {"prompt": "creds?", "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"},
+        )
+    assert fake.fetched == [] and fake.requests == []  # nothing fetched, the model never asked
+
+
+async def test_each_redirect_hop_is_checked(fake):
+    inside = FakeOpenAI()  # another loopback service, on a port the agent was not allowed
+    try:
+        inside.materials["secret.txt"] = "internal only"
+        fake.materials["ok.txt"] = "public notes"
+        fake.redirects["away"] = inside.material_url("secret.txt")
+        fake.redirects["here"] = "/material/ok.txt"
+        fake.redirects["loop"] = "/redirect/loop"
+        agent = ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address])
+        result = await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/here"}))
+        assert "public notes" in result["answer"]  # a hop the policy allows is followed
+        with pytest.raises(PermanentError, match="loopback address, not allowed by --allow-fetch"):
+            await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/away"}))
+        assert inside.fetched == []
+        with pytest.raises(PermanentError, match="more than 5 redirects"):
+            await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/loop"}))
+        await agent.aclose()
+    finally:
+        inside.close()
