@@ -9,6 +9,7 @@ from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mcs import egress
 from mcs.api import create_app
@@ -51,10 +52,16 @@ async def register(client_or_mesh, who, url):
 )
 async def test_registration_refuses_link_local_and_metadata_with_422(mesh, url, message):
     who = await new_agent(mesh)
+    before = refusals()
     status, body = await register(mesh, who, url)
     assert status == 422, body
     assert body["error"]["code"] == "egress_refused" and body["error"]["message"].startswith(message)
     assert (await mesh.ok("GET", "/v1/agents/a", who="admin"))["notify_url"] is None  # nothing stored
+    assert refusals() == before + 1
+
+
+def refusals() -> float:
+    return REGISTRY.get_sample_value("mcs_egress_refusals_total", {"what": "notify_url"}) or 0.0
 
 
 async def test_registration_refuses_the_api_own_port_on_loopback(mesh):

@@ -156,6 +156,9 @@ async def test_names_resolve_for_real_and_bad_urls_are_refused():
     assert caught.value.permanent
     with pytest.raises(egress.EgressRefused, match="http:// or https://"):
         await p.check_url("ftp://10.0.0.1/x")
+    # Other spellings of an address are decided on what they resolve to: 2852039166 is 169.254.169.254.
+    with pytest.raises(egress.EgressRefused, match="2852039166 resolves to a cloud metadata address"):
+        await policy().check_url("http://2852039166/latest/meta-data")
 
 
 class Echo:
