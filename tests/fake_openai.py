@@ -10,7 +10,7 @@ contains a directive:
 
 `GET /material/NAME` serves `materials[NAME]` as text (404 when absent); `GET /redirect/NAME` answers 302
 to `redirects[NAME]`. Every chat request is recorded (headers lower-cased, JSON body) in `requests`, every
-GET's path in `fetched`.
+material or redirect GET's path in `fetched`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class FakeOpenAI:
         self.redirects: dict[str, str] = {}
         self.fetched: list[str] = []
         self.seen: set[str] = set()
+        self.models: list[str] = []  # what GET /v1/models lists (empty: nothing to check against)
         self.lock = threading.Lock()
         self.closing = threading.Event()
         outer = self
@@ -43,6 +44,9 @@ class FakeOpenAI:
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
+                    return
                 with outer.lock:
                     outer.fetched.append(self.path)
                 name = self.path.removeprefix("/material/")

@@ -178,7 +178,7 @@ def agent_llm(
     """
 
     from mcs import egress
-    from mcs.agent.llm import API_KEY_ENV, ChatAgent
+    from mcs.agent.llm import API_KEY_ENV, ChatAgent, check_model_server
 
     try:
         egress.parse_rules(allow_fetch)
@@ -198,6 +198,7 @@ def agent_llm(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None
+    problem = check_model_server(base_url, model, api_key=api_key)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
     _run_agent(handler, opts)
-
-
