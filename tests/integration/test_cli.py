@@ -99,6 +99,12 @@ def test_admin_pins_an_agent_notify_host_and_the_real_api_refuses_its_own_port(m
     assert bad.exit_code == 1 and "not a host name" in bad.stderr and "Traceback" not in bad.output
 
 
+def test_a_bad_allow_fetch_entry_is_a_usage_error(mcs):
+    args = ["agent", "llm", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "ask"]
+    bad = mcs(*args, "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "not a host")
+    assert bad.exit_code == 2 and "--allow-fetch" in bad.stderr and "'not a host' is not a CIDR" in bad.stderr
+
+
 def test_submit_with_payload_file_as_in_the_write_up(mcs, tmp_path):
     mcs("admin", "agent", "create", "rex", "-c", "mcs-review")
     review = tmp_path / "review.json"
