@@ -120,6 +120,17 @@ async def test_a_name_that_resolves_to_a_refused_address_is_refused(mesh, monkey
     assert "169.254.169.254" not in body["error"]["message"]
 
 
+async def test_a_lookup_that_fails_for_now_is_503_not_422(mesh, monkeypatch):
+    async def resolver(host, port):
+        raise egress.Unresolvable(f"looking up {host} timed out", permanent=False)
+
+    monkeypatch.setattr(egress, "resolve", resolver)
+    who = await new_agent(mesh)
+    response = await mesh.call("POST", "/v1/agents/register", who=who, json={"notify_url": "http://hooks.lan/h"})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert "looking up hooks.lan timed out; try again" in (await response.get_json())["error"]["message"]
+
+
 async def test_only_the_agent_itself_learns_what_the_policy_says(mesh):
     await new_agent(mesh)
     wrong = {"X-Agent-ID": "a", "X-Agent-Secret": "not-the-secret"}
