@@ -475,7 +475,8 @@ class Notifier:
             loop.add_reader(self.watcher.fd, self._on_change)
         if self._log_filter is not None:
             logging.getLogger("httpx").addFilter(self._log_filter)
-        log.info("notifier started", extra={"action": "start"})
+        allowed = ",".join(rule.text for rule in self.notify_policy.allow)
+        log.info("notifier started", extra={"action": "start", "notify_allow": allowed})
         self._clients: dict[str, httpx.AsyncClient] = {}
         try:
             while not self._stopping:
