@@ -406,13 +406,15 @@ class EgressTransport(httpx.AsyncHTTPTransport):
     (SNI and certificate), the Host header is the URL's, and proxies from the environment are not used
     (a proxy would make the connection where the policy cannot see it)."""
 
-    def __init__(self, policy: Policy, *, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self, policy: Policy, *, limits: httpx.Limits | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         # Not super().__init__(): it builds a pool (and a TLS context) only to be replaced. httpx's
         # transport keeps everything it needs in `_pool`, which is what this sets.
         limits = limits or httpx.Limits()
         self.policy = policy
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(),
+            ssl_context=ssl_context or _ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

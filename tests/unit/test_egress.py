@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,3 +223,57 @@ async def test_the_transport_refuses_a_loopback_port_the_policy_does_not_name(ec
         with pytest.raises(egress.EgressRefused, match="127.0.0.1 is a loopback address, not allowed by --allow-fetch"):
             await client.get(f"http://127.0.0.1:{echo.port}/x")
     assert echo.hosts == []
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 with a certificate for hooks.test (made by the openssl CLI), recording
+    the SNI name and the Host header it was sent."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=hooks.test", "-addext", "subjectAltName=DNS:hooks.test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    seen: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen["host"] = self.headers["host"]
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen.update(sni=name)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port, ssl.create_default_context(cafile=str(cert)), seen
+    server.shutdown()
+    server.server_close()
+
+
+async def test_tls_verifies_the_url_host_name_while_connecting_to_the_checked_address(tls_server):
+    port, trust, seen = tls_server
+
+    async def resolver(host, port):
+        return [ip_address("127.0.0.1")]
+
+    def client(name):
+        policy = replace(egress.fetch_policy([f"{name}:{port}"]), resolver=resolver)
+        return httpx.AsyncClient(transport=egress.EgressTransport(policy, ssl_context=trust))
+
+    async with client("hooks.test") as c:
+        assert (await c.get(f"https://hooks.test:{port}/x")).text == "ok"
+    assert seen == {"sni": "hooks.test", "host": f"hooks.test:{port}"}
+    async with client("other.test") as c:  # same address, a name the certificate does not hold
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await c.get(f"https://other.test:{port}/x")
