@@ -178,6 +178,12 @@ class Settings:
                 else ("MCS_TELEGRAM_CHAT_ID", "MCS_TELEGRAM_BOT_TOKEN")
             )
             raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
+        alerts = egress.alert_policy(settings)  # an address refused always fails here, not at the first alert
+        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": settings.telegram_api}
+        for name, url in urls.items():
+            why = egress.literal_refusal(alerts, url) if url else None
+            if why:
+                raise ConfigError(f"{name}: {why}")
         return settings
 
     @property

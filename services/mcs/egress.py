@@ -311,6 +311,17 @@ class Policy:
         return await self.check(host, port)
 
 
+def literal_refusal(policy: Policy, url: str) -> str | None:
+    """Why `policy` refuses `url` when its host is an IP address (no lookup: for checking settings at
+    start-up), else None; a name is decided on when it is used."""
+    try:
+        host, port = url_target(url, what=policy.what)
+        address = ip_address(host)
+    except (EgressRefused, ValueError):
+        return None
+    return policy.decide(host, port, address)
+
+
 def url_target(url: str, *, what: str = "URL") -> tuple[str, int]:
     """(host, port) of an http(s) URL, or EgressRefused."""
     try:

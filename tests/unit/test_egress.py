@@ -125,6 +125,13 @@ def test_a_bad_allow_entry_is_a_clear_config_error(entry):
         Settings.from_env({"MCS_NOTIFY_ALLOW": f"10.0.0.0/8,{entry}"})
 
 
+@pytest.mark.parametrize("name", ["MCS_ALERT_WEBHOOK_URL", "MCS_TELEGRAM_API"])
+def test_an_alert_url_on_a_link_local_address_is_a_config_error(name):
+    with pytest.raises(ConfigError, match=f"{name}: alert URL host 169.254.1.1 is a link-local address: refused"):
+        Settings.from_env({name: "http://169.254.1.1/hook"})
+    assert Settings.from_env({name: "http://192.168.1.5:8000/hook"})  # the operator's LAN: fine
+
+
 def test_fetches_allow_public_only_unless_allowed_and_never_metadata():
     p = egress.fetch_policy()
     assert decide(p, "example.org", 443, "93.184.215.14") is None
