@@ -108,6 +108,9 @@ class Settings:
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
     metrics_host: str | None = None  # defaults to host
+    review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
+    review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
+    review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
 
     @property
     def data_dir(self) -> Path:
@@ -156,6 +159,9 @@ class Settings:
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
+            review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
+            review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
+            review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
