@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mcs.config import Settings
+from mcs.errors import ConfigError
 from mcs.review import sandbox
 from mcs.review.pack import UnpackError, unpack
 from mcs.review.sandbox import Limits
@@ -352,7 +353,7 @@ def _handler(tool: str) -> Callable[[Any], dict[str, Any]]:
             return review(tool, task.payload)
         except UnpackError as exc:
             raise PermanentError(f"not a review payload: {exc}") from exc
-        except AnalyzerError as exc:
+        except (AnalyzerError, ConfigError) as exc:  # a bad MCS_REVIEW_* setting will not fix itself either
             raise PermanentError(str(exc)) from exc
 
     handle.__name__ = tool
