@@ -8,8 +8,10 @@ So each analyzer runs as
     python -I -m mcs.review.sandbox --refuse DIR --cpu S --memory B -- TOOL ARGS...
 
 a fresh interpreter (`-I`: no `PYTHON*` variables, no user site, no current folder on `sys.path`) that
-sets its resource limits, wraps Python's import system so that no module, package, `.pth` file or
-distribution under DIR can be found (`Guard`), and only then starts the tool. `run()` starts it from
+sets its resource limits, wraps Python's import system so that no module, package or distribution
+(with its entry points) under DIR can be found (`Guard`), and only then starts the tool. (`.pth` files,
+`sitecustomize` and `usercustomize` under DIR are never read: Python looks for them at start-up only,
+in site-packages, and `-I` leaves out the user site.) `run()` starts it from
 the outside: in a throwaway working and home folder, with an environment built from an allow-list (no
 MCS secret reaches the tool), in its own process group, which is killed when the wall-time runs out.
 """
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 # The only variables an analyzer sees from the agent's environment (plus HOME and TMPDIR, which point
 # into the throwaway folder). Everything else, every MCS_* secret and every API key, stays behind.
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+KILL_WAIT = 5.0  # seconds to collect a killed tool's last output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +135,13 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the group we created for it (start_new_session)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    try:
+        proc.communicate(timeout=KILL_WAIT)
+    except subprocess.TimeoutExpired:  # something left the group and holds the pipes: stop reading them
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
 
 
 # ---------------------------------------------------------------- inside the sandboxed interpreter
