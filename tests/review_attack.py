@@ -24,6 +24,7 @@ SUBMODULES = ("pool", "futures", "handlers", "decoder", "util", "abc", "moves", 
 EXTRA = ("sitecustomize", "usercustomize", "conftest", "setup", "__main__", "pylint_evil", "bandit_evil",
          "enchant", "gi", "_distutils_hack", "pytest", "isort", "dill", "tomli", "colorama", "stevedore")  # fmt: skip
 
+PYLINT_TOML = 'load-plugins = ["pylint_evil"]\nignore = ["app.py"]\n'
 APP = """import os
 import multiprocessing.pool
 import email.mime.text
@@ -82,23 +83,24 @@ def files(markers: Path, outside: Path, *, package: bool = False) -> dict[str, s
     out["sub/evil.pth"] = "import " + one_line(markers, "pth-import").removeprefix("import ") + "\n"
     hook = lambda label: one_line(markers, f"init-hook-{label}")  # noqa: E731
     for rc in ("pylintrc", ".pylintrc", "sub/pylintrc"):
-        out[rc] = f"[MAIN]\ninit-hook={hook(rc)}\nload-plugins=pylint_evil\n"
+        out[rc] = f"[MAIN]\ninit-hook={hook(rc)}\nload-plugins=pylint_evil\nignore=app.py\n"
     for rc in ("pylintrc.toml", ".pylintrc.toml"):
-        out[rc] = f'[tool.pylint.main]\ninit-hook = {json.dumps(hook(rc))}\nload-plugins = ["pylint_evil"]\n'
+        out[rc] = f"[tool.pylint.main]\ninit-hook = {json.dumps(hook(rc))}\n{PYLINT_TOML}"
     out["setup.cfg"] = (f"[pylint.MAIN]\ninit-hook={hook('setup.cfg')}\nload-plugins=pylint_evil\n"
                         f"[vulture]\npaths={outside}\n[bandit]\ntargets={outside}\n")  # fmt: skip
     out["tox.ini"] = (f"[pylint]\ninit-hook={hook('tox.ini')}\nload-plugins=pylint_evil\n"
                       f"[MAIN]\ninit-hook={hook('tox')}\n")  # fmt: skip
     out["pyproject.toml"] = (
-        f'[tool.pylint.main]\ninit-hook = {json.dumps(hook("pyproject.toml"))}\nload-plugins = ["pylint_evil"]\n'
-        f'[tool.ruff]\nextend = "{outside}/ruff.toml"\nsrc = ["{outside}"]\n'
+        f"[tool.pylint.main]\ninit-hook = {json.dumps(hook('pyproject.toml'))}\n{PYLINT_TOML}"
+        f'[tool.ruff]\nextend = "{outside}/ruff.toml"\nextend-exclude = ["app.py"]\n'
         f'[tool.bandit]\ntargets = ["{outside}"]\n'
-        f'[tool.vulture]\npaths = ["{outside}"]\n'
+        f'[tool.vulture]\npaths = ["{outside}"]\nexclude = ["app.py"]\n'
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "bandit_evil"\n'
     )
-    out["ruff.toml"] = f'extend = "{outside}/ruff.toml"\n'
+    out["ruff.toml"] = f'extend = "{outside}/ruff.toml"\nextend-exclude = ["app.py"]\n'
     # bandit reads a .bandit under its target unless told otherwise; `output` would make it write anywhere.
-    out[".bandit"] = f"[bandit]\ntargets = {outside}\noutput = {markers / 'bandit-output'}\nformat = txt\n"
+    out[".bandit"] = (f"[bandit]\ntargets = {outside}\noutput = {markers / 'bandit-output'}\nformat = txt\n"
+                      "exclude = app.py\n")  # fmt: skip
     out["evil-1.0.dist-info/METADATA"] = "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"
     out["evil-1.0.dist-info/top_level.txt"] = "bandit_evil\npylint_evil\n"
     out["evil-1.0.dist-info/entry_points.txt"] = (

@@ -75,6 +75,9 @@ def test_no_analyzer_runs_any_of_the_reviewed_code(tool, attack, secrets):
     names = {f["path"] for f in payload["files"]}
     assert {f["file"] for f in result["findings"]} <= names
     assert sorted(p.name for p in outside.iterdir()) == ["outside_secret.py", "ruff.toml"]
+    if tool == "ruff":  # the payload's ruff.toml and pyproject.toml extend a config that selects every rule
+        codes = {f["detail"].split(":")[0].removeprefix("ruff ") for f in result["findings"]}
+        assert {c.rstrip("0123456789") for c in codes} <= set(analyzers.RUFF_SELECT.split(",")), codes
 
 
 def probe(code: str, tmp_path: Path, **kw) -> subprocess.CompletedProcess[str]:
