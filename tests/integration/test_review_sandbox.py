@@ -100,22 +100,29 @@ def test_an_analyzer_process_sees_no_secret(tmp_path, secrets):
 
 
 def test_the_import_guard_finds_the_stdlib_behind_a_shadowing_folder(tmp_path):
-    """Even with the refused folder first on sys.path, `import multiprocessing` is the stdlib's, and a
-    module that exists only there cannot be imported at all."""
+    """Even with the refused folder first on sys.path, `import multiprocessing` is the stdlib's, a module
+    that exists only there cannot be imported at all, and its distributions (entry points) are not seen."""
     refused = tmp_path / "refused"
     (refused / "multiprocessing").mkdir(parents=True)
     (refused / "multiprocessing" / "__init__.py").write_text("raise SystemExit('shadow ran')\n")
     (refused / "only_here.py").write_text("raise SystemExit('only_here ran')\n")
+    (refused / "evil-1.0.dist-info").mkdir()
+    (refused / "evil-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n")
+    (refused / "evil-1.0.dist-info" / "entry_points.txt").write_text("[console_scripts]\nevil = only_here:main\n")
     code = (
         f"import sys; sys.path.insert(0, {str(refused)!r}); import multiprocessing.pool; "
         "print(multiprocessing.__file__)\n"
         "try:\n    import only_here\nexcept ImportError as exc:\n    print('refused:', exc)\n"
+        "import importlib.metadata as md\n"
+        "print(sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'] == 'evil'))\n"
+        "print([e.value for e in md.entry_points(group='console_scripts') if e.name == 'evil'])\n"
     )
     done = probe(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.splitlines()
+    first, second, dists, scripts = done.stdout.splitlines()
     assert first.startswith(sys.base_prefix) and "refused" not in first
     assert second.startswith("refused:")
+    assert (dists, scripts) == ("[]", "[]")
 
 
 def test_cpu_time_is_limited(tmp_path):
