@@ -6,6 +6,10 @@ unused" (ruff, pyflakes), "Unused import os" (pylint) and "unused import 'os'" (
 "Unused import: os" and merge. Anything else keeps the tool's own message as its title, with a severity
 from the tool's own level. The tool's code and message are always in `detail`.
 
+The reviewed code is data, never code: each tool runs in `mcs.review.sandbox` (nothing under the review's
+throwaway folder importable, no secret in its environment, CPU, memory and wall-time limits), reading
+only our own config files, never the payload's.
+
 Handlers for `mcs agent run` (each a `handler(task) -> dict`):
 
     mcs agent run mcs.review.analyzers:ruff --capability mcs-review
