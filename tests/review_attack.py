@@ -21,8 +21,9 @@ PACKAGES = ("multiprocessing", "email", "xml", "concurrent", "logging", "json", 
             "numpy", "pkg_resources")  # fmt: skip
 SUBMODULES = ("pool", "futures", "handlers", "decoder", "util", "abc", "moves", "client", "request", "mock")
 # Names of plugins and hooks the tools or Python itself might look for.
-EXTRA = ("sitecustomize", "usercustomize", "conftest", "setup", "__main__", "pylint_evil", "bandit_evil",
-         "enchant", "gi", "_distutils_hack", "pytest", "isort", "dill", "tomli", "colorama", "stevedore")  # fmt: skip
+EXTRA = ("sitecustomize", "usercustomize", "conftest", "setup", "noxfile", "fabfile", "manage", "__main__",
+         "whitelist", "vulture_whitelist", "pylint_evil", "bandit_evil", "enchant", "gi", "_distutils_hack",
+         "pytest", "isort", "dill", "tomli", "colorama", "stevedore")  # fmt: skip
 
 PYLINT_TOML = 'load-plugins = ["pylint_evil"]\nignore = ["app.py"]\n'
 APP = """import os
