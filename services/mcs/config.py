@@ -119,6 +119,9 @@ class Settings:
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
     # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
     notify_allow: tuple[egress.Rule, ...] | None = None
+    review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
+    review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
+    review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
 
     @property
     def data_dir(self) -> Path:
@@ -169,6 +172,9 @@ class Settings:
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
             container=_env(e, "MCS_CONTAINER", _bool, None),
             notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
+            review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
+            review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
