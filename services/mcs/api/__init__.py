@@ -36,6 +36,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when it overflows a double (`1e999` is inf):
+    it could be stored but never rendered as JSON again."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range (non-finite numbers are not JSON)")
+    return value
+
+
 def _too_deep(value: Any, limit: int) -> bool:
     """Whether `value` nests deeper than `limit` (iterative: a deep value must not exhaust the stack here)."""
     stack = [(value, 1)]
@@ -51,7 +60,8 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 class LenientJsonRequest(Request):
     """Parse the body as JSON whatever the Content-Type (curl -d sends form encoding); empty means {}.
-    Strict about the JSON itself: UTF-8, no NaN or Infinity, at most MAX_JSON_DEPTH levels deep; anything
+    Strict about the JSON itself: UTF-8, no NaN or Infinity, no number that overflows to one (`1e999`),
+    integers of at most 4300 digits (Python's limit), at most MAX_JSON_DEPTH levels deep; anything
     else is a 400 before a handler runs, so nothing unserialisable is ever stored."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
@@ -60,7 +70,7 @@ class LenientJsonRequest(Request):
             return {}
         try:
             text = body.decode("utf-8") if isinstance(body, bytes) else body
-            value = json.loads(text, parse_constant=_no_constant)
+            value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except UnicodeDecodeError as exc:
             raise BadRequest("the request body is not UTF-8", code="bad_json") from exc
         except RecursionError as exc:
