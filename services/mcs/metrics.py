@@ -59,6 +59,10 @@ webhook_latency = Histogram(
     "Submit (or a retry falling due) -> webhook accepted by the agent",
     buckets=LATENCY_BUCKETS,
 )
+quota_refusals = Counter(
+    "mcs_quota_refusals_total", "Requests refused with 429 by a rate limit or quota (see mcs.quotas)", ["quota"]
+)
+disk_full_refusals = Counter("mcs_disk_full_total", "Writes refused with 507 because the disk was full")
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 
 _TRANSITIONS = {

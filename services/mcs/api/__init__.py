@@ -6,7 +6,9 @@ import asyncio
 import json
 import logging
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,11 +17,11 @@ from quart import Quart, Request, Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from mcs import __version__, metrics
+from mcs import __version__, metrics, quotas
 from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
-from mcs.errors import ApiError, BadRequest, StoreError
+from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
 from mcs.state_metrics import state_registry
 from mcs.store import AsyncStore, Store, sqlite_version
 
@@ -118,6 +120,15 @@ class ChangeWatcher:
                     self._changed.notify_all()
 
 
+def disk_free(folder: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _error(status: int, code: str, message: str, retry_after: float | None = None) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}})
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
@@ -140,6 +151,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MCS_SETTINGS"] = settings
+    app.config["MCS_SUBMIT_RATE"] = quotas.SubmitRate(rate=settings.rate_submits, burst=settings.rate_submits_burst)
+    for quota in quotas.QUOTAS:
+        metrics.quota_refusals.labels(quota)  # every series from 0, so the first refusal is an increase
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
         app,
@@ -182,7 +196,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return respond({"status": "ok", "sqlite_version": sqlite_version(), "version": __version__})
+        """ok, or 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free."""
+        body: dict[str, Any] = {"status": "ok", "sqlite_version": sqlite_version(), "version": __version__}
+        free = await asyncio.to_thread(disk_free, settings.data_dir)
+        if free is not None and free < settings.disk_min_free_bytes:
+            body |= {"status": "disk_full", "free_bytes": free, "min_free_bytes": settings.disk_min_free_bytes}
+            return respond(body, 503)
+        return respond(body)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -193,6 +213,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
+        if isinstance(exc, QuotaExceeded):
+            metrics.quota_refusals.labels(exc.quota).inc()
         return _error(exc.status, exc.code, exc.message, exc.retry_after)
 
     @app.errorhandler(RequestSchemaValidationError)
@@ -217,6 +239,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> Response:
         log.error("database error", extra={"action": "store_error", "error": str(exc)})
+        if isinstance(exc, DiskFull):
+            metrics.disk_full_refusals.inc()
         if type(exc) is StoreError:  # a driver error: its text may hold SQL, so say only what to do
             return _error(503, "database_unavailable", "the database is busy or unavailable; try again", 1.0)
         return _error(exc.status, exc.code, exc.message, exc.retry_after)

@@ -7,6 +7,7 @@ exactly our shape (several processes writing and checkpointing one WAL database)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
 from mcs import metrics
-from mcs.errors import SqliteTooOld, StoreError
+from mcs.errors import DiskFull, SqliteTooOld, StoreError
 from mcs.store import effects
 
 MIN_SQLITE = (3, 51, 3)
@@ -28,6 +29,22 @@ T = TypeVar("T")
 
 DatabaseError = sqlite3.DatabaseError
 IntegrityError = sqlite3.IntegrityError
+
+
+SQLITE_FULL = 13  # primary result code: "database or disk is full" (extended codes keep it in the low byte)
+
+
+def store_error(exc: Exception) -> StoreError:
+    """A driver or OS error as the store reports it: DiskFull (507) when the disk is full, whatever wrote;
+    otherwise a StoreError saying only that the database failed (its text stays in the log)."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return DiskFull()
+        return StoreError(f"{exc.filename or 'database'}: {exc.strerror}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (isinstance(code, int) and code & 0xFF == SQLITE_FULL) or "database or disk is full" in str(exc):
+        return DiskFull()
+    return StoreError(f"database error: {exc}")
 
 
 def sqlite_version() -> str:
@@ -53,6 +70,8 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull() from exc
         raise StoreError(f"cannot create the data folder {path.parent}: {exc.strerror}") from exc
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -64,6 +83,8 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
+        if isinstance(store_error(exc), DiskFull):
+            raise DiskFull() from exc
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return conn
 
@@ -88,6 +109,8 @@ class WriterLock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull() from exc
             raise StoreError(f"cannot open {self.path}: {exc.strerror}") from exc
 
     def acquire(self) -> bool:
@@ -129,8 +152,8 @@ def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLoc
     try:
         with effects.collecting() as noted, immediate(conn, lock):
             result = fn(conn, *args, **kwargs)
-    except sqlite3.Error as exc:
-        raise StoreError(f"database error: {exc}") from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise store_error(exc) from exc
     metrics.count_transitions(noted)  # committed: now they happened
     return result
 
@@ -148,7 +171,8 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
                 if not conn.in_transaction:  # an error destroyed the transaction: what came before is lost
-                    lost = StoreError("database error: the transaction was rolled back")
+                    cause = outcomes[-1] if outcomes else None
+                    lost = DiskFull() if isinstance(cause, DiskFull) else StoreError("database error: rolled back")
                     outcomes = [lost if not isinstance(o, BaseException) else o for o in outcomes]
                     noted.clear()
                     conn.execute("BEGIN IMMEDIATE")
@@ -162,12 +186,12 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
-                    outcomes.append(StoreError(f"database error: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+                    outcomes.append(store_error(exc) if isinstance(exc, sqlite3.Error | OSError) else exc)
             conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        failure = StoreError(f"database error: {exc}")
+        failure = store_error(exc)
         return [failure for _ in jobs]
     finally:
         if held and lock is not None:

@@ -1,0 +1,114 @@
+"""A full disk (issue 10, item 7): writes answer 507 disk_full, /healthz says so, nothing stored is lost,
+and writes work again once space is freed. On a real, really full filesystem: a 2 MiB tmpfs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mcs.config import Settings
+from mcs.store import Store
+from tests.integration.conftest import ADMIN_TOKEN
+from tests.integration.test_api import error_of
+
+pytestmark = pytest.mark.asyncio
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("filling a real disk needs a small tmpfs, and mounting one needs root (CI runs as root)")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@pytest.fixture
+def settings(small_disk):
+    return Settings.from_env(
+        {},
+        db=small_disk / "mcs.db",
+        admin_token=ADMIN_TOKEN,
+        synchronous="NORMAL",
+        rate_submits=0,
+        quota_queued_tasks=0,
+        quota_memory_bytes=0,
+        disk_min_free_bytes=CHUNK,
+    )
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem refuses more; returns it (delete it to free the space)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (CHUNK, 1):  # big chunks, then the last few bytes one at a time
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+async def test_a_full_disk_answers_507_keeps_what_was_stored_and_recovers(mesh, settings):
+    a = await mesh.agent("a", ["x"])
+    accepted = [(await mesh.submit(who=a, type="x", payload={"n": i}))["id"] for i in range(5)]
+    await mesh.ok("PUT", "/v1/memory/mesh/before", who=a, json={"value": "kept"})
+    assert (await mesh.ok("GET", "/healthz"))["status"] == "ok"
+
+    filler = fill(settings.data_dir)
+    health = await mesh.call("GET", "/healthz")
+    assert health.status_code == 503 and (await health.get_json())["status"] == "disk_full"
+
+    # the WAL may still have room for a little: every submit is stored (201) or refused as disk_full
+    refused = None
+    for i in range(100):
+        response = await mesh.call("POST", "/v1/tasks", who=a, json={"type": "x", "payload": "p" * 20_000 + str(i)})
+        if response.status_code == 201:
+            accepted.append((await response.get_json())["id"])
+            continue
+        refused = response
+        break
+    assert refused is not None, "100 submits of 20 KB fitted on a full 2 MiB disk"
+    assert await error_of(refused) == (507, "disk_full")
+    put = await mesh.call("PUT", "/v1/memory/mesh/big", who=a, json={"value": "v" * 100_000})
+    assert await error_of(put) == (507, "disk_full")
+    bulk = await mesh.call("POST", "/v1/memory/mesh/_bulk", who=a, json={"put": [{"key": "b", "value": "v" * 100_000}]})
+    assert await error_of(bulk) == (507, "disk_full")
+    metrics = (await (await mesh.client.get("/metrics")).get_data()).decode()
+    assert "mcs_disk_full_total 3.0" in metrics
+
+    # reads go on, and show everything acknowledged
+    listed = await mesh.ok("GET", "/v1/tasks?limit=500", who="admin")
+    assert sorted(t["id"] for t in listed["tasks"]) == sorted(accepted)
+    assert (await mesh.ok("GET", "/v1/memory/mesh/before", who=a))["value"] == "kept"
+
+    filler.unlink()
+    assert (await mesh.ok("GET", "/healthz"))["status"] == "ok"
+    accepted.append((await mesh.submit(who=a, type="x", payload="after"))["id"])
+    await mesh.ok("PUT", "/v1/memory/mesh/big", who=a, json={"value": "v" * 100_000})
+
+    fresh = Store(settings.db)  # what a restarted process would see
+    try:
+        assert fresh.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {r[0] for r in fresh.conn.execute("SELECT id FROM tasks")}
+        assert stored == set(accepted)
+        keys = {r[0] for r in fresh.conn.execute("SELECT key FROM memory")}
+        assert keys == {"before", "big"}
+    finally:
+        fresh.close()
