@@ -78,6 +78,9 @@ def _alert_format(raw: str) -> str:
 _alert_format.__name__ = "choice of json or text"
 
 
+KEEP_ALIVE_MAX = 75.0  # seconds an idle api connection stays open at most
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -115,11 +118,19 @@ class Settings:
     quota_memory_bytes: int = 64 * 1024 * 1024  # key and value bytes one memory namespace may hold
     disk_min_free_bytes: int = 16 * 1024 * 1024  # /healthz reports disk_full below this much free space
     api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
-    api_read_timeout: float = 60.0  # seconds: a connection that sends nothing for this long is closed
+    api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
 
     @property
     def data_dir(self) -> Path:
         return self.db.parent
+
+    @property
+    def api_keep_alive(self) -> float:
+        """Seconds an idle connection (or one still sending its headers) stays open, and the longest a
+        long poll waits: a third of the read timeout each, so a connection is always closed by the
+        keep-alive timer before the read timeout stops reading from it (Hypercorn then stops reading
+        but closes the socket only when the keep-alive timer fires; a request sent meanwhile hangs)."""
+        return min(KEEP_ALIVE_MAX, self.api_read_timeout / 3) if self.api_read_timeout else KEEP_ALIVE_MAX
 
     @property
     def admin_token_file(self) -> Path:

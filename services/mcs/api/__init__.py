@@ -150,6 +150,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app = Quart("mcs")
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    if settings.api_read_timeout:
+        app.config["BODY_TIMEOUT"] = settings.api_read_timeout  # a body trickled in slower is a 408
     app.config["MCS_SETTINGS"] = settings
     app.config["MCS_SUBMIT_RATE"] = quotas.SubmitRate(rate=settings.rate_submits, burst=settings.rate_submits_burst)
     for quota in quotas.QUOTAS:
@@ -227,11 +229,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
             400: "bad_request",
             404: "not_found",
             405: "method_not_allowed",
+            408: "request_timeout",
             413: "payload_too_large",
         }.get(exc.code or 500, "http_error")
         messages = {
             400: "the request body is not valid JSON",
             404: "no such endpoint",
+            408: f"the request body did not arrive within {settings.api_read_timeout:g} s",
             413: f"the request body is larger than {settings.max_body_bytes} bytes",
         }
         return _error(exc.code or 500, code, messages.get(exc.code or 500, exc.description or "request refused"))

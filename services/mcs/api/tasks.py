@@ -101,9 +101,11 @@ async def events(task_id: str) -> Response:
 @bp.post("/claim")
 @validate_request(ClaimNext)
 async def claim_next(data: ClaimNext) -> Response:
-    """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll)."""
+    """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll).
+    The wait is at most a third of MCS_API_READ_TIMEOUT (Settings.api_keep_alive), so the connection,
+    silent meanwhile, is not dropped under it."""
     creds = credentials()
-    deadline = time.monotonic() + data.wait
+    deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
     while True:
         version = watcher.version
