@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from typing import Any
 
@@ -31,7 +32,7 @@ def hypercorn_config(settings: Settings) -> Config:
     # A connection that sends nothing for the read timeout is closed (a request stalled in its body);
     # one still in its headers, or idle, after the keep-alive time (from the start: a slowloris).
     # Long polls are cut to the keep-alive time too; see Settings.api_keep_alive for why.
-    config.read_timeout = settings.api_read_timeout or None
+    config.read_timeout = math.ceil(settings.api_read_timeout) or None  # Hypercorn takes whole seconds
     config.keep_alive_timeout = settings.api_keep_alive
     config.graceful_timeout = 5
     return config
