@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,6 @@ from mcs.config import Settings
 from mcs.store import Store
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
-
-pytestmark = pytest.mark.asyncio
 
 CHUNK = 64 * 1024
 
@@ -65,6 +64,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.asyncio
 async def test_a_full_disk_answers_507_keeps_what_was_stored_and_recovers(mesh, settings):
     a = await mesh.agent("a", ["x"])
     accepted = [(await mesh.submit(who=a, type="x", payload={"n": i}))["id"] for i in range(5)]
@@ -112,3 +112,25 @@ async def test_a_full_disk_answers_507_keeps_what_was_stored_and_recovers(mesh, 
         assert keys == {"before", "big"}
     finally:
         fresh.close()
+
+
+def mcs_up(folder: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MCS_ADMIN_TOKEN"} | {"MCS_DB": str(folder / "mcs.db")}
+    return subprocess.run(
+        [sys.executable, "-m", "mcs", "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("database", ["new", "existing"])
+def test_starting_on_a_full_disk_is_one_line_and_leaves_no_empty_token_file(small_disk, database):
+    if database == "existing":
+        Store(small_disk / "mcs.db").migrate()
+    filler = fill(small_disk)
+    started = mcs_up(small_disk)
+    assert started.returncode == 78, started.stderr
+    said = started.stderr.replace(str(small_disk), "DATA")  # the folder's name holds "full" already
+    assert len(said.strip().splitlines()) == 1, said
+    assert "disk holding the database is full" in said or "no space left on the disk" in said, said
+    assert not (small_disk / "admin-token").exists()
+    filler.unlink()
+    assert not (small_disk / "admin-token").exists()

@@ -6,9 +6,7 @@ import asyncio
 import json
 import logging
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,7 +21,7 @@ from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
 from mcs.state_metrics import state_registry
-from mcs.store import AsyncStore, Store, sqlite_version
+from mcs.store import AsyncStore, Store, disk_free, sqlite_version
 
 log = logging.getLogger("mcs.api")
 
@@ -118,15 +116,6 @@ class ChangeWatcher:
                 async with self._changed:
                     self.version += 1
                     self._changed.notify_all()
-
-
-def disk_free(folder: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown)."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
 
 
 def _error(status: int, code: str, message: str, retry_after: float | None = None) -> Response:

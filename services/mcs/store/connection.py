@@ -31,19 +31,36 @@ DatabaseError = sqlite3.DatabaseError
 IntegrityError = sqlite3.IntegrityError
 
 
-SQLITE_FULL = 13  # primary result code: "database or disk is full" (extended codes keep it in the low byte)
+SQLITE_IOERR = 10  # primary result codes (extended codes keep them in the low byte)
+SQLITE_FULL = 13  # "database or disk is full"
+NEARLY_FULL = 256 * 1024  # bytes free under which a disk I/O error is taken for a full disk
 
 
-def store_error(exc: Exception) -> StoreError:
-    """A driver or OS error as the store reports it: DiskFull (507) when the disk is full, whatever wrote;
-    otherwise a StoreError saying only that the database failed (its text stays in the log)."""
+def disk_free(folder: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def store_error(exc: Exception, folder: Path | None = None) -> StoreError:
+    """A driver or OS error as the store reports it: DiskFull (507) when the disk is full, whatever wrote
+    (SQLITE_FULL, ENOSPC, or a disk I/O error, as growing the -shm file gives, on a disk with next to no
+    room left in `folder`); otherwise a StoreError saying only that the database failed."""
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOSPC:
             return DiskFull()
         return StoreError(f"{exc.filename or 'database'}: {exc.strerror}")
     code = getattr(exc, "sqlite_errorcode", None)
-    if (isinstance(code, int) and code & 0xFF == SQLITE_FULL) or "database or disk is full" in str(exc):
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == SQLITE_FULL or "database or disk is full" in str(exc):
         return DiskFull()
+    if primary == SQLITE_IOERR and folder is not None:
+        free = disk_free(folder)
+        if free is not None and free < NEARLY_FULL:
+            return DiskFull()
     return StoreError(f"database error: {exc}")
 
 
@@ -83,7 +100,7 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
-        if isinstance(store_error(exc), DiskFull):
+        if isinstance(store_error(exc, path.parent), DiskFull):
             raise DiskFull() from exc
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return conn
@@ -153,7 +170,7 @@ def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLoc
         with effects.collecting() as noted, immediate(conn, lock):
             result = fn(conn, *args, **kwargs)
     except (sqlite3.Error, OSError) as exc:
-        raise store_error(exc) from exc
+        raise store_error(exc, lock.path.parent if lock is not None else None) from exc
     metrics.count_transitions(noted)  # committed: now they happened
     return result
 
@@ -165,6 +182,7 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
     the others' kept). If the commit itself fails, every outcome is that failure: nothing was stored.
     """
     outcomes: list[Any] = []
+    folder = lock.path.parent if lock is not None else None
     held = lock.acquire() if lock is not None else False
     try:
         with effects.collecting() as noted:
@@ -186,12 +204,12 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
-                    outcomes.append(store_error(exc) if isinstance(exc, sqlite3.Error | OSError) else exc)
+                    outcomes.append(store_error(exc, folder) if isinstance(exc, sqlite3.Error | OSError) else exc)
             conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        failure = store_error(exc)
+        failure = store_error(exc, folder)
         return [failure for _ in jobs]
     finally:
         if held and lock is not None:
