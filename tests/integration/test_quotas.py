@@ -51,6 +51,7 @@ async def submit(mesh, who, **body):
 @pytest.mark.parametrize("settings", [dict(rate_submits=0.001, rate_submits_burst=3)], indirect=True)
 @pytest.mark.asyncio
 async def test_submits_past_the_burst_are_429_per_agent_and_the_admin_is_exempt(mesh):
+    before = await refusals(mesh)  # the counters are the process's: count this test's own
     a = await mesh.agent("a", ["x"])
     b = await mesh.agent("b", ["x"])
     # someone sending a's name with a wrong secret spends none of a's allowance
@@ -63,7 +64,7 @@ async def test_submits_past_the_burst_are_429_per_agent_and_the_admin_is_exempt(
     assert (await submit(mesh, b)).status_code == 201
     for _ in range(10):
         assert (await submit(mesh, "admin")).status_code == 201
-    assert (await refusals(mesh))["submit_rate"] == 1
+    assert (await refusals(mesh))["submit_rate"] - before["submit_rate"] == 1
     listed = await mesh.ok("GET", "/v1/tasks?limit=500", who="admin")
     assert len(listed["tasks"]) == 3 + 1 + 10
 
@@ -74,6 +75,7 @@ async def test_submits_past_the_burst_are_429_per_agent_and_the_admin_is_exempt(
 @pytest.mark.parametrize("settings", [dict(quota_queued_tasks=2)], indirect=True)
 @pytest.mark.asyncio
 async def test_unfinished_tasks_per_submitter_are_capped_until_some_finish(mesh):
+    before = await refusals(mesh)  # the counters are the process's: count this test's own
     a = await mesh.agent("a", ["x"])
     first = await submit(mesh, a, payload=1)
     assert first.status_code == 201
@@ -93,7 +95,7 @@ async def test_unfinished_tasks_per_submitter_are_capped_until_some_finish(mesh)
     # a retried submit of an accepted task replays, over quota or not
     replay = await mesh.call("POST", "/v1/tasks", who=a, json={"type": "x", "payload": 1}, headers=key)
     assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
-    assert (await refusals(mesh))["queued_tasks"] == 3
+    assert (await refusals(mesh))["queued_tasks"] - before["queued_tasks"] == 3
 
 
 @pytest.mark.parametrize("settings", [dict(quota_queued_tasks=2)], indirect=True)
@@ -122,6 +124,7 @@ async def test_the_queued_count_uses_its_index(mesh):
 @pytest.mark.parametrize("settings", [dict(quota_memory_bytes=1000)], indirect=True)
 @pytest.mark.asyncio
 async def test_memory_namespace_bytes_are_capped_and_shrinking_is_always_allowed(mesh):
+    before = await refusals(mesh)  # the counters are the process's: count this test's own
     a = await mesh.agent("a", ["x"])
     big = "v" * 600
     await mesh.ok("PUT", "/v1/memory/mesh/one", who=a, json={"value": big})
@@ -138,7 +141,7 @@ async def test_memory_namespace_bytes_are_capped_and_shrinking_is_always_allowed
     assert (await mesh.call("GET", "/v1/memory/mesh/k1", who=a)).status_code == 404  # the whole bulk is undone
     assert (await mesh.call("DELETE", "/v1/memory/mesh/admin", who="admin")).status_code == 204
     await mesh.ok("POST", "/v1/memory/mesh/_bulk", who=a, json=bulk)
-    assert (await refusals(mesh))["memory_bytes"] == 3
+    assert (await refusals(mesh))["memory_bytes"] - before["memory_bytes"] == 3
 
 
 @pytest.mark.parametrize("settings", [dict(quota_memory_bytes=1000)], indirect=True)
