@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mcs.config import Settings
+from mcs.errors import DiskFull
 from mcs.store import Store
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
@@ -141,3 +142,29 @@ def test_starting_on_a_full_disk_is_one_line_and_leaves_no_empty_token_file(smal
     assert not (small_disk / "admin-token").exists()
     filler.unlink()
     assert not (small_disk / "admin-token").exists()
+
+
+def test_group_commit_on_a_full_disk_reports_every_job_truthfully(small_disk):
+    """One batch (the api's group commit): a job whose outcome is a result is stored, every other one
+    is DiskFull and is not, whichever job ran out of room and whatever SQLite rolled back with it."""
+    store = Store(small_disk / "mcs.db")
+    store.migrate()
+    store.write(lambda conn: conn.execute("CREATE TABLE t (n INTEGER, pad TEXT)"))
+    filler = fill(small_disk)
+    os.truncate(filler, os.path.getsize(filler) - 300 * 1024)  # leave about 300 KB
+    sizes = [10, 1_500_000, 10, 200_000, 10, 10]
+
+    def job(n: int, size: int):
+        return lambda conn: conn.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * size)).rowcount
+
+    try:
+        outcomes = store.write_batch([job(n, size) for n, size in enumerate(sizes)])
+        outcomes += store.write_batch([job(n, size) for n, size in enumerate(sizes, start=len(sizes))][:2])
+        assert any(isinstance(o, DiskFull) for o in outcomes)
+        assert all(o == 1 or isinstance(o, DiskFull) for o in outcomes), outcomes
+        filler.unlink()
+        stored = {r[0] for r in store.read(lambda conn: conn.execute("SELECT n FROM t").fetchall())}
+        assert stored == {n for n, o in enumerate(outcomes) if o == 1}
+        assert store.write(job(99, 10)) == 1  # and writes work again
+    finally:
+        store.close()

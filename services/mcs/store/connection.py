@@ -183,16 +183,22 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
     """
     outcomes: list[Any] = []
     folder = lock.path.parent if lock is not None else None
+
+    def lost_with_transaction(outcomes: list[Any]) -> list[Any]:
+        """An error rolled the whole transaction back (SQLite does for a full disk, for one): the jobs
+        before it that had succeeded lost their changes too, and fail as the one that caused it."""
+        cause = outcomes[-1] if outcomes else None
+        lost = DiskFull() if isinstance(cause, DiskFull) else StoreError("database error: rolled back")
+        noted.clear()
+        return [lost if not isinstance(o, BaseException) else o for o in outcomes]
+
     held = lock.acquire() if lock is not None else False
     try:
         with effects.collecting() as noted:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                if not conn.in_transaction:  # an error destroyed the transaction: what came before is lost
-                    cause = outcomes[-1] if outcomes else None
-                    lost = DiskFull() if isinstance(cause, DiskFull) else StoreError("database error: rolled back")
-                    outcomes = [lost if not isinstance(o, BaseException) else o for o in outcomes]
-                    noted.clear()
+                if not conn.in_transaction:
+                    outcomes = lost_with_transaction(outcomes)
                     conn.execute("BEGIN IMMEDIATE")
                 conn.execute("SAVEPOINT job")
                 mark = len(noted)
@@ -205,7 +211,10 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
                     outcomes.append(store_error(exc, folder) if isinstance(exc, sqlite3.Error | OSError) else exc)
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            else:  # the last job's error ended it: there is nothing to commit
+                outcomes = lost_with_transaction(outcomes)
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
