@@ -20,13 +20,13 @@ LIMITS = {"rate_submits": 0.0, "quota_queued_tasks": 0, "quota_memory_bytes": 0}
 
 @pytest.fixture
 def settings(tmp_path, request):
-    """Every limit off unless the test names some (parametrize "settings" indirectly)."""
+    """Every limit off unless the test names some (parametrize "settings" indirectly), or "defaults"."""
     return Settings.from_env(
         {},
         db=tmp_path / "mcs.db",
         admin_token=ADMIN_TOKEN,
         synchronous="NORMAL",
-        **(LIMITS | getattr(request, "param", {})),
+        **({} if getattr(request, "param", None) == "defaults" else LIMITS | getattr(request, "param", {})),
     )
 
 
@@ -169,3 +169,19 @@ def test_an_existing_memory_table_is_counted_when_0008_applies(tmp_path):
     used = dict(store.conn.execute("SELECT ns, bytes FROM memory_usage").fetchall())
     assert used == {"mesh": 1 + 5 + 2 + 1, "agent:x": 1 + 4}
     store.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("settings", ["defaults"], indirect=True)
+async def test_the_issue_attack_with_default_settings(mesh):
+    """One agent sending 150 tasks of 100 KB as fast as it can: the burst goes through, the rest is 429."""
+    a = await mesh.agent("a", ["x"])
+    defaults = Settings()
+    payload = "p" * 100_000
+    started = time.monotonic()
+    statuses = [(await submit(mesh, a, payload=payload)).status_code for _ in range(150)]
+    elapsed = time.monotonic() - started
+    accepted = statuses.count(201)
+    assert set(statuses) <= {201, 429}
+    assert defaults.rate_submits_burst <= accepted <= defaults.rate_submits_burst + defaults.rate_submits * elapsed + 1
+    assert accepted < 150
