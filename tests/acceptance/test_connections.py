@@ -5,6 +5,7 @@ configured one. The real `mcs api` process on loopback."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -110,3 +111,26 @@ def test_the_listen_backlog_is_the_configured_one(api):
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
     [line] = out.stdout.strip().splitlines()
     assert int(line.split()[2]) == min(1500, somaxconn)
+
+
+def test_a_slowloris_trickling_its_headers_is_dropped(api):
+    """A byte every 0.3 s keeps the read timeout from firing; the keep-alive timer, started when the
+    connection opened and not reset by bytes, closes it anyway."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    with socket.create_connection(api, timeout=5) as sock:
+        deadline = time.monotonic() + GIVE_UP
+        for byte in request:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server kept a trickling connection open for {GIVE_UP} s")
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                return  # closed
+            ready, _, _ = select.select([sock], [], [], 0.3)
+            if ready:
+                try:
+                    if sock.recv(4096) == b"":
+                        return  # closed
+                except ConnectionResetError:
+                    return
+        pytest.fail("the whole trickled request was read without the connection being closed")

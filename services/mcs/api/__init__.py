@@ -139,8 +139,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app = Quart("mcs")
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    if settings.api_read_timeout:
-        app.config["BODY_TIMEOUT"] = settings.api_read_timeout  # a body trickled in slower is a 408
+    if settings.api_read_timeout:  # a body still arriving after this (trickled: no read timeout) is a 408
+        app.config["BODY_TIMEOUT"] = min(app.config["BODY_TIMEOUT"], settings.api_read_timeout)
     app.config["MCS_SETTINGS"] = settings
     app.config["MCS_SUBMIT_RATE"] = quotas.SubmitRate(rate=settings.rate_submits, burst=settings.rate_submits_burst)
     for quota in quotas.QUOTAS:
@@ -224,7 +224,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         messages = {
             400: "the request body is not valid JSON",
             404: "no such endpoint",
-            408: f"the request body did not arrive within {settings.api_read_timeout:g} s",
+            408: "the request body did not arrive in time",
             413: f"the request body is larger than {settings.max_body_bytes} bytes",
         }
         return _error(exc.code or 500, code, messages.get(exc.code or 500, exc.description or "request refused"))
