@@ -37,11 +37,14 @@ NEARLY_FULL = 256 * 1024  # bytes free under which a disk I/O error is taken for
 
 
 def disk_free(folder: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown)."""
+    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown); 0 when
+    it has no inode left either, which refuses new files (the -wal, -shm) as surely as no space."""
     try:
         st = os.statvfs(folder)
     except OSError:
         return None
+    if st.f_files > 0 and st.f_favail == 0:
+        return 0
     return st.f_bavail * st.f_frsize
 
 
