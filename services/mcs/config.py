@@ -119,6 +119,7 @@ class Settings:
     disk_min_free_bytes: int = 16 * 1024 * 1024  # /healthz reports disk_full below this much free space
     api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
     api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
+    container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
 
     @property
     def data_dir(self) -> Path:
@@ -182,6 +183,7 @@ class Settings:
             disk_min_free_bytes=int(_env(e, "MCS_DISK_MIN_FREE_BYTES", whole, cls.disk_min_free_bytes)),
             api_backlog=int(_env(e, "MCS_API_BACKLOG", whole, cls.api_backlog)),
             api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
+            container=_env(e, "MCS_CONTAINER", _bool, None),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):

@@ -20,6 +20,7 @@ from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
+from mcs.process import in_container, network_namespace
 from mcs.state_metrics import state_registry
 from mcs.store import AsyncStore, Store, disk_free, sqlite_version
 
@@ -185,10 +186,20 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
             metrics.http_duration.labels(method, rule).observe(time.perf_counter() - started)
         return response
 
+    container = settings.container if settings.container is not None else in_container()
+    netns = network_namespace()
+
     @app.get("/healthz")
     async def healthz() -> Response:
-        """ok, or 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free."""
-        body: dict[str, Any] = {"status": "ok", "sqlite_version": sqlite_version(), "version": __version__}
+        """ok, or 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free.
+        `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here."""
+        body: dict[str, Any] = {
+            "status": "ok",
+            "sqlite_version": sqlite_version(),
+            "version": __version__,
+            "container": container,
+            "netns": netns,
+        }
         free = await asyncio.to_thread(disk_free, settings.data_dir)
         if free is not None and free < settings.disk_min_free_bytes:
             body |= {"status": "disk_full", "free_bytes": free, "min_free_bytes": settings.disk_min_free_bytes}

@@ -58,5 +58,3 @@ def admin_agent_delete(name: str, url: str, as_json: bool) -> None:
     with client(url) as c:
         c.delete_agent(name)
     emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
-
-
