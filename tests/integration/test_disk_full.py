@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from mcs.errors import DiskFull
 from mcs.store import Store
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
+from tests.polling import wait_until
 
 CHUNK = 64 * 1024
 
@@ -168,3 +170,35 @@ def test_group_commit_on_a_full_disk_reports_every_job_truthfully(small_disk):
         assert store.write(job(99, 10)) == 1  # and writes work again
     finally:
         store.close()
+
+
+def test_the_api_healthcheck_says_disk_full(small_disk, tmp_path):
+    """`mcs check api` (the compose healthcheck) against a real `mcs api` whose disk fills up."""
+    with socket.socket() as probe:  # a port the kernel says is free
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {
+        "MCS_DB": str(small_disk / "mcs.db"),
+        "MCS_HOST": "127.0.0.1",
+        "MCS_PORT": str(port),
+        "MCS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MCS_DISK_MIN_FREE_BYTES": str(CHUNK),
+    }
+    log = (tmp_path / "api.log").open("wb")
+    api = subprocess.Popen([sys.executable, "-m", "mcs", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mcs", "check", "api"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+    try:
+        wait_until(lambda: check().returncode == 0, timeout=30, what="the api to start")
+        filler = fill(small_disk)
+        unhealthy = check()
+        assert unhealthy.returncode == 1 and "api unhealthy: disk full" in unhealthy.stderr, unhealthy.stderr
+        filler.unlink()
+        assert check().returncode == 0
+    finally:
+        api.terminate()
+        api.wait(timeout=15)
+        log.close()
