@@ -183,5 +183,5 @@ async def test_the_issue_attack_with_default_settings(mesh):
     elapsed = time.monotonic() - started
     accepted = statuses.count(201)
     assert set(statuses) <= {201, 429}
+    # the burst, then what the rate refilled while the loop ran (on a normal machine far below 150)
     assert defaults.rate_submits_burst <= accepted <= defaults.rate_submits_burst + defaults.rate_submits * elapsed + 1
-    assert accepted < 150
