@@ -209,6 +209,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         # The process's own counters, then the mesh state read from the database (off the event loop).
+        free = await asyncio.to_thread(disk_free, settings.data_dir)
+        if free is not None:
+            metrics.disk_free_bytes.labels(str(settings.db)).set(free)
         own = generate_latest()
         state = await asyncio.to_thread(generate_latest, app.config["MCS_STATE_METRICS"])
         return Response(own + state, content_type=CONTENT_TYPE_LATEST)
