@@ -75,7 +75,7 @@ class SubmitRate:
 
 def queued_tasks_exceeded(caller: str, count: int, limit: int) -> QuotaExceeded:
     return QuotaExceeded(
-        f"agent {caller!r} has {count} unfinished tasks, the most MCS_QUOTA_QUEUED_TASKS allows; "
+        f"agent {caller!r} has {count} unfinished tasks and may have {limit} (MCS_QUOTA_QUEUED_TASKS); "
         "submit more when some have finished",
         quota=QUEUED_TASKS,
         code="too_many_queued_tasks",
