@@ -45,6 +45,14 @@ dispatch_latency = Histogram(
     "Submit (or a retry falling due) -> assignment committed",
     buckets=LATENCY_BUCKETS,
 )
+dispatcher_passes = Counter(
+    "mcs_dispatcher_passes_total", "Dispatcher passes that routed (took the write lock); idle wake-ups are not counted"
+)
+dispatcher_agent_reads = Counter(
+    "mcs_dispatcher_agent_reads_total",
+    "Dispatcher reads of agents: `all` (every online one) or `changed` (named by an event, or past their TTL)",
+    ["scope"],
+)
 claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
 unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
 agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")

@@ -63,7 +63,8 @@ def _json(raw: str | None) -> Any:
 @dataclass(frozen=True, kw_only=True)
 class Agent:
     name: str
-    capabilities: tuple[str, ...]
+    capabilities: tuple[str, ...]  # what it registered
+    granted: tuple[str, ...] | None  # what the admin granted at creation; None: unrestricted
     notify_url: str | None
     concurrency: int
     status: AgentStatus
@@ -76,6 +77,7 @@ class Agent:
         return cls(
             name=row["name"],
             capabilities=tuple(json.loads(row["capabilities"])),
+            granted=None if row["granted"] is None else tuple(json.loads(row["granted"])),
             notify_url=row["notify_url"],
             concurrency=row["concurrency"],
             status=AgentStatus(row["status"]),
@@ -83,6 +85,14 @@ class Agent:
             last_seen=row["last_seen"],
             created_at=row["created_at"],
         )
+
+    @property
+    def usable_capabilities(self) -> tuple[str, ...]:
+        """What it may take work for: what it registered, within its grant (registration keeps it inside;
+        this also holds if a grant is narrowed after the agent registered)."""
+        if self.granted is None:
+            return self.capabilities
+        return tuple(c for c in self.capabilities if c in self.granted)
 
     def effective_status(self, now: float) -> AgentStatus:
         """Online only while the TTL runs, even before the watchdog has marked it offline."""
@@ -94,6 +104,7 @@ class Agent:
         return {
             "name": self.name,
             "capabilities": list(self.capabilities),
+            "granted": None if self.granted is None else list(self.granted),
             "status": self.effective_status(now).value,
             "last_seen": iso(self.last_seen),
             "expires_at": iso(self.expires_at) if self.effective_status(now) is AgentStatus.ONLINE else None,

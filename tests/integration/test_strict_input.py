@@ -134,5 +134,9 @@ async def test_query_strings_are_still_parsed(mesh):
     for key in ("a", "b"):
         await mesh.ok("PUT", f"/v1/memory/mesh/{key}", who="admin", json={"value": 1})
     assert len((await mesh.ok("GET", "/v1/memory/mesh?limit=1", who="admin"))["items"]) == 1
+    for name in ("a", "b"):
+        await mesh.ok("POST", "/v1/agents", who="admin", json={"name": name}, status=201)
+    agents = await mesh.ok("GET", "/v1/agents?limit=1", who="admin")
+    assert len(agents["agents"]) == 1 and agents["next_cursor"]
     bad = await mesh.call("GET", "/v1/tasks?limit=two", who="admin")
     assert await error_of(bad) == (422, "validation_error")

@@ -1,4 +1,5 @@
-"""/v1/agents: admin creates, rotates and deletes; agents register (and heartbeat); anyone signed in lists."""
+"""/v1/agents: admin creates (granting capabilities), rotates and deletes; agents register (and heartbeat);
+anyone signed in lists, a page at a time."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import time
 from typing import Any
 
 from quart import Blueprint, Response, current_app
-from quart_schema import validate_request
+from quart_schema import validate_querystring, validate_request
 
 from mcs.api.auth import authed, credentials, require_admin
 from mcs.api.responses import respond
-from mcs.api.schemas import CreateAgent, Register
+from mcs.api.schemas import AgentQuery, CreateAgent, Register
 from mcs.errors import NotFound
 from mcs.store import agents as agents_store
 
@@ -50,7 +51,7 @@ async def register(data: Register) -> Response:
 
 
 def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
-    return agents_store.register(conn, name=agent.name, **kwargs)
+    return agents_store.register(conn, name=agent.name, before=agent, **kwargs)
 
 
 @bp.post("/<name>/rotate")
@@ -62,15 +63,17 @@ async def rotate(name: str) -> Response:
 @bp.delete("/<name>")
 async def delete(name: str) -> Response:
     caller = require_admin()
-    await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time())
-    return Response("", status=204)
+    return respond(await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time()))
 
 
 @bp.get("")
-async def list_agents() -> Response:
+@validate_querystring(AgentQuery)
+async def list_agents(query_args: AgentQuery) -> Response:
     now = time.time()
-    agents = await _db().read(authed(agents_store.list_all, need="any"), credentials())
-    return respond({"agents": [a.to_api(now) for a in agents]})
+    agents, next_cursor = await _db().read(
+        authed(agents_store.list_page, need="any"), credentials(), limit=query_args.limit, cursor=query_args.cursor
+    )
+    return respond({"agents": [a.to_api(now) for a in agents], "next_cursor": next_cursor})
 
 
 @bp.get("/<name>")

@@ -94,6 +94,11 @@ class TaskQuery(Query):
     cursor: str | None = Field(default=None, max_length=200)
 
 
+class AgentQuery(Query):
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 MemoryKey = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

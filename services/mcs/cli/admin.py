@@ -30,7 +30,13 @@ def _secrets_human(d: dict[str, Any]) -> str:
 
 @admin_agent.command("create")
 @click.argument("name")
-@click.option("--capability", "-c", "capabilities", multiple=True, help="A capability (repeatable).")
+@click.option(
+    "--capability",
+    "-c",
+    "capabilities",
+    multiple=True,
+    help="Grant a capability (repeatable): the agent may register only these. None: it may register any.",
+)
 @url_option
 @json_option
 def admin_agent_create(name: str, capabilities: tuple[str, ...], url: str, as_json: bool) -> None:
@@ -54,7 +60,15 @@ def admin_agent_rotate(name: str, url: str, as_json: bool) -> None:
 @url_option
 @json_option
 def admin_agent_delete(name: str, url: str, as_json: bool) -> None:
-    """Delete agent NAME; work assigned to it goes back to the queue."""
+    """Delete agent NAME and its memory (private:NAME, agent:NAME); work assigned to it goes back to the
+    queue, tasks routed to it by name fail."""
     with client(url) as c:
-        c.delete_agent(name)
-    emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
+        emit(c.delete_agent(name), as_json, _deleted_human)
+
+
+def _deleted_human(d: dict[str, Any]) -> str:
+    keys = ", ".join(f"{n} key{'s' if n != 1 else ''} from {ns}" for ns, n in d["memory_keys"].items())
+    return (
+        f"deleted {d['deleted']}: {keys}; {d['tasks_requeued']} assigned task(s) back to the queue,"
+        f" {d['tasks_failed']} task(s) routed to it failed"
+    )

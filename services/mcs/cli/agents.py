@@ -30,7 +30,7 @@ def _agents_human(agents: list[dict[str, Any]]) -> str:
 @url_option
 @json_option
 def agent_list(url: str, as_json: bool) -> None:
-    """List agents with their status and capabilities."""
+    """List agents with their status and capabilities (every page)."""
     with client(url) as c:
         emit(c.list_agents(), as_json, _agents_human)
 
@@ -42,7 +42,12 @@ def agent_list(url: str, as_json: bool) -> None:
 def agent_show(name: str, url: str, as_json: bool) -> None:
     """Show one agent."""
     with client(url) as c:
-        emit(c.get_agent(name), as_json, lambda a: _agents_human([a]))
+        emit(c.get_agent(name), as_json, _agent_human)
+
+
+def _agent_human(a: dict[str, Any]) -> str:
+    granted = "any (unrestricted)" if a.get("granted") is None else ",".join(a["granted"]) or "-"
+    return _agents_human([a]) + f"\ngranted: {granted}"
 
 
 _AGENT_ENV_HELP = (
