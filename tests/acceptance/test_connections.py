@@ -80,8 +80,10 @@ def closed_after(sock: socket.socket) -> float:
         b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + ADMIN.encode() + b'\r\nContent-Length: 100\r\n\r\n{"type": ',  # in the body
         b"",  # connected, sent nothing
+        # answered before its body was read (no body schema), then silent
+        b"POST /v1/tasks/nope/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{",
     ],
-    ids=["headers", "body", "nothing"],
+    ids=["headers", "body", "nothing", "unread-body"],
 )
 def test_a_half_sent_request_is_dropped_after_the_read_timeout(api, half):
     with socket.create_connection(api, timeout=5) as sock:
