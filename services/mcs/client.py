@@ -235,8 +235,16 @@ class _Endpoints(Generic[R]):
     def health(self) -> R:
         return self._call("GET", "/healthz")
 
-    def create_agent(self, name: str, capabilities: list[str] | None = None) -> R:
-        return self._call("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
+    def create_agent(self, name: str, capabilities: list[str] | None = None, notify_host: str | None = None) -> R:
+        """A new agent (admin); `notify_host` pins the only host its notify_url may name."""
+        body: dict[str, Any] = {"name": name, "capabilities": capabilities or []}
+        if notify_host is not None:
+            body["notify_host"] = notify_host
+        return self._call("POST", "/v1/agents", json=body)
+
+    def update_agent(self, name: str, *, notify_host: str | None) -> R:
+        """Pin an agent's notify host, or unpin it with None (admin)."""
+        return self._call("PATCH", f"/v1/agents/{_q(name)}", json={"notify_host": notify_host})
 
     def rotate_agent(self, name: str) -> R:
         return self._call("POST", f"/v1/agents/{_q(name)}/rotate")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mcs import egress
 from mcs.errors import ConfigError
 
 
@@ -81,6 +82,13 @@ _alert_format.__name__ = "choice of json or text"
 KEEP_ALIVE_MAX = 75.0  # seconds an idle api connection stays open at most
 
 
+def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
+    try:
+        return egress.parse_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MCS_NOTIFY_ALLOW: {exc}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -120,6 +128,11 @@ class Settings:
     api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
     api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
+    # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
+    notify_allow: tuple[egress.Rule, ...] | None = None
+    review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
+    review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
+    review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
 
     @property
     def data_dir(self) -> Path:
@@ -184,6 +197,10 @@ class Settings:
             api_backlog=int(_env(e, "MCS_API_BACKLOG", whole, cls.api_backlog)),
             api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
             container=_env(e, "MCS_CONTAINER", _bool, None),
+            notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
+            review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
+            review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
@@ -193,6 +210,12 @@ class Settings:
                 else ("MCS_TELEGRAM_CHAT_ID", "MCS_TELEGRAM_BOT_TOKEN")
             )
             raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
+        alerts = egress.alert_policy(settings)  # an address refused always fails here, not at the first alert
+        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": settings.telegram_api}
+        for name, url in urls.items():
+            why = egress.literal_refusal(alerts, url) if url else None
+            if why:
+                raise ConfigError(f"{name}: {why}")
         return settings
 
     @property

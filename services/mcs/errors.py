@@ -16,8 +16,9 @@ McsError
     ├── PreconditionFailed     412
     ├── PayloadTooLarge        413
     ├── Unprocessable          422
-    └── TooManyRequests        429 (with Retry-After)
-        └── QuotaExceeded          a per-caller rate limit or quota (see mcs.quotas); names which one
+    ├── TooManyRequests        429 (with Retry-After)
+    │   └── QuotaExceeded          a per-caller rate limit or quota (see mcs.quotas); names which one
+    └── ServiceUnavailable     503 (with Retry-After): something MCS needs is not answering now
 
 An error may carry `retry_after` (seconds): the api sends it as the Retry-After header.
 """
@@ -146,6 +147,13 @@ class TooManyRequests(ApiError):
     """Slow down."""
 
     status, code = 429, "too_many_requests"
+
+
+class ServiceUnavailable(ApiError):
+    """Something this request needs is not answering right now; try again."""
+
+    status, code = 503, "unavailable"
+    retry_after: float | None = 1.0
 
 
 class QuotaExceeded(TooManyRequests):

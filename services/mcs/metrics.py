@@ -109,7 +109,12 @@ def init_task_series(types: list[str], *, priorities: list[str] | None = None) -
                     counter.labels(task_type, priority)
 
 
-DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error")
+egress_refusals = Counter(
+    "mcs_egress_refusals_total", "URLs refused by the egress policy when they were given (registration)", ["what"]
+)
+egress_refusals.labels("notify_url")  # at 0 from the start, so the first refusal is an increase
+
+DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error", "egress_refused")
 
 
 def init_delivery_series(kinds: list[str]) -> None:

@@ -71,6 +71,7 @@ class Agent:
     expires_at: float | None
     last_seen: float | None
     created_at: float
+    notify_host: str | None = None  # pinned by the admin: the only host its notify_url may name
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Agent:
@@ -84,6 +85,7 @@ class Agent:
             expires_at=row["expires_at"],
             last_seen=row["last_seen"],
             created_at=row["created_at"],
+            notify_host=row["notify_host"],
         )
 
     @property
@@ -111,6 +113,10 @@ class Agent:
             "notify_url": self.notify_url,
             "concurrency": self.concurrency,
         }
+
+    def to_admin_api(self, now: float) -> dict[str, Any]:
+        """What the admin sees: also the pinned notify host."""
+        return self.to_api(now) | {"notify_host": self.notify_host}
 
 
 @dataclass(frozen=True, kw_only=True)

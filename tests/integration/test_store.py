@@ -34,6 +34,7 @@ ALL = [
     "0002_agent_concurrency",
     "0003_outbox_task_index",
     "0004_memory",
+    "0005_agent_notify_host",
     "0006_agent_grants",
     "0008_quotas",
 ]

@@ -1,4 +1,5 @@
-"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out."""
+"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out
+(it only looks up the host of a notify URL an agent registers, for the egress policy)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from quart import Quart, Request, Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from mcs import __version__, metrics, quotas
+from mcs import __version__, egress, metrics, quotas
 from mcs.api import agents, memory, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -146,6 +147,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.config["MCS_SUBMIT_RATE"] = quotas.SubmitRate(rate=settings.rate_submits, burst=settings.rate_submits_burst)
     for quota in quotas.QUOTAS:
         metrics.quota_refusals.labels(quota)  # every series from 0, so the first refusal is an increase
+    app.config["MCS_NOTIFY_POLICY"] = egress.notify_policy(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
         app,

@@ -156,6 +156,14 @@ def agent_run(handler: str, **opts: Any) -> None:
 )
 @click.option("--temperature", type=float, help="Sampling temperature, unless the task says otherwise.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Answer length limit, unless the task says otherwise.")
+@click.option(
+    "--allow-fetch",
+    "allow_fetch",
+    multiple=True,
+    metavar="CIDR|HOST[:PORT]",
+    help="Repeatable: where a task's url may also be fetched from (default: public addresses only), e.g. "
+    "192.168.1.0/24, wiki.lan, 127.0.0.1:8000, private. Link-local and metadata addresses never.",
+)
 @_agent_options
 def agent_llm(
     base_url: str,
@@ -164,6 +172,7 @@ def agent_llm(
     timeout: float,
     temperature: float | None,
     max_tokens: int | None,
+    allow_fetch: tuple[str, ...],
     **opts: Any,
 ) -> None:
     """Answer tasks with a model behind any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
@@ -173,8 +182,13 @@ def agent_llm(
     retryably; its other 4xx (wrong key, unknown model) fail it for good.
     """
 
+    from mcs import egress
     from mcs.agent.llm import API_KEY_ENV, ChatAgent, check_model_server
 
+    try:
+        egress.parse_rules(allow_fetch)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-fetch") from None
     api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
     try:
         handler = ChatAgent(
@@ -185,6 +199,7 @@ def agent_llm(
             timeout=timeout,
             temperature=temperature,
             max_tokens=max_tokens,
+            allow_fetch=allow_fetch,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mcs import auth
+from mcs import auth, egress
 from mcs.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mcs.models import Agent, AgentStatus, iso
 from mcs.namespaces import Kind, Namespace
@@ -57,21 +57,68 @@ def list_page(conn: Connection, *, limit: int, cursor: str | None) -> tuple[list
     return agents, (_encode_cursor(agents[-1].name) if len(rows) > limit else None)
 
 
-def create(conn: Connection, *, name: str, capabilities: list[str], actor: str, now: float) -> dict[str, str]:
+def create(
+    conn: Connection,
+    *,
+    name: str,
+    capabilities: list[str],
+    actor: str,
+    now: float,
+    notify_host: str | None = None,
+) -> dict[str, Any]:
     """A new agent; its two secrets are returned here once and never again. The capabilities given are
-    its grant: it may register only those (none given: it may register any)."""
+    its grant: it may register only those (none given: it may register any). `notify_host` pins the host
+    its notify_url must name (normalized by the caller)."""
     if conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"agent {name!r} already exists", code="agent_exists")
     secret, webhook_secret = auth.new_agent_secret(), auth.new_webhook_secret()
     caps = sorted(set(capabilities))
     granted = json.dumps(caps) if caps else None
     conn.execute(
-        "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, granted, status, created_at)"
-        " VALUES (?, ?, ?, ?, ?, 'offline', ?)",
-        (name, auth.hash_secret(secret), webhook_secret, json.dumps(caps), granted, now),
+        "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, granted, status, created_at,"
+        " notify_host) VALUES (?, ?, ?, ?, ?, 'offline', ?, ?)",
+        (name, auth.hash_secret(secret), webhook_secret, json.dumps(caps), granted, now, notify_host),
     )
-    add_event(conn, name, "created", actor, now, {"granted": caps or None})
-    return {"name": name, "secret": secret, "webhook_secret": webhook_secret}
+    detail: dict[str, Any] = {"granted": caps or None} | ({"notify_host": notify_host} if notify_host else {})
+    add_event(conn, name, "created", actor, now, detail)
+    created: dict[str, Any] = {"name": name, "secret": secret, "webhook_secret": webhook_secret}
+    return created | ({"notify_host": notify_host} if notify_host else {})
+
+
+def set_notify_host(conn: Connection, *, name: str, notify_host: str | None, actor: str, now: float) -> Agent:
+    """Pin (or unpin, with None) the host an agent's notify_url must name. A current notify_url on another
+    host is dropped at once, so no webhook goes there while the agent has not registered again."""
+    agent = get(conn, name)
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}")
+    dropped = bool(agent.notify_url) and pin_refusal(notify_host, agent.notify_url, name=name) is not None
+    conn.execute(
+        "UPDATE agents SET notify_host = ?, notify_url = CASE WHEN ? THEN NULL ELSE notify_url END WHERE name = ?",
+        (notify_host, dropped, name),
+    )
+    detail: dict[str, Any] = {"notify_host": notify_host}
+    if dropped:
+        detail["notify_url_dropped"] = agent.notify_url
+    add_event(conn, name, "notify_host_set" if notify_host else "notify_host_cleared", actor, now, detail)
+    updated = get(conn, name)
+    assert updated is not None
+    return updated
+
+
+def pin_refusal(notify_host: str | None, notify_url: str | None, *, name: str) -> str | None:
+    """Why an agent pinned to `notify_host` may not use `notify_url`, or None when it may."""
+    if not notify_host or not notify_url:
+        return None
+    try:
+        host, _ = egress.url_target(notify_url)
+    except egress.EgressRefused as exc:
+        return str(exc)
+    if host == notify_host:
+        return None
+    return (
+        f"agent {name} is pinned to notify host {notify_host}: notify_url host {host} is refused "
+        f"(the admin can change the pin: mcs admin agent update {name} --notify-host HOST)"
+    )
 
 
 def rotate(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, str]:
@@ -136,6 +183,9 @@ def register(
     before = before if before is not None else get(conn, name)
     if before is None:
         raise NotFound(f"no agent named {name!r}")
+    refusal = pin_refusal(before.notify_host, notify_url, name=name)
+    if refusal is not None:
+        raise Unprocessable(refusal, code="notify_host_pinned")
     caps = sorted(set(capabilities))
     if before.granted is not None:
         extra = sorted(set(caps) - set(before.granted))

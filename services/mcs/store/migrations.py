@@ -167,6 +167,12 @@ def m0004_memory(db: Database) -> None:
     )
 
 
+@migrations(name="0005_agent_notify_host")
+def m0005_agent_notify_host(db: Database) -> None:
+    # The host an agent's notify_url must name, when the admin pinned one (egress policy).
+    db.execute("ALTER TABLE agents ADD COLUMN notify_host TEXT")
+
+
 @migrations(name="0006_agent_grants")
 def m0006_agent_grants(db: Database) -> None:
     # What the admin granted at creation, apart from what the agent registers (`capabilities`, which each
