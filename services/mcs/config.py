@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mcs import egress
 from mcs.errors import ConfigError
 
 
@@ -78,6 +79,16 @@ def _alert_format(raw: str) -> str:
 _alert_format.__name__ = "choice of json or text"
 
 
+KEEP_ALIVE_MAX = 75.0  # seconds an idle api connection stays open at most
+
+
+def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
+    try:
+        return egress.parse_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MCS_NOTIFY_ALLOW: {exc}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -85,6 +96,7 @@ class Settings:
     port: int = 8080
     admin_token: str | None = None
     synchronous: str = "FULL"
+    write_lock_timeout: float = 5.0  # seconds a write waits for the database's write lock, then 503
     claim_ttl: float = 300.0  # seconds
     agent_ttl: float = 300.0  # seconds
     watchdog_interval: float = 30.0  # seconds
@@ -108,10 +120,32 @@ class Settings:
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
     metrics_host: str | None = None  # defaults to host
+    # Per-caller limits (0 disables each); the admin is exempt. See mcs.quotas.
+    rate_submits: float = 20.0  # task submissions per second per agent, sustained
+    rate_submits_burst: int = 60  # submissions an agent may make at once before the rate applies
+    quota_queued_tasks: int = 1000  # unfinished tasks one agent may have submitted (a fanout counts once)
+    quota_memory_bytes: int = 64 * 1024 * 1024  # key and value bytes one memory namespace may hold
+    disk_min_free_bytes: int = 16 * 1024 * 1024  # /healthz reports disk_full below this much free space
+    api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
+    api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
+    container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
+    # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
+    notify_allow: tuple[egress.Rule, ...] | None = None
+    review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
+    review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
+    review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
 
     @property
     def data_dir(self) -> Path:
         return self.db.parent
+
+    @property
+    def api_keep_alive(self) -> float:
+        """Seconds an idle connection (or one still sending its headers) stays open, and the longest a
+        long poll waits: a third of the read timeout each, so a connection is always closed by the
+        keep-alive timer before the read timeout stops reading from it (Hypercorn then stops reading
+        but closes the socket only when the keep-alive timer fires; a request sent meanwhile hangs)."""
+        return min(KEEP_ALIVE_MAX, self.api_read_timeout / 3) if self.api_read_timeout else KEEP_ALIVE_MAX
 
     @property
     def admin_token_file(self) -> Path:
@@ -133,6 +167,7 @@ class Settings:
             port=int(_env(e, "MCS_PORT", whole, 8080)),
             admin_token=_env(e, "MCS_ADMIN_TOKEN", str, None) or None,
             synchronous=_env(e, "MCS_SYNCHRONOUS", _synchronous, "FULL"),
+            write_lock_timeout=_env(e, "MCS_WRITE_LOCK_TIMEOUT", num, 5.0),
             claim_ttl=_env(e, "MCS_CLAIM_TTL", num, 300.0),
             agent_ttl=_env(e, "MCS_AGENT_TTL", num, 300.0),
             watchdog_interval=_env(e, "MCS_WATCHDOG_INTERVAL", num, 30.0),
@@ -156,6 +191,18 @@ class Settings:
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
+            rate_submits=_env(e, "MCS_RATE_SUBMITS", num, cls.rate_submits),
+            rate_submits_burst=int(_env(e, "MCS_RATE_SUBMITS_BURST", whole, cls.rate_submits_burst)),
+            quota_queued_tasks=int(_env(e, "MCS_QUOTA_QUEUED_TASKS", whole, cls.quota_queued_tasks)),
+            quota_memory_bytes=int(_env(e, "MCS_QUOTA_MEMORY_BYTES", whole, cls.quota_memory_bytes)),
+            disk_min_free_bytes=int(_env(e, "MCS_DISK_MIN_FREE_BYTES", whole, cls.disk_min_free_bytes)),
+            api_backlog=int(_env(e, "MCS_API_BACKLOG", whole, cls.api_backlog)),
+            api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
+            container=_env(e, "MCS_CONTAINER", _bool, None),
+            notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
+            review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
+            review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
@@ -165,6 +212,12 @@ class Settings:
                 else ("MCS_TELEGRAM_CHAT_ID", "MCS_TELEGRAM_BOT_TOKEN")
             )
             raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
+        alerts = egress.alert_policy(settings)  # an address refused always fails here, not at the first alert
+        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": settings.telegram_api}
+        for name, url in urls.items():
+            why = egress.literal_refusal(alerts, url) if url else None
+            if why:
+                raise ConfigError(f"{name}: {why}")
         return settings
 
     @property

@@ -11,15 +11,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.errors import McsError
 from mcs.store import Store, sqlite_version
 from mcs.store import outbox as outbox_store
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between heartbeat rows
+STATUS_THREADS = 16  # connections the /metrics and /healthz server serves at once; more are closed at once
+STATUS_READ_TIMEOUT = 5.0  # seconds a connection may take to send its request before it is closed
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -35,6 +40,24 @@ class EventFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))  # Docker's and Podman's
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container, where 127.0.0.1 is the container's own loopback."""
+    return any(marker.exists() for marker in CONTAINER_MARKERS)
+
+
+def network_namespace() -> str | None:
+    """An id of this process's network namespace (Linux), or None: two processes with the same id share one
+    loopback, so a 127.0.0.1 URL means the same thing to both."""
+    try:
+        st = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -73,30 +96,80 @@ class Heartbeat:
             )
             self.last = now
 
+    def stopped(self) -> None:
+        """On the way out: mark this process's row stopped, best effort (the database may be gone or busy)."""
+        try:
+            self.store.write(outbox_store.mark_stopped, process=self.process, pid=os.getpid())
+        except McsError as exc:
+            logging.getLogger("mcs").warning(
+                "could not mark the heartbeat stopped", extra={"action": "mark_stopped", "error": str(exc)}
+            )
+
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = STATUS_READ_TIMEOUT  # StreamRequestHandler sets it on the socket: an idle client is dropped
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
 
 
-class StatusServer:
-    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive) on their own port."""
+class _StatusHTTPServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most STATUS_THREADS at once, so one slow or idle client (a half-open
+    scrape, a port scan) cannot keep /healthz from answering; beyond the bound a connection is closed at
+    once rather than queued behind the others."""
 
-    def __init__(self, *, host: str, port: int, process: str, alive: Callable[[], bool]) -> None:
+    daemon_threads = True  # a stuck connection never holds up the process's exit
+    block_on_close = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(STATUS_THREADS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # a client that timed out or went away: nothing to report
+            return
+        super().handle_error(request, client_address)
+
+
+class StatusServer:
+    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive and the database path
+    still names the file it opened) on their own port."""
+
+    def __init__(
+        self, *, host: str, port: int, process: str, alive: Callable[[], bool], store: Store | None = None
+    ) -> None:
         metrics_app = make_wsgi_app()
         self.process = process
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
-                ok = alive()
-                body = json.dumps(
-                    {"status": "ok" if ok else "stalled", "process": process, "sqlite_version": sqlite_version()}
-                ).encode()
+                same_file = store is None or store.same_file()
+                ok = same_file and alive()
+                status = "ok" if ok else "stalled" if same_file else "database_replaced"
+                body = json.dumps({"status": status, "process": process, "sqlite_version": sqlite_version()}).encode()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [body]
             return metrics_app(environ, start_response)
 
-        self.server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self.server: WSGIServer = make_server(
+            host, port, app, server_class=_StatusHTTPServer, handler_class=_QuietHandler
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, name=f"{process}-status", daemon=True)
 
     @property

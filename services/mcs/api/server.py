@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from typing import Any
 
@@ -19,13 +20,22 @@ from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.api")
 
+FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database path still names the file opened
+
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None  # one log line per request costs more than the request; metrics count them
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75
+    # Hypercorn's 100 overflows when a few thousand agents connect at once: the kernel drops the SYNs
+    # and clients retry after 1 s, 3 s, 7 s. Linux caps it at net.core.somaxconn (4096 since 5.4).
+    config.backlog = settings.api_backlog
+    # A connection that sends nothing for the read timeout is closed (a request stalled in its body);
+    # one still in its headers, or idle, after the keep-alive time (from the start: a slowloris).
+    # Long polls are cut to the keep-alive time too; see Settings.api_keep_alive for why.
+    config.read_timeout = math.ceil(settings.api_read_timeout) or None  # Hypercorn takes whole seconds
+    config.keep_alive_timeout = settings.api_keep_alive
     config.graceful_timeout = 5
     return config
 
@@ -33,7 +43,7 @@ def hypercorn_config(settings: Settings) -> Config:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = (settings or Settings.from_env()).with_admin_token_file()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     if applied:
         log.info("migrated", extra={"action": "migrate", "applied": applied})
@@ -52,7 +62,20 @@ def main(settings: Settings | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("api listening", extra={"action": "start", "url": f"http://{settings.host}:{settings.port}"})
         shutdown: Any = stop.wait
-        await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown)
+        watch = asyncio.create_task(watch_file(stop))
+        try:
+            await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown)
+        finally:
+            watch.cancel()
+
+    async def watch_file(stop: asyncio.Event) -> None:
+        """Stop serving once the database file is deleted or replaced (seen here, or by a refused write),
+        so the process exits and is restarted on the file now at the path."""
+        while not stop.is_set():
+            await asyncio.sleep(FILE_CHECK_INTERVAL)
+            if not await asyncio.to_thread(store.same_file):
+                log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
+                stop.set()
 
     try:
         try:
@@ -63,3 +86,4 @@ def main(settings: Settings | None = None) -> None:
             asyncio.run(run())
     finally:
         store.close()
+    store.check_file()  # raises DatabaseReplaced when that is why serving stopped: exit 75, to be restarted
