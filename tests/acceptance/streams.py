@@ -90,7 +90,10 @@ class RetryingClient(Client):
             try:
                 response = self.http.request(method, path, json=json, params=params, headers=headers)
             except httpx.TransportError as exc:
+                # A connect error means the request never arrived; any other means it died on the way
+                # (sent, then the server vanished): whether it was stored, only a retry can tell.
                 self._note("transport")
+                self._note("connect refused" if isinstance(exc, httpx.ConnectError) else "died mid-request")
                 if time.monotonic() > deadline or self.closed.is_set():
                     raise McsUnavailable(f"{method} {path}: still failing after {self.give_up_after} s: {exc}") from exc
                 self._pause(wait, f"{method} {path}")
@@ -145,6 +148,7 @@ class TaskStream:
         ]
         self._next = itertools.count()
         self._next_due = 0.0
+        self._in_flight: dict[str, float] = {}  # key -> when its submit began
         self._allowed = total
         self._gate = threading.Condition(self.lock)
         self._threads = [
@@ -183,6 +187,8 @@ class TaskStream:
     def _submit_loop(self, client: RetryingClient) -> None:
         while (i := self._take(client)) is not None:
             key = self.key(i)
+            with self.lock:
+                self._in_flight[key] = time.monotonic()
             try:
                 response = client.send(
                     "POST",
@@ -194,6 +200,9 @@ class TaskStream:
                 with self.lock:
                     self.errors.append(f"{key}: {exc}")
                 continue
+            finally:
+                with self.lock:
+                    del self._in_flight[key]
             with self.lock:
                 if response.status_code != 201:
                     self.errors.append(f"{key}: HTTP {response.status_code} {response.text[:200]}")
@@ -202,6 +211,11 @@ class TaskStream:
                 self.acked.setdefault(key, task_id)
                 self.answers.setdefault(key, set()).add(task_id)
                 self.replayed += response.headers.get("idempotent-replayed") == "true"
+
+    def oldest_in_flight(self) -> float:
+        """Seconds the oldest submit still waiting for its answer has waited (0 when none waits)."""
+        with self.lock:
+            return time.monotonic() - min(self._in_flight.values()) if self._in_flight else 0.0
 
     def acked_count(self) -> int:
         with self.lock:

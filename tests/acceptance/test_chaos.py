@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ AGENT_CONCURRENCY = 4  # tasks MCS may hand each agent at once (and worker threa
 TASKS = 1000
 SUBMIT_EVERY = 0.012  # seconds between submits overall: the stream outlasts every phase
 LEAD = 100  # submits the stream may run ahead of the point where a fault is injected
+IN_FLIGHT_AT_KILL = 0.3  # seconds a submit has waited on the frozen api when it is killed
 FREEZE_FOR = 4 * WRITE_LOCK_TIMEOUT  # seconds the test holds the writer lock
 DISK_FULL_FOR = 2.0  # seconds the disk stays full after the first 507
 TMPFS_SIZE = "64m"  # the data folder's disk in the disk-full phase (/healthz wants 16 MiB free)
@@ -121,24 +123,38 @@ class Chaos:
     # ------------------------------------------------------------ faults
 
     def kill9(self, name: str, *, at: int) -> None:
-        """SIGKILL `mcs NAME` once `at` submits are acknowledged; `mcs up` must start it again."""
+        """SIGKILL `mcs NAME` once `at` submits are acknowledged; `mcs up` must start it again.
+
+        The api is first frozen (SIGSTOP) until a submit has waited on it a while, so the kill surely cuts
+        submits off mid-request: the api may have committed them (a group commit ends in one COMMIT)
+        without answering, and the clients must retry them under the same Idempotency-Key until answered."""
         self.reach(at)
-        before = self.stream.retried()["transport"]
-        old = self.mesh.kill_child(name)
-        self.say(f"kill -9 {name} (pid {old})")
-        new = self.mesh.wait_restarted(name, old, timeout=15)
+        died_before = self.stream.retried()["died mid-request"]
+        pid = self.mesh.child_pid(name)
+        if name == "api":
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_until(
+                    lambda: self.stream.oldest_in_flight() > IN_FLIGHT_AT_KILL,
+                    timeout=10,
+                    what="a submit to wait on the frozen api",
+                )
+            finally:
+                os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.say(f"kill -9 {name} (pid {pid})")
+        new = self.mesh.wait_restarted(name, pid, timeout=15)
         wait_until(self.mesh.healthy, timeout=20, what=f"all four processes healthy after {name} was killed")
         self.say(f"{name} restarted (pid {new})")
         if name == "api":
-            # The stream kept submitting while the api was down: the kill must have reached the submitters,
-            # or this phase proved nothing about retried submits.
             wait_until(
-                lambda: self.stream.retried()["transport"] > before,
+                lambda: self.stream.retried()["died mid-request"] > died_before,
                 timeout=10,
-                what="a submitter to see the killed api's connection errors",
+                what="a submitter to see its request die with the killed api",
             )
-            retried = self.stream.retried()["transport"] - before
-            self.say(f"submitters retried {retried} requests after connection errors, with the same Idempotency-Key")
+            died = self.stream.retried()["died mid-request"] - died_before
+            self.say(f"{died} submits died mid-request and were retried under the same Idempotency-Key")
 
     def freeze_writer(self, *, at: int) -> None:
         """Hold the writer lock (its flock, then BEGIN IMMEDIATE) for several write-lock timeouts, as a
