@@ -48,8 +48,8 @@ EVENT_READERS = 4  # threads reading audit trails at the end
 class RetryingClient(Client):
     """A `Client` that retries connection errors and 429/503/507 answers until `give_up_after` seconds
     (see the module docstring for when that is safe). It counts what it retried in `retried`, keyed
-    `"transport"` or `"<status> <code>"`, and each 429 or 503 that came without Retry-After in
-    `missing_retry_after`."""
+    `"transport"` (split again into `"connect refused"` and `"died mid-request"`) or `"<status> <code>"`,
+    and each 429 or 503 that came without Retry-After in `missing_retry_after`."""
 
     def __init__(self, url: str, *, give_up_after: float = GIVE_UP_AFTER, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
