@@ -7,12 +7,13 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
-from mcs import auth
+from mcs import auth, profiles
 from mcs.config import Settings
 from mcs.store import Store
 
@@ -134,8 +135,69 @@ class Supervisor:
         return 0
 
 
-def main(settings: Settings | None = None) -> int:
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port now (SO_REUSEADDR: a closing connection does not count)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+METRICS_PORTS = {
+    "dispatcher": "MCS_DISPATCHER_METRICS_PORT",
+    "watchdog": "MCS_WATCHDOG_METRICS_PORT",
+    "notifier": "MCS_NOTIFIER_METRICS_PORT",
+}
+
+
+def pick_metrics_ports(settings: Settings, env: dict[str, str]) -> list[str]:
+    """Fill env with the three metrics ports the children use: the configured ones as they are (a busy one
+    makes that child say so), the defaults when free, else a free port the kernel picks (a second mesh on
+    this host). Returns a line for each port that moved."""
+    notes = []
+    host = settings.bind_metrics_host
+    for name, var in METRICS_PORTS.items():
+        port = getattr(settings, f"{name}_metrics_port")
+        if not env.get(var) and not _port_free(host, port):
+            moved = _any_free_port(host)
+            notes.append(f"{name} metrics on port {moved} ({port} is in use; set {var} to choose)")
+            port = moved
+        env[var] = str(port)
+    return notes
+
+
+def client_url(settings: Settings) -> str:
+    """The URL a client on this host uses: a wildcard bind address is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
+    return f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+
+
+def profile_name(settings: Settings) -> str:
+    """The config file's name for this mesh: "local" on the default port, else "local-PORT"."""
+    default = profiles.DEFAULT_PROFILE
+    return default if settings.port == Settings().port else f"{default}-{settings.port}"
+
+
+def main(settings: Settings | None = None, *, profile: str | None = None) -> int:
     settings = settings or Settings.from_env()
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"mcs up: cannot start: the port is already in use: {settings.host}:{settings.port} "
+            "(another MCS? `mcs up --port N` picks another)",
+            file=sys.stderr,
+        )
+        return 1
     store = Store(settings.db, synchronous=settings.synchronous)
     applied = store.migrate()
     store.close()
@@ -143,13 +205,23 @@ def main(settings: Settings | None = None) -> int:
     env = dict(os.environ)
     env["MCS_ADMIN_TOKEN"] = token
     env["MCS_DB"] = str(settings.db)
+    env["MCS_PORT"] = str(settings.port)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    url = f"http://{settings.host}:{settings.port}"
+    moved = pick_metrics_ports(settings, env)
+    url = client_url(settings)
     where = "MCS_ADMIN_TOKEN" if settings.admin_token else str(settings.admin_token_file)
     print(
         f"MCS {url}  database {settings.db}" + (f"  (migrated: {', '.join(applied)})" if applied else ""),
         file=sys.stderr,
     )
     print(f"admin token {'created in' if created else 'from'} {where}", file=sys.stderr)
+    for line in moved:
+        print(line, file=sys.stderr)
+    if not settings.admin_token:  # a token given in the environment has no file to point at
+        try:
+            name = profile or profile_name(settings)
+            print(profiles.remember_mesh(name, url=url, token_file=settings.admin_token_file), file=sys.stderr)
+        except OSError as exc:
+            print(f"CLI config not written: {exc.strerror or exc}", file=sys.stderr)
     print("Ctrl-C stops all four processes.", file=sys.stderr)
     return Supervisor(settings, env=env).run()

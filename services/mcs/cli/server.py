@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,14 @@ def _settings() -> Any:
     return Settings.from_env()
 
 
+def _where(name: str, settings: Any) -> str:
+    """The address a server process listens on, for a "port in use" message."""
+    if name in ("api", "up"):
+        return f"{settings.host}:{settings.port}"
+    port = getattr(settings, f"{name}_metrics_port")
+    return f"{settings.bind_metrics_host}:{port} (MCS_{name.upper()}_METRICS_PORT)"
+
+
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
     on stderr and exit code 78, which tells `mcs up` that restarting would not help."""
@@ -29,10 +38,15 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
 
     from mcs.errors import McsError
 
+    settings = None
     try:
-        run(_settings())
+        settings = _settings()
+        run(settings)
     except OSError as exc:
-        why = "the port is already in use (another MCS?)" if exc.errno == errno.EADDRINUSE else str(exc)
+        if exc.errno == errno.EADDRINUSE and settings is not None:
+            why = f"the port is already in use: {_where(name, settings)} (another MCS? `mcs up --port N`)"
+        else:
+            why = str(exc)
         click.echo(f"mcs {name}: cannot start: {why}", err=True)
         sys.exit(EXIT_CANNOT_START)
     except McsError as exc:
@@ -41,15 +55,38 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
 
 
 @main.command()
-def up() -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="The api's port (sets MCS_PORT).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The data folder: database and admin token (sets MCS_DB to DATA/mcs.db) [default: ./data].",
+)
+@click.option(
+    "--profile",
+    default=None,
+    help="The name of this mesh's profile in the CLI's config file [default: local, or local-PORT].",
+)
+def up(port: int | None, data: Path | None, profile: str | None) -> None:
     """Run api, dispatcher, watchdog and notifier as four processes (the embedded default; env: MCS_DB,
-    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN)."""
+    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN).
+
+    The metrics ports of the other three are 9101-9103 unless set (MCS_*_METRICS_PORT); one in use (a
+    second mesh on this host) is replaced by a free port. On start it makes sure the CLI's config file
+    (~/.config/mcs/config.toml) knows this mesh: it writes the file when there is none, else appends a
+    profile for it (never changing what is there), so `mcs` finds it from any folder."""
+    import os
+
     from mcs import supervisor
     from mcs.process import setup_logging
 
+    if port is not None:
+        os.environ["MCS_PORT"] = str(port)
+    if data is not None:
+        os.environ["MCS_DB"] = str(data / "mcs.db")
     setup_logging()
     code: list[int] = []
-    _serve("up", lambda settings: code.append(supervisor.main(settings)))
+    _serve("up", lambda settings: code.append(supervisor.main(settings, profile=profile)))
     sys.exit(code[0] if code else 0)
 
 
@@ -126,5 +163,3 @@ def check(process: str, max_age: float) -> None:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)
     click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
-
-
