@@ -110,8 +110,8 @@ def task_submit(
         if not wait:
             emit(t, as_json, lambda d: d["id"])
             return
-        click.echo(f"submitted {t['id']}; waiting", err=True)
         try:
+            click.echo(f"submitted {t['id']}; waiting (Ctrl-C stops waiting, not the task)", err=True)
             t = c.wait_for(t["id"], timeout=timeout)
         except TimeoutError as exc:
             click.echo(f"error: {exc}", err=True)
