@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures api and mcs come from test_cli)
 """What a newcomer meets in the `mcs` CLI (issue 11): help, warnings about work nobody can take, the config
 file and its profiles, env files for agent secrets, short ids, and errors that say what to do. Through
 click's runner against a real `mcs api` process on loopback (the fixtures of test_cli)."""
@@ -66,7 +67,8 @@ def test_a_task_nobody_online_serves_warns_at_once_and_again_on_timeout(mcs):
     assert waited.stderr.count("no online agent serves the capability translate") == 2  # at once, and on timeout
     assert "still queued" in waited.stderr and "mcs task watch" in waited.stderr and "mcs task cancel" in waited.stderr
     nobody = mcs("task", "submit", "--type", "no-such-skill")
-    assert "no agent has it" in nobody.stderr and "mcs admin agent create NAME --capability no-such-skill" in nobody.stderr
+    assert "no agent has it" in nobody.stderr
+    assert "mcs admin agent create NAME --capability no-such-skill" in nobody.stderr
 
 
 def test_a_served_task_gives_no_warning(mcs, api):
@@ -118,15 +120,15 @@ def test_a_bad_payload_file_names_the_file_and_the_line(mcs, tmp_path):
     assert f"{payload}, line 3 column 3" in bad.stderr and "Traceback" not in bad.output
 
 
-def test_without_credentials_the_error_names_the_three_ways(mcs, tmp_path, config_home):
-    os.chdir(tmp_path)  # no ./data/admin-token here
+def test_without_credentials_the_error_names_the_three_ways(mcs, tmp_path, config_home, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data/admin-token here
     refused = mcs("admin", "agent", "create", "x", "--url", os.environ["MCS_URL"], env=NO_CLIENT_ENV)
     assert refused.exit_code == 1 and "HTTP 401" in refused.stderr
     assert "MCS_ADMIN_TOKEN" in refused.stderr and str(config_home) in refused.stderr
     assert "MCS_AGENT_ID + MCS_AGENT_SECRET" in refused.stderr
 
 
-def test_the_config_file_finds_the_mesh_from_any_folder(mcs, api, tmp_path, config_home):
+def test_the_config_file_finds_the_mesh_from_any_folder(mcs, api, tmp_path, config_home, monkeypatch):
     token_file = tmp_path / "mesh" / "admin-token"
     token_file.parent.mkdir()
     token_file.write_text(TOKEN + "\n")
@@ -136,7 +138,7 @@ def test_the_config_file_finds_the_mesh_from_any_folder(mcs, api, tmp_path, conf
         f'[profiles.home]\nurl = "{api}"\ntoken_file = "{token_file}"\n\n'
         f'[profiles.elsewhere]\nurl = "http://127.0.0.1:{free_port()}"\ntoken = "nope"\n'
     )
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     found = mcs("agent", "list", env=NO_CLIENT_ENV)
     assert found.exit_code == 0, found.output
     other = mcs("agent", "list", "--profile", "elsewhere", env=NO_CLIENT_ENV)
@@ -175,7 +177,8 @@ def test_agent_run_reads_an_env_file_and_speaks_in_options(mcs, tmp_path, saved_
     handler.write_text("def handle(task):\n    return 1\n")
     env_file = tmp_path / "half.env"
     env_file.write_text("# no webhook secret\nexport MCS_AGENT_ID=half\nMCS_AGENT_SECRET='s3cr3t-value'\n")
-    half = mcs("agent", "run", f"{handler}:handle", "-c", "x", "--env-file", str(env_file), env={"MCS_WEBHOOK_SECRET": None})
+    run = ("agent", "run", f"{handler}:handle", "-c", "x")
+    half = mcs(*run, "--env-file", str(env_file), env={"MCS_WEBHOOK_SECRET": None})
     assert half.exit_code == 2 and "--pull" in half.stderr and "--env-file" in half.stderr
     assert "listen=None" not in half.stderr and "s3cr3t-value" not in half.output
     bad = tmp_path / "bad.env"
