@@ -134,7 +134,7 @@ def _run(args: list[str], root: Path, ok_codes: tuple[int, ...]) -> subprocess.C
     except subprocess.TimeoutExpired as exc:
         raise AnalyzerTimeout(f"{tool} did not finish within {TOOL_TIMEOUT:.0f} s") from exc
     if "No module named" in proc.stderr and proc.returncode not in ok_codes:
-        raise AnalyzerError(f"{tool} is not installed here: pip install 'mcs[review]'")
+        raise AnalyzerError(f"{tool} is not installed here: pip install -e '.[review]' in the clone")
     if proc.returncode not in ok_codes:
         raise AnalyzerError(f"{tool} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
     return proc
