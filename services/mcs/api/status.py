@@ -67,7 +67,7 @@ class StatusView(BaseModel):
 
 @bp.get("")
 @document_response(StatusView, 200)
-async def show() -> Response:
+async def status() -> Response:
     require_admin()
-    status = await current_app.config["MCS_DB"].read(status_store.read, now=time.time())
-    return respond(status.to_api())
+    mesh = await current_app.config["MCS_DB"].read(status_store.read, now=time.time())
+    return respond(mesh.to_api())
