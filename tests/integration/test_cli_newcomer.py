@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +149,10 @@ def test_the_config_file_finds_the_mesh_from_any_folder(mcs, api, tmp_path, conf
     # the environment beats the profile
     env_wins = mcs("agent", "list", env=NO_CLIENT_ENV | {"MCS_URL": f"http://127.0.0.1:{free_port()}"})
     assert env_wins.exit_code == 1 and "cannot reach MCS" in env_wins.stderr
+    # ... but --profile on the command line beats the environment (an agent's env file sourced in the shell)
+    sourced = {"MCS_URL": f"http://127.0.0.1:{free_port()}", "MCS_AGENT_ID": "who", "MCS_AGENT_SECRET": "what"}
+    chosen = mcs("admin", "agent", "create", "chosen", "--profile", "home", env=NO_CLIENT_ENV | sourced)
+    assert chosen.exit_code == 0, chosen.output
     unknown = mcs("agent", "list", "--profile", "nope", env=NO_CLIENT_ENV)
     assert unknown.exit_code == 1 and "no profile 'nope'" in unknown.stderr and "elsewhere, home" in unknown.stderr
     assert "MCS_PROFILE" in mcs("task", "submit", "--help").stdout
@@ -188,6 +193,17 @@ def test_agent_run_reads_an_env_file_and_speaks_in_options(mcs, tmp_path, saved_
     os.environ.pop("MCS_AGENT_SECRET", None)
     nothing = mcs("agent", "run", f"{handler}:handle", "-c", "x", "--pull", env={"MCS_AGENT_ID": None})
     assert nothing.exit_code == 2 and "--env-file" in nothing.stderr and "name=" not in nothing.stderr
+
+
+def test_shell_completion_as_the_readme_says(tmp_path):
+    script = subprocess.run(
+        [str(Path(sys.executable).parent / "mcs")],  # the installed command, as a shell runs it
+        env=os.environ | {"_MCS_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 0 and "complete " in script.stdout and "_MCS_COMPLETE=bash_complete" in script.stdout
 
 
 def test_ctrl_c_during_wait_says_the_task_goes_on(api, tmp_path):

@@ -14,7 +14,7 @@ from mcs.cli.root import main
 
 @main.group()
 def admin() -> None:
-    """Admin commands (env: MCS_ADMIN_TOKEN, or the token file `mcs up` writes)."""
+    """Admin commands (the admin token: MCS_ADMIN_TOKEN, or the config file and token file `mcs up` writes)."""
 
 
 @admin.group("agent")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from mcs import profiles
 from mcs.client import DEFAULT_URL, Client, McsApiError, McsUnavailable
@@ -20,10 +21,12 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 PROFILE_META = "mcs.profile"  # where --profile leaves its value for the --url callback and client()
+PROFILE_EXPLICIT_META = "mcs.profile_on_command_line"
 
 
 def _remember_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     ctx.meta[PROFILE_META] = value
+    ctx.meta[PROFILE_EXPLICIT_META] = ctx.get_parameter_source("profile") is ParameterSource.COMMANDLINE
     return value
 
 
@@ -37,15 +40,18 @@ def load_profile(ctx: click.Context | None = None) -> profiles.Profile | None:
 
 
 def _resolve_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    if value:
+    # `--profile NAME` on the command line is an option like --url: it beats MCS_URL from the environment
+    # (an agent's env file sourced into the shell must not redirect an explicit --profile).
+    given = ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE
+    if value and (given or not ctx.meta.get(PROFILE_EXPLICIT_META)):
         return value
     profile = load_profile(ctx)
-    return profile.url if profile is not None and profile.url else DEFAULT_URL
+    return profile.url if profile is not None and profile.url else value or DEFAULT_URL
 
 
 def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--url and --profile: which mesh a client command talks to (explicit option > environment > the
-    config file's profile > the default)."""
+    """--url and --profile: which mesh a client command talks to (options > environment > the config
+    file's profile > the default)."""
     fn = click.option(
         "--url",
         envvar="MCS_URL",
@@ -60,15 +66,28 @@ def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         is_eager=True,
         expose_value=False,
         callback=_remember_profile,
-        help="A profile of the config file (~/.config/mcs/config.toml) [default: its default_profile].",
+        help="A profile of the config file (~/.config/mcs/config.toml) [default: its default_profile]; "
+        "given here, its url and credentials beat the environment's.",
     )(fn)
 
 
 def client(url: str) -> Client:
-    """The client for a command: credentials from the environment, else the profile, else ./data/admin-token."""
+    """The client for a command: credentials from an explicit --profile, else the environment, else the
+    config file's profile, else ./data/admin-token."""
     ctx = click.get_current_context()
     try:
-        return Client.from_env(url=url, profile=ctx.meta.get(PROFILE_META))
+        explicit: dict[str, Any] = {}
+        if ctx.meta.get(PROFILE_EXPLICIT_META):
+            profile = load_profile(ctx)
+            if profile is not None and (profile.url is None or profile.url.rstrip("/") == url.rstrip("/")):
+                explicit = {
+                    "admin_token": profile.admin_token(),
+                    "agent_id": profile.agent_id,
+                    "agent_secret": profile.agent_secret,
+                }
+                if not (explicit["admin_token"] or (explicit["agent_id"] and explicit["agent_secret"])):
+                    explicit = {}
+        return Client.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
