@@ -184,7 +184,7 @@ def test_agent_run_reads_an_env_file_and_speaks_in_options(mcs, tmp_path, saved_
     env_file.write_text("# no webhook secret\nexport MCS_AGENT_ID=half\nMCS_AGENT_SECRET='s3cr3t-value'\n")
     run = ("agent", "run", f"{handler}:handle", "-c", "x")
     half = mcs(*run, "--env-file", str(env_file), env={"MCS_WEBHOOK_SECRET": None})
-    assert half.exit_code == 2 and "--pull" in half.stderr and "--env-file" in half.stderr
+    assert half.exit_code == 1 and "--pull" in half.stderr and "--env-file" in half.stderr
     assert "listen=None" not in half.stderr and "s3cr3t-value" not in half.output
     bad = tmp_path / "bad.env"
     bad.write_text("MCS_AGENT_ID=x\nthis is s3cr3t\n")
@@ -192,7 +192,7 @@ def test_agent_run_reads_an_env_file_and_speaks_in_options(mcs, tmp_path, saved_
     assert broken.exit_code == 2 and "line 2 is not KEY=VALUE" in broken.stderr and "s3cr3t" not in broken.output
     os.environ.pop("MCS_AGENT_SECRET", None)
     nothing = mcs("agent", "run", f"{handler}:handle", "-c", "x", "--pull", env={"MCS_AGENT_ID": None})
-    assert nothing.exit_code == 2 and "--env-file" in nothing.stderr and "name=" not in nothing.stderr
+    assert nothing.exit_code == 1 and "--env-file" in nothing.stderr and "name=" not in nothing.stderr
 
 
 def test_shell_completion_as_the_readme_says(tmp_path):

@@ -141,12 +141,12 @@ def _run_agent(handler: Any, opts: dict[str, Any]) -> None:
     setup_logging()
     # Say what is missing in the command line's terms (the SDK's own messages name its Python arguments).
     if not (opts["name"] and os.environ.get("MCS_AGENT_SECRET")):
-        raise click.UsageError(
+        raise click.ClickException(
             "agent credentials missing: set MCS_AGENT_ID and MCS_AGENT_SECRET, or --env-file FILE "
             "(written by `mcs admin agent create NAME --out FILE`); --name sets the name"
         )
     if not opts["pull"] and not os.environ.get("MCS_WEBHOOK_SECRET"):
-        raise click.UsageError(
+        raise click.ClickException(
             "MCS_WEBHOOK_SECRET is not set: it verifies the webhooks this agent receives; set it "
             "(--env-file FILE), or use --pull to long-poll for work instead"
         )
