@@ -204,6 +204,16 @@ def test_shell_completion_as_the_readme_says(tmp_path):
         timeout=60,
     )
     assert script.returncode == 0 and "complete " in script.stdout and "_MCS_COMPLETE=bash_complete" in script.stdout
+    # and completing works, though `mcs` alone prints help: TAB after `mcs ` and after `--state `
+    for words, cword, expected in (("mcs ", "1", "plain,task"), ("mcs task list --state ", "4", "plain,waiting")):
+        completed = subprocess.run(
+            [str(Path(sys.executable).parent / "mcs")],
+            env=os.environ | {"_MCS_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": cword},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert completed.returncode == 0 and expected in completed.stdout.splitlines(), completed.stderr
 
 
 def test_ctrl_c_during_wait_says_the_task_goes_on(api, tmp_path):

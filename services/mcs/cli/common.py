@@ -115,7 +115,7 @@ class McsGroup(click.Group):
     group_class = type
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args:
+        if not args and not ctx.resilient_parsing:  # (resilient: shell completion asking what comes next)
             click.echo(ctx.get_help())
             ctx.exit(0)
         return super().parse_args(ctx, args)

@@ -9,7 +9,7 @@ from mcs.cli.root import main
 
 
 def _status_human(s: dict[str, Any]) -> str:
-    lines = ["processes:"]
+    lines = ["processes:", "  api         answered this request"]
     if not s["processes"]:
         lines.append("  none has written a heartbeat (is `mcs up` running against this database?)")
     for p in s["processes"]:
