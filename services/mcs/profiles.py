@@ -24,6 +24,7 @@ for its mesh when no profile of that name exists.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from mcs.errors import ConfigError
 PROFILE_ENV = "MCS_PROFILE"
 KEYS = ("url", "token", "token_file", "agent_id", "agent_secret")
 DEFAULT_PROFILE = "local"  # the name `mcs up` gives the mesh on the default port
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a bare TOML key: [profiles.NAME] needs no quoting
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -64,7 +66,8 @@ class Profile:
         except OSError as exc:
             where = f"profile {self.name!r}" if self.name else "the top level"
             raise ConfigError(
-                f"cannot read the token file {self.token_file} ({where} of {self.path}): {exc.strerror or exc}"
+                f"cannot read the token file {self.token_file} ({where} of {self.path}): {exc.strerror or exc}; "
+                "edit the config file, or choose another profile (--profile NAME)"
             ) from None
 
 
@@ -161,9 +164,11 @@ def remember_mesh(name: str, *, url: str, token_file: Path, env: Mapping[str, st
     if existing is not None:
         if existing.url == url and existing.token_file == token_file:
             return f"CLI config {path}: profile {name!r} is this mesh"
+        gone = existing.token_file is not None and not existing.token_file.exists()
+        why = f" (its token file {existing.token_file} no longer exists)" if gone else ""
         return (
-            f"CLI config {path} not changed: its profile {name!r} points elsewhere "
-            f"(use `mcs up --profile OTHER`, or edit it)"
+            f"CLI config {path} not changed: its profile {name!r} points elsewhere{why}; "
+            f"edit it, or use `mcs up --profile OTHER`"
         )
     with path.open("a") as f:
         f.write(f"\n# added by `mcs up` on {stamp}\n{section}")

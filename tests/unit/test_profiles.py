@@ -89,6 +89,10 @@ def test_mcs_up_writes_the_file_once_and_then_only_appends(home, tmp_path):
     path.write_text(mine)
     elsewhere = profiles.remember_mesh("work", url="http://127.0.0.1:8080", token_file=token, env=home)
     assert "not changed" in elsewhere and "points elsewhere" in elsewhere
+    write_config(home, path.read_text() + '\n[profiles.gone]\nurl = "http://x:1"\ntoken_file = "/no/such/token"\n')
+    mine = path.read_text()
+    stale = profiles.remember_mesh("gone", url="http://127.0.0.1:8080", token_file=token, env=home)
+    assert "its token file /no/such/token no longer exists" in stale
     added = profiles.remember_mesh("local-8081", url="http://127.0.0.1:8081", token_file=token, env=home)
     assert "added profile 'local-8081'" in added
     text = path.read_text()

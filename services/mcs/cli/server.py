@@ -54,6 +54,14 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
         sys.exit(EXIT_CANNOT_START)
 
 
+def _profile_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from mcs.profiles import NAME_PATTERN
+
+    if value is not None and not NAME_PATTERN.match(value):
+        raise click.BadParameter("letters, digits, - and _ only (at most 64)")
+    return value
+
+
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="The api's port (sets MCS_PORT).")
 @click.option(
@@ -65,6 +73,7 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
 @click.option(
     "--profile",
     default=None,
+    callback=_profile_name,
     help="The name of this mesh's profile in the CLI's config file [default: local, or local-PORT].",
 )
 def up(port: int | None, data: Path | None, profile: str | None) -> None:
