@@ -133,9 +133,8 @@ def task_submit(
     if as_json:
         emit(t, True)
     error = t.get("error")
-    click.echo(
-        f"task {t['id']} ended {t['state']}: {json.dumps(error) if not isinstance(error, str) else error}", err=True
-    )
+    why = "" if error is None else f": {error}" if isinstance(error, str) else f": {json.dumps(error)}"
+    click.echo(f"task {t['id']} ended {t['state']}{why}", err=True)
     sys.exit(1)
 
 
