@@ -26,6 +26,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.materials: dict[str, str] = {}
         self.seen: set[str] = set()
+        self.models: list[str] = []  # what GET /v1/models lists (empty: nothing to check against)
         self.lock = threading.Lock()
         self.closing = threading.Event()
         outer = self
@@ -40,6 +41,9 @@ class FakeOpenAI:
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
+                    return
                 name = self.path.removeprefix("/material/")
                 if self.path.startswith("/material/") and name in outer.materials:
                     self._send(200, outer.materials[name], "text/plain; charset=utf-8")

@@ -108,6 +108,7 @@ class Settings:
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
     metrics_host: str | None = None  # defaults to host
+    container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
 
     @property
     def data_dir(self) -> Path:
@@ -156,6 +157,7 @@ class Settings:
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
+            container=_env(e, "MCS_CONTAINER", _bool, None),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):

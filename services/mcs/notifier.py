@@ -317,6 +317,7 @@ class Notifier:
             "kind": item.kind,
             "task_id": item.task_id,
             "agent": item.agent,
+            "url": item.notify_url,
             "final": True,
         }
         results: list[Any] = []

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -35,6 +36,24 @@ class EventFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))  # Docker's and Podman's
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container, where 127.0.0.1 is the container's own loopback."""
+    return any(marker.exists() for marker in CONTAINER_MARKERS)
+
+
+def network_namespace() -> str | None:
+    """An id of this process's network namespace (Linux), or None: two processes with the same id share one
+    loopback, so a 127.0.0.1 URL means the same thing to both."""
+    try:
+        st = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def setup_logging(level: str | None = None) -> None:

@@ -196,3 +196,29 @@ class ChatAgent:
             "usage": data.get("usage"),
             "finish_reason": choice.get("finish_reason"),
         }
+
+
+def check_model_server(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 5.0) -> str | None:
+    """A warning when the model server does not answer `GET {base_url}/models` or does not list `model`, else
+    None. Run once at start so `mcs agent llm` does not report online while every task would fail."""
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return (
+            f"the model server at {base_url} does not answer ({type(exc).__name__}): tasks will fail (retryably) "
+            "until it does; is it running, and is --base-url right?"
+        )
+    if response.status_code in (401, 403):
+        return f"the model server at {base_url} refused the API key (HTTP {response.status_code}): set MCS_LLM_API_KEY"
+    if response.status_code >= 400:
+        return None  # some servers have no /models: the first task will tell
+    try:
+        listed = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+    except (ValueError, AttributeError):
+        return None
+    if listed and model not in listed and f"{model}:latest" not in listed:
+        shown = ", ".join(listed[:10]) + (" ..." if len(listed) > 10 else "")
+        return f"the model server at {base_url} does not list model {model!r} (it has: {shown})"
+    return None

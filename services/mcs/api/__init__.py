@@ -20,6 +20,7 @@ from mcs.api import agents, memory, status, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, StoreError
+from mcs.process import in_container, network_namespace
 from mcs.state_metrics import state_registry
 from mcs.store import AsyncStore, Store, sqlite_version
 
@@ -171,9 +172,21 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
             metrics.http_duration.labels(method, rule).observe(time.perf_counter() - started)
         return response
 
+    container = settings.container if settings.container is not None else in_container()
+    netns = network_namespace()
+
     @app.get("/healthz")
     async def healthz() -> Response:
-        return respond({"status": "ok", "sqlite_version": sqlite_version(), "version": __version__})
+        # `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here.
+        return respond(
+            {
+                "status": "ok",
+                "sqlite_version": sqlite_version(),
+                "version": __version__,
+                "container": container,
+                "netns": netns,
+            }
+        )
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

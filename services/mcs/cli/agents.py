@@ -220,7 +220,7 @@ def agent_llm(
     retryably; its other 4xx (wrong key, unknown model) fail it for good.
     """
 
-    from mcs.agent.llm import API_KEY_ENV, ChatAgent
+    from mcs.agent.llm import API_KEY_ENV, ChatAgent, check_model_server
 
     api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
     try:
@@ -235,4 +235,7 @@ def agent_llm(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None
+    problem = check_model_server(base_url, model, api_key=api_key)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
     _run_agent(handler, opts)

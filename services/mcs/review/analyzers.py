@@ -70,6 +70,21 @@ PYLINT_KINDS = {
 # Messages a reviewer machine cannot judge: it does not have the project's dependencies installed.
 PYLINT_DISABLE = "C,import-error,no-name-in-module,no-member,fixme"
 RUFF_SELECT = "E,F,W,B,S"
+# Rule lineages: ruff's rule families are ports of other tools' rules (its S rules are bandit's, its F rules
+# pyflakes'), so a ruff S105 and a bandit B105 on one line are one reviewer's opinion seen twice, not two.
+# Consensus counts a merged finding's distinct lineages; every tool that raised it is still listed.
+RUFF_LINEAGES = {"S": "bandit", "F": "pyflakes", "E": "pycodestyle", "W": "pycodestyle", "B": "flake8-bugbear",
+                 "PLC": "pylint", "PLE": "pylint", "PLR": "pylint", "PLW": "pylint"}  # fmt: skip
+
+
+def ruff_lineage(code: str) -> str:
+    """The tool whose rule a ruff code ports (longest prefix first), or "ruff" for ruff's own rules."""
+    for prefix in sorted(RUFF_LINEAGES, key=len, reverse=True):
+        if code.startswith(prefix) and code[len(prefix) : len(prefix) + 1].isdigit():
+            return RUFF_LINEAGES[prefix]
+    return "ruff"
+
+
 RUFF_IGNORE = "E501"  # line length is the project's own choice
 
 
@@ -82,15 +97,16 @@ class AnalyzerTimeout(Exception):
 
 
 def finding(file: str, line: int | None, kind: str | None, severity: str, message: str, detail: str,
-            name: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """A finding; a known `kind` sets the shared title and severity."""
+            name: str | None = None, *, lineage: str) -> dict[str, Any]:  # fmt: skip
+    """A finding; a known `kind` sets the shared title and severity. `lineage` names the tool whose rule
+    produced it (see RUFF_LINEAGES), so that consensus counts ports of one rule once."""
     if kind in KINDS:
         template, severity = KINDS[kind]
         title = template.format(name=name) if "{name}" in template and name else template.split(":")[0]
     else:
         title = message.strip().rstrip(".")
     return {"file": file, "line": line if line and line > 0 else None, "severity": severity, "title": title,
-            "detail": detail}  # fmt: skip
+            "detail": detail, "lineage": lineage}  # fmt: skip
 
 
 def _rel(path: str, root: Path) -> str:
@@ -160,7 +176,7 @@ def run_ruff(root: Path) -> list[dict[str, Any]]:
             "recommendation")  # fmt: skip
         line = (m.get("location") or {}).get("row")
         out.append(finding(_rel(m["filename"], root), line, kind, severity, message, f"ruff {code}: {message}",
-                           name))  # fmt: skip
+                           name, lineage=ruff_lineage(code)))  # fmt: skip
     return out
 
 
@@ -191,7 +207,7 @@ def run_pyflakes(root: Path) -> list[dict[str, Any]]:
                         hit.group(1) if hit.groups() else None)  # fmt: skip
                     break
             out.append(finding(_rel(m["file"], root), int(m["line"]), kind, "recommendation", msg,
-                               f"pyflakes: {msg}", name))  # fmt: skip
+                               f"pyflakes: {msg}", name, lineage="pyflakes"))  # fmt: skip
     return out
 
 
@@ -206,11 +222,11 @@ def run_bandit(root: Path) -> list[dict[str, Any]]:
         detail = f"bandit {code} ({m.get('test_name')}, {m.get('issue_severity')} severity, "
         detail += f"{m.get('issue_confidence')} confidence): {text}"
         out.append(finding(_rel(m["filename"], root), m.get("line_number"), BANDIT_KINDS.get(code), severity, text,
-                           detail))  # fmt: skip
+                           detail, lineage="bandit"))  # fmt: skip
     for err in data.get("errors", []):
         if "syntax" in str(err.get("reason", "")).lower():
             out.append(finding(_rel(err["filename"], root), None, "syntax-error", "critical", "",
-                               f"bandit: {err.get('reason')}"))  # fmt: skip
+                               f"bandit: {err.get('reason')}", lineage="bandit"))  # fmt: skip
     return out
 
 
@@ -242,12 +258,12 @@ def run_vulture(root: Path) -> list[dict[str, Any]]:
             msg = f"{what.capitalize()}: {name}" if name else msg
         severity = "recommendation" if conf == 100 else "observation"
         out.append(finding(_rel(m["file"], root), int(m["line"]), kind, severity, msg,
-                           f"vulture ({conf}% confidence): {m['msg']}", name))  # fmt: skip
+                           f"vulture ({conf}% confidence): {m['msg']}", name, lineage="vulture"))  # fmt: skip
     for raw in proc.stderr.splitlines():
         m = _LOCATED.match(raw)
         if m and "syntax" in m["msg"]:
             out.append(finding(_rel(m["file"], root), int(m["line"]), "syntax-error", "critical", "",
-                               f"vulture: {m['msg']}"))  # fmt: skip
+                               f"vulture: {m['msg']}", lineage="vulture"))  # fmt: skip
     return out
 
 
@@ -272,7 +288,7 @@ def run_pylint(root: Path) -> list[dict[str, Any]]:
             name = _import_name(message.removeprefix("Unused import ").removeprefix("Unused "))
         severity = levels.get(m.get("type", ""), "observation")
         out.append(finding(_rel(m["path"], root), m.get("line"), kind, severity, message,
-                           f"pylint {code} ({m.get('symbol')}): {message}", name))  # fmt: skip
+                           f"pylint {code} ({m.get('symbol')}): {message}", name, lineage="pylint"))  # fmt: skip
     return out
 
 
