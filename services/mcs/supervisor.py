@@ -217,7 +217,13 @@ def main(settings: Settings | None = None, *, profile: str | None = None) -> int
     print(f"admin token {'created in' if created else 'from'} {where}", file=sys.stderr)
     for line in moved:
         print(line, file=sys.stderr)
-    if not settings.admin_token:  # a token given in the environment has no file to point at
+    if settings.admin_token:  # a token given in the environment has no file to point at
+        print(
+            f"CLI config left alone: the admin token comes from MCS_ADMIN_TOKEN (clients need it too, or a "
+            f"profile with it in {profiles.config_path()})",
+            file=sys.stderr,
+        )
+    else:
         try:
             name = profile or profile_name(settings)
             print(profiles.remember_mesh(name, url=url, token_file=settings.admin_token_file), file=sys.stderr)
