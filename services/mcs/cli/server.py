@@ -12,6 +12,7 @@ import click
 
 from mcs.cli.common import emit, json_option
 from mcs.cli.root import main
+from mcs.models import HEARTBEAT_MAX_AGE
 
 SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
 EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
@@ -147,7 +148,7 @@ def migrate(as_json: bool) -> None:
 
 @main.command()
 @click.argument("process", type=click.Choice(SERVER_PROCESSES))
-@click.option("--max-age", default=60.0, show_default=True, help="Seconds a heartbeat may be old.")
+@click.option("--max-age", default=HEARTBEAT_MAX_AGE, show_default=True, help="Seconds a heartbeat may be old.")
 def check(process: str, max_age: float) -> None:
     """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
     from mcs.store import Store

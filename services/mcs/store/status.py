@@ -7,13 +7,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mcs.models import Agent, iso
+from mcs.models import HEARTBEAT_MAX_AGE, Agent, iso
 from mcs.store import agents as agents_store
 from mcs.store.connection import Connection
 from mcs.store.stats import _PRIORITY_LABELS, QUEUE_STATES
 
 UNREACHABLE_WINDOW = 3600.0  # seconds: a webhook that failed longer ago than this is old news
-STALE_HEARTBEAT = 60.0  # seconds: the age past which `mcs check` calls a process unhealthy
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class ProcessBeat:
             "started_at": iso(self.started_at),
             "beat_at": iso(self.beat_at),
             "age_seconds": round(age, 3),
-            "healthy": age <= STALE_HEARTBEAT,
+            "healthy": age <= HEARTBEAT_MAX_AGE,
         }
 
 
