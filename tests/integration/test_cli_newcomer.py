@@ -109,6 +109,8 @@ def test_show_has_the_payload_and_ids_may_be_short(mcs):
     assert "submitted" in mcs("task", "events", task_id[:10]).stdout
     canceled = mcs("task", "cancel", short)
     assert canceled.exit_code == 0 and canceled.stdout.strip() == f"{task_id} canceled"
+    watched = mcs("task", "watch", short, "--timeout", "10")
+    assert watched.exit_code == 1 and "canceled" in watched.stdout  # it ended, not completed
     too_short = mcs("task", "show", task_id[:7])
     assert too_short.exit_code == 1 and "no task" in too_short.stderr
 
