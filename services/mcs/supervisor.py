@@ -4,6 +4,7 @@ database, restarts one that dies (with backoff), and stops all four on Ctrl-C or
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -136,14 +137,15 @@ class Supervisor:
 
 
 def _port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on host:port now (SO_REUSEADDR: a closing connection does not count)."""
+    """Whether nothing listens on host:port now (SO_REUSEADDR: a closing connection does not count). Other
+    problems (an address this host does not have) count as free: the process that binds it says what is wrong."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
     return True
 
 
