@@ -52,6 +52,13 @@ _RETRY_WAIT = wait_exponential(multiplier=RETRY_WAIT_INITIAL, max=RETRY_WAIT_MAX
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
+def serves(agent: Mapping[str, Any], capabilities: list[str], route: str = "any") -> bool:
+    """Whether this agent (as GET /v1/agents lists it) could take a task with these capabilities and route,
+    were it online: the rule the dispatcher routes by, for warnings before a task waits."""
+    named = route not in ("any", "all")
+    return (not named or agent.get("name") == route) and set(capabilities) <= set(agent.get("capabilities", []))
+
+
 def _q(segment: str) -> str:
     """One path segment, encoded: an id like `../agents` must not walk to another endpoint."""
     return quote(segment, safe="")

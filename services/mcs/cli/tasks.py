@@ -11,7 +11,7 @@ import click
 
 from mcs.cli.common import client, emit, json_option, load_payload, resolve_task_id, url_option
 from mcs.cli.root import main
-from mcs.client import TERMINAL, Client, McsApiError
+from mcs.client import TERMINAL, Client, McsApiError, serves
 from mcs.models import TaskState
 
 STATES = [s.value for s in TaskState]
@@ -42,11 +42,7 @@ def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str 
         agents: list[dict[str, Any]] = c.list_agents()
     except McsApiError:
         return None  # not allowed to look: the submit itself will say what is wrong
-
-    def serves(a: dict[str, Any]) -> bool:
-        return (route in ("any", "all") or a["name"] == route) and set(capabilities) <= set(a["capabilities"])
-
-    if any(a["status"] == "online" and serves(a) for a in agents):
+    if any(a["status"] == "online" and serves(a, capabilities, route) for a in agents):
         return None
     wanted = ", ".join(capabilities)
     what = (
@@ -54,7 +50,7 @@ def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str 
         if route not in ("any", "all")
         else f"the capabilit{'ies' if len(capabilities) > 1 else 'y'} {wanted}"
     )
-    offline = [a["name"] for a in agents if serves(a)]
+    offline = [a["name"] for a in agents if serves(a, capabilities, route)]
     if offline:
         why = f"offline agents that would take it: {', '.join(offline)} (start one of them)"
     else:
