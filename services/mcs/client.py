@@ -41,6 +41,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
+from mcs import routing
 from mcs.errors import McsError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -55,8 +56,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 def serves(agent: Mapping[str, Any], capabilities: list[str], route: str = "any") -> bool:
     """Whether this agent (as GET /v1/agents lists it) could take a task with these capabilities and route,
     were it online: the rule the dispatcher routes by, for warnings before a task waits."""
-    named = route not in ("any", "all")
-    return (not named or agent.get("name") == route) and set(capabilities) <= set(agent.get("capabilities", []))
+    return routing.allowed(route, str(agent.get("name"))) and routing.capable(agent.get("capabilities", []), capabilities)
 
 
 def _q(segment: str) -> str:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mcs import routing
 from mcs.models import HEARTBEAT_MAX_AGE, Agent, iso
 from mcs.store import agents as agents_store
 from mcs.store.connection import Connection
@@ -102,9 +103,7 @@ class MeshStatus:
 
 
 def _serves(agent: Agent, capabilities: tuple[str, ...], route: str) -> bool:
-    if route not in ("any", "all") and agent.name != route:
-        return False
-    return set(capabilities) <= set(agent.capabilities)
+    return routing.allowed(route, agent.name) and routing.capable(agent.capabilities, capabilities)
 
 
 def read(conn: Connection, *, now: float) -> MeshStatus:
