@@ -56,7 +56,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 def serves(agent: Mapping[str, Any], capabilities: list[str], route: str = "any") -> bool:
     """Whether this agent (as GET /v1/agents lists it) could take a task with these capabilities and route,
     were it online: the rule the dispatcher routes by, for warnings before a task waits."""
-    return routing.allowed(route, str(agent.get("name"))) and routing.capable(agent.get("capabilities", []), capabilities)
+    has = agent.get("capabilities", [])
+    return routing.allowed(route, str(agent.get("name"))) and routing.capable(has, capabilities)
 
 
 def _q(segment: str) -> str:
