@@ -122,7 +122,7 @@ def test_a_plain_sdk_script_says_it_is_online_and_one_line_per_task(mesh, tmp_pa
     out = log_path.read_text()
     assert f"agent {name} online: webhooks at http://127.0.0.1:" in out and f"capabilities {kind}" in out, out
     assert f"agent {name}: completed {ok['id']} ({kind}) in " in out, out
-    assert f"agent {name}: {bad['id']} failed for good after " in out and "asked to fail" in out, out
+    assert f"agent {name}: {bad['id']} failed for good: PermanentError: asked to fail (after " in out, out
 
 
 def test_a_wrong_webhook_secret_names_the_setting_to_check(mesh, caplog):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import review_attack
+
 from .chromium import Chromium, chromium_binary
 from .conftest import _proc_stat, alive, uid, wait_until
 
@@ -330,3 +332,41 @@ def test_an_llm_reviewer_joins_the_same_way(mesh, analyzer_agents, review, tmp_p
     llm_row = next(a for a in report["agents"] if a["agent"] == name)
     assert (llm_row["status"], llm_row["critical"], llm_row["recommendation"]) == ("ok", 1, 1)
     assert len(report["findings"]) == len(review[2]["findings"])  # nothing new: it merged into what was there
+
+
+def test_the_analyzer_agents_run_none_of_a_payload_built_to_make_them(mesh, analyzer_agents, tmp_path):
+    """The attack payload of tests/review_attack.py, fanned out to the five real agents (whose environment
+    holds their agent and webhook secrets): each reviews it, and none of the planted code runs."""
+    markers, outside = tmp_path / "markers", tmp_path / "outside"
+    markers.mkdir()
+    outside.mkdir()
+    payload = review_attack.payload(markers, outside)
+
+    def reviewers():  # an agent of an earlier test may still count as online for a moment
+        agents = mesh.admin.list_agents()
+        return {a["name"] for a in agents if a["status"] == "online" and "mcs-review" in a["capabilities"]}
+
+    wait_until(lambda: reviewers() == set(TOOLS), timeout=60, what="the analyzers alone to have mcs-review online")
+    parent = mesh.admin.submit("mcs-review", payload, capabilities=["mcs-review"], route="all", aggregate="consensus")
+    try:
+        done = mesh.admin.wait_for(parent["id"], timeout=100)
+    finally:
+        children = mesh.admin.list_tasks(parent=parent["id"])["tasks"]
+        print([(c["assigned_to"], c["state"], c["attempts"], c["error"]) for c in children])
+    assert sorted(c["assigned_to"] for c in children) == sorted(TOOLS)
+    assert [(c["assigned_to"], c["state"], c["error"]) for c in children if c["state"] != "completed"] == []
+    assert done["state"] == "completed"
+    assert sorted(p.name for p in markers.iterdir()) == []
+    findings = {(f["file"], f["title"]): f for f in done["result"]["findings"]}
+    assert findings[("app.py", "Use of eval")]["agents"] == ["bandit", "pylint", "ruff"]
+
+
+def test_a_payload_with_a_path_that_names_no_file_fails_for_good_with_the_reason(mesh, analyzer_agents):
+    """`.` used to crash unpacking with an IndexError, which the agent retried as if it might pass."""
+    task = mesh.admin.submit(
+        "mcs-review", {"files": [{"path": "./", "content": "x = 1\n"}]}, capabilities=["mcs-review"], route="ruff",
+        max_retries=3,
+    )  # fmt: skip
+    done = mesh.admin.wait_for(task["id"], timeout=120)
+    assert (done["state"], done["attempts"]) == ("failed", 1)
+    assert "not a review payload: bad file path './'" in json.dumps(done["error"])

@@ -662,12 +662,12 @@ class Agent:
         took: float = 0.0,
     ) -> None:
         log.warning(
-            "agent %s: %s failed%s after %.2f s: %s",
+            "agent %s: %s failed%s: %s (after %.2f s)",
             self.name,
             task.id,
             "" if retryable else " for good",
-            took,
             error,
+            took,
             exc_info=exc if exc is not None and not isinstance(exc, PermanentError | RetryableError) else None,
             extra={"action": "task_failed", "task_id": task.id},
         )

@@ -1,4 +1,5 @@
-"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out."""
+"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out
+(it only looks up the host of a notify URL an agent registers, for the egress policy)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from quart import Quart, Request, Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from mcs import __version__, metrics
+from mcs import __version__, egress, metrics
 from mcs.api import agents, memory, status, tasks
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -131,6 +132,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MCS_SETTINGS"] = settings
+    app.config["MCS_NOTIFY_POLICY"] = egress.notify_policy(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
         app,

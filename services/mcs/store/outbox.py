@@ -59,10 +59,13 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
             )
             if o.get("task_id"):
                 kind = "webhook_failed" if o["kind"] == "webhook" else "alert_failed"
-                detail = {"agent": o.get("agent"), "attempts": o["attempts"], "error": o["error"]}
+                # A webhook's event carries what anyone signed in may read (the notifier's event_error): not
+                # what answered at the URL, which would make notify URLs a port scanner.
+                error = o.get("event_error", o["error"])
+                detail = {"agent": o.get("agent"), "attempts": o["attempts"], "error": error}
                 if o["kind"] == "webhook":  # what the user must fix, in words: who, where, what happened
                     detail["url"] = o.get("url")
-                    detail["message"] = unreachable_message(o.get("agent"), o.get("url"), o["error"], o["attempts"])
+                    detail["message"] = unreachable_message(o.get("agent"), o.get("url"), error, o["attempts"])
                 add_event(conn, o["task_id"], kind, "notifier", now, detail)
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from mcs import routing
 from mcs.models import HEARTBEAT_MAX_AGE, Agent, iso
-from mcs.store import agents as agents_store
 from mcs.store.connection import Connection
 from mcs.store.stats import _PRIORITY_LABELS, QUEUE_STATES
 
@@ -88,7 +87,7 @@ class MeshStatus:
 
     def to_api(self) -> dict[str, Any]:
         now = self.at
-        agents = [a.to_api(now) for a in self.agents]
+        agents = [a.to_admin_api(now) for a in self.agents]  # the status is for the admin
         return {
             "at": iso(now),
             "processes": [p.to_api(now) for p in self.processes],
@@ -103,7 +102,7 @@ class MeshStatus:
 
 
 def _serves(agent: Agent, capabilities: tuple[str, ...], route: str) -> bool:
-    return routing.allowed(route, agent.name) and routing.capable(agent.capabilities, capabilities)
+    return routing.allowed(route, agent.name) and routing.capable(agent.usable_capabilities, capabilities)
 
 
 def read(conn: Connection, *, now: float) -> MeshStatus:
@@ -119,7 +118,7 @@ def read(conn: Connection, *, now: float) -> MeshStatus:
         QUEUE_STATES,
     ):
         queue.setdefault(state, {})[_PRIORITY_LABELS.get(priority, str(priority))] = count
-    agents = agents_store.list_all(conn)
+    agents = [Agent.from_row(r) for r in conn.execute("SELECT * FROM agents ORDER BY name")]
     online = [a for a in agents if a.effective_status(now).value == "online"]
     unserved = []
     for caps_json, route, count in conn.execute(
