@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import http.client
+import json
 import logging
 import os
 import signal
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mcs import auth, profiles
@@ -26,6 +29,7 @@ RESTART_MAX = 30.0  # seconds: the longest wait between restarts
 STABLE_AFTER = 30.0  # seconds of uptime after which a process's crash count starts again
 STOP_GRACE = 10.0  # seconds to wait after SIGTERM before SIGKILL
 TICK = 0.2  # seconds between checks on the children
+READY_PROBE_TIMEOUT = 0.2  # seconds for one look at the api's /healthz while waiting for it to listen
 EXIT_CANNOT_START = 78  # a child's "restarting will not help" (see mcs.cli)
 
 
@@ -63,12 +67,28 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, *, env: dict[str, str], on_ready: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.env = env
         self.children = {name: Child(name) for name in PROCESSES}
         self.stopping = False
         self.failed: str | None = None
+        self.on_ready = on_ready  # called once, when the api first accepts a connection
+
+    def _api_listening(self) -> bool:
+        api = self.children["api"].proc
+        if api is None or api.poll() is not None:
+            return False
+        host, port = _loopback_for(self.settings.host, self.settings.port)
+        conn = http.client.HTTPConnection(host, port, timeout=READY_PROBE_TIMEOUT)
+        try:  # our /healthz, not just an open port: something else may accept connections there
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            return response.status == 200 and json.loads(response.read()).get("status") == "ok"
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
 
     def start(self, child: Child) -> None:
         command = [sys.executable, "-m", "mcs", child.name]
@@ -85,6 +105,9 @@ class Supervisor:
         for child in self.children.values():
             self.start(child)
         while not self.stopping:
+            if self.on_ready is not None and self._api_listening():
+                ready, self.on_ready = self.on_ready, None
+                ready()
             now = time.monotonic()
             for child in self.children.values():
                 if child.proc is None:
@@ -179,10 +202,15 @@ def pick_metrics_ports(settings: Settings, env: dict[str, str]) -> list[str]:
     return notes
 
 
+def _loopback_for(host: str, port: int) -> tuple[str, int]:
+    """Where a client on this host connects: a wildcard bind address is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port  # noqa: S104
+
+
 def client_url(settings: Settings) -> str:
-    """The URL a client on this host uses: a wildcard bind address is reached on loopback."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
-    return f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+    """The URL a client on this host uses."""
+    host, port = _loopback_for(settings.host, settings.port)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 def profile_name(settings: Settings) -> str:
@@ -219,17 +247,21 @@ def main(settings: Settings | None = None, *, profile: str | None = None) -> int
     print(f"admin token {'created in' if created else 'from'} {where}", file=sys.stderr)
     for line in moved:
         print(line, file=sys.stderr)
-    if settings.admin_token:  # a token given in the environment has no file to point at
-        print(
-            f"CLI config left alone: the admin token comes from MCS_ADMIN_TOKEN (clients need it too, or a "
-            f"profile with it in {profiles.config_path()})",
-            file=sys.stderr,
-        )
-    else:
+    print("Ctrl-C stops all four processes.", file=sys.stderr)
+
+    def remember() -> None:
+        """Once the api listens (not before: a mesh that never started must not become a profile)."""
+        if settings.admin_token:  # a token given in the environment has no file to point at
+            print(
+                "CLI config left alone: the admin token comes from MCS_ADMIN_TOKEN (clients need it too, or a "
+                f"profile with it in {profiles.config_path()})",
+                file=sys.stderr,
+            )
+            return
         try:
             name = profile or profile_name(settings)
             print(profiles.remember_mesh(name, url=url, token_file=settings.admin_token_file), file=sys.stderr)
         except OSError as exc:
             print(f"CLI config not written: {exc.strerror or exc}", file=sys.stderr)
-    print("Ctrl-C stops all four processes.", file=sys.stderr)
-    return Supervisor(settings, env=env).run()
+
+    return Supervisor(settings, env=env, on_ready=remember).run()

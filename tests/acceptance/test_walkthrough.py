@@ -46,7 +46,8 @@ def test_readme_walkthrough_with_a_generated_admin_token(tmp_path):
         up_log = (tmp_path / "up.log").read_text()
         assert "admin token created in data/admin-token" in up_log
         config = tmp_path / "config" / "mcs" / "config.toml"
-        assert f"CLI config written to {config}" in up_log
+        written = f"CLI config written to {config}"  # once the api listens
+        wait_until(lambda: written in (tmp_path / "up.log").read_text(), timeout=10, what="mcs up to write the config")
 
         def mcs(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

@@ -240,3 +240,18 @@ def test_ctrl_c_during_wait_says_the_task_goes_on(api, tmp_path):
     assert f"mcs task cancel {task_id}" in rest and "Traceback" not in rest
     proc.stdout.close()
     proc.stderr.close()
+
+
+def test_mcs_up_writes_no_profile_for_a_mesh_that_never_started(tmp_path):
+    # 192.0.2.1 is a documentation address (TEST-NET-1): no host has it, so the api cannot listen there
+    env = os.environ | {"MCS_HOST": "192.0.2.1", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env = {k: v for k, v in env.items() if k != "MCS_ADMIN_TOKEN"}
+    up = subprocess.run(
+        [sys.executable, "-m", "mcs", "up", "--port", str(free_port()), "--data", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert up.returncode == 1 and "cannot start" in up.stderr and "Traceback" not in up.stderr
+    assert not (tmp_path / "config" / "mcs" / "config.toml").exists() and "CLI config" not in up.stderr
