@@ -218,6 +218,26 @@ def test_shell_completion_as_the_readme_says(tmp_path):
         assert completed.returncode == 0 and expected in completed.stdout.splitlines(), completed.stderr
 
 
+def test_ctrl_c_during_watch_says_the_task_goes_on(mcs, api):
+    task_id = mcs("task", "submit", "--type", "nobody-watches-this").stdout.strip()
+    env = os.environ | {"MCS_URL": api, "MCS_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcs", "task", "watch", task_id[:8]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "submitted" in proc.stdout.readline()  # it watches
+    proc.send_signal(signal.SIGINT)
+    said = proc.stderr.read()
+    assert proc.wait(timeout=20) == 130, said
+    assert f"task {task_id} goes on" in said and f"mcs task cancel {task_id}" in said and "Traceback" not in said
+    proc.stdout.close()
+    proc.stderr.close()
+    assert json.loads(mcs("task", "show", task_id, "--json").stdout)["state"] == "queued"  # it goes on
+
+
 def test_ctrl_c_during_wait_says_the_task_goes_on(api, tmp_path):
     env = os.environ | {"MCS_URL": api, "MCS_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -222,16 +222,20 @@ def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> 
     seen = 0
     with client(url) as c:
         task_id = resolve_task_id(c, task_id)
-        while True:
-            events = c.events(task_id)
-            for e in events[seen:]:
-                click.echo(json.dumps(e) if as_json else _event_line(e))
-            seen = len(events)
-            t = c.get_task(task_id)
-            if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} is still {t['state']}")
-            time.sleep(0.3)
+        try:
+            while True:
+                events = c.events(task_id)
+                for e in events[seen:]:
+                    click.echo(json.dumps(e) if as_json else _event_line(e))
+                seen = len(events)
+                t = c.get_task(task_id)
+                if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"task {task_id} is still {t['state']}")
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped watching; task {task_id} goes on (mcs task cancel {task_id} stops it)", err=True)
+            sys.exit(130)
     if t["state"] != "completed":
         sys.exit(1)
