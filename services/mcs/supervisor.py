@@ -228,7 +228,7 @@ def main(settings: Settings | None = None, *, profile: str | None = None) -> int
             file=sys.stderr,
         )
         return 1
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     store.close()
     token, created = ensure_admin_token(settings)
