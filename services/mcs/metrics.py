@@ -59,6 +59,10 @@ webhook_latency = Histogram(
     "Submit (or a retry falling due) -> webhook accepted by the agent",
     buckets=LATENCY_BUCKETS,
 )
+pruned = Counter(
+    "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
+)
+PRUNED_KINDS = ("tasks", "task_events", "outbox", "idempotency_keys", "agent_events")
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 
 _TRANSITIONS = {

@@ -69,10 +69,6 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
                 )
 
 
-def purge_delivered(conn: Connection, *, before: float) -> int:
-    return int(conn.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?", (before,)).rowcount)
-
-
 def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: float) -> None:
     conn.execute(
         "INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES (?, ?, ?, ?)"
