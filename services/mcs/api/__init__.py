@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, metrics
 from mcs.api import agents, memory, tasks
+from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, StoreError
@@ -137,6 +138,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=Provider,
     )
     app.url_map.converters["memkey"] = memory.KeyConverter
     app.register_blueprint(agents.bp)
@@ -171,10 +173,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         return response
 
     @app.get("/healthz")
+    @documented(ok={200: Health}, errors=(503,), auth=None)
     async def healthz() -> Response:
         return respond({"status": "ok", "sqlite_version": sqlite_version(), "version": __version__})
 
     @app.get("/metrics")
+    @documented(ok={200: TEXT}, auth=None)
     async def prometheus_metrics() -> Response:
         # The process's own counters, then the mesh state read from the database (off the event loop).
         own = generate_latest()

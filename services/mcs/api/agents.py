@@ -9,6 +9,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import validate_request
 
 from mcs.api.auth import authed, credentials, require_admin
+from mcs.api.openapi import NO_CONTENT, AgentList, AgentSecrets, AgentView, Registered, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import CreateAgent, Register
 from mcs.errors import NotFound
@@ -22,6 +23,7 @@ def _db() -> Any:
 
 
 @bp.post("")
+@documented(ok={201: AgentSecrets}, errors=(409,), auth="admin", body=True, writes=True)
 @validate_request(CreateAgent)
 async def create(data: CreateAgent) -> Response:
     caller = require_admin()
@@ -32,6 +34,7 @@ async def create(data: CreateAgent) -> Response:
 
 
 @bp.post("/register")
+@documented(ok={200: Registered}, auth="agent", body=True, writes=True)
 @validate_request(Register)
 async def register(data: Register) -> Response:
     creds = credentials()
@@ -54,12 +57,14 @@ def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
 
 
 @bp.post("/<name>/rotate")
+@documented(ok={200: AgentSecrets}, errors=(404,), auth="admin", writes=True)
 async def rotate(name: str) -> Response:
     caller = require_admin()
     return respond(await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time()))
 
 
 @bp.delete("/<name>")
+@documented(ok={204: NO_CONTENT}, errors=(404,), auth="admin", writes=True)
 async def delete(name: str) -> Response:
     caller = require_admin()
     await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time())
@@ -67,6 +72,7 @@ async def delete(name: str) -> Response:
 
 
 @bp.get("")
+@documented(ok={200: AgentList})
 async def list_agents() -> Response:
     now = time.time()
     agents = await _db().read(authed(agents_store.list_all, need="any"), credentials())
@@ -74,6 +80,7 @@ async def list_agents() -> Response:
 
 
 @bp.get("/<name>")
+@documented(ok={200: AgentView}, errors=(404,))
 async def show(name: str) -> Response:
     agent = await _db().read(authed(agents_store.get, need="any"), credentials(), name=name)
     if agent is None:
