@@ -189,7 +189,7 @@ async def test_work_is_cut_in_batches_and_bounded_per_run(mesh):
     for task_id in ids:
         await finish(mesh, a, task_id)
     now = time.time() + RETENTION + 1
-    small = pruner(mesh, batch=2, max_batches=2, interval=3600)
+    small = pruner(mesh, task_batch=2, max_batches=2, interval=3600)
     first = small.maybe_run(now=now)
     assert first is not None and (first.tasks, first.more) == (4, True)
     second = small.maybe_run(now=now)  # work was left: due again at once, not an interval later

@@ -6,7 +6,8 @@ are a day old (or older than the retention, if that is shorter); expired idempot
 audit events older than the retention. MCS_RETENTION_DAYS=0 keeps every task and event (outbox rows and
 expired idempotency keys are still cleared: they are plumbing, not history).
 
-The work is cut in batches of BATCH rows, one short write transaction each, with a pause as long as the
+The work is cut in batches of about BATCH rows (TASK_BATCH tasks with their rows), one short write
+transaction each, with a pause as long as the
 batch took between two batches, so the api and the dispatcher get the write lock at least half the time;
 a run does at most MAX_BATCHES batches of each kind and, when it stopped with more to do, the next run
 comes at the watchdog's next sweep instead of a full interval later. SQLite reuses the pages freed this
@@ -28,6 +29,7 @@ from mcs.store import retention as retention_store
 log = logging.getLogger("mcs.retention")
 
 BATCH = 500  # rows per transaction
+TASK_BATCH = 100  # finished tasks per transaction: each goes with its events (about five) and outbox rows
 MAX_BATCHES = 20  # batches of each kind per run: bounded work per sweep
 RUN_EVERY = 300.0  # seconds between runs (a quarter of the retention when that is shorter)
 OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection (at most the retention)
@@ -62,13 +64,14 @@ class Pruner:
         retention: float,
         interval: float | None = None,
         batch: int = BATCH,
+        task_batch: int = TASK_BATCH,
         max_batches: int = MAX_BATCHES,
         pause: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.store = store
         self.retention = retention
         self.interval = interval if interval is not None else min(RUN_EVERY, retention / 4 or RUN_EVERY)
-        self.batch, self.max_batches = batch, max_batches
+        self.batch, self.task_batch, self.max_batches = batch, task_batch, max_batches
         self.pause = pause
         self._took = 0.0  # seconds the last batch held the write lock
         self.next_run = float("-inf")
@@ -112,7 +115,7 @@ class Pruner:
             if i and self._paused():
                 return True
             started = time.monotonic()
-            batch = self.store.write(retention_store.prune_tasks, before=before, after=cursor, limit=self.batch)
+            batch = self.store.write(retention_store.prune_tasks, before=before, after=cursor, limit=self.task_batch)
             self._took = time.monotonic() - started
             counts["tasks"] += batch.tasks
             counts["task_events"] += batch.task_events
