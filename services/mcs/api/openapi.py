@@ -249,6 +249,11 @@ class Provider(OpenAPIProvider):
                 elif model == TEXT:
                     responses[status] = {"description": "Text.", "content": {TEXT: {"schema": {"type": "string"}}}}
             for status in doc.errors:
-                responses[status] = dict(responses[status], description=ERRORS[status])
+                content = responses[status]["content"]["application/json"]
+                components["Error"] = content["schema"]  # one shared schema, not a copy per response
+                responses[status] = {
+                    "description": ERRORS[status],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
             op["security"] = SECURITY[doc.auth]
         return paths, components
