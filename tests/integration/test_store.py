@@ -29,7 +29,7 @@ def test_every_connection_has_the_pragmas(tmp_path):
     assert Store(tmp_path / "y.db", synchronous="NORMAL").conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
-ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index", "0004_memory"]
+ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index", "0004_memory", "0007_retention"]
 
 
 def test_migrations_apply_once_and_record_themselves(tmp_path):
