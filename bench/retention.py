@@ -40,6 +40,14 @@ from mcs.maintenance.retention import TASK_BATCH
 
 DAY = 86400.0
 SECTION_START, SECTION_END = "<!-- retention:start -->", "<!-- retention:end -->"
+OBSERVED = (
+    'SQLite puts the pages a prune frees on its freelist ("free pages") and the next inserts take them before'
+    " the file is extended, so the file levels off at what one retention period plus one pruner interval holds,"
+    " with some slack. The WAL stays at its checkpoint size (`wal_autocheckpoint`, 1000 pages: about 4 MB),"
+    " reused, not truncated. Not used: `auto_vacuum=INCREMENTAL` with `PRAGMA incremental_vacuum` (it must be"
+    " set before the tables exist, or by a `VACUUM`, and would only give the filesystem pages the next inserts"
+    " want back); `VACUUM` with the mesh stopped shrinks a file after the retention was lowered."
+)
 
 
 def file_kib(path: Path) -> float:
@@ -227,6 +235,8 @@ def write_results(res: dict[str, Any], path: Path) -> None:
         f"{v['db_first']:.0f} KiB to {v['db_last']:.0f} KiB ({v['growth']:+.1%}; peak {v['db_peak']:.0f} KiB), the WAL "
         f"peaked at {v['wal_peak']:.0f} KiB, and at most {v['tasks_max']} tasks were stored at once. The watchdog "
         f"used {run['watchdog_cpu']:.1f} s of CPU over the {run['wall']:.0f} s run, pruning included.",
+        "",
+        OBSERVED,
     ]
     bc = res.get("batch")
     if bc:
