@@ -141,3 +141,42 @@ def test_every_operation_answers_as_documented(case: Any, api: Api) -> None:
 
 def test_the_running_api_serves_the_document_tested(api: Api) -> None:
     assert httpx.get(f"{api.url}/openapi.json").json() == DOCUMENT
+
+
+# A valid body for each route that takes one, so the answer is about the credentials alone (bodies are
+# validated before an agent's secret is checked: that happens in the same database call as the work).
+BODIES = {
+    ("post", "/v1/agents"): {"name": "someone"},
+    ("post", "/v1/agents/register"): {},
+    ("post", "/v1/tasks"): {"type": "fuzz"},
+    ("post", "/v1/tasks/claim"): {},
+    ("post", "/v1/tasks/{task_id}/extend"): {"claim_token": "t"},
+    ("post", "/v1/tasks/{task_id}/complete"): {"claim_token": "t"},
+    ("post", "/v1/tasks/{task_id}/fail"): {"claim_token": "t", "error": "e"},
+    ("post", "/v1/tasks/{task_id}/reject"): {},
+    ("put", "/v1/memory/{ns}/{key}"): {"value": 1},
+    ("post", "/v1/memory/{ns}/_bulk"): {},
+}
+
+
+@pytest.mark.parametrize(
+    "who",
+    [{}, {"X-Agent-ID": "fuzzer", "X-Agent-Secret": "wrong"}, {"X-Agent-ID": "nobody", "X-Agent-Secret": "x"}],
+    ids=["anonymous", "wrong-secret", "unknown-agent"],
+)
+def test_every_route_that_needs_credentials_refuses_bad_ones_with_401(api: Api, who: dict[str, str]) -> None:
+    values = {"ns": "mesh", "key": "greeting", "name": "fuzzer", "task_id": api.task_id}
+    checked = 0
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        for path, ops in DOCUMENT["paths"].items():
+            for method, op in ops.items():
+                if not op.get("security"):
+                    continue
+                url = path.format(**values)
+                body = BODIES[(method, path)] if "requestBody" in op else None
+                r = c.request(method.upper(), url, json=body, headers=who)
+                assert r.status_code == 401, (method, url, r.status_code, r.text)
+                assert set(r.json()["error"]) == {"code", "message"}
+                checked += 1
+    assert checked >= 20
+    print(f"{checked} routes refused {who or 'no credentials'} with 401", file=sys.__stdout__)

@@ -8,11 +8,12 @@ from typing import Any
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_request
 
-from mcs.api.auth import authed, credentials, require_admin
+from mcs.api.auth import authed, credentials
 from mcs.api.openapi import NO_CONTENT, AgentList, AgentSecrets, AgentView, Registered, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import CreateAgent, Register
 from mcs.errors import NotFound
+from mcs.models import ADMIN
 from mcs.store import agents as agents_store
 
 bp = Blueprint("agents", __name__, url_prefix="/v1/agents")
@@ -26,9 +27,13 @@ def _db() -> Any:
 @documented(ok={201: AgentSecrets}, errors=(409,), auth="admin", body=True, writes=True)
 @validate_request(CreateAgent)
 async def create(data: CreateAgent) -> Response:
-    caller = require_admin()
     created = await _db().write(
-        agents_store.create, name=data.name, capabilities=data.capabilities, actor=caller.actor, now=time.time()
+        authed(agents_store.create, need="admin"),
+        credentials(),
+        name=data.name,
+        capabilities=data.capabilities,
+        actor=ADMIN.actor,
+        now=time.time(),
     )
     return respond(created, 201)
 
@@ -59,15 +64,18 @@ def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
 @bp.post("/<name>/rotate")
 @documented(ok={200: AgentSecrets}, errors=(404,), auth="admin", writes=True)
 async def rotate(name: str) -> Response:
-    caller = require_admin()
-    return respond(await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time()))
+    rotated = await _db().write(
+        authed(agents_store.rotate, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
+    )
+    return respond(rotated)
 
 
 @bp.delete("/<name>")
 @documented(ok={204: NO_CONTENT}, errors=(404,), auth="admin", writes=True)
 async def delete(name: str) -> Response:
-    caller = require_admin()
-    await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time())
+    await _db().write(
+        authed(agents_store.delete, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
+    )
     return Response("", status=204)
 
 
