@@ -98,7 +98,7 @@ def _report() -> None:
         by_op.setdefault(op, Counter())[f"{who} {status}"] += n
     lines = [f"schemathesis: {sum(SEEN.values())} responses checked over {len(by_op)} operations"]
     lines += [f"  {op}: " + ", ".join(f"{k} x{n}" for k, n in sorted(c.items())) for op, c in sorted(by_op.items())]
-    print("\n".join(lines), file=sys.__stdout__, flush=True)
+    print("\n" + "\n".join(lines), file=sys.__stdout__, flush=True)
 
 
 def _document() -> dict[str, Any]:
@@ -179,4 +179,4 @@ def test_every_route_that_needs_credentials_refuses_bad_ones_with_401(api: Api, 
                 assert set(r.json()["error"]) == {"code", "message"}
                 checked += 1
     assert checked >= 20
-    print(f"{checked} routes refused {who or 'no credentials'} with 401", file=sys.__stdout__)
+    print(f"\n{checked} routes refused {who or 'no credentials'} with 401", file=sys.__stdout__)
