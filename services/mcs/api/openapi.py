@@ -50,13 +50,14 @@ ERRORS = {
     412: "If-Match did not match the current version.",
     413: "The body, or a value in it, is too large.",
     422: "The body does not match the schema, or names something that does not exist.",
+    429: "Over a rate limit or quota; Retry-After says when to try again.",
     503: "The database is busy or unavailable; try again (Retry-After says when).",
     507: "The disk holding the database is full.",
 }
 AUTH_ERRORS: dict[Auth, tuple[int, ...]] = {None: (), "any": (401,), "admin": (401, 403), "agent": (401, 403)}
 BODY_ERRORS = (400, 413, 422)  # any route that reads a JSON body
 STORE_ERRORS = (503,)  # any route that touches the database
-WRITE_ERRORS = (503, 507)  # any route that writes to it
+WRITE_ERRORS = (429, 503, 507)  # any route that writes to it (quotas count writes)
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "admin": {"type": "http", "scheme": "bearer", "description": "MCS_ADMIN_TOKEN"},
