@@ -1,6 +1,7 @@
 """Schemathesis drives every operation in the real api's /openapi.json with generated requests, valid and
 invalid, as the admin and as an agent: no response may be a 5xx, and every response must be documented
-(status code, content type) and match its documented schema.
+(status code, content type) and match its documented schema; a request that breaks the schema must be
+refused (4xx).
 
 A real `mcs api` on loopback, on a fresh SQLite file, holding an agent, a task it claimed and a memory key,
 so some generated requests reach real rows. Hypothesis runs derandomized (the same examples every run) with
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -41,6 +43,10 @@ pytestmark = pytest.mark.acceptance
 
 MAX_EXAMPLES = 6  # per operation and generation mode: the whole test stays well under a minute
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# And a request that breaks the schema is refused (4xx), except where a known gap is still open:
+# POST /v1/tasks/claim takes `wait: true` as 1 second (issue 10 item 6, strict numbers, on another branch).
+STRICT = [*CHECKS, negative_data_rejection]
+LENIENT = {"/v1/tasks/claim"}
 SEEN: Counter[tuple[str, str, int]] = Counter()  # (operation, caller, status) -> responses
 TURN = itertools.count()  # every other case names a row that exists instead of a random one
 
@@ -135,7 +141,8 @@ def test_every_operation_answers_as_documented(case: Any, api: Api) -> None:
     if isinstance(wait, int | float):
         case.body["wait"] = min(wait, 0.2)  # a long poll may hold 30 s: keep the test short
     for who, headers in (("admin", api.admin), ("agent", api.agent)):
-        response = case.call_and_validate(base_url=api.url, session=SESSION, headers=headers, checks=CHECKS)
+        checks = CHECKS if case.path in LENIENT else STRICT
+        response = case.call_and_validate(base_url=api.url, session=SESSION, headers=headers, checks=checks)
         SEEN[(f"{case.method} {case.path}", who, response.status_code)] += 1
 
 
