@@ -80,7 +80,7 @@ async def delete(name: str) -> Response:
 
 
 @bp.get("")
-@documented(ok={200: AgentList})
+@documented(ok={200: AgentList}, errors=(400, 422))  # a bad cursor or limit, once the list is paginated
 async def list_agents() -> Response:
     now = time.time()
     agents = await _db().read(authed(agents_store.list_all, need="any"), credentials())
