@@ -8,8 +8,9 @@ contains a directive:
 - `[hang]`       do not answer until the server is closed (the client's timeout must fire);
 - `[garbage]`    answer 200 with a body that is not a chat completion.
 
-`GET /material/NAME` serves `materials[NAME]` as text (404 when absent). Every chat request is recorded
-(headers lower-cased, JSON body) in `requests`.
+`GET /material/NAME` serves `materials[NAME]` as text (404 when absent); `GET /redirect/NAME` answers 302
+to `redirects[NAME]`. Every chat request is recorded (headers lower-cased, JSON body) in `requests`, every
+material or redirect GET's path in `fetched`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.materials: dict[str, str] = {}
+        self.redirects: dict[str, str] = {}
+        self.fetched: list[str] = []
         self.seen: set[str] = set()
+        self.models: list[str] = []  # what GET /v1/models lists (empty: nothing to check against)
         self.lock = threading.Lock()
         self.closing = threading.Event()
         outer = self
@@ -40,8 +44,19 @@ class FakeOpenAI:
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
+                    return
+                with outer.lock:
+                    outer.fetched.append(self.path)
                 name = self.path.removeprefix("/material/")
-                if self.path.startswith("/material/") and name in outer.materials:
+                target = outer.redirects.get(self.path.removeprefix("/redirect/"))
+                if self.path.startswith("/redirect/") and target:
+                    self.send_response(302)
+                    self.send_header("location", target)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif self.path.startswith("/material/") and name in outer.materials:
                     self._send(200, outer.materials[name], "text/plain; charset=utf-8")
                 else:
                     self._send(404, {"error": "no such material"})
@@ -101,6 +116,11 @@ class FakeOpenAI:
     def url(self) -> str:
         """The base URL, as for OpenAI: `.../v1`."""
         return f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, as `--allow-fetch` takes it."""
+        return f"127.0.0.1:{self.server.server_port}"
 
     def material_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server.server_port}/material/{name}"

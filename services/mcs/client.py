@@ -49,6 +49,7 @@ DEFAULT_RETRIES = 3  # extra attempts after a connection error
 RETRY_WAIT_INITIAL = 0.1  # seconds before the first retry; doubles, with jitter
 RETRY_WAIT_MAX = 2.0  # seconds between retries at most
 _RETRY_WAIT = wait_exponential(multiplier=RETRY_WAIT_INITIAL, max=RETRY_WAIT_MAX) + wait_random(0, RETRY_WAIT_INITIAL)
+AGENTS_PAGE = 1000  # agents per request when listing them all (the server's maximum)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -234,14 +235,23 @@ class _Endpoints(Generic[R]):
     def health(self) -> R:
         return self._call("GET", "/healthz")
 
-    def create_agent(self, name: str, capabilities: list[str] | None = None) -> R:
-        return self._call("POST", "/v1/agents", json={"name": name, "capabilities": capabilities or []})
+    def create_agent(self, name: str, capabilities: list[str] | None = None, notify_host: str | None = None) -> R:
+        """A new agent (admin); `notify_host` pins the only host its notify_url may name."""
+        body: dict[str, Any] = {"name": name, "capabilities": capabilities or []}
+        if notify_host is not None:
+            body["notify_host"] = notify_host
+        return self._call("POST", "/v1/agents", json=body)
+
+    def update_agent(self, name: str, *, notify_host: str | None) -> R:
+        """Pin an agent's notify host, or unpin it with None (admin)."""
+        return self._call("PATCH", f"/v1/agents/{_q(name)}", json={"notify_host": notify_host})
 
     def rotate_agent(self, name: str) -> R:
         return self._call("POST", f"/v1/agents/{_q(name)}/rotate")
 
     def delete_agent(self, name: str) -> R:
-        return self._call("DELETE", f"/v1/agents/{_q(name)}", shape=_identity)
+        """Delete an agent and its `private:NAME` and `agent:NAME` memory; says what was removed."""
+        return self._call("DELETE", f"/v1/agents/{_q(name)}")
 
     def register(
         self,
@@ -258,8 +268,10 @@ class _Endpoints(Generic[R]):
             body["concurrency"] = concurrency
         return self._call("POST", "/v1/agents/register", json=body)
 
-    def list_agents(self) -> R:
-        return self._call("GET", "/v1/agents", shape=_field("agents"))
+    def agents_page(self, *, limit: int | None = None, cursor: str | None = None) -> R:
+        """One page of agents by name: `{agents, next_cursor}` (`list_agents` follows the cursors)."""
+        params = {k: v for k, v in (("limit", limit), ("cursor", cursor)) if v is not None}
+        return self._call("GET", "/v1/agents", params=params)
 
     def get_agent(self, name: str) -> R:
         return self._call("GET", f"/v1/agents/{_q(name)}")
@@ -468,6 +480,17 @@ class Client(_Endpoints[Any]):
             raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
         return _decode(response)
 
+    def list_agents(self, *, page_size: int = AGENTS_PAGE) -> list[dict[str, Any]]:
+        """Every agent, following the pages."""
+        agents: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.agents_page(limit=page_size, cursor=cursor)
+            agents += page["agents"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return agents
+
     def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -546,6 +569,17 @@ class AsyncClient(_Endpoints[Awaitable[Any]]):
         except httpx.TransportError as exc:
             raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
         return _decode(response)
+
+    async def list_agents(self, *, page_size: int = AGENTS_PAGE) -> list[dict[str, Any]]:
+        """Every agent, following the pages."""
+        agents: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await self.agents_page(limit=page_size, cursor=cursor)
+            agents += page["agents"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return agents
 
     async def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""

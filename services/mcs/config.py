@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mcs import egress
 from mcs.errors import ConfigError
 
 DAY = 86400.0  # seconds
@@ -80,6 +81,13 @@ def _alert_format(raw: str) -> str:
 _alert_format.__name__ = "choice of json or text"
 
 
+def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
+    try:
+        return egress.parse_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MCS_NOTIFY_ALLOW: {exc}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -111,6 +119,12 @@ class Settings:
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
     metrics_host: str | None = None  # defaults to host
+    container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
+    # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
+    notify_allow: tuple[egress.Rule, ...] | None = None
+    review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
+    review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
+    review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
 
     @property
     def data_dir(self) -> Path:
@@ -165,6 +179,11 @@ class Settings:
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
+            container=_env(e, "MCS_CONTAINER", _bool, None),
+            notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
+            review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
+            review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):
@@ -174,6 +193,12 @@ class Settings:
                 else ("MCS_TELEGRAM_CHAT_ID", "MCS_TELEGRAM_BOT_TOKEN")
             )
             raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
+        alerts = egress.alert_policy(settings)  # an address refused always fails here, not at the first alert
+        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": settings.telegram_api}
+        for name, url in urls.items():
+            why = egress.literal_refusal(alerts, url) if url else None
+            if why:
+                raise ConfigError(f"{name}: {why}")
         return settings
 
     @property

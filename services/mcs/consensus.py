@@ -19,6 +19,11 @@ Two findings name the same problem when all of these hold:
 A merged finding takes the title most of its agents used (ties: the shortest), the most severe severity
 any of them gave, and lists every agent's own report in `raised`.
 
+Consensus is a count of independent reviewers. A finding may name its `lineage`, the tool whose rule
+produced it: ruff's S rules are ports of bandit's and its F rules of pyflakes', so a ruff S105 and a bandit
+B105 on one line are one opinion seen twice. A merged finding's `consensus` counts its distinct lineages (a
+finding without one is its own agent's); `agents` still lists every agent that raised it.
+
 Clustering is deterministic and independent of the order results arrive in: all matching pairs of one
 file are joined best first (most similar titles, then closest lines), and two groups join only if no
 agent is in both (an agent that reports two findings means two problems).
@@ -49,6 +54,7 @@ MAX_TITLE_WORDS = 40  # words of a title compared
 # never hold the database's write lock for long: the worst case is bounded by this times the findings.
 MAX_COMPARISONS_PER_FINDING = 64
 MAX_TEXT = 2000  # characters kept of a title or detail
+MAX_LINEAGE = 64  # characters kept of a finding's lineage
 MAX_REASONS = 5  # invalid-finding reasons kept per agent
 MAX_ANSWER = 1_000_000  # characters of a text answer searched for findings JSON
 
@@ -96,6 +102,12 @@ class Finding:
     title: str
     detail: str
     words: frozenset[str] = field(compare=False, repr=False)
+    lineage: str | None = None
+
+    @property
+    def reviewer(self) -> str:
+        """Who independently stands behind this finding: its rule's lineage, or else its agent."""
+        return f"lineage:{self.lineage}" if self.lineage else f"agent:{self.agent}"
 
     def as_raised(self) -> dict[str, Any]:
         return {
@@ -104,6 +116,7 @@ class Finding:
             "severity": self.severity,
             "title": self.title,
             "detail": self.detail,
+            **({"lineage": self.lineage} if self.lineage else {}),
         }
 
 
@@ -132,6 +145,9 @@ def parse_finding(agent: str, raw: Any) -> Finding:
         detail = ""
     if not isinstance(detail, str):
         raise InvalidFinding("detail is not a string")
+    lineage = raw.get("lineage")
+    if lineage is not None and (not isinstance(lineage, str) or not lineage.strip()):
+        raise InvalidFinding("lineage is not a non-empty string")
     title = title.strip()[:MAX_TEXT]
     return Finding(
         agent=agent,
@@ -141,6 +157,7 @@ def parse_finding(agent: str, raw: Any) -> Finding:
         title=title,
         detail=detail.strip()[:MAX_TEXT],
         words=title_words(title),
+        lineage=lineage.strip().lower()[:MAX_LINEAGE] if lineage else None,
     )
 
 
@@ -219,13 +236,14 @@ def _clusters(findings: list[Finding]) -> list[list[Finding]]:
 
 def merge(findings: list[Finding]) -> list[dict[str, Any]]:
     """Merge findings that name the same problem; each merged finding lists its agents and consensus
-    count. Ordered by consensus (most agents first), then severity, file, line and title."""
+    count. Ordered by severity (most severe first), then consensus (most independent reviewers first), file,
+    line and title."""
     by_file: dict[str, list[Finding]] = {}
     for finding in findings:
         by_file.setdefault(finding.file, []).append(finding)
     merged = [_merged(members) for file in sorted(by_file) for members in _clusters(by_file[file])]
     merged.sort(
-        key=lambda m: (-m["consensus"], SEVERITY_RANK[m["severity"]], m["file"], m["line"] or 0, m["title"].lower())
+        key=lambda m: (SEVERITY_RANK[m["severity"]], -m["consensus"], m["file"], m["line"] or 0, m["title"].lower())
     )
     for number, m in enumerate(merged, start=1):
         m["id"] = f"F{number}"
@@ -250,7 +268,7 @@ def _merged(cluster: list[Finding]) -> dict[str, Any]:
         "title": lead.title,
         "detail": lead.detail,
         "agents": agents,
-        "consensus": len(agents),
+        "consensus": len({m.reviewer for m in cluster}),
         "raised": [m.as_raised() for m in sorted(members, key=lambda f: f.agent)],
     }
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from mcs import metrics
 from mcs.config import Settings
 from mcs.errors import StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
+from mcs.store import agents as agents_store
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 from mcs.wake import CommitWatcher
@@ -29,7 +29,8 @@ class Dispatcher:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stop = threading.Event()
-        self.fingerprint: tuple[Any, ...] | None = None
+        self.view = agents_store.RoutingView()  # the online agents, re-read only where they changed
+        self.unparked_at = -1  # the view's `routable` count when parked tasks were last looked at again
         self.heartbeat = Heartbeat(store, "dispatcher")
         self.last_pass = time.monotonic()
         self.watcher = CommitWatcher(store.path)
@@ -44,13 +45,21 @@ class Dispatcher:
         """One pass (the store pages through the queue); another at once if it stopped at its scan limit."""
         while True:
             now = time.time()
-            if not self.store.read(tasks_store.has_work, now=now, last_fingerprint=self.fingerprint):
-                self.last_pass = time.monotonic()
-                return tasks_store.DispatchResult(
-                    fingerprint=self.fingerprint or (), next_due=self.store.read(tasks_store.next_retry_due)
+            reads = (self.view.full_reads, self.view.partial_reads)
+            try:
+                if not self.store.read(tasks_store.has_work, now=now, view=self.view, unparked_at=self.unparked_at):
+                    self.last_pass = time.monotonic()
+                    return tasks_store.DispatchResult(
+                        routable=self.unparked_at, next_due=self.store.read(tasks_store.next_retry_due)
+                    )
+                metrics.dispatcher_passes.inc()
+                result = self.store.write(
+                    tasks_store.dispatch, now=now, view=self.view, unparked_at=self.unparked_at, limit=PAGE
                 )
-            result = self.store.write(tasks_store.dispatch, now=now, last_fingerprint=self.fingerprint, limit=PAGE)
-            self.fingerprint = result.fingerprint
+            finally:
+                metrics.dispatcher_agent_reads.labels("all").inc(self.view.full_reads - reads[0])
+                metrics.dispatcher_agent_reads.labels("changed").inc(self.view.partial_reads - reads[1])
+            self.unparked_at = result.routable
             done = time.time()
             for task_id, agent, eligible_at in result.assigned:
                 metrics.dispatch_latency.observe(max(0.0, done - eligible_at))

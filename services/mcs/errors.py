@@ -16,7 +16,8 @@ McsError
     ├── PreconditionFailed     412
     ├── PayloadTooLarge        413
     ├── Unprocessable          422
-    └── TooManyRequests        429 (with Retry-After)
+    ├── TooManyRequests        429 (with Retry-After)
+    └── ServiceUnavailable     503 (with Retry-After): something MCS needs is not answering now
 
 An error may carry `retry_after` (seconds): the api sends it as the Retry-After header.
 """
@@ -145,3 +146,10 @@ class TooManyRequests(ApiError):
     """Slow down."""
 
     status, code = 429, "too_many_requests"
+
+
+class ServiceUnavailable(ApiError):
+    """Something this request needs is not answering right now; try again."""
+
+    status, code = 503, "unavailable"
+    retry_after: float | None = 1.0

@@ -45,6 +45,14 @@ dispatch_latency = Histogram(
     "Submit (or a retry falling due) -> assignment committed",
     buckets=LATENCY_BUCKETS,
 )
+dispatcher_passes = Counter(
+    "mcs_dispatcher_passes_total", "Dispatcher passes that routed (took the write lock); idle wake-ups are not counted"
+)
+dispatcher_agent_reads = Counter(
+    "mcs_dispatcher_agent_reads_total",
+    "Dispatcher reads of agents: `all` (every online one) or `changed` (named by an event, or past their TTL)",
+    ["scope"],
+)
 claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
 unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
 agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")
@@ -98,7 +106,12 @@ def init_task_series(types: list[str], *, priorities: list[str] | None = None) -
                     counter.labels(task_type, priority)
 
 
-DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error")
+egress_refusals = Counter(
+    "mcs_egress_refusals_total", "URLs refused by the egress policy when they were given (registration)", ["what"]
+)
+egress_refusals.labels("notify_url")  # at 0 from the start, so the first refusal is an increase
+
+DELIVERY_OUTCOMES = ("delivered", "http_error", "refused", "timeout", "connection_error", "egress_refused")
 
 
 def init_delivery_series(kinds: list[str]) -> None:

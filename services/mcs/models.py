@@ -63,26 +63,38 @@ def _json(raw: str | None) -> Any:
 @dataclass(frozen=True, kw_only=True)
 class Agent:
     name: str
-    capabilities: tuple[str, ...]
+    capabilities: tuple[str, ...]  # what it registered
+    granted: tuple[str, ...] | None  # what the admin granted at creation; None: unrestricted
     notify_url: str | None
     concurrency: int
     status: AgentStatus
     expires_at: float | None
     last_seen: float | None
     created_at: float
+    notify_host: str | None = None  # pinned by the admin: the only host its notify_url may name
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Agent:
         return cls(
             name=row["name"],
             capabilities=tuple(json.loads(row["capabilities"])),
+            granted=None if row["granted"] is None else tuple(json.loads(row["granted"])),
             notify_url=row["notify_url"],
             concurrency=row["concurrency"],
             status=AgentStatus(row["status"]),
             expires_at=row["expires_at"],
             last_seen=row["last_seen"],
             created_at=row["created_at"],
+            notify_host=row["notify_host"],
         )
+
+    @property
+    def usable_capabilities(self) -> tuple[str, ...]:
+        """What it may take work for: what it registered, within its grant (registration keeps it inside;
+        this also holds if a grant is narrowed after the agent registered)."""
+        if self.granted is None:
+            return self.capabilities
+        return tuple(c for c in self.capabilities if c in self.granted)
 
     def effective_status(self, now: float) -> AgentStatus:
         """Online only while the TTL runs, even before the watchdog has marked it offline."""
@@ -94,12 +106,17 @@ class Agent:
         return {
             "name": self.name,
             "capabilities": list(self.capabilities),
+            "granted": None if self.granted is None else list(self.granted),
             "status": self.effective_status(now).value,
             "last_seen": iso(self.last_seen),
             "expires_at": iso(self.expires_at) if self.effective_status(now) is AgentStatus.ONLINE else None,
             "notify_url": self.notify_url,
             "concurrency": self.concurrency,
         }
+
+    def to_admin_api(self, now: float) -> dict[str, Any]:
+        """What the admin sees: also the pinned notify host."""
+        return self.to_api(now) | {"notify_host": self.notify_host}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
-from mcs import metrics, webhooks
+from mcs import egress, metrics, webhooks
 from mcs.alerts import Alert
 from mcs.config import Settings
 from mcs.models import OutboxItem
@@ -43,15 +43,32 @@ IN_FLIGHT = 256  # deliveries at once in all
 RETRY_AFTER_MAX = 3600.0  # seconds: the longest wait a receiver's Retry-After (or Telegram) can ask for
 
 
+# What a task's events say about a webhook that was not delivered. Any agent can read any task's events,
+# and an agent chooses its notify_url: "HTTP 404" against "connection refused" would let it map the
+# network behind MCS, port by port. The reason goes to the outbox row and the notifier's log instead.
+UNDELIVERED = "not delivered; the reason is in the notifier's log (not shown here: notify URLs must not probe networks)"
+
+
 class DeliveryFailed(Exception):
     """One attempt failed; `retryable` says whether another attempt could succeed, and `retry_after` how
-    long the receiver asked us to wait first (a 429's Retry-After, Telegram's `retry_after`)."""
+    long the receiver asked us to wait first (a 429's Retry-After, Telegram's `retry_after`). `public` is
+    what a task's events may say about it (UNDELIVERED unless set)."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.public = public
         self.attempts = 0  # the attempt number it ended on, once the retry loop gives up
+
+
+def _refused(exc: egress.EgressRefused) -> DeliveryFailed:
+    """An egress refusal: final (the same URL is refused the next time too), and its reason may be shown,
+    since it depends only on the URL's host and port, never on what answers there."""
+    why = f"refused by the egress policy: {exc}"
+    return DeliveryFailed(why, retryable=False, public=why)
 
 
 def _wait_asked(value: Any) -> float | None:
@@ -117,6 +134,8 @@ class Notifier:
         metrics.init_delivery_series(["webhook", *(channels[c] for c in settings.alert_channels)])
         self._telegram_paused_until = 0.0  # monotonic time: Telegram asked us to wait until then
         self._log_filter = _RedactToken(settings.telegram_bot_token) if settings.telegram_bot_token else None
+        self.notify_policy = egress.notify_policy(settings)
+        self.alert_policy = egress.alert_policy(settings)
 
     def stop(self) -> None:
         self._stopping = True
@@ -176,6 +195,9 @@ class Notifier:
         started = time.perf_counter()
         try:
             response = await client.post(url, json=message, headers={"user-agent": "mcs-notifier"})
+        except egress.EgressRefused as exc:
+            metrics.webhook_deliveries.labels("telegram", "egress_refused").inc()
+            raise _refused(exc) from None
         except httpx.TimeoutException:
             metrics.webhook_deliveries.labels("telegram", "timeout").inc()
             raise DeliveryFailed("Telegram timed out", retryable=True) from None
@@ -223,6 +245,13 @@ class Notifier:
         started = time.perf_counter()
         try:
             response = await client.post(url, content=body.encode(), headers=headers)
+        except egress.EgressRefused as exc:
+            metrics.webhook_deliveries.labels(kind, "egress_refused").inc()
+            log.warning(
+                "delivery refused by the egress policy",
+                extra={"action": "egress_refused", "channel": kind, "error": self._redact(exc.detail)},
+            )
+            raise _refused(exc) from None
         except httpx.TimeoutException as exc:
             metrics.webhook_deliveries.labels(kind, "timeout").inc()
             raise DeliveryFailed(f"timed out: {type(exc).__name__}", retryable=True) from exc
@@ -317,6 +346,7 @@ class Notifier:
             "kind": item.kind,
             "task_id": item.task_id,
             "agent": item.agent,
+            "url": item.notify_url,
             "final": True,
         }
         results: list[Any] = []
@@ -341,7 +371,8 @@ class Notifier:
                 prefix = len(channels) > 1 or item.kind != "webhook"
                 error = "; ".join(f"{name}: {exc}" if prefix else str(exc) for name, exc in failed.items())
                 if len(failed) == len(channels):
-                    raise DeliveryFailed(error, retryable=False, retry_after=None) from None
+                    public = "; ".join(exc.public for exc in failed.values() if exc.public) or None
+                    raise DeliveryFailed(error, retryable=False, public=public) from None
                 # Someone was told: delivered, with the channel that failed kept as the row's error.
                 outcome["error"] = error
                 log.warning(
@@ -358,7 +389,9 @@ class Notifier:
             attempts = max(
                 [item.attempts + 1, *(r if isinstance(r, int) else getattr(r, "attempts", 0) for r in results)]
             )
-            outcome |= {"state": "dead", "attempts": attempts, "error": str(exc)}
+            outcome |= {"state": "dead", "attempts": attempts, "error": self._redact(str(exc))}
+            if item.kind == "webhook":
+                outcome["event_error"] = exc.public or UNDELIVERED
             log.warning(
                 "gave up delivering",
                 extra={
@@ -402,13 +435,18 @@ class Notifier:
                 if agent is not None:
                     self.per_agent[agent] -= 1
 
-    def _client(self, key: str) -> httpx.AsyncClient:
+    def _client(self, item: OutboxItem) -> httpx.AsyncClient:
         """One small connection pool per agent: httpx's pool bookkeeping grows with its connections, and a
-        pool of its own keeps a slow agent's connections out of everyone else's way."""
+        pool of its own keeps a slow agent's connections out of everyone else's way. Alerts have their own,
+        under the alert policy (an agent named "alert" must not share it)."""
+        key = f"agent:{item.agent}" if item.kind == "webhook" else "alert"
         client = self._clients.get(key)
         if client is None:
             client = webhooks.make_client(
-                timeout=self.settings.webhook_timeout, transport=self.transport, max_connections=PER_AGENT_IN_FLIGHT
+                timeout=self.settings.webhook_timeout,
+                policy=self.notify_policy if item.kind == "webhook" else self.alert_policy,
+                transport=self.transport,
+                max_connections=PER_AGENT_IN_FLIGHT,
             )
             self._clients[key] = client
         return client
@@ -424,7 +462,7 @@ class Notifier:
                 continue
             self.in_flight[item.id] = key
             self.per_agent[key] += 1
-            asyncio.create_task(self._deliver(self._client(key), item))
+            asyncio.create_task(self._deliver(self._client(item), item))
         return self.store.read(outbox_store.next_due, after=now)
 
     async def run(self) -> None:
@@ -437,7 +475,8 @@ class Notifier:
             loop.add_reader(self.watcher.fd, self._on_change)
         if self._log_filter is not None:
             logging.getLogger("httpx").addFilter(self._log_filter)
-        log.info("notifier started", extra={"action": "start"})
+        allowed = ",".join(rule.text for rule in self.notify_policy.allow)
+        log.info("notifier started", extra={"action": "start", "notify_allow": allowed})
         self._clients: dict[str, httpx.AsyncClient] = {}
         try:
             while not self._stopping:

@@ -8,6 +8,8 @@ import hmac
 
 import httpx
 
+from mcs import egress
+
 SECRET_PREFIX = "whsec_"
 
 
@@ -30,15 +32,21 @@ def headers(*, secret: str, message_id: str, timestamp: int, body: str) -> dict[
 
 
 def make_client(
-    *, timeout: float, transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 100
+    *,
+    timeout: float,
+    policy: egress.Policy | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_connections: int = 100,
 ) -> httpx.AsyncClient:
-    """One kept-alive client for all deliveries. Redirects are never followed: a webhook that answers 3xx
-    has not been delivered, and following it could send a signed body somewhere the agent did not name."""
+    """One kept-alive client for deliveries. Every connection goes through the egress `policy`, checked
+    when it is made (a test may pass its own `transport` instead). Redirects are never followed: a webhook
+    that answers 3xx has not been delivered, and following it could send a signed body somewhere the agent
+    did not name."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if transport is None and policy is not None:
+        transport = egress.EgressTransport(policy, limits=limits)
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        transport=transport,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport, limits=limits, trust_env=False
     )
 
 

@@ -44,6 +44,7 @@ def test_llm_agent_answers_tasks_and_turns_model_errors_into_clear_failures(mesh
     fake.materials["notes.txt"] = "the meeting is on Tuesday"
     log_path = tmp_path / "llm-agent.log"
     args = ["agent", "llm", "--base-url", fake.url, "--model", "tiny", "--capability", kind, "--timeout", "1"]
+    args += ["--allow-fetch", fake.address]  # the material is on loopback, which fetches refuse by default
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mcs", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

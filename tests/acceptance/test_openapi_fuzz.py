@@ -154,6 +154,7 @@ def test_the_running_api_serves_the_document_tested(api: Api) -> None:
 # validated before an agent's secret is checked: that happens in the same database call as the work).
 BODIES = {
     ("post", "/v1/agents"): {"name": "someone"},
+    ("patch", "/v1/agents/{name}"): {"notify_host": None},
     ("post", "/v1/agents/register"): {},
     ("post", "/v1/tasks"): {"type": "fuzz"},
     ("post", "/v1/tasks/claim"): {},

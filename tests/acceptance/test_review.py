@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import review_attack
+
 from .chromium import Chromium, chromium_binary
 from .conftest import _proc_stat, alive, uid, wait_until
 
@@ -24,19 +26,21 @@ pytestmark = pytest.mark.acceptance
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "review_project"
 TOOLS = ("bandit", "pyflakes", "pylint", "ruff", "vulture")
 
-# What must reach consensus on the fixture, and who must raise it: (file, title) -> agents.
+# What must reach consensus on the fixture, who must raise it, and how many independent reviewers that is:
+# (file, title) -> (agents, consensus). ruff's F rules port pyflakes' and its S rules bandit's, so ruff and
+# pyflakes (or bandit) on one problem count once.
 CONSENSUS = {
-    ("shop/orders.py", "Unused import: os"): ["pyflakes", "pylint", "ruff", "vulture"],
-    ("shop/orders.py", "Use of eval"): ["bandit", "pylint", "ruff"],
-    ("shop/orders.py", "Undefined name: shipping_fee"): ["pyflakes", "pylint", "ruff"],
-    ("shop/admin.py", "Subprocess call with shell=True"): ["bandit", "ruff"],
-    ("shop/orders.py", "Bare except"): ["pylint", "ruff"],
-    ("shop/orders.py", "Unreachable code"): ["pylint", "vulture"],
+    ("shop/orders.py", "Unused import: os"): (["pyflakes", "pylint", "ruff", "vulture"], 3),
+    ("shop/orders.py", "Use of eval"): (["bandit", "pylint", "ruff"], 2),
+    ("shop/orders.py", "Undefined name: shipping_fee"): (["pyflakes", "pylint", "ruff"], 2),
+    ("shop/orders.py", "Bare except"): (["pylint", "ruff"], 2),
+    ("shop/orders.py", "Unreachable code"): (["pylint", "vulture"], 2),
 }
-# Found by one tool only: they stay single.
+# Found by one tool only, or by two tools running the same rule: they stay single.
 SINGLE = {
     ("shop/orders.py", "Unused function: _legacy_discount"): ["vulture"],
     ("shop/orders.py", "Unused argument 'order'"): ["pylint"],
+    ("shop/admin.py", "Subprocess call with shell=True"): ["bandit", "ruff"],  # ruff S602 is bandit B602
 }
 
 
@@ -114,21 +118,23 @@ def review(mesh, analyzer_agents, tmp_path_factory):
 def test_the_planted_problems_reach_consensus_and_the_rest_stay_single(review):
     done, out, report = review
     findings = {(f["file"], f["title"]): f for f in report["findings"]}
-    for key, agents in CONSENSUS.items():
+    for key, (agents, consensus) in CONSENSUS.items():
         assert key in findings, f"{key} missing from {sorted(findings)}"
-        assert findings[key]["agents"] == agents and findings[key]["consensus"] == len(agents), findings[key]
+        assert findings[key]["agents"] == agents and findings[key]["consensus"] == consensus, findings[key]
     for key, agents in SINGLE.items():
         assert findings[key]["agents"] == agents and findings[key]["consensus"] == 1
     multi = {(f["file"], f["title"]) for f in report["findings"] if f["consensus"] >= 2}
     assert multi == set(CONSENSUS), multi ^ set(CONSENSUS)
     assert report["summary"]["consensus"] == len(CONSENSUS)
-    # listed by consensus, then severity
+    # listed by severity, then consensus
     ranks = [
-        (-f["consensus"], ["critical", "recommendation", "observation"].index(f["severity"]))
+        (["critical", "recommendation", "observation"].index(f["severity"]), -f["consensus"])
         for f in report["findings"]
     ]
     assert ranks == sorted(ranks)
-    assert [f["title"] for f in report["findings"][:1]] == ["Unused import: os"]  # four agents
+    assert [f["title"] for f in report["findings"][:2]] == ["Use of eval", "Undefined name: shipping_fee"]
+    # The report shows the code around each finding: the eval line, marked.
+    assert '<span class="hit"> 8      return eval(text)  # planted' in (out / "review.html").read_text()
 
     table = {a["agent"]: a for a in report["agents"]}
     assert sorted(table) == list(TOOLS) and all(a["status"] == "ok" for a in table.values())
@@ -139,7 +145,8 @@ def test_the_planted_problems_reach_consensus_and_the_rest_stay_single(review):
 
     # What the terminal shows: progress on stderr; the table, the top findings and the paths on stdout.
     assert "5/5 reviewers done" in done.stderr and "packed 3 files" in done.stderr
-    assert "[4] observation    shop/orders.py:4  Unused import: os  (pyflakes, pylint, ruff, vulture)" in done.stdout
+    assert "[3] observation    shop/orders.py:4  Unused import: os  (pyflakes, pylint, ruff, vulture)" in done.stdout
+    assert "raised by 2 or more independent reviewers" in done.stdout
     assert f"report: {out / 'review.html'}" in done.stdout
 
 
@@ -319,9 +326,47 @@ def test_an_llm_reviewer_joins_the_same_way(mesh, analyzer_agents, review, tmp_p
     assert "    8|     return eval(text)" in model.prompts[0]
     findings = {(f["file"], f["title"]): f for f in report["findings"]}
     eval_ = findings[("shop/orders.py", "Use of eval")]
-    assert eval_["agents"] == sorted(["bandit", "pylint", "ruff", name]) and eval_["consensus"] == 4
+    assert eval_["agents"] == sorted(["bandit", "pylint", "ruff", name]) and eval_["consensus"] == 3
     bare = findings[("shop/orders.py", "Bare except")]
     assert bare["agents"] == sorted(["pylint", "ruff", name]) and bare["consensus"] == 3
     llm_row = next(a for a in report["agents"] if a["agent"] == name)
     assert (llm_row["status"], llm_row["critical"], llm_row["recommendation"]) == ("ok", 1, 1)
     assert len(report["findings"]) == len(review[2]["findings"])  # nothing new: it merged into what was there
+
+
+def test_the_analyzer_agents_run_none_of_a_payload_built_to_make_them(mesh, analyzer_agents, tmp_path):
+    """The attack payload of tests/review_attack.py, fanned out to the five real agents (whose environment
+    holds their agent and webhook secrets): each reviews it, and none of the planted code runs."""
+    markers, outside = tmp_path / "markers", tmp_path / "outside"
+    markers.mkdir()
+    outside.mkdir()
+    payload = review_attack.payload(markers, outside)
+
+    def reviewers():  # an agent of an earlier test may still count as online for a moment
+        agents = mesh.admin.list_agents()
+        return {a["name"] for a in agents if a["status"] == "online" and "mcs-review" in a["capabilities"]}
+
+    wait_until(lambda: reviewers() == set(TOOLS), timeout=60, what="the analyzers alone to have mcs-review online")
+    parent = mesh.admin.submit("mcs-review", payload, capabilities=["mcs-review"], route="all", aggregate="consensus")
+    try:
+        done = mesh.admin.wait_for(parent["id"], timeout=100)
+    finally:
+        children = mesh.admin.list_tasks(parent=parent["id"])["tasks"]
+        print([(c["assigned_to"], c["state"], c["attempts"], c["error"]) for c in children])
+    assert sorted(c["assigned_to"] for c in children) == sorted(TOOLS)
+    assert [(c["assigned_to"], c["state"], c["error"]) for c in children if c["state"] != "completed"] == []
+    assert done["state"] == "completed"
+    assert sorted(p.name for p in markers.iterdir()) == []
+    findings = {(f["file"], f["title"]): f for f in done["result"]["findings"]}
+    assert findings[("app.py", "Use of eval")]["agents"] == ["bandit", "pylint", "ruff"]
+
+
+def test_a_payload_with_a_path_that_names_no_file_fails_for_good_with_the_reason(mesh, analyzer_agents):
+    """`.` used to crash unpacking with an IndexError, which the agent retried as if it might pass."""
+    task = mesh.admin.submit(
+        "mcs-review", {"files": [{"path": "./", "content": "x = 1\n"}]}, capabilities=["mcs-review"], route="ruff",
+        max_retries=3,
+    )  # fmt: skip
+    done = mesh.admin.wait_for(task["id"], timeout=120)
+    assert (done["state"], done["attempts"]) == ("failed", 1)
+    assert "not a review payload: bad file path './'" in json.dumps(done["error"])

@@ -263,6 +263,7 @@ def stack(pytestconfig: pytest.Config, images: Images, tmp_path_factory: pytest.
     settings = {
         "COMPOSE_PROJECT_NAME": project,
         "MCS_IMAGE": images.mcs,
+        "MCS_PULL_POLICY": "never",  # built above, with a tag per content hash
         "TUNNEL_IMAGE": images.tunnel,
         "PYTHON_IMAGE": PYTHON_IMAGE,
         "BASE_IMAGE": BASE_IMAGE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -24,6 +25,23 @@ def test_compose_refuses_to_start_without_the_admin_token(tmp_path: Path) -> Non
     )
     assert proc.returncode != 0
     assert "set MCS_ADMIN_TOKEN in .env" in proc.stderr
+
+
+def test_compose_builds_one_image_for_the_four_processes_and_never_pulls_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCS_", "COMPOSE_"))}
+    env_file = tmp_path / "some.env"
+    env_file.write_text("MCS_ADMIN_TOKEN=x\nGRAFANA_ADMIN_PASSWORD=x\n")
+    proc = subprocess.run(
+        ["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "compose.yaml"), "config", "--format",
+         "json"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    services = json.loads(proc.stdout)["services"]
+    mcs = {name: services[name] for name in ("api", "dispatcher", "watchdog", "notifier")}
+    assert {s["image"] for s in mcs.values()} == {"local/mcs-server:latest"}  # one image, a name nobody pulls
+    assert [name for name, s in mcs.items() if "build" in s] == ["api"]  # built once
+    assert mcs["api"]["pull_policy"] == "build"
+    assert {mcs[n]["pull_policy"] for n in ("dispatcher", "watchdog", "notifier")} == {"never"}
 
 
 @pytest.mark.parametrize(

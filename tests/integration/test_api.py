@@ -81,7 +81,7 @@ async def test_admin_only_and_agent_only_endpoints(mesh):
 
 async def test_agent_lifecycle_and_secrets_stored_only_as_hashes(mesh):
     created = await mesh.ok(
-        "POST", "/v1/agents", who="admin", json={"name": "ocasia", "capabilities": ["review"]}, status=201
+        "POST", "/v1/agents", who="admin", json={"name": "ocasia", "capabilities": ["review", "shell"]}, status=201
     )
     assert created["secret"] and created["webhook_secret"].startswith("whsec_")
     dup = await mesh.call("POST", "/v1/agents", who="admin", json={"name": "ocasia"})
@@ -103,8 +103,8 @@ async def test_agent_lifecycle_and_secrets_stored_only_as_hashes(mesh):
     assert (await mesh.call("GET", "/v1/agents", who=old)).status_code == 401
     new = {"X-Agent-ID": "ocasia", "X-Agent-Secret": rotated["secret"]}
     await mesh.ok("GET", "/v1/agents", who=new)
-    deleted = await mesh.call("DELETE", "/v1/agents/ocasia", who="admin")
-    assert deleted.status_code == 204
+    deleted = await mesh.ok("DELETE", "/v1/agents/ocasia", who="admin")
+    assert deleted["deleted"] == "ocasia"
     assert (await mesh.call("GET", "/v1/agents", who=new)).status_code == 401
     assert await error_of(await mesh.call("DELETE", "/v1/agents/ocasia", who="admin")) == (404, "not_found")
 

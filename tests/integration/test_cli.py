@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mcs.cli import main
-from mcs.client import Client
+from mcs.client import Client, UnprocessableError
 
 TOKEN = "cli-admin-token"
 
@@ -71,6 +71,38 @@ def test_admin_creates_an_agent_and_lists_it(mcs):
     assert "ocasia" in listed.stdout and "offline" in listed.stdout
     dup = mcs("admin", "agent", "create", "ocasia")
     assert dup.exit_code == 1 and "already exists" in dup.stderr and "Traceback" not in dup.output
+
+
+def test_admin_pins_an_agent_notify_host_and_the_real_api_refuses_its_own_port(mcs, api):
+    created = mcs("admin", "agent", "create", "pinny", "-c", "echo", "--notify-host", "127.0.0.1", "--json")
+    assert created.exit_code == 0, created.output
+    secrets = json.loads(created.stdout)
+    assert secrets["notify_host"] == "127.0.0.1"
+    agent = Client(api, agent_id="pinny", agent_secret=secrets["secret"])
+    try:
+        with pytest.raises(UnprocessableError, match="pinned to notify host 127.0.0.1: notify_url host localhost"):
+            agent.register(["echo"], notify_url="http://localhost:9/hook")
+        with pytest.raises(UnprocessableError, match="port of an MCS process on this machine: refused always"):
+            agent.register(["echo"], notify_url=api + "/v1/tasks")
+        assert agent.register(["echo"], notify_url="http://127.0.0.1:9/hook")["notify_url"] == "http://127.0.0.1:9/hook"
+    finally:
+        agent.close()
+    updated = mcs("admin", "agent", "update", "pinny", "--notify-host", "hooks.example.org")
+    assert updated.exit_code == 0 and "notify host hooks.example.org" in updated.stdout
+    shown = json.loads(mcs("agent", "show", "pinny", "--json").stdout)
+    assert shown["notify_host"] == "hooks.example.org" and shown["notify_url"] is None  # the old URL is dropped
+    cleared = json.loads(mcs("admin", "agent", "update", "pinny", "--no-notify-host", "--json").stdout)
+    assert cleared["notify_host"] is None
+    neither = mcs("admin", "agent", "update", "pinny")
+    assert neither.exit_code == 2 and "--notify-host HOST or --no-notify-host" in neither.stderr
+    bad = mcs("admin", "agent", "create", "badpin", "--notify-host", "http://x.org/")
+    assert bad.exit_code == 1 and "not a host name" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_a_bad_allow_fetch_entry_is_a_usage_error(mcs):
+    args = ["agent", "llm", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "ask"]
+    bad = mcs(*args, "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "not a host")
+    assert bad.exit_code == 2 and "--allow-fetch" in bad.stderr and "'not a host' is not a CIDR" in bad.stderr
 
 
 def test_submit_with_payload_file_as_in_the_write_up(mcs, tmp_path):

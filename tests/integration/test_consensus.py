@@ -50,9 +50,9 @@ async def test_consensus_parent_merges_findings_and_keeps_children(mesh):
     assert result["aggregate"] == "consensus"
     merged = [(m["title"], m["agents"], m["consensus"], m["severity"]) for m in result["findings"]]
     assert merged == [
+        ("Use of eval", ["bandit"], 1, "critical"),  # most severe first
         ("Unused import: os", ["pylint", "ruff"], 2, "recommendation"),  # line 1
         ("bare except", ["bandit", "ruff"], 2, "recommendation"),  # line 9: bandit, first by name, words it
-        ("Use of eval", ["bandit"], 1, "critical"),
     ]
     per_agent = {a["agent"]: (a["status"], a["findings"]) for a in result["agents"]}
     assert per_agent == {"ruff": ("ok", 2), "pylint": ("ok", 1), "bandit": ("ok", 2), "chatty": ("malformed", 0)}

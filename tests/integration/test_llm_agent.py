@@ -34,7 +34,9 @@ async def ask(agent: ChatAgent, payload: object) -> dict:
 
 async def test_answers_with_the_model_reply_usage_and_sends_system_material_and_key(fake):
     fake.materials["code.py"] = "def add(a, b):\n    return a - b\n"
-    agent = ChatAgent(base_url=fake.url, model="tiny", api_key="sk-secret-123", system="default system")
+    agent = ChatAgent(
+        base_url=fake.url, model="tiny", api_key="sk-secret-123", system="default system", allow_fetch=[fake.address]
+    )
     result = await ask(
         agent,
         {"prompt": "Find the bug", "system": "You review code", "url": fake.material_url("code.py"), "max_tokens": 50},
@@ -106,7 +108,7 @@ async def test_bad_payloads_and_missing_material_fail_for_good(fake):
         ({"prompt": "x", "url": fake.material_url("absent")}, "HTTP 404"),
     ]:
         with pytest.raises(PermanentError, match=message):
-            await ask(ChatAgent(base_url=fake.url, model="m"), payload)
+            await ask(ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address]), payload)
     assert fake.requests == []  # none of them reached the model
 
 
@@ -121,10 +123,49 @@ async def test_huge_material_is_cut_without_being_read_whole(fake, monkeypatch):
     monkeypatch.setattr(llm, "MAX_MATERIAL", 1000)
     fake.materials["big.txt"] = "x" * 1_000_000
     result = await ask(
-        ChatAgent(base_url=fake.url, model="m"), {"prompt": "Summarise", "url": fake.material_url("big.txt")}
+        ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address]),
+        {"prompt": "Summarise", "url": fake.material_url("big.txt")},
     )
     (sent,) = fake.requests
     prompt = json.dumps(sent)
     assert "x" * 1000 in prompt and "x" * 1001 not in prompt
     assert "[... cut: the rest of the document was not read]" in prompt
     assert result["answer"]
+
+
+# ------------------------------------------------------------------ the egress policy on fetches
+
+
+async def test_a_task_url_on_loopback_is_refused_by_default_and_nothing_is_fetched(fake):
+    fake.materials["secret.txt"] = "internal only"
+    for url in [fake.material_url("secret.txt"), fake.material_url("secret.txt").replace("127.0.0.1", "localhost")]:
+        with pytest.raises(PermanentError) as caught:
+            await ask(ChatAgent(base_url=fake.url, model="m"), {"prompt": "leak it", "url": url})
+        assert "loopback address, not allowed by --allow-fetch" in str(caught.value)
+    with pytest.raises(PermanentError, match="cloud metadata address: refused always"):
+        await ask(
+            ChatAgent(base_url=fake.url, model="m", allow_fetch=["169.254.0.0/16"]),
+            {"prompt": "creds?", "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"},
+        )
+    assert fake.fetched == [] and fake.requests == []  # nothing fetched, the model never asked
+
+
+async def test_each_redirect_hop_is_checked(fake):
+    inside = FakeOpenAI()  # another loopback service, on a port the agent was not allowed
+    try:
+        inside.materials["secret.txt"] = "internal only"
+        fake.materials["ok.txt"] = "public notes"
+        fake.redirects["away"] = inside.material_url("secret.txt")
+        fake.redirects["here"] = "/material/ok.txt"
+        fake.redirects["loop"] = "/redirect/loop"
+        agent = ChatAgent(base_url=fake.url, model="m", allow_fetch=[fake.address])
+        result = await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/here"}))
+        assert "public notes" in result["answer"]  # a hop the policy allows is followed
+        with pytest.raises(PermanentError, match="loopback address, not allowed by --allow-fetch"):
+            await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/away"}))
+        assert inside.fetched == []
+        with pytest.raises(PermanentError, match="more than 5 redirects"):
+            await agent(task({"prompt": "read", "url": f"http://{fake.address}/redirect/loop"}))
+        await agent.aclose()
+    finally:
+        inside.close()

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from mcs.notifier import Notifier
+from mcs.notifier import UNDELIVERED, Notifier
 from mcs.store import Store
 
 pytestmark = pytest.mark.asyncio
@@ -142,7 +142,10 @@ async def test_gives_up_after_bounded_attempts_and_records_it(mesh, notifier, re
     assert await until(failed)
     assert len(r.calls) == 3
     events = (await mesh.ok("GET", f"/v1/tasks/{task['id']}/events", who="admin"))["events"]
-    assert events[-1]["detail"]["error"] == "HTTP 500"
+    # Any agent can read the events: they say it was not delivered, not what answered (no port scanner).
+    assert events[-1]["detail"]["error"] == UNDELIVERED
+    row = mesh.store.conn.execute("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    assert row[0] == "HTTP 500"  # the operator's copy keeps the reason
     assert (await mesh.task(task["id"]))["state"] == "assigned"  # the notifier never changes task state
     assert mesh.sweep().rerouted == [task["id"]]  # the watchdog does, without waiting out the claim TTL
     assert (await mesh.task(task["id"]))["state"] == "queued"

@@ -43,5 +43,5 @@ async def test_a_documented_error_is_what_the_api_answers(mesh):
     assert response.status_code == 404 and "404" in doc["paths"]["/v1/tasks/{task_id}"]["get"]["responses"]
     body = await response.get_json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
-    assert "204" in doc["paths"]["/v1/agents/{name}"]["delete"]["responses"]
-    assert "content" not in doc["paths"]["/v1/agents/{name}"]["delete"]["responses"]["204"]
+    assert "204" in doc["paths"]["/v1/memory/{ns}/{key}"]["delete"]["responses"]
+    assert "content" not in doc["paths"]["/v1/memory/{ns}/{key}"]["delete"]["responses"]["204"]

@@ -83,9 +83,14 @@ def test_a_syntax_error_is_a_finding_not_a_crash():
         assert [(f["file"], f["title"], f["severity"]) for f in findings] == [("bad.py", "Syntax error", "critical")]
 
 
-@pytest.mark.parametrize("bad", [None, "code", {"files": [{"path": "../../etc/cron.d/x", "content": "boom"}]}])
+@pytest.mark.parametrize(
+    "bad",
+    [None, "code", {"files": [{"path": "../../etc/cron.d/x", "content": "boom"}]}]
+    + [{"files": [{"path": p, "content": "x = 1"}]} for p in (".", "./", "..", "/abs.py", "", "a\\b.py")]
+    + [{"files": [{"path": "a.py", "content": "1"}, {"path": "a.py", "content": "2"}]}],
+)
 def test_a_malformed_payload_fails_for_good(bad):
-    with pytest.raises(PermanentError, match="not a review payload"):
+    with pytest.raises(PermanentError, match="not a review payload: .*(path|twice|object)"):
         analyzers.ruff(task(bad))
 
 

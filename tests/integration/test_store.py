@@ -29,7 +29,15 @@ def test_every_connection_has_the_pragmas(tmp_path):
     assert Store(tmp_path / "y.db", synchronous="NORMAL").conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
-ALL = ["0001_core", "0002_agent_concurrency", "0003_outbox_task_index", "0004_memory", "0007_retention"]
+ALL = [
+    "0001_core",
+    "0002_agent_concurrency",
+    "0003_outbox_task_index",
+    "0004_memory",
+    "0005_agent_notify_host",
+    "0006_agent_grants",
+    "0007_retention",
+]
 
 
 def test_migrations_apply_once_and_record_themselves(tmp_path):
@@ -49,6 +57,23 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path):
     assert store.pending_migrations() == ALL[1:]
     assert store.migrate() == ALL[1:]
     assert [tuple(r) for r in store.conn.execute("SELECT name, concurrency FROM agents")] == [("old", 1)]
+
+
+def test_agents_created_before_grants_keep_what_the_admin_gave_them(tmp_path):
+    """Before 0006 registration overwrote `capabilities`, so only an agent that never registered still
+    shows what it was created with: that becomes its grant; the others stay unrestricted as they were."""
+    store = Store(tmp_path / "old.db")
+    db = Database(store.conn, recursive_triggers=False, execute_plugins=False)
+    migrations.migrations.apply(db, stop_before="0006_agent_grants")
+    for name, caps, last_seen in (("fresh", '["alpha"]', None), ("seen", '["beta"]', 1.0), ("open", "[]", None)):
+        store.conn.execute(
+            "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, last_seen, created_at)"
+            " VALUES (?, 'h', 'whsec_x', ?, ?, 0)",
+            (name, caps, last_seen),
+        )
+    assert store.migrate() == ["0006_agent_grants", "0007_retention"]
+    rows = store.conn.execute("SELECT name, granted FROM agents ORDER BY name").fetchall()
+    assert [tuple(r) for r in rows] == [("fresh", '["alpha"]'), ("open", None), ("seen", None)]
 
 
 def test_concurrent_migrations_from_several_processes(tmp_path):

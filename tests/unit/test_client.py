@@ -101,3 +101,24 @@ async def test_async_client_has_the_same_calls_errors_and_retries():
         with pytest.raises(ConflictError):
             await client.complete("t1", "old", {"x": 1})
     assert calls[:2] == [("POST", "/v1/tasks/t1/claim")] * 2
+
+
+def _paged_agents(request: httpx.Request) -> httpx.Response:
+    """Three agents, served `limit` at a time by name, as the api pages them."""
+    names = ["a", "b", "c"]
+    limit = int(request.url.params["limit"])
+    start = names.index(request.url.params["cursor"]) + 1 if "cursor" in request.url.params else 0
+    page = names[start : start + limit]
+    more = start + limit < len(names)
+    return httpx.Response(200, json={"agents": [{"name": n} for n in page], "next_cursor": page[-1] if more else None})
+
+
+def test_list_agents_follows_the_pages():
+    client = Client("http://mcs.test", transport=httpx.MockTransport(_paged_agents))
+    assert [a["name"] for a in client.list_agents(page_size=2)] == ["a", "b", "c"]
+    assert client.agents_page(limit=2)["next_cursor"] == "b"
+
+
+async def test_async_list_agents_follows_the_pages():
+    async with AsyncClient("http://mcs.test", transport=httpx.MockTransport(_paged_agents)) as client:
+        assert [a["name"] for a in await client.list_agents(page_size=1)] == ["a", "b", "c"]

@@ -25,6 +25,16 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env({name: value})
 
 
+def test_review_sandbox_limits_parse_and_default():
+    s = Settings.from_env({})
+    assert (s.review_timeout, s.review_cpu, s.review_memory_bytes) == (300, 300, 4 * 1024**3)
+    s = Settings.from_env({"MCS_REVIEW_TIMEOUT": "0", "MCS_REVIEW_CPU": "2.5", "MCS_REVIEW_MEMORY_BYTES": "1000"})
+    assert (s.review_timeout, s.review_cpu, s.review_memory_bytes) == (0, 2.5, 1000)
+    for name in ("MCS_REVIEW_TIMEOUT", "MCS_REVIEW_CPU", "MCS_REVIEW_MEMORY_BYTES"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "-1"})
+
+
 def test_bot_token_is_not_in_repr():
     settings = Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": "sekrit", "MCS_TELEGRAM_CHAT_ID": "42"})
     assert "sekrit" not in repr(settings)

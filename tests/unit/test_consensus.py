@@ -88,7 +88,7 @@ def test_each_agent_joins_the_closest_of_two_nearby_problems():
     assert pairs == [([10], ["a"]), ([13, 14], ["a", "b"])]
 
 
-def test_order_is_consensus_then_severity_then_place():
+def test_order_is_severity_then_consensus_then_place():
     r = aggregate(
         [
             child(
@@ -97,18 +97,58 @@ def test_order_is_consensus_then_severity_then_place():
                 f(file="b.py", line=5, severity="critical", title="Use of eval"),
                 f(file="a.py", line=9, severity="recommendation", title="Bare except"),
                 f(file="a.py", line=2, severity="critical", title="Undefined name: x"),
+                f(file="c.py", line=7, severity="critical", title="Use of exec"),
             ),
-            child("b", f(file="z.py", line=2, severity="observation", title="dead code")),
+            child(
+                "b",
+                f(file="z.py", line=2, severity="observation", title="dead code"),
+                f(file="c.py", line=7, severity="critical", title="use of exec"),
+            ),
         ]
     )
     order = [(m["file"], m["title"], m["consensus"]) for m in r["findings"]]
     assert order == [
-        ("z.py", "Dead code", 2),
+        ("c.py", "Use of exec", 2),
         ("a.py", "Undefined name: x", 1),
         ("b.py", "Use of eval", 1),
         ("a.py", "Bare except", 1),
+        ("z.py", "Dead code", 2),
     ]
-    assert [m["id"] for m in r["findings"]] == ["F1", "F2", "F3", "F4"]
+    assert [m["id"] for m in r["findings"]] == ["F1", "F2", "F3", "F4", "F5"]
+
+
+def lf(lineage, **kw):
+    return {**f(**kw), "lineage": lineage}
+
+
+def test_ports_of_one_rule_count_once_but_every_tool_is_listed():
+    # ruff's S105 is bandit's B105: two tools, one opinion. pylint's own check is a second one.
+    pw = {"line": 4, "title": "Possible hardcoded password"}
+    r = aggregate(
+        [
+            child("ruff", lf("bandit", **pw)),
+            child("bandit", lf("bandit", **pw)),
+            child("pylint", lf("pylint", **pw)),
+            child("llm", f(**pw)),  # no lineage: its agent is its own reviewer
+        ]
+    )
+    [m] = r["findings"]
+    assert m["agents"] == ["bandit", "llm", "pylint", "ruff"]
+    assert m["consensus"] == 3
+    assert {x["agent"]: x.get("lineage") for x in m["raised"]}["ruff"] == "bandit"
+
+
+def test_two_ports_of_one_rule_alone_are_no_consensus():
+    r = aggregate([child("ruff", lf("pyflakes", title="Unused import: os")), child("pyflakes", lf("pyflakes"))])
+    [m] = r["findings"]
+    assert (m["consensus"], m["agents"]) == (1, ["pyflakes", "ruff"])
+    assert r["summary"]["consensus"] == 0
+
+
+def test_a_bad_lineage_drops_that_finding_only():
+    r = aggregate([child("a", {**f(), "lineage": 5}, f(line=30, title="Use of eval"))])
+    assert r["agents"][0]["invalid"] == 1
+    assert [m["title"] for m in r["findings"]] == ["Use of eval"]
 
 
 def test_per_agent_counts_like_the_write_up_table():

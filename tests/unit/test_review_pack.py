@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -123,6 +124,43 @@ def test_a_symlink_out_of_the_project_is_not_packed(tmp_path):
     packed = pack(project)
     assert sorted(f["path"] for f in packed.files) == ["alias.py", "app.py", "inner.py"]
     assert "do not send me" not in json.dumps(packed.payload())
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (".", "must name a file"),
+        ("./", "must name a file"),
+        ("..", "must be relative"),
+        ("../", "must be relative"),
+        ("/", "must be relative"),
+        ("//x.py", "must be relative"),
+        ("   ", "must be a non-empty string"),
+        (None, "must be a non-empty string"),
+        ("./a.py", "write 'a.py'"),
+        ("a//b.py", "write 'a/b.py'"),
+        ("a/./b.py", "write 'a/b.py'"),
+        ("pkg/", "write 'pkg'"),
+        ("pkg\\a.py", "backslashes"),
+        ("a\nb.py", "control characters"),
+        ("\ud800.py", "invalid UTF-8"),
+    ],
+)
+def test_unpack_refuses_paths_that_do_not_name_one_file_with_a_reason(tmp_path, path, message):
+    """`.` and `./` used to raise IndexError, which an agent retries as if the payload might get better."""
+    with pytest.raises(UnpackError, match=re.escape(message)):
+        unpack({"files": [{"path": "ok.py", "content": ""}, {"path": path, "content": "x"}]}, tmp_path)
+
+
+def test_unpack_refuses_a_file_given_twice(tmp_path):
+    payload = {"files": [{"path": "a.py", "content": "x = 1"}, {"path": "a.py", "content": "x = 2"}]}
+    with pytest.raises(UnpackError, match="a.py is given twice"):
+        unpack(payload, tmp_path)
+
+
+def test_unpack_refuses_content_that_is_not_utf8_text(tmp_path):
+    with pytest.raises(UnpackError, match="the content of a.py is not valid UTF-8 text"):
+        unpack({"files": [{"path": "a.py", "content": "x = '\ud800'"}]}, tmp_path)
 
 
 def test_unpack_a_file_and_a_folder_of_the_same_name_is_a_payload_error(tmp_path):

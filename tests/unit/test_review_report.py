@@ -63,3 +63,21 @@ def test_a_merge_the_server_could_not_do_is_said_not_shown_as_zero_findings():
 
     text = summary_text({"aggregate": "consensus", "error": "merge failed: boom", "agents": [], "findings": []})
     assert text.splitlines()[0] == "warning: the server could not merge the findings: merge failed: boom"
+
+
+def test_each_finding_shows_its_code_lines_escaped():
+    code = "\n".join(f"line{n} = {n}" for n in range(1, 11)).replace("line5 = 5", "x = '<script>'")
+    finding = {"file": "app.py", "line": 5, "lines": [5], "severity": "critical", "title": "T", "agents": ["a"],
+               "consensus": 1, "raised": []}  # fmt: skip
+    html = render_html({"findings": [finding], "summary": {}, "agents": []}, title="t", sources={"app.py": code})
+    snippet = html[html.index('<pre class="code">') :]
+    snippet = snippet[: snippet.index("</pre>")]
+    assert "line3 = 3" in snippet and "line7 = 7" in snippet  # two lines either side
+    assert "line2 = 2" not in snippet and "line8 = 8" not in snippet
+    assert '<span class="hit">5  x = &#x27;&lt;script&gt;&#x27;</span>' in snippet
+
+
+def test_no_code_for_a_file_the_report_does_not_have():
+    finding = {"file": "gone.py", "line": 5, "severity": "critical", "title": "T", "agents": ["a"], "consensus": 1}
+    html = render_html({"findings": [finding], "summary": {}, "agents": []}, title="t", sources={})
+    assert '<pre class="code">' not in html

@@ -8,6 +8,9 @@ Task payload (a plain string is taken as the prompt):
 
 Result: `{"answer": "...", "model": "...", "usage": {...} | null, "finish_reason": "stop"}`.
 
+The `url` is fetched through the egress policy (mcs.egress), each redirect hop checked again: public
+addresses only, unless `allow_fetch` (`--allow-fetch`) names more; link-local and metadata never.
+
 Failures say what went wrong and whether trying again can help: the model server's 429, 5xx, timeouts and
 refused connections fail the task retryably (MCS retries with backoff); its other 4xx (bad request, wrong
 key, unknown model) and a payload without a prompt fail it for good. The API key is sent as a bearer token
@@ -17,19 +20,33 @@ and never logged or put in an error.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from mcs import egress
 from mcs.agent.runner import PermanentError, RetryableError, Task
 
 log = logging.getLogger("mcs.agent.llm")
 
 DEFAULT_TIMEOUT = 120.0  # seconds for one chat completion (local models on a CPU are slow)
 FETCH_TIMEOUT = 30.0  # seconds to fetch a payload's `url`
+MAX_REDIRECTS = 5  # hops followed when fetching a payload's `url`, each checked by the egress policy
 MAX_MATERIAL = 200_000  # characters of fetched material passed to the model; the rest is cut off
 ERROR_EXCERPT = 300  # characters of a model server's error body quoted in the task's error
 API_KEY_ENV = ("MCS_LLM_API_KEY", "OPENAI_API_KEY")  # where `mcs agent llm` looks for a key, in order
+
+
+def _next_hop(current: httpx.URL, location: str) -> httpx.URL:
+    """Where a redirect points, relative to the URL that answered; only http(s) (the policy checks the rest)."""
+    try:
+        target = current.join(location)
+    except httpx.InvalidURL as exc:
+        raise PermanentError(f"a redirect to an invalid URL: {exc}") from None
+    if target.scheme not in ("http", "https"):
+        raise PermanentError(f"a redirect to {target.scheme}: only http:// and https:// are fetched")
+    return target
 
 
 class ModelUnavailable(RetryableError):
@@ -65,9 +82,14 @@ class ChatAgent:
         temperature: float | None = None,
         max_tokens: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        allow_fetch: Sequence[str] = (),
     ) -> None:
+        """`transport` is for the model server (tests); a task's `url` is always fetched through the egress
+        policy: public addresses, plus the `allow_fetch` entries (CIDRs, addresses, host names, each with an
+        optional :PORT; ValueError names a bad one)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"the base URL must start with http:// or https://, not {base_url!r}")
+        self.fetch_policy = egress.fetch_policy(allow_fetch)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.system = system
@@ -132,24 +154,37 @@ class ChatAgent:
         return payload
 
     async def _fetch(self, url: str) -> str:
-        """The text at `url` (no credentials sent), cut to MAX_MATERIAL characters."""
+        """The text at `url` (no credentials sent), cut to MAX_MATERIAL characters. Every hop goes through
+        the fetch policy; redirects are followed by hand, at most MAX_REDIRECTS, each one checked again."""
         # Streamed, and read only as far as needed: a huge (or endless) body must not fill the agent's memory.
         limit = MAX_MATERIAL * 4  # bytes: enough for MAX_MATERIAL characters of UTF-8
         chunks: list[bytes] = []
         size, more = 0, False
+        transport = egress.EgressTransport(self.fetch_policy)
         try:
-            async with (
-                httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, transport=self._transport) as c,
-                c.stream("GET", url) as response,
-            ):
-                status, encoding = response.status_code, response.encoding or "utf-8"
-                if status < 400:
-                    async for chunk in response.aiter_bytes():
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size > limit:
-                            more = True
-                            break
+            async with httpx.AsyncClient(
+                timeout=FETCH_TIMEOUT, follow_redirects=False, transport=transport, trust_env=False
+            ) as c:
+                hop = httpx.URL(url)
+                for _ in range(MAX_REDIRECTS + 1):
+                    async with c.stream("GET", hop) as response:
+                        status, encoding = response.status_code, response.encoding or "utf-8"
+                        location = response.headers.get("location")
+                        if response.is_redirect and location:
+                            hop = _next_hop(hop, location)
+                            continue
+                        if status < 400:
+                            async for chunk in response.aiter_bytes():
+                                chunks.append(chunk)
+                                size += len(chunk)
+                                if size > limit:
+                                    more = True
+                                    break
+                        break
+                else:
+                    raise PermanentError(f"fetching {url}: more than {MAX_REDIRECTS} redirects")
+        except egress.EgressRefused as exc:
+            raise PermanentError(f"fetching {url} refused: {exc}") from None
         except httpx.TimeoutException as exc:
             raise ModelUnavailable(f"fetching {url} timed out after {FETCH_TIMEOUT:g} s") from exc
         except httpx.TransportError as exc:
@@ -196,3 +231,29 @@ class ChatAgent:
             "usage": data.get("usage"),
             "finish_reason": choice.get("finish_reason"),
         }
+
+
+def check_model_server(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 5.0) -> str | None:
+    """A warning when the model server does not answer `GET {base_url}/models` or does not list `model`, else
+    None. Run once at start so `mcs agent llm` does not report online while every task would fail."""
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return (
+            f"the model server at {base_url} does not answer ({type(exc).__name__}): tasks will fail (retryably) "
+            "until it does; is it running, and is --base-url right?"
+        )
+    if response.status_code in (401, 403):
+        return f"the model server at {base_url} refused the API key (HTTP {response.status_code}): set MCS_LLM_API_KEY"
+    if response.status_code >= 400:
+        return None  # some servers have no /models: the first task will tell
+    try:
+        listed = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+    except (ValueError, AttributeError):
+        return None
+    if listed and model not in listed and f"{model}:latest" not in listed:
+        shown = ", ".join(listed[:10]) + (" ..." if len(listed) > 10 else "")
+        return f"the model server at {base_url} does not list model {model!r} (it has: {shown})"
+    return None

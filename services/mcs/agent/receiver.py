@@ -92,7 +92,12 @@ class WebhookApp:
             verify(secret=self.webhook_secret, headers=headers, body=body)
         except (InvalidSignature, UnicodeDecodeError) as exc:
             self.rejected += 1
-            log.warning("rejected a webhook: %s", exc, extra={"action": "reject_webhook"})
+            log.warning(
+                "rejected a webhook: %s: check MCS_WEBHOOK_SECRET (the agent's webhook_secret, shown by "
+                "`mcs admin agent create` or `rotate`; rotating changes it) and this machine's clock",
+                exc,
+                extra={"action": "reject_webhook"},
+            )
             return 401, f"{exc} (timestamps may differ from ours by {TOLERANCE} s at most)"
         try:
             event = json.loads(body)

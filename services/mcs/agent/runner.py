@@ -26,8 +26,18 @@ from mcs.client import (
     NotFoundError,
 )
 from mcs.errors import ConfigError
+from mcs.process import network_namespace
 
 log = logging.getLogger("mcs.agent")
+
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    host = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
 
 HEARTBEAT_INTERVAL = 240.0  # seconds between registrations (each is also the heartbeat)
 REGISTER_TTL = 300.0  # seconds MCS keeps the agent online after each registration
@@ -269,6 +279,7 @@ class Agent:
                 await self.receiver.start()
             await self._register()
             if not self.pull:
+                await self._warn_if_unreachable()
                 await self._catch_up()
         except BaseException:
             await self._close_resources()
@@ -308,7 +319,13 @@ class Agent:
         await self.stop()
 
     def run(self) -> None:
-        """Block and serve until SIGINT or SIGTERM, then shut down cleanly (a second signal: at once)."""
+        """Block and serve until SIGINT or SIGTERM, then shut down cleanly (a second signal: at once).
+
+        When the program has set up no logging, this logs the agent's INFO lines (online, one per task) to
+        stderr, so `python my_agent.py` says what it does."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
+            logging.getLogger("httpx").setLevel(logging.WARNING)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -389,6 +406,36 @@ class Agent:
                 log.exception("agent %s: closing the handler failed", self.name)
 
     # ------------------------------------------------------------ registration
+
+    async def _warn_if_unreachable(self) -> None:
+        """Say so at once when MCS cannot call our notify URL back: a loopback address only works when MCS runs
+        on this host and not in a container (the classic: `docker compose up` + an agent beside it)."""
+        notify = self.notify_url or ""
+        if not _is_loopback_url(notify):
+            return
+        assert self.client is not None
+        try:
+            health = await self.client.health()
+        except (McsApiError, McsUnavailable):
+            return  # registration just worked; a health check that fails says nothing about reachability
+        health = health if isinstance(health, dict) else {}
+        if not _is_loopback_url(self.url):
+            where: str | None = f"MCS runs on another host ({self.url})"
+        elif health.get("container") and (not health.get("netns") or health.get("netns") != network_namespace()):
+            where = "MCS runs in a container"  # its 127.0.0.1 is the container's own, not this machine's
+        else:
+            where = None
+        if where:
+            log.warning(
+                "agent %s: %s, so it cannot reach this agent's notify URL %s (a loopback address): webhooks will "
+                "fail and tasks stay assigned until their claim TTL runs out. Pull instead (--pull), or give a "
+                "--notify-url that MCS can reach (e.g. this host's LAN or tailnet address, or "
+                "http://host.docker.internal:PORT/ with compose's extra_hosts)",
+                self.name,
+                where,
+                notify,
+                extra={"action": "notify_unreachable", "agent": self.name},
+            )
 
     async def _register(self) -> None:
         assert self.client is not None
@@ -510,6 +557,7 @@ class Agent:
             task.attempts,
             extra={"action": "task_started", "task_id": task.id},
         )
+        started = time.monotonic()
         lease_lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(task, token, lease, lease_lost))
         work: asyncio.Task[Any] = asyncio.create_task(self._invoke(task))
@@ -538,12 +586,13 @@ class Agent:
                     work.exception()  # retrieved: its result or error is ignored
             return
         exc = work.exception()
+        took = time.monotonic() - started
         if exc is None:
-            await self._report_result(task, token, work.result())
+            await self._report_result(task, token, work.result(), took=took)
         elif isinstance(exc, PermanentError):
-            await self._report_failure(task, token, _error_text(exc), retryable=False, exc=exc)
+            await self._report_failure(task, token, _error_text(exc), retryable=False, exc=exc, took=took)
         else:
-            await self._report_failure(task, token, _error_text(exc), retryable=True, exc=exc)
+            await self._report_failure(task, token, _error_text(exc), retryable=True, exc=exc, took=took)
 
     async def _invoke(self, task: Task) -> Any:
         if self._is_async:
@@ -570,7 +619,7 @@ class Agent:
 
     # ------------------------------------------------------------ reporting
 
-    async def _report_result(self, task: Task, token: str, result: Any) -> None:
+    async def _report_result(self, task: Task, token: str, result: Any, *, took: float = 0.0) -> None:
         try:
             json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -593,17 +642,32 @@ class Agent:
             await self._report_failure(task, token, f"MCS refused the result: {exc.message}", retryable=False)
             return
         self.completed += 1
-        log.info("agent %s: completed %s", self.name, task.id, extra={"action": "task_completed", "task_id": task.id})
+        log.info(
+            "agent %s: completed %s (%s) in %.2f s",
+            self.name,
+            task.id,
+            task.type,
+            took,
+            extra={"action": "task_completed", "task_id": task.id},
+        )
 
     async def _report_failure(
-        self, task: Task, token: str, error: str, *, retryable: bool, exc: BaseException | None = None
+        self,
+        task: Task,
+        token: str,
+        error: str,
+        *,
+        retryable: bool,
+        exc: BaseException | None = None,
+        took: float = 0.0,
     ) -> None:
         log.warning(
-            "agent %s: %s failed%s: %s",
+            "agent %s: %s failed%s: %s (after %.2f s)",
             self.name,
             task.id,
             "" if retryable else " for good",
             error,
+            took,
             exc_info=exc if exc is not None and not isinstance(exc, PermanentError | RetryableError) else None,
             extra={"action": "task_failed", "task_id": task.id},
         )

@@ -1,4 +1,5 @@
-"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out."""
+"""The api process: every HTTP request from agents, the CLI and admins. It writes rows; it never calls out
+(it only looks up the host of a notify URL an agent registers, for the egress policy)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from quart import Quart, Request, Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from mcs import __version__, metrics
+from mcs import __version__, egress, metrics
 from mcs.api import agents, memory, tasks
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, StoreError
+from mcs.process import in_container, network_namespace
 from mcs.state_metrics import state_registry
 from mcs.store import AsyncStore, Store, sqlite_version
 
@@ -131,6 +133,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MCS_SETTINGS"] = settings
+    app.config["MCS_NOTIFY_POLICY"] = egress.notify_policy(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
         app,
@@ -172,10 +175,22 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
             metrics.http_duration.labels(method, rule).observe(time.perf_counter() - started)
         return response
 
+    container = settings.container if settings.container is not None else in_container()
+    netns = network_namespace()
+
     @app.get("/healthz")
     @documented(ok={200: Health}, errors=(503,), auth=None)
     async def healthz() -> Response:
-        return respond({"status": "ok", "sqlite_version": sqlite_version(), "version": __version__})
+        # `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here.
+        return respond(
+            {
+                "status": "ok",
+                "sqlite_version": sqlite_version(),
+                "version": __version__,
+                "container": container,
+                "netns": netns,
+            }
+        )
 
     @app.get("/metrics")
     @documented(ok={200: TEXT}, auth=None)

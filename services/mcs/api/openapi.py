@@ -96,15 +96,17 @@ class Health(BaseModel):
 
 
 class AgentView(BaseModel):
-    """An agent as the API shows it (never its secrets)."""
+    """An agent as the API shows it (never its secrets); the admin also sees its pinned notify host."""
 
     name: str
     capabilities: list[str]
+    granted: list[str] | None = Field(description="What the admin granted at creation; null: unrestricted.")
     status: Literal["online", "offline"]
     last_seen: str | None
     expires_at: str | None
     notify_url: str | None
     concurrency: int
+    notify_host: str | None = Field(default=None, description="Admin only: the host notify_url must name.")
 
 
 class Registered(AgentView):
@@ -115,6 +117,16 @@ class Registered(AgentView):
 
 class AgentList(BaseModel):
     agents: list[AgentView]
+    next_cursor: str | None
+
+
+class AgentDeleted(BaseModel):
+    """What deleting the agent removed."""
+
+    deleted: str
+    memory_keys: dict[str, int] = Field(description="Keys deleted, by namespace (private:NAME, agent:NAME).")
+    tasks_requeued: int
+    tasks_failed: int
 
 
 class AgentSecrets(BaseModel):
@@ -123,6 +135,7 @@ class AgentSecrets(BaseModel):
     name: str
     secret: str
     webhook_secret: str
+    notify_host: str | None = None
 
 
 class ClaimedTask(TaskView):

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from mcs import egress
+
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 # Words that mean something else where an agent name goes (routes, actors in the audit trail).
 RESERVED_NAMES = frozenset({"admin", "any", "all", "mcs", "dispatcher", "watchdog", "notifier"})
@@ -18,9 +20,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _notify_host(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return egress.valid_host(value)  # its ValueError is the 422's message
+
+
+NotifyHost = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
 class CreateAgent(Strict):
     name: Name
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
+    notify_host: NotifyHost | None = Field(
+        default=None, description="Pin the host its notify_url must name (a DNS name or an IP address)."
+    )
+
+    @field_validator("notify_host")
+    @classmethod
+    def valid_notify_host(cls, value: str | None) -> str | None:
+        return _notify_host(value)
 
     @field_validator("name")
     @classmethod
@@ -28,6 +47,15 @@ class CreateAgent(Strict):
         if name.lower() in RESERVED_NAMES:
             raise ValueError(f"{name!r} is reserved ({', '.join(sorted(RESERVED_NAMES))})")
         return name
+
+
+class UpdateAgent(Strict):
+    notify_host: NotifyHost | None = Field(description="The host its notify_url must name; null unpins.")
+
+    @field_validator("notify_host")
+    @classmethod
+    def valid_notify_host(cls, value: str | None) -> str | None:
+        return _notify_host(value)
 
 
 class Register(Strict):
@@ -81,6 +109,11 @@ class TaskQuery(Strict):
     agent: str | None = None
     parent: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class AgentQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
 
 

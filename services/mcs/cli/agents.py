@@ -30,7 +30,7 @@ def _agents_human(agents: list[dict[str, Any]]) -> str:
 @url_option
 @json_option
 def agent_list(url: str, as_json: bool) -> None:
-    """List agents with their status and capabilities."""
+    """List agents with their status and capabilities (every page)."""
     with client(url) as c:
         emit(c.list_agents(), as_json, _agents_human)
 
@@ -42,7 +42,12 @@ def agent_list(url: str, as_json: bool) -> None:
 def agent_show(name: str, url: str, as_json: bool) -> None:
     """Show one agent."""
     with client(url) as c:
-        emit(c.get_agent(name), as_json, lambda a: _agents_human([a]))
+        emit(c.get_agent(name), as_json, _agent_human)
+
+
+def _agent_human(a: dict[str, Any]) -> str:
+    granted = "any (unrestricted)" if a.get("granted") is None else ",".join(a["granted"]) or "-"
+    return _agents_human([a]) + f"\ngranted: {granted}"
 
 
 _AGENT_ENV_HELP = (
@@ -151,6 +156,14 @@ def agent_run(handler: str, **opts: Any) -> None:
 )
 @click.option("--temperature", type=float, help="Sampling temperature, unless the task says otherwise.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Answer length limit, unless the task says otherwise.")
+@click.option(
+    "--allow-fetch",
+    "allow_fetch",
+    multiple=True,
+    metavar="CIDR|HOST[:PORT]",
+    help="Repeatable: where a task's url may also be fetched from (default: public addresses only), e.g. "
+    "192.168.1.0/24, wiki.lan, 127.0.0.1:8000, private. Link-local and metadata addresses never.",
+)
 @_agent_options
 def agent_llm(
     base_url: str,
@@ -159,6 +172,7 @@ def agent_llm(
     timeout: float,
     temperature: float | None,
     max_tokens: int | None,
+    allow_fetch: tuple[str, ...],
     **opts: Any,
 ) -> None:
     """Answer tasks with a model behind any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
@@ -168,8 +182,13 @@ def agent_llm(
     retryably; its other 4xx (wrong key, unknown model) fail it for good.
     """
 
-    from mcs.agent.llm import API_KEY_ENV, ChatAgent
+    from mcs import egress
+    from mcs.agent.llm import API_KEY_ENV, ChatAgent, check_model_server
 
+    try:
+        egress.parse_rules(allow_fetch)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-fetch") from None
     api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
     try:
         handler = ChatAgent(
@@ -180,9 +199,11 @@ def agent_llm(
             timeout=timeout,
             temperature=temperature,
             max_tokens=max_tokens,
+            allow_fetch=allow_fetch,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None
+    problem = check_model_server(base_url, model, api_key=api_key)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
     _run_agent(handler, opts)
-
-

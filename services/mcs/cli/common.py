@@ -1,6 +1,5 @@
 """Helpers every `mcs` command group shares: options, the client, output, and one-line errors."""
 
-
 from __future__ import annotations
 
 import json
@@ -62,7 +61,6 @@ class McsGroup(click.Group):
                 click.echo(f"error: {exc}", err=True)
                 ctx.exit(1)
             raise
-
 
 
 def load_payload(payload: str | None, payload_file: str | None) -> Any:

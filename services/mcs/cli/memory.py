@@ -106,5 +106,3 @@ def mem_ls(
         return "\n".join(rows)
 
     emit(page, as_json, human)
-
-

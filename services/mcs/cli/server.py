@@ -126,5 +126,3 @@ def check(process: str, max_age: float) -> None:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)
     click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
-
-

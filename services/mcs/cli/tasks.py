@@ -30,8 +30,6 @@ def _task_human(t: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
-
 @task.command("submit")
 @click.option("--type", "-t", "type_", required=True, help="The task type (also the default capability).")
 @click.option("--route", "-r", default=None, help="any (default), all (fan out), or an agent name.")
@@ -180,5 +178,3 @@ def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> 
             time.sleep(0.3)
     if t["state"] != "completed":
         sys.exit(1)
-
-

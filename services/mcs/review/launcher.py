@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from mcs.client import Client, McsApiError
+from mcs.config import Settings
+from mcs.errors import ConfigError
 from mcs.review.analyzers import ANALYZERS
 
 STOP_GRACE = 45.0  # seconds the agents get to finish or release their work (their own grace is 30 s)
@@ -85,6 +87,10 @@ def start(
     out: Callable[[str], None],
 ) -> list[Running]:
     """Create or rotate the agents and start one process each (not yet waiting for them)."""
+    try:
+        Settings.from_env()  # the agents read their sandbox limits (MCS_REVIEW_*) from this environment
+    except ConfigError as exc:
+        raise LaunchError(str(exc)) from exc
     running: list[Running] = []
     base_env = {k: v for k, v in os.environ.items() if k not in ("MCS_ADMIN_TOKEN",)}
     try:

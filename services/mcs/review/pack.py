@@ -183,26 +183,53 @@ def pack(
     return packed
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry
+        return False
+    return True
+
+
 def _safe_relative(raw: Any) -> PurePosixPath:
-    if not isinstance(raw, str) or not raw or "\0" in raw or "\\" in raw:
-        raise UnpackError(f"bad file path {raw!r}")
+    """A file path of the payload, checked: a non-empty relative POSIX path to a file, written the way
+    `pack()` writes it (no `.` or `..` parts, no empty parts, no trailing `/`, no backslash, no control
+    character), so that each file has exactly one name. UnpackError says what is wrong."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise UnpackError(f"bad file path {raw!r}: it must be a non-empty string")
+    if "\\" in raw or not _encodable(raw) or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise UnpackError(f"bad file path {raw!r}: backslashes, control characters and invalid UTF-8 are refused")
     rel = PurePosixPath(raw)
-    if rel.is_absolute() or ".." in rel.parts or raw.startswith("~") or ":" in rel.parts[0]:
+    if rel.is_absolute() or raw.startswith("~") or ".." in raw.split("/") or ":" in raw.split("/")[0]:
         raise UnpackError(f"file path {raw!r} must be relative and stay inside the project")
+    if not rel.parts or rel.as_posix() != raw or "." in raw.split("/"):
+        raise UnpackError(
+            f"bad file path {raw!r}: it must name a file, with no '.' or empty parts and no trailing '/'"
+            + (f" (write {rel.as_posix()!r})" if rel.parts and rel.as_posix() != raw else "")
+        )
     return rel
 
 
 def unpack(payload: Any, dest: Path) -> list[str]:
-    """Write the payload's files under `dest`; returns their relative paths. UnpackError if the payload
-    is malformed or a path would escape `dest`."""
+    """Write the payload's files under `dest`; returns their relative paths. UnpackError (a payload that
+    will never unpack, whatever the retry) if the payload is malformed, names a file twice, or a path
+    would escape `dest`."""
     if not isinstance(payload, dict) or not isinstance(payload.get("files"), list):
         raise UnpackError("payload must be an object with a `files` list (see `mcs review`)")
-    written = []
+    if len(payload["files"]) > MAX_FILES:
+        raise UnpackError(f"{len(payload['files'])} files is more than {MAX_FILES}")
+    written: list[str] = []
+    seen: set[str] = set()
     dest = dest.resolve()
     for entry in payload["files"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
             raise UnpackError("each file must be {path, content} with string content")
         rel = _safe_relative(entry.get("path"))
+        if rel.as_posix() in seen:
+            raise UnpackError(f"file path {rel} is given twice")
+        seen.add(rel.as_posix())
+        if not _encodable(entry["content"]):
+            raise UnpackError(f"the content of {rel} is not valid UTF-8 text")
         target = (dest / rel).resolve()
         if dest not in target.parents:
             raise UnpackError(f"file path {rel} would land outside the project")

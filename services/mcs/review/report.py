@@ -15,6 +15,7 @@ from typing import Any
 
 from mcs.consensus import SEVERITIES
 
+CONTEXT_LINES = 2  # lines of code shown above and below a finding's line
 SEVERITY_LABELS = {"critical": "Critical", "recommendation": "Recommendations", "observation": "Observations"}
 
 CSS = """
@@ -47,6 +48,9 @@ details summary { cursor: pointer; }
 .controls label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted); }
 .controls select { font: inherit; padding: .2rem; min-width: 10rem; }
 .status-ok { color: #1f883d; } .status-bad { color: var(--crit); }
+pre.code { margin: .4rem 0 0; padding: .3rem .5rem; background: #f6f8fa; border-radius: 4px; overflow-x: auto;
+           font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; }
+pre.code .hit { background: #fff8c5; display: block; }
 """
 
 SCRIPT = """
@@ -159,7 +163,26 @@ def _agents_table(agents: list[dict[str, Any]]) -> str:
     return f'<table id="agents"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _finding_row(index: int, f: dict[str, Any]) -> str:
+def _snippet(f: dict[str, Any], sources: dict[str, list[str]]) -> str:
+    """The code around a finding's lines (escaped), or nothing when the file or line is unknown."""
+    lines = sources.get(str(f.get("file")))
+    hits = {n for n in f.get("lines") or [f.get("line")] if isinstance(n, int) and n > 0}
+    if not lines or not hits:
+        return ""
+    first, last = max(1, min(hits) - CONTEXT_LINES), min(len(lines), max(hits) + CONTEXT_LINES)
+    if first > last:
+        return ""
+    width = len(str(last))
+    shown = "".join(
+        f'<span class="hit">{n:>{width}}  {_e(lines[n - 1])}</span>'
+        if n in hits
+        else f"{n:>{width}}  {_e(lines[n - 1])}\n"
+        for n in range(first, last + 1)
+    )
+    return f'<pre class="code">{shown}</pre>'
+
+
+def _finding_row(index: int, f: dict[str, Any], sources: dict[str, list[str]] | None = None) -> str:
     severity = f.get("severity", "observation")
     raised = "".join(
         f"<li><b>{_e(r.get('agent'))}</b>"
@@ -177,13 +200,22 @@ def _finding_row(index: int, f: dict[str, Any]) -> str:
         f'<td class="sev sev-{_e(severity)}">{_e(severity)}</td>'
         f"<td><code>{where}</code></td>"
         f'<td><details><summary class="title">{_e(f.get("title"))}</summary>'
-        f'<ul class="raised">{raised}</ul></details></td>'
+        f'{_snippet(f, sources or {})}<ul class="raised">{raised}</ul></details></td>'
         f'<td class="agents">{_e(", ".join(f.get("agents", [])))}</td></tr>'
     )
 
 
-def render_html(result: dict[str, Any], *, title: str, task_id: str | None = None, generated_at: str = "") -> str:
-    """The report for a consensus result (`mcs.consensus.aggregate`)."""
+def render_html(
+    result: dict[str, Any],
+    *,
+    title: str,
+    task_id: str | None = None,
+    generated_at: str = "",
+    sources: dict[str, str] | None = None,
+) -> str:
+    """The report for a consensus result (`mcs.consensus.aggregate`); with `sources` (path -> the reviewed
+    file's text), each finding shows the code around its lines."""
+    source_lines = {path: text.splitlines() for path, text in (sources or {}).items()}
     findings = result.get("findings", [])
     summary = result.get("summary", {})
     files = sorted({f.get("file", "") for f in findings})
@@ -192,7 +224,7 @@ def render_html(result: dict[str, Any], *, title: str, task_id: str | None = Non
         f'<div class="card" id="total-{key}"><b>{_e(summary.get(key, 0))}</b>{label}</div>'
         for key, label in (
             ("findings", "unique findings"),
-            ("consensus", "with consensus (2+ agents)"),
+            ("consensus", "with consensus (2+ reviewers)"),
             ("critical", "critical"),
             ("recommendation", "recommendations"),
             ("observation", "observations"),
@@ -206,7 +238,7 @@ def render_html(result: dict[str, Any], *, title: str, task_id: str | None = Non
         f'<option value="{_e(f)}">{_e(f)}</option>' for f in files
     )
     consensus_options = "".join(
-        f'<option value="{n}">{"any" if n == 1 else f"{n}+ agents"}</option>' for n in range(1, max(top, 2) + 1)
+        f'<option value="{n}">{"any" if n == 1 else f"{n}+ reviewers"}</option>' for n in range(1, max(top, 2) + 1)
     )
     # (column, key, numeric?) -- the Severity column sorts by rank, most severe first when ascending
     headers = [
@@ -219,7 +251,7 @@ def render_html(result: dict[str, Any], *, title: str, task_id: str | None = Non
     head = "".join(
         f'<th data-sort="{key}"{" class=num" if numeric else ""}>{label}</th>' for label, key, numeric in headers
     )
-    rows = "".join(_finding_row(i, f) for i, f in enumerate(findings))
+    rows = "".join(_finding_row(i, f, source_lines) for i, f in enumerate(findings))
     meta = " · ".join(_e(x) for x in (generated_at, f"task {task_id}" if task_id else "") if x)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -104,7 +104,9 @@ def write_report(task: dict[str, Any], packed: Packed, out: Path) -> Outcome:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"MCS review: {packed.root}"
     html_path, json_path = out / "review.html", out / "review.json"
-    html_path.write_text(render_html(result, title=title, task_id=task["id"], generated_at=now), encoding="utf-8")
+    sources = {f["path"]: f["content"] for f in packed.files}
+    html = render_html(result, title=title, task_id=task["id"], generated_at=now, sources=sources)
+    html_path.write_text(html, encoding="utf-8")
     meta = {"title": title, "task_id": task["id"], "state": task["state"], "generated_at": now,
             "files": [f["path"] for f in packed.files]}  # fmt: skip
     json_path.write_text(render_json(result, **meta), encoding="utf-8")
@@ -112,7 +114,8 @@ def write_report(task: dict[str, Any], packed: Packed, out: Path) -> Outcome:
 
 
 def summary_text(result: dict[str, Any], *, top: int = 10) -> str:
-    """The per-agent table and the findings with the most consensus, for the terminal."""
+    """The per-agent table and the findings that 2 or more independent reviewers raised, most severe first,
+    for the terminal; the rest are counted ("and N more"), and all are in the report."""
     lines = [f"{'AGENT':<20} {'CRITICAL':>8} {'RECOMMEND':>9} {'OBSERVE':>7}  STATUS"]
     if result.get("error"):  # the server kept the children but could not merge them: say so, loudly
         lines.insert(0, f"warning: the server could not merge the findings: {result['error']}\n")
@@ -125,9 +128,12 @@ def summary_text(result: dict[str, Any], *, top: int = 10) -> str:
     lines.append(
         f"\n{s.get('findings', 0)} unique findings ({s.get('critical', 0)} critical, "
         f"{s.get('recommendation', 0)} recommendations, {s.get('observation', 0)} observations); "
-        f"{s.get('consensus', 0)} raised by 2 or more agents"
+        f"{s.get('consensus', 0)} raised by 2 or more independent reviewers"
     )
-    for f in [f for f in result.get("findings", []) if f["consensus"] >= 2][:top]:
+    agreed = [f for f in result.get("findings", []) if f["consensus"] >= 2]
+    for f in agreed[:top]:
         where = f"{f['file']}:{f['line']}" if f.get("line") else f["file"]
         lines.append(f"  [{f['consensus']}] {f['severity']:<14} {where}  {f['title']}  ({', '.join(f['agents'])})")
+    if len(agreed) > top:
+        lines.append(f"  ... and {len(agreed) - top} more (see the report)")
     return "\n".join(lines)

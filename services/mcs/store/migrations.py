@@ -167,6 +167,22 @@ def m0004_memory(db: Database) -> None:
     )
 
 
+@migrations(name="0005_agent_notify_host")
+def m0005_agent_notify_host(db: Database) -> None:
+    # The host an agent's notify_url must name, when the admin pinned one (egress policy).
+    db.execute("ALTER TABLE agents ADD COLUMN notify_host TEXT")
+
+
+@migrations(name="0006_agent_grants")
+def m0006_agent_grants(db: Database) -> None:
+    # What the admin granted at creation, apart from what the agent registers (`capabilities`, which each
+    # registration overwrites): NULL = unrestricted. An agent created with capabilities that never
+    # registered still holds its grant in `capabilities`; one that registered may have overwritten it,
+    # so it stays unrestricted as before.
+    db.execute("ALTER TABLE agents ADD COLUMN granted TEXT")
+    db.execute("UPDATE agents SET granted = capabilities WHERE last_seen IS NULL AND capabilities != '[]'")
+
+
 @migrations(name="0007_retention")
 def m0007_retention(db: Database) -> None:
     # What the retention pruner (mcs.maintenance.retention) looks for, so a batch costs the same with a

@@ -59,14 +59,26 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
             )
             if o.get("task_id"):
                 kind = "webhook_failed" if o["kind"] == "webhook" else "alert_failed"
-                add_event(
-                    conn,
-                    o["task_id"],
-                    kind,
-                    "notifier",
-                    now,
-                    {"agent": o.get("agent"), "attempts": o["attempts"], "error": o["error"]},
-                )
+                # A webhook's event carries what anyone signed in may read (the notifier's event_error): not
+                # what answered at the URL, which would make notify URLs a port scanner.
+                error = o.get("event_error", o["error"])
+                detail = {"agent": o.get("agent"), "attempts": o["attempts"], "error": error}
+                if o["kind"] == "webhook":  # what the user must fix, in words: who, where, what happened
+                    detail["url"] = o.get("url")
+                    detail["message"] = unreachable_message(o.get("agent"), o.get("url"), error, o["attempts"])
+                add_event(conn, o["task_id"], kind, "notifier", now, detail)
+
+
+def unreachable_message(agent: str | None, url: str | None, error: str, attempts: int) -> str:
+    """ "agent X unreachable at URL: ...", with the usual fix when URL is a loopback address."""
+    text = f"agent {agent} unreachable at {url or '(no notify URL)'} after {attempts} attempts: {error}"
+    host = (url or "").split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        text += (
+            " (a loopback address: when MCS runs in a container or on another host it cannot reach the agent"
+            " there; run the agent with --pull, or register a --notify-url MCS can reach)"
+        )
+    return text
 
 
 def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: float) -> None:

@@ -221,8 +221,8 @@ def _check_may_take(task: Task, agent: Agent) -> None:
         raise Conflict("a fanout parent is not claimable; its children are", code="not_claimable")
     if not routing.allowed(task.route, agent.name):
         raise Forbidden(f"task is routed to agent {task.route!r}", code="routed_elsewhere")
-    if not routing.capable(agent.capabilities, task.capabilities):
-        missing = sorted(set(task.capabilities) - set(agent.capabilities))
+    if not routing.capable(agent.usable_capabilities, task.capabilities):
+        missing = sorted(set(task.capabilities) - set(agent.usable_capabilities))
         raise Forbidden(f"agent lacks required capabilities: {', '.join(missing)}", code="missing_capability")
 
 
@@ -280,7 +280,7 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
     for row in queued:
         if best is not None and (row["priority"], row["seq"]) > (int(best.priority), best.seq):
             break
-        if routing.capable(agent.capabilities, json.loads(row["capabilities"])):
+        if routing.capable(agent.usable_capabilities, json.loads(row["capabilities"])):
             best = must_get(conn, row["id"])
             break
     return _claim(conn, best, agent, now) if best else None
@@ -496,24 +496,24 @@ class DispatchResult:
     fanned_out: int = 0
     parked: int = 0
     requeued: int = 0
-    fingerprint: tuple[Any, ...] = ()
+    routable: int = -1  # the view's `routable` count when parked tasks were last looked at again
     next_due: float | None = None
     more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows: run another at once
 
 
-def _fingerprint(candidates: list[Candidate]) -> tuple[Any, ...]:
-    return tuple((c.name, tuple(sorted(c.capabilities)), c.pushable) for c in candidates)
-
-
-def has_work(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] | None) -> bool:
-    """A read, so the dispatcher takes the write lock only when a pass can change something: the agents
-    changed, a retry fell due, or a queued task is waiting while some agent has room (or is a fanout)."""
-    candidates = agents_store.candidates(conn, now=now)
-    if _fingerprint(candidates) != last_fingerprint:
-        return True
+def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, unparked_at: int) -> bool:
+    """A read, so the dispatcher takes the write lock only when a pass can change something: a retry fell
+    due, or tasks are queued and either the agents changed in a way that can unpark them or one is
+    waiting while some agent has room (or is a fanout). With nothing queued it does not look at the
+    agents at all, so heartbeats cost nothing; with tasks queued the view reads only changed agents."""
     if conn.execute("SELECT 1 FROM tasks WHERE state = 'retrying' AND not_before <= ? LIMIT 1", (now,)).fetchone():
         return True
-    room = any(c.pushable and c.has_room for c in candidates)
+    if conn.execute("SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1").fetchone() is None:
+        return False
+    view.refresh(conn, now=now)
+    if view.routable != unparked_at:
+        return True
+    room = view.for_pass(conn).room
     sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else " AND route = 'all'")
     return conn.execute(sql + " LIMIT 1").fetchone() is not None
 
@@ -523,7 +523,9 @@ def next_retry_due(conn: Connection) -> float | None:
     return row[0] if row else None
 
 
-def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] | None, limit: int) -> DispatchResult:
+def dispatch(
+    conn: Connection, *, now: float, view: agents_store.RoutingView, unparked_at: int, limit: int
+) -> DispatchResult:
     """One pass: due retries back to the queue, then route queued tasks (urgent first, oldest first).
 
     A task nobody can take now is parked, so later passes skip it; when the set of online agents or
@@ -538,20 +540,19 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
     ).fetchall():
         add_event(conn, task_id, "requeued", "dispatcher", now)
         out.requeued += 1
-    candidates = agents_store.candidates(conn, now=now)
-    out.fingerprint = _fingerprint(candidates)
-    if out.fingerprint != last_fingerprint:
+    view.refresh(conn, now=now)
+    out.routable = view.routable
+    if view.routable != unparked_at:
         conn.execute("UPDATE tasks SET parked = 0 WHERE state = 'queued' AND parked = 1")
-    by_name = {c.name: c for c in candidates}
+    agents = view.for_pass(conn)
     after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
     scanned = 0
     while scanned < DISPATCH_SCAN_MAX:
-        room = any(c.pushable and c.has_room for c in by_name.values())
         # When every push agent is at capacity only fanout parents can make progress: skip the backlog.
         # Only what routing needs is read: a backlog can be long, and most of it waits for room.
         sql = "SELECT id, route, capabilities, priority, seq FROM tasks WHERE state = 'queued' AND parked = 0"
         args: list[Any] = []
-        if not room:
+        if not agents.room:
             sql += " AND route = 'all'"
         if after is not None:
             sql += " AND (priority, seq) > (?, ?)"
@@ -568,7 +569,7 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
             task_id, route, required = pending.pop(0)
             if route == routing.ROUTE_ALL:
                 parent = must_get(conn, task_id)
-                kids = _fan_out(conn, parent, list(by_name.values()), now)
+                kids = _fan_out(conn, parent, agents.candidates(route, required), now)
                 if kids:
                     out.fanned_out += 1
                     pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
@@ -576,9 +577,9 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
                     _set(conn, parent, now, parked=1)
                     out.parked += 1
                 continue
-            if not any(c.pushable and c.has_room for c in by_name.values()):
+            if not agents.room:
                 continue  # every agent is busy: the task waits, in order, for one to free up
-            name = _route(conn, task_id, route, required, list(by_name.values()), out)
+            name = _route(conn, task_id, route, required, agents.candidates(route, required), out)
             if name is None:
                 continue
             task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
@@ -592,7 +593,7 @@ def dispatch(conn: Connection, *, now: float, last_fingerprint: tuple[Any, ...] 
                 body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": to_api(conn, task)}},
                 now=now,
             )
-            by_name[name] = replace(by_name[name], load=by_name[name].load + 1, last_assigned_at=now)
+            agents.took(name, now)
             # Latency counts from when the task could first go out: submission, or its retry falling due.
             out.assigned.append((task.id, name, task.not_before or task.created_at))
         if len(rows) < limit:
