@@ -95,6 +95,7 @@ class Settings:
     port: int = 8080
     admin_token: str | None = None
     synchronous: str = "FULL"
+    write_lock_timeout: float = 5.0  # seconds a write waits for the database's write lock, then 503
     claim_ttl: float = 300.0  # seconds
     agent_ttl: float = 300.0  # seconds
     watchdog_interval: float = 30.0  # seconds
@@ -155,6 +156,7 @@ class Settings:
             port=int(_env(e, "MCS_PORT", whole, 8080)),
             admin_token=_env(e, "MCS_ADMIN_TOKEN", str, None) or None,
             synchronous=_env(e, "MCS_SYNCHRONOUS", _synchronous, "FULL"),
+            write_lock_timeout=_env(e, "MCS_WRITE_LOCK_TIMEOUT", num, 5.0),
             claim_ttl=_env(e, "MCS_CLAIM_TTL", num, 300.0),
             agent_ttl=_env(e, "MCS_AGENT_TTL", num, 300.0),
             watchdog_interval=_env(e, "MCS_WATCHDOG_INTERVAL", num, 30.0),

@@ -11,7 +11,7 @@ import time
 
 from mcs import metrics
 from mcs.config import Settings
-from mcs.errors import StoreError
+from mcs.errors import DatabaseReplaced, StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import agents as agents_store
@@ -77,8 +77,12 @@ class Dispatcher:
             # The version before the pass: a commit during the pass must end the next wait at once.
             version = self.store.data_version()
             try:
+                self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                 next_due = self.run_once().next_due
                 self.heartbeat.maybe_beat()
+            except DatabaseReplaced:
+                log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
+                raise
             except StoreError:
                 log.exception("dispatch pass failed; trying again", extra={"action": "pass_failed"})
                 next_due = None
@@ -97,7 +101,7 @@ class Dispatcher:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
     dispatcher = Dispatcher(store)
@@ -107,10 +111,12 @@ def main(settings: Settings | None = None) -> None:
         port=settings.dispatcher_metrics_port,
         process="dispatcher",
         alive=dispatcher.alive,
+        store=store,
     ).start()
     try:
         dispatcher.run()
     finally:
+        dispatcher.heartbeat.stopped()
         status.stop()
         dispatcher.watcher.close()
         store.close()

@@ -67,6 +67,15 @@ webhook_latency = Histogram(
     "Submit (or a retry falling due) -> webhook accepted by the agent",
     buckets=LATENCY_BUCKETS,
 )
+write_lock_waits = Histogram(
+    "mcs_write_lock_wait_seconds",
+    "Waits for the database's write lock when another process held it (a free lock is not counted)",
+    buckets=LATENCY_BUCKETS,
+)
+write_lock_timeouts = Counter(
+    "mcs_write_lock_timeouts_total",
+    "Writes refused with 503 database_busy: the write lock stayed taken past MCS_WRITE_LOCK_TIMEOUT",
+)
 pruned = Counter(
     "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
 )

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from mcs import egress, metrics, webhooks
 from mcs.alerts import Alert
 from mcs.config import Settings
+from mcs.errors import DatabaseReplaced
 from mcs.models import OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.store import AsyncStore, Store
@@ -483,6 +484,7 @@ class Notifier:
                 # The version before the pass: a commit during the pass must end the next wait at once.
                 version = self.store.data_version()
                 try:
+                    self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                     await self._flush()
                     next_due = self._start_due()
                     self.last_pass = time.monotonic()
@@ -496,6 +498,9 @@ class Notifier:
                             now=time.time(),
                         )
                         self.heartbeat.last = time.time()
+                except DatabaseReplaced:
+                    log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
+                    raise
                 except Exception:
                     log.exception("notifier pass failed; retrying", extra={"action": "pass_failed"})
                     next_due = None
@@ -553,11 +558,15 @@ def _parse_iso(value: str) -> float:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     store.migrate()
     notifier = Notifier(store, settings)
     status = StatusServer(
-        host=settings.bind_metrics_host, port=settings.notifier_metrics_port, process="notifier", alive=notifier.alive
+        host=settings.bind_metrics_host,
+        port=settings.notifier_metrics_port,
+        process="notifier",
+        alive=notifier.alive,
+        store=store,
     ).start()
 
     async def serve() -> None:
@@ -569,6 +578,7 @@ def main(settings: Settings | None = None) -> None:
     try:
         _run(serve())
     finally:
+        notifier.heartbeat.stopped()
         status.stop()
         store.close()
 

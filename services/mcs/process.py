@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.errors import McsError
 from mcs.store import Store, sqlite_version
 from mcs.store import outbox as outbox_store
 
@@ -95,6 +96,15 @@ class Heartbeat:
             )
             self.last = now
 
+    def stopped(self) -> None:
+        """On the way out: mark this process's row stopped, best effort (the database may be gone or busy)."""
+        try:
+            self.store.write(outbox_store.mark_stopped, process=self.process, pid=os.getpid())
+        except McsError as exc:
+            logging.getLogger("mcs").warning(
+                "could not mark the heartbeat stopped", extra={"action": "mark_stopped", "error": str(exc)}
+            )
+
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = STATUS_READ_TIMEOUT  # StreamRequestHandler sets it on the socket: an idle client is dropped
@@ -138,18 +148,21 @@ class _StatusHTTPServer(ThreadingMixIn, WSGIServer):
 
 
 class StatusServer:
-    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive) on their own port."""
+    """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive and the database path
+    still names the file it opened) on their own port."""
 
-    def __init__(self, *, host: str, port: int, process: str, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self, *, host: str, port: int, process: str, alive: Callable[[], bool], store: Store | None = None
+    ) -> None:
         metrics_app = make_wsgi_app()
         self.process = process
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
-                ok = alive()
-                body = json.dumps(
-                    {"status": "ok" if ok else "stalled", "process": process, "sqlite_version": sqlite_version()}
-                ).encode()
+                same_file = store is None or store.same_file()
+                ok = same_file and alive()
+                status = "ok" if ok else "stalled" if same_file else "database_replaced"
+                body = json.dumps({"status": status, "process": process, "sqlite_version": sqlite_version()}).encode()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [body]
             return metrics_app(environ, start_response)

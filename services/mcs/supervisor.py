@@ -136,7 +136,7 @@ class Supervisor:
 
 def main(settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     store.close()
     token, created = ensure_admin_token(settings)

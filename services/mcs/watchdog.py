@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.errors import DatabaseReplaced
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
@@ -22,6 +23,8 @@ from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
+
+FILE_CHECK_INTERVAL = 1.0  # seconds between checks, while waiting, that the database file is still there
 
 
 @dataclass
@@ -102,17 +105,28 @@ class Watchdog:
         log.info("watchdog started", extra={"action": "start", "interval": self.interval})
         while not self._stop.is_set():
             try:
+                self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                 self.run_once()
+            except DatabaseReplaced:
+                log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
+                raise
             except Exception:
                 log.exception("sweep failed; trying again next interval", extra={"action": "sweep_failed"})
-            self._stop.wait(self.interval)
+            self._wait(self.interval)
         log.info("watchdog stopped", extra={"action": "stop"})
+
+    def _wait(self, seconds: float) -> None:
+        """Until the next sweep, stop(), or the database file is seen gone (a stat a second costs nothing)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(left, FILE_CHECK_INTERVAL)) or not self.store.same_file():
+                return
 
 
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
     watchdog = Watchdog(
@@ -125,10 +139,15 @@ def main(settings: Settings | None = None) -> None:
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(
-        host=settings.bind_metrics_host, port=settings.watchdog_metrics_port, process="watchdog", alive=watchdog.alive
+        host=settings.bind_metrics_host,
+        port=settings.watchdog_metrics_port,
+        process="watchdog",
+        alive=watchdog.alive,
+        store=store,
     ).start()
     try:
         watchdog.run()
     finally:
+        watchdog.heartbeat.stopped()
         status.stop()
         store.close()

@@ -151,7 +151,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.while_serving
     async def lifespan() -> Any:
         own = store is None
-        s = store or Store(settings.db, synchronous=settings.synchronous)
+        s = store or Store(
+            settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout
+        )
         db = AsyncStore(s)
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
@@ -179,8 +181,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     netns = network_namespace()
 
     @app.get("/healthz")
-    @documented(ok={200: Health}, errors=(503,), auth=None)
+    @documented(ok={200: Health, 503: Health}, auth=None)  # 503: status "database_replaced"
     async def healthz() -> Response:
+        db: AsyncStore = app.config["MCS_DB"]
+        if not await asyncio.to_thread(db.store.same_file):
+            body = {"status": "database_replaced", "sqlite_version": sqlite_version(), "version": __version__}
+            return Response(json.dumps(body), status=503, content_type="application/json")
         # `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here.
         return respond(
             {

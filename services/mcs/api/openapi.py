@@ -88,7 +88,7 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
-    """The api is up and its database answers."""
+    """The api is up and its database answers (200), or the database file was replaced (503)."""
 
     status: str
     sqlite_version: str

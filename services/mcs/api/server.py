@@ -19,6 +19,8 @@ from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.api")
 
+FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database path still names the file opened
+
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
@@ -33,7 +35,7 @@ def hypercorn_config(settings: Settings) -> Config:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = (settings or Settings.from_env()).with_admin_token_file()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     if applied:
         log.info("migrated", extra={"action": "migrate", "applied": applied})
@@ -52,7 +54,20 @@ def main(settings: Settings | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("api listening", extra={"action": "start", "url": f"http://{settings.host}:{settings.port}"})
         shutdown: Any = stop.wait
-        await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown)
+        watch = asyncio.create_task(watch_file(stop))
+        try:
+            await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown)
+        finally:
+            watch.cancel()
+
+    async def watch_file(stop: asyncio.Event) -> None:
+        """Stop serving once the database file is deleted or replaced (seen here, or by a refused write),
+        so the process exits and is restarted on the file now at the path."""
+        while not stop.is_set():
+            await asyncio.sleep(FILE_CHECK_INTERVAL)
+            if not await asyncio.to_thread(store.same_file):
+                log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
+                stop.set()
 
     try:
         try:
@@ -63,3 +78,4 @@ def main(settings: Settings | None = None) -> None:
             asyncio.run(run())
     finally:
         store.close()
+    store.check_file()  # raises DatabaseReplaced when that is why serving stopped: exit 75, to be restarted

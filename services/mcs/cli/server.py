@@ -14,6 +14,7 @@ from mcs.cli.root import main
 
 SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
 EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
+EXIT_RESTART = 75  # EX_TEMPFAIL: restarting will help (the database file was replaced, or stayed locked)
 
 
 def _settings() -> Any:
@@ -24,13 +25,21 @@ def _settings() -> Any:
 
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
-    on stderr and exit code 78, which tells `mcs up` that restarting would not help."""
+    on stderr and exit code 78, which tells `mcs up` that restarting would not help. A database deleted or
+    replaced under the process, or locked past MCS_WRITE_LOCK_TIMEOUT at start, exits 75: `mcs up` and
+    compose restart it (on the file now at the path)."""
     import errno
 
-    from mcs.errors import McsError
+    from mcs.errors import DatabaseReplaced, McsError, StoreBusy
 
     try:
         run(_settings())
+    except DatabaseReplaced as exc:
+        click.echo(f"mcs {name}: exiting to restart: {exc}", err=True)
+        sys.exit(EXIT_RESTART)
+    except StoreBusy as exc:
+        click.echo(f"mcs {name}: cannot start now: {exc}", err=True)
+        sys.exit(EXIT_RESTART)
     except OSError as exc:
         why = "the port is already in use (another MCS?)" if exc.errno == errno.EADDRINUSE else str(exc)
         click.echo(f"mcs {name}: cannot start: {why}", err=True)
@@ -92,7 +101,7 @@ def migrate(as_json: bool) -> None:
     from mcs.store import Store, sqlite_version
 
     settings = _settings()
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     store.close()
     data = {"db": str(settings.db), "applied": applied, "sqlite_version": sqlite_version()}
@@ -118,10 +127,13 @@ def check(process: str, max_age: float) -> None:
             sys.exit(1)
         click.echo("api ok")
         return
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     beats = store.read(outbox_store.heartbeats)
     store.close()
-    age = time.time() - beats.get(process, 0.0)
+    if process not in beats:
+        click.echo(f"{process}: no heartbeat (it never ran on this database)", err=True)
+        sys.exit(1)
+    age = time.time() - beats[process]
     if age > max_age:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mcs.config import Settings
 from mcs.store import migrations
 from mcs.store.connection import (
     Connection,
+    FileIdentity,
     WriterLock,
     connect,
     in_read,
@@ -36,11 +39,23 @@ BATCH_MAX = 64  # requests run together at most (one transaction)
 
 
 class Store:
-    """Thread-local connections to one database file, each with its own handle on the writer lock."""
+    """Thread-local connections to one database file, each with its own handle on the writer lock.
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    The file is the one the path named when the first connection opened it (`identity`): every write
+    checks the path still names it, and a connection opened later by another thread must find it there.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = Settings.synchronous,
+        write_lock_timeout: float = Settings.write_lock_timeout,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.write_lock_timeout = write_lock_timeout
+        self.identity: FileIdentity | None = None
         self._local = threading.local()
         self._all: list[tuple[Connection, WriterLock]] = []
         self._lock = threading.Lock()
@@ -48,12 +63,31 @@ class Store:
     def _open(self) -> tuple[Connection, WriterLock]:
         pair: tuple[Connection, WriterLock] | None = getattr(self._local, "pair", None)
         if pair is None:
+            if self.identity is not None:
+                self.identity.check()  # never create a fresh file at the path behind the others' back
             conn = connect(self.path, synchronous=self.synchronous)
-            pair = (conn, WriterLock(self.path))
+            with self._lock:
+                if self.identity is None:
+                    self.identity = FileIdentity(self.path)
+            pair = (conn, WriterLock(self.path, timeout=self.write_lock_timeout, identity=self.identity))
             self._local.pair = pair
             with self._lock:
                 self._all.append(pair)
         return pair
+
+    def same_file(self) -> bool:
+        """Whether the database path still names the file this store opened (a stat: cheap)."""
+        return self.identity is None or self.identity.same_file()
+
+    def check_file(self) -> None:
+        """Raise DatabaseReplaced if the database path no longer names the file this store opened."""
+        if self.identity is not None:
+            self.identity.check()
+
+    @property
+    def replaced(self) -> str | None:
+        """What happened ("data/mcs.db was deleted", ...), once a check has seen the path name another file."""
+        return self.identity.lost if self.identity is not None else None
 
     @property
     def conn(self) -> Connection:
@@ -73,9 +107,12 @@ class Store:
         conn, lock = self._open()
         return in_write(conn, fn, *args, lock=lock, **kwargs)
 
-    def write_batch(self, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
+    def write_batch(self, jobs: list[Callable[[Connection], Any]], *, since: float | None = None) -> list[Any]:
+        """Run jobs in one transaction; `since` (time.monotonic()) is when the oldest was asked for, so its
+        whole wait for the write lock, queueing included, stays within write_lock_timeout."""
         conn, lock = self._open()
-        return in_write_batch(conn, jobs, lock)
+        timeout = None if since is None else self.write_lock_timeout - (time.monotonic() - since)
+        return in_write_batch(conn, jobs, lock, timeout=timeout)
 
     def read_batch(self, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
         return in_read_batch(self.conn, jobs)
@@ -104,6 +141,7 @@ class _Job:
     call: Callable[[Connection], Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    queued: float  # time.monotonic() when it was asked for
 
 
 def _settle(jobs: list[_Job], outcomes: list[Any]) -> None:
@@ -120,7 +158,7 @@ class _BatchThread:
     """One thread that takes whatever jobs are queued, runs them as one batch, and wakes each waiting
     event loop once per batch (not once per job)."""
 
-    def __init__(self, run_batch: Callable[[list[Callable[[Connection], Any]]], list[Any]], name: str) -> None:
+    def __init__(self, run_batch: Callable[[list[Callable[[Connection], Any]], float], list[Any]], name: str) -> None:
         self.run_batch = run_batch
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -142,7 +180,7 @@ class _BatchThread:
                     break
                 batch.append(more)
             try:
-                outcomes = self.run_batch([j.call for j in batch])
+                outcomes = self.run_batch([j.call for j in batch], batch[0].queued)
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 outcomes = [exc] * len(batch)
             by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[Any]]] = {}
@@ -157,7 +195,7 @@ class _BatchThread:
     async def submit(self, call: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self.jobs.put(_Job(call, future, loop))
+        self.jobs.put(_Job(call, future, loop, time.monotonic()))
         return await future
 
     def stop(self) -> None:
@@ -174,8 +212,8 @@ class AsyncStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._writer = _BatchThread(store.write_batch, "mcs-write")
-        self._reader = _BatchThread(store.read_batch, "mcs-read")
+        self._writer = _BatchThread(lambda jobs, since: store.write_batch(jobs, since=since), "mcs-write")
+        self._reader = _BatchThread(lambda jobs, since: store.read_batch(jobs), "mcs-read")
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._writer.submit(lambda conn: fn(conn, *args, **kwargs))

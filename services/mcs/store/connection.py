@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any, TypeVar
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
 from mcs import metrics
-from mcs.errors import SqliteTooOld, StoreError
+from mcs.errors import DatabaseReplaced, SqliteTooOld, StoreBusy, StoreError
 from mcs.store import effects
 
 MIN_SQLITE = (3, 51, 3)
@@ -72,6 +75,92 @@ def writer_lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + "-writelock")
 
 
+def _is_busy(exc: Exception) -> bool:
+    """Whether a driver error is SQLite's SQLITE_BUSY (its write lock stayed taken past busy_timeout)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(exc)
+
+
+def translate(exc: Exception) -> StoreError:
+    """A driver error as the StoreError the api can answer with (never the SQL in its text)."""
+    if _is_busy(exc):
+        metrics.write_lock_timeouts.inc()
+        return StoreBusy(
+            f"the database is locked by another writer (waited {BUSY_TIMEOUT_MS / 1000:g} s); try again shortly"
+        )
+    return StoreError(f"database error: {exc}")
+
+
+COMPANION_CHECK_INTERVAL = 1.0  # seconds between checks of the -wal and -shm beside the database
+
+
+def _dev_ino(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot stat {path}: {exc.strerror}") from exc
+    return st.st_dev, st.st_ino
+
+
+class FileIdentity:
+    """Which file the database path named when this process opened it, by device and inode.
+
+    Deleting the files (`rm data/mcs.db*`) or moving another database into place leaves every open
+    connection writing the old inode, which nobody will ever read again: each write transaction checks,
+    before BEGIN and again after COMMIT, that the path still names that file, so no write is acknowledged
+    into a ghost. A stat costs a few microseconds next to a commit's fsync. Once it fails it stays failed:
+    the process must restart to open the file now at the path (`lost` says so to its loops).
+
+    The loops' own checks (about once a second) also look at `-wal` and `-shm`: while this process has
+    a connection open SQLite never removes them, so one deleted or replaced under it (a "clean-up" of
+    stale-looking files) means the processes no longer share one log and index; they restart too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dev_ino = _dev_ino(path)
+        self.companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> identity, once seen
+        self.next_companion_check = 0.0  # time.monotonic()
+        self.lost: str | None = None  # what happened, once the path was seen to name another file (or none)
+
+    def same_file(self, *, companions: bool = True, now: float | None = None) -> bool:
+        """Whether the path still names the file opened (remembering the answer once it is no); with
+        `companions`, also its -wal and -shm, at most once per COMPANION_CHECK_INTERVAL."""
+        if self.lost is None:
+            current = _dev_ino(self.path)
+            if current != self.dev_ino:
+                self.lost = f"{self.path} was {'deleted' if current is None else 'replaced by another file'}"
+            elif companions:
+                now = time.monotonic() if now is None else now
+                if now >= self.next_companion_check:
+                    self.next_companion_check = now + COMPANION_CHECK_INTERVAL
+                    self._check_companions()
+        return self.lost is None
+
+    def _check_companions(self) -> None:
+        for suffix in ("-wal", "-shm"):
+            path = self.path.with_name(self.path.name + suffix)
+            current = _dev_ino(path)
+            known = self.companions.get(suffix)
+            if known is None:
+                if current is not None:  # SQLite makes them at the first transaction in WAL mode
+                    self.companions[suffix] = current
+            elif current != known:
+                self.lost = f"{path} was {'deleted' if current is None else 'replaced by another file'}"
+                return
+
+    def check(self, *, companions: bool = True) -> None:
+        if not self.same_file(companions=companions):
+            raise DatabaseReplaced(
+                f"the database file {self.lost} while this process had it open; nothing is stored "
+                "there any more, and the process restarts on the file now at the path"
+            )
+
+
 class WriterLock:
     """Queues MCS's writers, across processes, on an flock of a file beside the database.
 
@@ -81,27 +170,95 @@ class WriterLock:
     polling) and then BEGIN IMMEDIATE, which then almost never waits. `busy_timeout` stays as the safety
     net for writers that are not MCS (the sqlite3 shell). The flock is held only around one short
     transaction and the kernel drops it if its process dies.
+
+    A process frozen while holding it (SIGSTOP, a debugger) must not stall every writer for as long as it
+    stays frozen, so a wait ends after `timeout` seconds with StoreBusy. Linux has no timed flock and
+    polling with LOCK_NB cost about 2 ms of CPU per task in bench/, so: one non-blocking try (the lock is
+    free almost always), and only when it is taken a dedicated waiter thread blocks in flock while the
+    caller waits on a lock handed over with a timeout. A wait given up on is released by the waiter the
+    moment it gets the lock. (A signal cannot interrupt the flock instead: off the main thread Python
+    retries the call after EINTR, PEP 475.) One WriterLock serves one thread, as Store arranges.
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, timeout: float, identity: FileIdentity | None = None) -> None:
         self.path = writer_lock_path(db_path)
+        self.timeout = timeout
+        self.identity = identity
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open {self.path}: {exc.strerror}") from exc
+        self._mutex = threading.Lock()  # guards the hand-over between the caller and the waiter
+        self._granted = threading.Lock()  # released by the waiter to hand the flock over to the caller
+        self._granted.acquire()
+        self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._waiter: threading.Thread | None = None
+        self._waiting = False  # the waiter thread is in (or on its way into) a blocking flock
+        self._wanted = False  # the caller still waits for what the waiter is getting
+        self._closing = False
 
-    def acquire(self) -> bool:
-        # Blocking, with no timeout: Linux has no timed flock, and polling with LOCK_NB measured about 2 ms
-        # more CPU per task in bench/. A holder is always inside one short transaction; if its process
-        # dies the kernel drops the lock. A process frozen mid-transaction (SIGSTOP, a debugger) stalls
-        # the other writers until it resumes, as it would hold SQLite's own write lock meanwhile anyway.
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return True
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take the lock within `timeout` seconds (default: the lock's own), else raise StoreBusy."""
+        if not self._waiting:  # while the waiter is in flock, a try of ours would only look like success
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+        return self._acquire_contended(self.timeout if timeout is None else timeout)
+
+    def _acquire_contended(self, timeout: float) -> bool:
+        started = time.monotonic()
+        with self._mutex:
+            self._wanted = True
+            if not self._waiting:
+                self._waiting = True
+                if self._waiter is None:
+                    self._waiter = threading.Thread(target=self._wait_loop, name="mcs-writelock", daemon=True)
+                    self._waiter.start()
+                self._requests.put(True)
+        if self._granted.acquire(timeout=max(0.0, timeout)):
+            metrics.write_lock_waits.observe(time.monotonic() - started)
+            return True
+        with self._mutex:
+            if self._granted.acquire(blocking=False):  # handed over just as the wait ran out
+                return True
+            self._wanted = False  # the waiter releases it as soon as it gets it
+        metrics.write_lock_timeouts.inc()
+        raise StoreBusy(
+            f"another process has held the database's write lock for over {self.timeout:g} s "
+            "(is one frozen or stopped?); try again shortly"
+        )
+
+    def _wait_loop(self) -> None:
+        while self._requests.get():
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            with self._mutex:
+                self._waiting = False
+                if self._wanted:
+                    self._wanted = False
+                    self._granted.release()
+                    continue
+                fcntl.flock(self.fd, fcntl.LOCK_UN)  # the caller gave up meanwhile
+                if self._closing:
+                    os.close(self.fd)
+                    return
 
     def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
+    def check_file(self) -> None:
+        """Raise DatabaseReplaced if the database path no longer names the file this process opened."""
+        if self.identity is not None:
+            self.identity.check(companions=False)  # the main file only: this runs twice per transaction
+
     def close(self) -> None:
+        with self._mutex:
+            self._closing = True
+            if self._waiting:  # the waiter closes the fd when its flock returns; closing it now could
+                return  # let it lock or unlock whatever file reuses the number
+            if self._waiter is not None:
+                self._requests.put(False)
         os.close(self.fd)
 
 
@@ -110,6 +267,8 @@ def immediate(conn: Connection, lock: WriterLock | None = None) -> Iterator[Conn
     """One short write transaction: BEGIN IMMEDIATE takes the write lock up front, so it never upgrades."""
     held = lock.acquire() if lock is not None else False
     try:
+        if lock is not None:
+            lock.check_file()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -119,6 +278,8 @@ def immediate(conn: Connection, lock: WriterLock | None = None) -> Iterator[Conn
             raise
         else:
             conn.execute("COMMIT")
+            if lock is not None:
+                lock.check_file()  # deleted meanwhile: the commit went to a ghost, so do not acknowledge it
     finally:
         if held and lock is not None:
             lock.release()
@@ -130,20 +291,25 @@ def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLoc
         with effects.collecting() as noted, immediate(conn, lock):
             result = fn(conn, *args, **kwargs)
     except sqlite3.Error as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise translate(exc) from exc
     metrics.count_transitions(noted)  # committed: now they happened
     return result
 
 
-def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lock: WriterLock | None) -> list[Any]:
+def in_write_batch(
+    conn: Connection, jobs: list[Callable[[Connection], Any]], lock: WriterLock | None, *, timeout: float | None = None
+) -> list[Any]:
     """Group commit: run several jobs in one transaction, each in its own savepoint, and commit once.
 
     Returns one outcome per job: its result, or the exception it raised (its own changes rolled back,
     the others' kept). If the commit itself fails, every outcome is that failure: nothing was stored.
+    `timeout` bounds the wait for the writer lock (default: the lock's own); StoreBusy past it.
     """
     outcomes: list[Any] = []
-    held = lock.acquire() if lock is not None else False
+    held = lock.acquire(timeout) if lock is not None else False
     try:
+        if lock is not None:
+            lock.check_file()
         with effects.collecting() as noted:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
@@ -162,12 +328,14 @@ def in_write_batch(conn: Connection, jobs: list[Callable[[Connection], Any]], lo
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
-                    outcomes.append(StoreError(f"database error: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+                    outcomes.append(translate(exc) if isinstance(exc, sqlite3.Error) else exc)
             conn.execute("COMMIT")
+        if lock is not None:
+            lock.check_file()  # deleted meanwhile: the commit went to a ghost, so do not acknowledge it
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        failure = StoreError(f"database error: {exc}")
+        failure = translate(exc)
         return [failure for _ in jobs]
     finally:
         if held and lock is not None:
@@ -186,7 +354,7 @@ def in_read(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -
             if conn.in_transaction:
                 conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise translate(exc) from exc
 
 
 def in_read_batch(conn: Connection, jobs: list[Callable[[Connection], Any]]) -> list[Any]:
@@ -198,13 +366,13 @@ def in_read_batch(conn: Connection, jobs: list[Callable[[Connection], Any]]) -> 
             try:
                 outcomes.append(job(conn))
             except sqlite3.Error as exc:
-                outcomes.append(StoreError(f"database error: {exc}"))
+                outcomes.append(translate(exc))
             except Exception as exc:
                 outcomes.append(exc)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        failure = StoreError(f"database error: {exc}")
+        failure = translate(exc)
         return outcomes + [failure] * (len(jobs) - len(outcomes))
     return outcomes

@@ -90,6 +90,15 @@ def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: fl
     )
 
 
+STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+
+
+def mark_stopped(conn: Connection, *, process: str, pid: int) -> None:
+    """A process stopping cleanly says so in its row (pid 0), keeping its last beat: the age still grows
+    for `mcs check` and the alert on it, and `mcs restore` knows nothing runs there any more."""
+    conn.execute("UPDATE heartbeats SET pid = ? WHERE process = ? AND pid = ?", (STOPPED_PID, process, pid))
+
+
 def heartbeats(conn: Connection) -> dict[str, float]:
     return {r[0]: r[1] for r in conn.execute("SELECT process, beat_at FROM heartbeats")}
 
