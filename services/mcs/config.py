@@ -81,6 +81,9 @@ def _alert_format(raw: str) -> str:
 _alert_format.__name__ = "choice of json or text"
 
 
+KEEP_ALIVE_MAX = 75.0  # seconds an idle api connection stays open at most
+
+
 def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
     try:
         return egress.parse_rules(raw)
@@ -120,6 +123,14 @@ class Settings:
     watchdog_metrics_port: int = 9102
     notifier_metrics_port: int = 9103
     metrics_host: str | None = None  # defaults to host
+    # Per-caller limits (0 disables each); the admin is exempt. See mcs.quotas.
+    rate_submits: float = 20.0  # task submissions per second per agent, sustained
+    rate_submits_burst: int = 60  # submissions an agent may make at once before the rate applies
+    quota_queued_tasks: int = 1000  # unfinished tasks one agent may have submitted (a fanout counts once)
+    quota_memory_bytes: int = 64 * 1024 * 1024  # key and value bytes one memory namespace may hold
+    disk_min_free_bytes: int = 16 * 1024 * 1024  # /healthz reports disk_full below this much free space
+    api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
+    api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
     # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
     notify_allow: tuple[egress.Rule, ...] | None = None
@@ -130,6 +141,14 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return self.db.parent
+
+    @property
+    def api_keep_alive(self) -> float:
+        """Seconds an idle connection (or one still sending its headers) stays open, and the longest a
+        long poll waits: a third of the read timeout each, so a connection is always closed by the
+        keep-alive timer before the read timeout stops reading from it (Hypercorn then stops reading
+        but closes the socket only when the keep-alive timer fires; a request sent meanwhile hangs)."""
+        return min(KEEP_ALIVE_MAX, self.api_read_timeout / 3) if self.api_read_timeout else KEEP_ALIVE_MAX
 
     @property
     def admin_token_file(self) -> Path:
@@ -181,6 +200,13 @@ class Settings:
             watchdog_metrics_port=int(_env(e, "MCS_WATCHDOG_METRICS_PORT", whole, 9102)),
             notifier_metrics_port=int(_env(e, "MCS_NOTIFIER_METRICS_PORT", whole, 9103)),
             metrics_host=_env(e, "MCS_METRICS_HOST", str, None) or None,
+            rate_submits=_env(e, "MCS_RATE_SUBMITS", num, cls.rate_submits),
+            rate_submits_burst=int(_env(e, "MCS_RATE_SUBMITS_BURST", whole, cls.rate_submits_burst)),
+            quota_queued_tasks=int(_env(e, "MCS_QUOTA_QUEUED_TASKS", whole, cls.quota_queued_tasks)),
+            quota_memory_bytes=int(_env(e, "MCS_QUOTA_MEMORY_BYTES", whole, cls.quota_memory_bytes)),
+            disk_min_free_bytes=int(_env(e, "MCS_DISK_MIN_FREE_BYTES", whole, cls.disk_min_free_bytes)),
+            api_backlog=int(_env(e, "MCS_API_BACKLOG", whole, cls.api_backlog)),
+            api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
             container=_env(e, "MCS_CONTAINER", _bool, None),
             notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
             review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),

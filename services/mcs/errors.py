@@ -17,6 +17,7 @@ McsError
     ├── PayloadTooLarge        413
     ├── Unprocessable          422
     ├── TooManyRequests        429 (with Retry-After)
+    │   └── QuotaExceeded          a per-caller rate limit or quota (see mcs.quotas); names which one
     └── ServiceUnavailable     503 (with Retry-After): something MCS needs is not answering now
 
 An error may carry `retry_after` (seconds): the api sends it as the Retry-After header.
@@ -153,3 +154,11 @@ class ServiceUnavailable(ApiError):
 
     status, code = 503, "unavailable"
     retry_after: float | None = 1.0
+
+
+class QuotaExceeded(TooManyRequests):
+    """A rate limit or quota refused this request."""
+
+    def __init__(self, message: str, *, quota: str, code: str, retry_after: float) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
+        self.quota = quota

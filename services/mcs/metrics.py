@@ -76,6 +76,13 @@ write_lock_timeouts = Counter(
     "mcs_write_lock_timeouts_total",
     "Writes refused with 503 database_busy: the write lock stayed taken past MCS_WRITE_LOCK_TIMEOUT",
 )
+quota_refusals = Counter(
+    "mcs_quota_refusals_total", "Requests refused with 429 by a rate limit or quota (see mcs.quotas)", ["quota"]
+)
+disk_full_refusals = Counter("mcs_disk_full_total", "Writes refused with 507 because the disk was full")
+disk_free_bytes = Gauge(
+    "mcs_disk_free_bytes", "Free bytes on the disk holding the database, read by the api at each scrape", ["db"]
+)
 pruned = Counter(
     "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
 )

@@ -4,6 +4,7 @@ database, restarts one that dies (with backoff), and stops all four on Ctrl-C or
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from mcs import auth
 from mcs.config import Settings
+from mcs.errors import DiskFull
 from mcs.store import Store
 
 log = logging.getLogger("mcs.up")
@@ -38,8 +40,14 @@ def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     token = auth.new_admin_token()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    except OSError as exc:  # an empty token file would mean "no admin" at the next start: leave none
+        path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left on the disk to write {path}") from exc
+        raise
     return token, True
 
 

@@ -37,6 +37,7 @@ ALL = [
     "0005_agent_notify_host",
     "0006_agent_grants",
     "0007_retention",
+    "0008_quotas",
 ]
 
 
@@ -71,7 +72,7 @@ def test_agents_created_before_grants_keep_what_the_admin_gave_them(tmp_path):
             " VALUES (?, 'h', 'whsec_x', ?, ?, 0)",
             (name, caps, last_seen),
         )
-    assert store.migrate() == ["0006_agent_grants", "0007_retention"]
+    assert store.migrate() == ALL[ALL.index("0006_agent_grants") :]
     rows = store.conn.execute("SELECT name, granted FROM agents ORDER BY name").fetchall()
     assert [tuple(r) for r in rows] == [("fresh", '["alpha"]'), ("open", None), ("seen", None)]
 

@@ -16,15 +16,15 @@ from quart import Quart, Request, Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from mcs import __version__, egress, metrics
+from mcs import __version__, egress, metrics, quotas
 from mcs.api import agents, memory, tasks
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
-from mcs.errors import ApiError, BadRequest, StoreError
+from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
 from mcs.process import in_container, network_namespace
 from mcs.state_metrics import state_registry
-from mcs.store import AsyncStore, Store, sqlite_version
+from mcs.store import AsyncStore, Store, disk_free, sqlite_version
 
 log = logging.getLogger("mcs.api")
 
@@ -37,6 +37,15 @@ MAX_JSON_DEPTH = 64  # nesting levels a request body may have
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when it overflows a double (`1e999` is inf):
+    it could be stored but never rendered as JSON again."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range (non-finite numbers are not JSON)")
+    return value
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -54,7 +63,8 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 class LenientJsonRequest(Request):
     """Parse the body as JSON whatever the Content-Type (curl -d sends form encoding); empty means {}.
-    Strict about the JSON itself: UTF-8, no NaN or Infinity, at most MAX_JSON_DEPTH levels deep; anything
+    Strict about the JSON itself: UTF-8, no NaN or Infinity, no number that overflows to one (`1e999`),
+    integers of at most 4300 digits (Python's limit), at most MAX_JSON_DEPTH levels deep; anything
     else is a 400 before a handler runs, so nothing unserialisable is ever stored."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
@@ -63,7 +73,7 @@ class LenientJsonRequest(Request):
             return {}
         try:
             text = body.decode("utf-8") if isinstance(body, bytes) else body
-            value = json.loads(text, parse_constant=_no_constant)
+            value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except UnicodeDecodeError as exc:
             raise BadRequest("the request body is not UTF-8", code="bad_json") from exc
         except RecursionError as exc:
@@ -132,7 +142,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app = Quart("mcs")
     app.request_class = LenientJsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    if settings.api_read_timeout:  # a body still arriving after this (trickled: no read timeout) is a 408
+        app.config["BODY_TIMEOUT"] = min(app.config["BODY_TIMEOUT"], settings.api_read_timeout)
     app.config["MCS_SETTINGS"] = settings
+    app.config["MCS_SUBMIT_RATE"] = quotas.SubmitRate(rate=settings.rate_submits, burst=settings.rate_submits_burst)
+    for quota in quotas.QUOTAS:
+        metrics.quota_refusals.labels(quota)  # every series from 0, so the first refusal is an increase
     app.config["MCS_NOTIFY_POLICY"] = egress.notify_policy(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(
@@ -183,31 +198,40 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.get("/healthz")
     @documented(ok={200: Health, 503: Health}, auth=None)  # 503: status "database_replaced"
     async def healthz() -> Response:
+        """ok; 503 database_replaced when the database file was deleted or replaced under this process (it
+        restarts); 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free.
+        `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here."""
+        body: dict[str, Any] = {
+            "status": "ok",
+            "sqlite_version": sqlite_version(),
+            "version": __version__,
+            "container": container,
+            "netns": netns,
+        }
         db: AsyncStore = app.config["MCS_DB"]
         if not await asyncio.to_thread(db.store.same_file):
-            body = {"status": "database_replaced", "sqlite_version": sqlite_version(), "version": __version__}
-            return Response(json.dumps(body), status=503, content_type="application/json")
-        # `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here.
-        return respond(
-            {
-                "status": "ok",
-                "sqlite_version": sqlite_version(),
-                "version": __version__,
-                "container": container,
-                "netns": netns,
-            }
-        )
+            return respond(body | {"status": "database_replaced"}, 503)
+        free = await asyncio.to_thread(disk_free, settings.data_dir)
+        if free is not None and free < settings.disk_min_free_bytes:
+            body |= {"status": "disk_full", "free_bytes": free, "min_free_bytes": settings.disk_min_free_bytes}
+            return respond(body, 503)
+        return respond(body)
 
     @app.get("/metrics")
     @documented(ok={200: TEXT}, auth=None)
     async def prometheus_metrics() -> Response:
         # The process's own counters, then the mesh state read from the database (off the event loop).
+        free = await asyncio.to_thread(disk_free, settings.data_dir)
+        if free is not None:
+            metrics.disk_free_bytes.labels(str(settings.db)).set(free)
         own = generate_latest()
         state = await asyncio.to_thread(generate_latest, app.config["MCS_STATE_METRICS"])
         return Response(own + state, content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
+        if isinstance(exc, QuotaExceeded):
+            metrics.quota_refusals.labels(exc.quota).inc()
         return _error(exc.status, exc.code, exc.message, exc.retry_after)
 
     @app.errorhandler(RequestSchemaValidationError)
@@ -220,11 +244,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
             400: "bad_request",
             404: "not_found",
             405: "method_not_allowed",
+            408: "request_timeout",
             413: "payload_too_large",
         }.get(exc.code or 500, "http_error")
         messages = {
             400: "the request body is not valid JSON",
             404: "no such endpoint",
+            408: "the request body did not arrive in time",
             413: f"the request body is larger than {settings.max_body_bytes} bytes",
         }
         return _error(exc.code or 500, code, messages.get(exc.code or 500, exc.description or "request refused"))
@@ -232,6 +258,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> Response:
         log.error("database error", extra={"action": "store_error", "error": str(exc)})
+        if isinstance(exc, DiskFull):
+            metrics.disk_full_refusals.inc()
         if type(exc) is StoreError:  # a driver error: its text may hold SQL, so say only what to do
             return _error(503, "database_unavailable", "the database is busy or unavailable; try again", 1.0)
         return _error(exc.status, exc.code, exc.message, exc.retry_after)

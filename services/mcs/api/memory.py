@@ -41,6 +41,10 @@ def _encode(value: Any, key: str) -> str:
     return text
 
 
+def _quota() -> int:
+    return int(current_app.config["MCS_SETTINGS"].quota_memory_bytes)
+
+
 def _if_match() -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
@@ -88,7 +92,12 @@ async def put(ns: str, key: str, data: MemoryPut) -> Response:
         if_none_match=_if_none_match(),
     )
     item = await _db().write(
-        authed(memory_store.put, need="any", pass_as="caller"), credentials(), ns=namespace, put=change, now=time.time()
+        authed(memory_store.put, need="any", pass_as="caller"),
+        credentials(),
+        ns=namespace,
+        put=change,
+        now=time.time(),
+        quota_bytes=_quota(),
     )
     return _with_etag(item)
 
@@ -158,5 +167,6 @@ async def bulk(ns: str, data: MemoryBulk) -> Response:
         puts=puts,
         deletes=[check_key(k) for k in data.delete],
         now=time.time(),
+        quota_bytes=_quota(),
     )
     return respond(result)

@@ -17,6 +17,16 @@ Route = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 
 
 class Strict(BaseModel):
+    """A JSON request body: unknown fields refused, and no coercion (pydantic's strict mode): `true`, `"10"`
+    or `1` where a number, a string or a choice goes is a 422, not a guess. Whole numbers stay valid where
+    a float goes (`claim_ttl: 10`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """A query string: every value arrives as text, so numbers are parsed from it (lax mode)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -62,7 +72,7 @@ class Register(Strict):
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
     notify_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)] | None = None
     ttl: float | None = Field(default=None, gt=0, le=86400)
-    concurrency: int = Field(default=1, ge=1, le=1000, strict=True)
+    concurrency: int = Field(default=1, ge=1, le=1000)
 
 
 class SubmitTask(Strict):
@@ -71,7 +81,7 @@ class SubmitTask(Strict):
     priority: Literal["urgent", "normal", "low"] = "normal"
     capabilities: list[Capability] | None = Field(default=None, max_length=100)
     route: Route = "any"
-    max_retries: int | None = Field(default=None, ge=0, le=100, strict=True)
+    max_retries: int | None = Field(default=None, ge=0, le=100)
     claim_ttl: float | None = Field(default=None, gt=0, le=7 * 86400)
     aggregate: Literal["collect", "consensus"] | None = None
 
@@ -93,7 +103,7 @@ class Complete(Strict):
 class Fail(Strict):
     claim_token: str = Field(min_length=1, max_length=200)
     error: Any
-    retryable: bool = Field(default=True, strict=True)
+    retryable: bool = True
 
 
 class Reject(Strict):
@@ -101,7 +111,7 @@ class Reject(Strict):
     reason: str = Field(default="", max_length=2000)
 
 
-class TaskQuery(Strict):
+class TaskQuery(Query):
     state: Literal["queued", "assigned", "claimed", "retrying", "waiting", "completed", "failed", "canceled"] | None = (
         None
     )
@@ -112,7 +122,7 @@ class TaskQuery(Strict):
     cursor: str | None = Field(default=None, max_length=200)
 
 
-class AgentQuery(Strict):
+class AgentQuery(Query):
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
 
@@ -129,7 +139,7 @@ class MemoryPut(Strict):
 
 class BulkPut(MemoryPut):
     key: MemoryKey
-    if_match: int | None = Field(default=None, ge=1, strict=True)
+    if_match: int | None = Field(default=None, ge=1)
     if_none_match: Literal["*"] | None = None
 
 
@@ -139,7 +149,7 @@ class MemoryBulk(Strict):
     delete: list[MemoryKey] = Field(default_factory=list, max_length=1000)
 
 
-class MemoryQuery(Strict):
+class MemoryQuery(Query):
     prefix: str | None = Field(default=None, max_length=512)
     tag: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=100, ge=1, le=1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from typing import Any
 
@@ -27,7 +28,14 @@ def hypercorn_config(settings: Settings) -> Config:
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None  # one log line per request costs more than the request; metrics count them
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75
+    # Hypercorn's 100 overflows when a few thousand agents connect at once: the kernel drops the SYNs
+    # and clients retry after 1 s, 3 s, 7 s. Linux caps it at net.core.somaxconn (4096 since 5.4).
+    config.backlog = settings.api_backlog
+    # A connection that sends nothing for the read timeout is closed (a request stalled in its body);
+    # one still in its headers, or idle, after the keep-alive time (from the start: a slowloris).
+    # Long polls are cut to the keep-alive time too; see Settings.api_keep_alive for why.
+    config.read_timeout = math.ceil(settings.api_read_timeout) or None  # Hypercorn takes whole seconds
+    config.keep_alive_timeout = settings.api_keep_alive
     config.graceful_timeout = 5
     return config
 

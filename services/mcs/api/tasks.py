@@ -14,7 +14,7 @@ from mcs.api.auth import authed, credentials
 from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
-from mcs.errors import BadRequest, Unprocessable
+from mcs.errors import BadRequest, Unauthorized, Unprocessable
 from mcs.models import Priority, TaskSpec
 from mcs.store import tasks as tasks_store
 
@@ -51,15 +51,23 @@ async def submit(data: SubmitTask) -> Response:
     if key is not None and not (1 <= len(key) <= 200):
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", code="bad_idempotency_key")
     body_hash = hashlib.sha256(json.dumps(data.model_dump(), sort_keys=True).encode()).hexdigest()
-    task, replayed = await _db().write(
-        authed(tasks_store.submit, need="any", pass_as="caller"),
-        creds,
-        spec=spec,
-        idempotency_key=key,
-        body_hash=body_hash,
-        idempotency_ttl=settings.idempotency_ttl,
-        now=time.time(),
-    )
+    rate = current_app.config["MCS_SUBMIT_RATE"]
+    if not creds.is_admin:
+        rate.take(creds.name, time.monotonic())  # the name is checked in the write; see give_back below
+    try:
+        task, replayed = await _db().write(
+            authed(tasks_store.submit, need="any", pass_as="caller"),
+            creds,
+            spec=spec,
+            idempotency_key=key,
+            body_hash=body_hash,
+            idempotency_ttl=settings.idempotency_ttl,
+            now=time.time(),
+            max_queued=settings.quota_queued_tasks,
+        )
+    except Unauthorized:
+        rate.give_back(creds.name)
+        raise
     return respond(task, 201, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
@@ -97,9 +105,11 @@ async def events(task_id: str) -> Response:
 @documented(ok={200: ClaimedTask, 204: NO_CONTENT}, auth="agent", body=True, writes=True)
 @validate_request(ClaimNext)
 async def claim_next(data: ClaimNext) -> Response:
-    """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll)."""
+    """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll).
+    The wait is at most a third of MCS_API_READ_TIMEOUT (Settings.api_keep_alive), so the connection,
+    silent meanwhile, is not dropped under it."""
     creds = credentials()
-    deadline = time.monotonic() + data.wait
+    deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
     while True:
         version = watcher.version

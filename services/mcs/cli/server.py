@@ -121,9 +121,19 @@ def check(process: str, max_age: float) -> None:
         import httpx
 
         try:
-            httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=5).raise_for_status()
+            response = httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=5)
         except httpx.HTTPError as exc:
             click.echo(f"api unhealthy: {exc}", err=True)
+            sys.exit(1)
+        if response.status_code != 200:
+            try:
+                health = response.json()
+            except ValueError:
+                health = {}
+            if isinstance(health, dict) and health.get("status") == "disk_full":
+                click.echo(f"api unhealthy: disk full ({health.get('free_bytes')} bytes free)", err=True)
+            else:
+                click.echo(f"api unhealthy: HTTP {response.status_code}", err=True)
             sys.exit(1)
         click.echo("api ok")
         return

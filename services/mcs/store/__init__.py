@@ -21,19 +21,22 @@ from mcs.config import Settings
 from mcs.store import migrations
 from mcs.store.connection import (
     Connection,
+    DatabaseError,
     FileIdentity,
     WriterLock,
     connect,
+    disk_free,
     in_read,
     in_read_batch,
     in_write,
     in_write_batch,
     sqlite_version,
+    translate,
 )
 
 T = TypeVar("T")
 
-__all__ = ["AsyncStore", "Store", "sqlite_version"]
+__all__ = ["AsyncStore", "Store", "disk_free", "sqlite_version"]
 
 BATCH_MAX = 64  # requests run together at most (one transaction)
 
@@ -98,7 +101,10 @@ class Store:
         return self._open()[1]
 
     def migrate(self) -> list[str]:
-        return migrations.apply(self.conn, self.writer_lock)
+        try:
+            return migrations.apply(self.conn, self.writer_lock)
+        except DatabaseError as exc:  # e.g. a full disk: DiskFull, one line at start-up, not a traceback
+            raise translate(exc, self.path.parent) from exc
 
     def pending_migrations(self) -> list[str]:
         return migrations.pending(self.conn)

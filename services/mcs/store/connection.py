@@ -7,6 +7,7 @@ exactly our shape (several processes writing and checkpointing one WAL database)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import queue
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
 from mcs import metrics
-from mcs.errors import DatabaseReplaced, SqliteTooOld, StoreBusy, StoreError
+from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
 from mcs.store import effects
 
 MIN_SQLITE = (3, 51, 3)
@@ -31,6 +32,23 @@ T = TypeVar("T")
 
 DatabaseError = sqlite3.DatabaseError
 IntegrityError = sqlite3.IntegrityError
+
+
+SQLITE_IOERR = 10  # primary result codes (extended codes keep them in the low byte)
+SQLITE_FULL = 13  # "database or disk is full"
+NEARLY_FULL = 256 * 1024  # bytes free under which a disk I/O error is taken for a full disk
+
+
+def disk_free(folder: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk holding `folder` (None if unknown); 0 when
+    it has no inode left either, which refuses new files (the -wal, -shm) as surely as no space."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_files > 0 and st.f_favail == 0:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def sqlite_version() -> str:
@@ -56,6 +74,8 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull() from exc
         raise StoreError(f"cannot create the data folder {path.parent}: {exc.strerror}") from exc
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -67,6 +87,8 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
+        if isinstance(translate(exc, path.parent), DiskFull):
+            raise DiskFull() from exc
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return conn
 
@@ -83,8 +105,23 @@ def _is_busy(exc: Exception) -> bool:
     return "database is locked" in str(exc)
 
 
-def translate(exc: Exception) -> StoreError:
-    """A driver error as the StoreError the api can answer with (never the SQL in its text)."""
+def translate(exc: Exception, folder: Path | None = None) -> StoreError:
+    """A driver or OS error as the StoreError the api can answer with (never the SQL in its text):
+    DiskFull (507) when the disk is full, whatever wrote (SQLITE_FULL, ENOSPC, or a disk I/O error, as
+    growing the -shm file gives, on a disk with next to no room left in `folder`); StoreBusy when another
+    writer held SQLite's lock past busy_timeout; otherwise a StoreError saying only that the database failed."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return DiskFull()
+        return StoreError(f"{exc.filename or 'database'}: {exc.strerror}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == SQLITE_FULL or "database or disk is full" in str(exc):
+        return DiskFull()
+    if primary == SQLITE_IOERR and folder is not None:
+        free = disk_free(folder)
+        if free is not None and free < NEARLY_FULL:
+            return DiskFull()
     if _is_busy(exc):
         metrics.write_lock_timeouts.inc()
         return StoreBusy(
@@ -187,6 +224,8 @@ class WriterLock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull() from exc
             raise StoreError(f"cannot open {self.path}: {exc.strerror}") from exc
         self._mutex = threading.Lock()  # guards the hand-over between the caller and the waiter
         self._granted = threading.Lock()  # released by the waiter to hand the flock over to the caller
@@ -290,8 +329,8 @@ def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLoc
     try:
         with effects.collecting() as noted, immediate(conn, lock):
             result = fn(conn, *args, **kwargs)
-    except sqlite3.Error as exc:
-        raise translate(exc) from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise translate(exc, lock.path.parent if lock is not None else None) from exc
     metrics.count_transitions(noted)  # committed: now they happened
     return result
 
@@ -306,6 +345,16 @@ def in_write_batch(
     `timeout` bounds the wait for the writer lock (default: the lock's own); StoreBusy past it.
     """
     outcomes: list[Any] = []
+    folder = lock.path.parent if lock is not None else None
+
+    def lost_with_transaction(outcomes: list[Any]) -> list[Any]:
+        """An error rolled the whole transaction back (SQLite does for a full disk, for one): the jobs
+        before it that had succeeded lost their changes too, and fail as the one that caused it."""
+        cause = outcomes[-1] if outcomes else None
+        lost = DiskFull() if isinstance(cause, DiskFull) else StoreError("database error: rolled back")
+        noted.clear()
+        return [lost if not isinstance(o, BaseException) else o for o in outcomes]
+
     held = lock.acquire(timeout) if lock is not None else False
     try:
         if lock is not None:
@@ -313,10 +362,8 @@ def in_write_batch(
         with effects.collecting() as noted:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                if not conn.in_transaction:  # an error destroyed the transaction: what came before is lost
-                    lost = StoreError("database error: the transaction was rolled back")
-                    outcomes = [lost if not isinstance(o, BaseException) else o for o in outcomes]
-                    noted.clear()
+                if not conn.in_transaction:
+                    outcomes = lost_with_transaction(outcomes)
                     conn.execute("BEGIN IMMEDIATE")
                 conn.execute("SAVEPOINT job")
                 mark = len(noted)
@@ -328,14 +375,17 @@ def in_write_batch(
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
-                    outcomes.append(translate(exc) if isinstance(exc, sqlite3.Error) else exc)
-            conn.execute("COMMIT")
+                    outcomes.append(translate(exc, folder) if isinstance(exc, sqlite3.Error | OSError) else exc)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            else:  # the last job's error ended it: there is nothing to commit
+                outcomes = lost_with_transaction(outcomes)
         if lock is not None:
             lock.check_file()  # deleted meanwhile: the commit went to a ghost, so do not acknowledge it
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        failure = translate(exc)
+        failure = translate(exc, folder)
         return [failure for _ in jobs]
     finally:
         if held and lock is not None:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mcs import quotas
 from mcs.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
 from mcs.models import Caller, iso
 from mcs.namespaces import Kind, Namespace
@@ -106,9 +107,30 @@ def _put_one(conn: Connection, caller: Caller, ns: Namespace, put: Put, now: flo
     }
 
 
-def put(conn: Connection, *, caller: Caller, ns: Namespace, put: Put, now: float) -> dict[str, Any]:
+def usage(conn: Connection, ns: Namespace) -> int:
+    """Bytes of keys and values `ns` holds (expired keys count until the watchdog purges them)."""
+    row = conn.execute("SELECT bytes FROM memory_usage WHERE ns = ?", (ns.name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _check_quota(conn: Connection, caller: Caller, ns: Namespace, before: int, quota_bytes: int) -> None:
+    """Refuse (429) a write that grew `ns` past `quota_bytes` (0: no quota); the caller's transaction
+    then rolls back. A write that does not grow the namespace passes, so an over-quota one can shrink."""
+    if quota_bytes <= 0 or caller.is_admin:
+        return
+    after = usage(conn, ns)
+    if after > quota_bytes and after > before:
+        raise quotas.memory_bytes_exceeded(ns.name, after, quota_bytes)
+
+
+def put(
+    conn: Connection, *, caller: Caller, ns: Namespace, put: Put, now: float, quota_bytes: int = 0
+) -> dict[str, Any]:
     _check_write(conn, ns, caller)
-    return _put_one(conn, caller, ns, put, now)
+    before = usage(conn, ns)
+    item = _put_one(conn, caller, ns, put, now)
+    _check_quota(conn, caller, ns, before, quota_bytes)
+    return item
 
 
 def _delete_one(conn: Connection, ns: Namespace, key: str, if_match: int | None, now: float) -> bool:
@@ -182,6 +204,7 @@ def bulk(
     puts: list[Put],
     deletes: list[str],
     now: float,
+    quota_bytes: int = 0,
 ) -> dict[str, Any]:
     """Gets (seeing the state before this request's writes), then puts, then deletes, in one transaction.
     Everything is authorised before anything is done; any refusal or failed condition writes nothing."""
@@ -193,8 +216,10 @@ def bulk(
     for key in gets:
         row = _row(conn, ns, key, now)
         got.append({"key": key, "found": False} if row is None else {"found": True} | _item(row, with_value=True))
+    before = usage(conn, ns)
     stored = [_put_one(conn, caller, ns, p, now) for p in puts]
     deleted = [{"key": key, "deleted": _delete_one(conn, ns, key, None, now)} for key in deletes]
+    _check_quota(conn, caller, ns, before, quota_bytes)
     return {"get": got, "put": stored, "delete": deleted}
 
 

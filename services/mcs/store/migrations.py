@@ -220,3 +220,27 @@ def apply(conn: Connection, lock: WriterLock | None = None) -> list[str]:
 
 def pending(conn: Connection) -> list[str]:
     return [m.name for m in migrations.pending(Database(conn, recursive_triggers=False, execute_plugins=False))]
+
+
+@migrations(name="0008_quotas")
+def m0008_quotas(db: Database) -> None:
+    # The queued-tasks quota counts a submitter's unfinished top-level tasks in the submit transaction;
+    # without this index that count walks every unfinished task of everyone (tasks_dispatch).
+    db.execute("CREATE INDEX tasks_submitter ON tasks(submitted_by, state) WHERE parent_id IS NULL")
+    # The memory quota reads a namespace's size from a running count instead of summing its values on
+    # every put (measured: 0.9 s to sum a full 64 MiB namespace of 1 KB values, 25 us to read the count;
+    # the triggers add about 26 us to a put). Triggers keep it exact whoever writes: api puts, bulk,
+    # deletes, the watchdog's expiry purges.
+    db.execute("CREATE TABLE memory_usage (ns TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID")
+    size = "(length(CAST({0}.key AS BLOB)) + length(CAST({0}.value AS BLOB)))"
+    db.execute(f"INSERT INTO memory_usage (ns, bytes) SELECT ns, sum({size.format('memory')}) FROM memory GROUP BY ns")
+    add = "INSERT INTO memory_usage (ns, bytes) VALUES (new.ns, {0}) ON CONFLICT (ns) DO UPDATE SET bytes = bytes + {0}"
+    remove = "UPDATE memory_usage SET bytes = bytes - {0} WHERE ns = old.ns"
+    db.execute(f"CREATE TRIGGER memory_usage_insert AFTER INSERT ON memory BEGIN {add.format(size.format('new'))}; END")
+    db.execute(
+        f"CREATE TRIGGER memory_usage_delete AFTER DELETE ON memory BEGIN {remove.format(size.format('old'))}; END"
+    )
+    db.execute(
+        "CREATE TRIGGER memory_usage_update AFTER UPDATE OF ns, key, value ON memory BEGIN "
+        f"{remove.format(size.format('old'))}; {add.format(size.format('new'))}; END"
+    )
