@@ -15,6 +15,8 @@ from typing import Any
 from mcs import egress
 from mcs.errors import ConfigError
 
+DAY = 86400.0  # seconds
+
 
 def _env(env: Mapping[str, str], name: str, cast: Callable[[str], Any], default: Any) -> Any:
     raw = env.get(name)
@@ -108,6 +110,7 @@ class Settings:
     webhook_retry_base: float = 1.0  # seconds
     webhook_retry_max: float = 60.0  # seconds
     idempotency_ttl: float = 86400.0  # seconds
+    retention_days: float = 30.0  # finished tasks and their events older than this are pruned; 0 keeps all
     max_body_bytes: int = 1024 * 1024
     memory_max_value_bytes: int = 256 * 1024
     telegram_bot_token: str | None = field(default=None, repr=False)
@@ -152,6 +155,11 @@ class Settings:
         return self.data_dir / "admin-token"
 
     @property
+    def retention(self) -> float:
+        """MCS_RETENTION_DAYS in seconds (0: keep everything)."""
+        return self.retention_days * DAY
+
+    @property
     def bind_metrics_host(self) -> str:
         return self.metrics_host or self.host
 
@@ -179,6 +187,7 @@ class Settings:
             webhook_retry_base=_env(e, "MCS_WEBHOOK_RETRY_BASE", num, 1.0),
             webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
+            retention_days=_env(e, "MCS_RETENTION_DAYS", num, 30.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
             memory_max_value_bytes=int(_env(e, "MCS_MEMORY_MAX_VALUE_BYTES", whole, 256 * 1024)),
             telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str.strip, None) or None,

@@ -332,7 +332,10 @@ def url_target(url: str, *, what: str = "URL") -> tuple[str, int]:
         raise EgressRefused(f"{what} is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not host:
         raise EgressRefused(f"{what} must be an http:// or https:// URL with a host")
-    return normalize_host(host), port
+    try:
+        return normalize_host(host), port
+    except ValueError as exc:  # an empty label or one over 63 characters: IDNA refuses it
+        raise EgressRefused(f"{what} is not a valid URL: {exc}") from None
 
 
 def mcs_ports(settings: Any) -> frozenset[int]:

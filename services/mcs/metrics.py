@@ -83,6 +83,10 @@ disk_full_refusals = Counter("mcs_disk_full_total", "Writes refused with 507 bec
 disk_free_bytes = Gauge(
     "mcs_disk_free_bytes", "Free bytes on the disk holding the database, read by the api at each scrape", ["db"]
 )
+pruned = Counter(
+    "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
+)
+PRUNED_KINDS = ("tasks", "task_events", "outbox", "idempotency_keys", "agent_events")
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 
 _TRANSITIONS = {

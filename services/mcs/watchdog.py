@@ -1,6 +1,8 @@
 """The watchdog: every MCS_WATCHDOG_INTERVAL, and once at start-up to catch up on whatever was orphaned
 while everything was down: expired leases -> retry or fail; assignments nobody claimed -> routed again;
-agents past their TTL -> offline; expired memory keys, idempotency keys and old outbox rows -> purged."""
+agents past their TTL -> offline; expired memory keys -> purged; and, through the retention pruner
+(mcs.maintenance.retention, its own interval), finished tasks past MCS_RETENTION_DAYS, old outbox rows and
+expired idempotency keys -> deleted."""
 
 from __future__ import annotations
 
@@ -12,17 +14,16 @@ from dataclasses import dataclass
 from mcs import metrics
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced
+from mcs.maintenance.retention import Pruned, Pruner
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
-from mcs.store import outbox as outbox_store
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
 
-OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection
 FILE_CHECK_INTERVAL = 1.0  # seconds between checks, while waiting, that the database file is still there
 
 
@@ -34,16 +35,25 @@ class Sweep:
     purged_keys: int
     purged_outbox: int
     purged_memory: int
+    pruned: Pruned | None  # None when the pruner was not due this sweep
 
 
 class Watchdog:
     def __init__(
-        self, store: Store, *, interval: float, retry_base: float, retry_max: float, alert_offline: bool = False
+        self,
+        store: Store,
+        *,
+        interval: float,
+        retry_base: float,
+        retry_max: float,
+        alert_offline: bool = False,
+        retention: float = 0.0,
     ) -> None:
         self.store = store
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
         self.alert_offline = alert_offline
         self._stop = threading.Event()
+        self.pruner = Pruner(store, retention=retention, pause=self._stop.wait)
         self.heartbeat = Heartbeat(store, "watchdog")
         self.last_pass = time.monotonic()
 
@@ -53,9 +63,9 @@ class Watchdog:
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < max(60.0, 3 * self.interval)
 
-    def run_once(self) -> Sweep:
+    def run_once(self, *, now: float | None = None) -> Sweep:
         """One sweep, each kind of work in its own short transaction (looping while batches are full)."""
-        now = time.time()
+        now = time.time() if now is None else now
         # Series for what may expire below start at 0 a sweep ahead, so their first count is an increase.
         for task_type, priority in self.store.read(stats_store.claimed_kinds):
             metrics.init_task_series([task_type], priorities=[priority])
@@ -70,13 +80,12 @@ class Watchdog:
             if len(batch) < 500:
                 break
         offline = self.store.write(agents_store.mark_expired_offline, now=now, alert=self.alert_offline)
-        purged_keys = self.store.write(tasks_store.purge_idempotency_keys, now=now)
-        purged_outbox = self.store.write(outbox_store.purge_delivered, before=now - OUTBOX_KEEP)
         purged_memory = 0
         while batch_size := self.store.write(memory_store.purge_expired, now=now):
             purged_memory += batch_size
             if batch_size < 1000:
                 break
+        pruned = self.pruner.maybe_run(now=now)
         for task_id in expired:
             log.info("lease expired", extra={"action": "lease_expired", "task_id": task_id})
         for task_id in rerouted:
@@ -89,7 +98,8 @@ class Watchdog:
         self.last_pass = time.monotonic()
         metrics.loop_last_pass.set(time.time())
         self.heartbeat.maybe_beat()
-        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox, purged_memory)
+        keys, outbox = (pruned.idempotency_keys, pruned.outbox) if pruned else (0, 0)
+        return Sweep(expired, rerouted, offline, keys, outbox, purged_memory, pruned)
 
     def run(self) -> None:
         log.info("watchdog started", extra={"action": "start", "interval": self.interval})
@@ -125,6 +135,7 @@ def main(settings: Settings | None = None) -> None:
         retry_base=settings.retry_base,
         retry_max=settings.retry_max,
         alert_offline=settings.alert_agent_offline,
+        retention=settings.retention,
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(

@@ -166,6 +166,11 @@ async def test_names_resolve_for_real_and_bad_urls_are_refused():
     assert caught.value.permanent
     with pytest.raises(egress.EgressRefused, match="http:// or https://"):
         await p.check_url("ftp://10.0.0.1/x")
+    # Host names IDNA refuses (an empty label, a label over 63 characters) are refused, not a crash (a 500
+    # at registration, found by tests/acceptance/test_openapi_fuzz.py).
+    for bad in ("https://a..b/x", "https://" + "0" * 300, "https://" + "a" * 64 + ".com/x"):
+        with pytest.raises(egress.EgressRefused, match="not a valid URL"):
+            await p.check_url(bad)
     # Other spellings of an address are decided on what they resolve to: 2852039166 is 169.254.169.254.
     with pytest.raises(egress.EgressRefused, match="2852039166 resolves to a cloud metadata address"):
         await policy().check_url("http://2852039166/latest/meta-data")

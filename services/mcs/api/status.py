@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, current_app
-from quart_schema import document_response
 
-from mcs.api.auth import require_admin
+from mcs.api.auth import authed, credentials
+from mcs.api.openapi import documented
 from mcs.api.responses import respond
 from mcs.store import status as status_store
 
@@ -66,8 +66,10 @@ class StatusView(BaseModel):
 
 
 @bp.get("")
-@document_response(StatusView, 200)
+@documented(ok={200: StatusView}, auth="admin")
 async def status() -> Response:
-    require_admin()
-    mesh = await current_app.config["MCS_DB"].read(status_store.read, now=time.time())
+    # authed(need="admin"): an agent's wrong secret is a 401 here as everywhere, a right one a 403
+    mesh = await current_app.config["MCS_DB"].read(
+        authed(status_store.read, need="admin"), credentials(), now=time.time()
+    )
     return respond(mesh.to_api())

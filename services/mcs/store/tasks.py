@@ -701,7 +701,3 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
         _set(conn, task, now, state=TaskState.QUEUED, assigned_to=None, assigned_at=None, parked=0)
         add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to})
     return [r["id"] for r in rows]
-
-
-def purge_idempotency_keys(conn: Connection, *, now: float) -> int:
-    return int(conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)).rowcount)
