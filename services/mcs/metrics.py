@@ -60,6 +60,13 @@ webhook_latency = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
+schedule_ticks = Counter(
+    "mcs_schedule_ticks_total",
+    "Schedule ticks the watchdog handled: fired (submitted) or skipped (overlap, or missed with catch_up none)",
+    ["outcome"],
+)
+for _outcome in ("fired", "skipped"):
+    schedule_ticks.labels(_outcome)
 
 _TRANSITIONS = {
     "submitted": tasks_submitted,

@@ -1,27 +1,34 @@
 """The watchdog: every MCS_WATCHDOG_INTERVAL, and once at start-up to catch up on whatever was orphaned
 while everything was down: expired leases -> retry or fail; assignments nobody claimed -> routed again;
-agents past their TTL -> offline; expired memory keys, idempotency keys and old outbox rows -> purged."""
+agents past their TTL -> offline; expired memory keys, idempotency keys and old outbox rows -> purged; and
+due schedule ticks -> submitted (it also wakes for the next tick, not only every interval)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.errors import McsError
+from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
 from mcs.store import outbox as outbox_store
+from mcs.store import schedules as schedules_store
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
 
 OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection
+SCHEDULES_PER_PASS = 1000  # schedule ticks handled in one pass at most (the next pass takes the rest)
+MIN_SLEEP = 0.01  # seconds: the shortest pause between passes
+SCHEDULE_POLL = 1.0  # seconds between looks for a due (or newly added) schedule tick: one small read each
 
 
 @dataclass
@@ -32,15 +39,28 @@ class Sweep:
     purged_keys: int
     purged_outbox: int
     purged_memory: int
+    scheduled: list[ScheduleRun] = field(default_factory=list)
 
 
 class Watchdog:
     def __init__(
-        self, store: Store, *, interval: float, retry_base: float, retry_max: float, alert_offline: bool = False
+        self,
+        store: Store,
+        *,
+        interval: float,
+        retry_base: float,
+        retry_max: float,
+        alert_offline: bool = False,
+        max_retries: int = 3,
+        claim_ttl: float = 300.0,
     ) -> None:
         self.store = store
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
         self.alert_offline = alert_offline
+        # A tick later than this (the watchdog was down) counts as missed for catch_up "none".
+        self.schedule_defaults = schedules_store.Defaults(
+            max_retries=max_retries, claim_ttl=claim_ttl, grace=max(60.0, 2 * interval)
+        )
         self._stop = threading.Event()
         self.heartbeat = Heartbeat(store, "watchdog")
         self.last_pass = time.monotonic()
@@ -51,9 +71,29 @@ class Watchdog:
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < max(60.0, 3 * self.interval)
 
+    def fire_schedules(self, now: float) -> list[ScheduleRun]:
+        """Every due schedule tick, each in its own transaction: fired once, or skipped with a reason."""
+        handled: list[ScheduleRun] = []
+        while len(handled) < SCHEDULES_PER_PASS:
+            try:
+                run = self.store.write(schedules_store.fire_next_due, now=now, defaults=self.schedule_defaults)
+            except McsError as exc:  # a schedule whose body no longer submits: say so, keep the others going
+                log.error("schedule tick failed", extra={"action": "schedule_failed", "error": str(exc)})
+                break
+            if run is None:
+                break
+            handled.append(run)
+            metrics.schedule_ticks.labels(run.outcome).inc()
+            log.info(
+                "schedule %s %s", run.schedule, run.outcome,
+                extra={"action": f"schedule_{run.outcome}", "schedule": run.schedule, "task_id": run.task_id},
+            )  # fmt: skip
+        return handled
+
     def run_once(self) -> Sweep:
         """One sweep, each kind of work in its own short transaction (looping while batches are full)."""
         now = time.time()
+        scheduled = self.fire_schedules(now)
         # Series for what may expire below start at 0 a sweep ahead, so their first count is an increase.
         for task_type, priority in self.store.read(stats_store.claimed_kinds):
             metrics.init_task_series([task_type], priorities=[priority])
@@ -87,16 +127,37 @@ class Watchdog:
         self.last_pass = time.monotonic()
         metrics.loop_last_pass.set(time.time())
         self.heartbeat.maybe_beat()
-        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox, purged_memory)
+        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox, purged_memory, scheduled)
+
+    def _next_tick(self) -> float | None:
+        try:
+            due: float | None = self.store.read(schedules_store.next_due)
+        except McsError:
+            return None
+        return due
 
     def run(self) -> None:
+        """Sweep every interval; in between, look for due schedule ticks every SCHEDULE_POLL seconds (a read)
+        and fire them as they fall, so a tick is at most that late whatever the interval."""
         log.info("watchdog started", extra={"action": "start", "interval": self.interval})
+        next_sweep = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.run_once()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.interval
+                    self.run_once()
+                else:
+                    tick = self._next_tick()
+                    if tick is not None and tick <= time.time():
+                        self.fire_schedules(time.time())
+                        self.heartbeat.maybe_beat()
             except Exception:
                 log.exception("sweep failed; trying again next interval", extra={"action": "sweep_failed"})
-            self._stop.wait(self.interval)
+            tick = self._next_tick()
+            wait = min(next_sweep - time.monotonic(), SCHEDULE_POLL)
+            if tick is not None:
+                wait = min(wait, tick - time.time())
+            self._stop.wait(max(wait, MIN_SLEEP))
         log.info("watchdog stopped", extra={"action": "stop"})
 
 
@@ -112,6 +173,8 @@ def main(settings: Settings | None = None) -> None:
         retry_base=settings.retry_base,
         retry_max=settings.retry_max,
         alert_offline=settings.alert_agent_offline,
+        max_retries=settings.max_retries,
+        claim_ttl=settings.claim_ttl,
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(
