@@ -399,6 +399,40 @@ class _Endpoints(Generic[R]):
 
     # ------------------------------------------------------------ shared memory
 
+    # ---------------------------------------------------------------- schedules (admin)
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        task: dict[str, Any] | None = None,
+        workflow: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        catch_up: str = "one",
+    ) -> R:
+        body: dict[str, Any] = {"name": name, "cron": cron, "timezone": timezone, "overlap": overlap,
+                                "catch_up": catch_up}  # fmt: skip
+        body |= {"task": task} if task is not None else {}
+        body |= {"workflow": workflow} if workflow is not None else {}
+        return self._call("POST", "/v1/schedules", json=body)
+
+    def list_schedules(self) -> R:
+        return self._call("GET", "/v1/schedules")
+
+    def get_schedule(self, name: str) -> R:
+        return self._call("GET", f"/v1/schedules/{_q(name)}")
+
+    def delete_schedule(self, name: str) -> R:
+        return self._call("DELETE", f"/v1/schedules/{_q(name)}", shape=_identity)
+
+    def pause_schedule(self, name: str) -> R:
+        return self._call("POST", f"/v1/schedules/{_q(name)}/pause")
+
+    def resume_schedule(self, name: str) -> R:
+        return self._call("POST", f"/v1/schedules/{_q(name)}/resume")
+
     @staticmethod
     def _mem_path(ns: str, key: str | None = None) -> str:
         path = "/v1/memory/" + quote(ns, safe=":")

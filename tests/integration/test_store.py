@@ -38,6 +38,7 @@ ALL = [
     "0006_agent_grants",
     "0007_retention",
     "0008_quotas",
+    "0009_schedules",
 ]
 
 

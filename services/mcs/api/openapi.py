@@ -129,6 +129,40 @@ class AgentDeleted(BaseModel):
     tasks_failed: int
 
 
+class ScheduleRunView(BaseModel):
+    """What a schedule did at one tick."""
+
+    tick: str
+    outcome: Literal["fired", "skipped"]
+    task_id: str | None
+    at: str
+    detail: dict[str, Any] | None = Field(default=None, description="tick_local, missed, catch_up, reason")
+
+
+class ScheduleView(BaseModel):
+    """A cron schedule; `runs` (its latest ticks) only on GET /v1/schedules/{name}."""
+
+    name: str
+    cron: str
+    timezone: str
+    task: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = None
+    overlap: Literal["skip", "allow"]
+    catch_up: Literal["one", "none"]
+    paused: bool
+    next_run_at: str | None = Field(description="null while paused")
+    last_run_at: str | None
+    last_task_id: str | None
+    created_by: str
+    created_at: str
+    updated_at: str
+    runs: list[ScheduleRunView] | None = None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleView]
+
+
 class AgentSecrets(BaseModel):
     """The agent's secrets: shown once, never again."""
 

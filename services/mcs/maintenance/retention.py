@@ -3,8 +3,9 @@
 Every run deletes finished (completed, failed, canceled) tasks last changed more than MCS_RETENTION_DAYS
 ago, together with their events and their fanout children; delivered or given-up outbox rows once they
 are a day old (or older than the retention, if that is shorter); expired idempotency keys; and agent
-audit events older than the retention. MCS_RETENTION_DAYS=0 keeps every task and event (outbox rows and
-expired idempotency keys are still cleared: they are plumbing, not history).
+audit events and records of schedule ticks older than the retention. MCS_RETENTION_DAYS=0 keeps every
+task and event (outbox rows and expired idempotency keys are still cleared: they are plumbing, not
+history).
 
 The work is cut in batches of about BATCH rows (TASK_BATCH tasks with their rows), one short write
 transaction each, with a pause as long as the
@@ -44,6 +45,7 @@ class Pruned:
     outbox: int = 0
     idempotency_keys: int = 0
     agent_events: int = 0
+    schedule_runs: int = 0
     more: bool = False  # a kind stopped at MAX_BATCHES: run again at the next sweep
 
     def counts(self) -> dict[str, int]:
@@ -97,6 +99,8 @@ class Pruner:
             more |= self._tasks(before=now - self.retention, counts=counts)
             n, left = self._drain(retention_store.prune_agent_events, before=now - self.retention)
             counts["agent_events"], more = n, more or left
+            n, left = self._drain(retention_store.prune_schedule_runs, before=now - self.retention)
+            counts["schedule_runs"], more = n, more or left
         n, left = self._drain(retention_store.prune_outbox, before=now - self.outbox_keep)
         counts["outbox"], more = counts["outbox"] + n, more or left
         n, left = self._drain(retention_store.prune_idempotency_keys, now=now)

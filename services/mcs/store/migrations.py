@@ -244,3 +244,41 @@ def m0008_quotas(db: Database) -> None:
         "CREATE TRIGGER memory_usage_update AFTER UPDATE OF ns, key, value ON memory BEGIN "
         f"{remove.format(size.format('old'))}; {add.format(size.format('new'))}; END"
     )
+
+
+@migrations(name="0009_schedules")
+def m0009_schedules(db: Database) -> None:
+    # Cron schedules, and one row per tick they handled: its primary key is what makes a tick fire once,
+    # even with two watchdogs started by mistake or a crash between the submission and the bookkeeping.
+    _run_script(
+        db,
+        """
+        CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            cron TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            overlap TEXT NOT NULL,
+            catch_up TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            next_run_at REAL NOT NULL,
+            last_tick_at REAL,
+            last_task_id TEXT,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX schedules_due ON schedules(next_run_at) WHERE paused = 0;
+        CREATE TABLE schedule_runs (
+            schedule TEXT NOT NULL,
+            tick_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            task_id TEXT,
+            at REAL NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (schedule, tick_at)
+        ) WITHOUT ROWID;
+        CREATE INDEX schedule_runs_at ON schedule_runs(at);
+        """,
+    )

@@ -34,6 +34,8 @@ SQL = {
     " INDEXED BY idempotency_expiry WHERE expires_at <= ? LIMIT ?)",
     "agent_events": "DELETE FROM agent_events WHERE id IN (SELECT id FROM agent_events INDEXED BY agent_events_at"
     " WHERE at < ? LIMIT ?)",
+    "schedule_runs": "DELETE FROM schedule_runs WHERE (schedule, tick_at) IN (SELECT schedule, tick_at"
+    " FROM schedule_runs INDEXED BY schedule_runs_at WHERE at < ? LIMIT ?)",
 }
 
 
@@ -107,6 +109,11 @@ def prune_idempotency_keys(conn: Connection, *, now: float, limit: int) -> int:
 def prune_agent_events(conn: Connection, *, before: float, limit: int) -> int:
     """Delete up to `limit` agent audit events older than `before`."""
     return int(conn.execute(SQL["agent_events"], (before, limit)).rowcount)
+
+
+def prune_schedule_runs(conn: Connection, *, before: float, limit: int) -> int:
+    """Delete up to `limit` records of schedule ticks handled before `before` (the schedules stay)."""
+    return int(conn.execute(SQL["schedule_runs"], (before, limit)).rowcount)
 
 
 def query_plans(conn: Connection) -> dict[str, list[str]]:
