@@ -162,6 +162,7 @@ BODIES = {
     ("post", "/v1/tasks/{task_id}/reject"): {},
     ("put", "/v1/memory/{ns}/{key}"): {"value": 1},
     ("post", "/v1/memory/{ns}/_bulk"): {},
+    ("post", "/v1/schedules"): {"name": "fuzz", "cron": "0 3 * * *", "task": {"type": "fuzz"}},
 }
 
 
