@@ -56,6 +56,9 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+HEARTBEAT_MAX_AGE = 60.0  # seconds: a process whose heartbeat row is older is unhealthy (mcs check, mcs status)
+
+
 def _json(raw: str | None) -> Any:
     return None if raw is None else json.loads(raw)
 

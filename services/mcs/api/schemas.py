@@ -118,6 +118,7 @@ class TaskQuery(Query):
     type: str | None = None
     agent: str | None = None
     parent: str | None = None
+    id_prefix: str | None = Field(default=None, min_length=8, max_length=64)  # the CLI's short ids
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
 

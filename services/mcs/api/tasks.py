@@ -82,6 +82,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         type=query_args.type,
         agent=query_args.agent,
         parent=query_args.parent,
+        id_prefix=query_args.id_prefix,
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
