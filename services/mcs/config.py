@@ -91,6 +91,13 @@ def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
         raise ConfigError(f"MCS_NOTIFY_ALLOW: {exc}") from None
 
 
+def _deny_list(raw: str) -> tuple[egress.Rule, ...]:
+    try:
+        return egress.parse_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MCS_EGRESS_DENY: {exc}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -134,6 +141,8 @@ class Settings:
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
     # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
     notify_allow: tuple[egress.Rule, ...] | None = None
+    # Refused always for every outbound request, on top of the built-in list (compose names its services).
+    egress_deny: tuple[egress.Rule, ...] = ()
     review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
     review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
     review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
@@ -209,6 +218,7 @@ class Settings:
             api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
             container=_env(e, "MCS_CONTAINER", _bool, None),
             notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            egress_deny=_env(e, "MCS_EGRESS_DENY", _deny_list, ()),
             review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
             review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
             review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
