@@ -41,6 +41,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
+from mcs import routing
 from mcs.errors import McsError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -51,6 +52,13 @@ RETRY_WAIT_MAX = 2.0  # seconds between retries at most
 _RETRY_WAIT = wait_exponential(multiplier=RETRY_WAIT_INITIAL, max=RETRY_WAIT_MAX) + wait_random(0, RETRY_WAIT_INITIAL)
 AGENTS_PAGE = 1000  # agents per request when listing them all (the server's maximum)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def serves(agent: Mapping[str, Any], capabilities: list[str], route: str = "any") -> bool:
+    """Whether this agent (as GET /v1/agents lists it) could take a task with these capabilities and route,
+    were it online: the rule the dispatcher routes by, for warnings before a task waits."""
+    has = agent.get("capabilities", [])
+    return routing.allowed(route, str(agent.get("name"))) and routing.capable(has, capabilities)
 
 
 def _q(segment: str) -> str:
@@ -213,27 +221,65 @@ class _Endpoints(Generic[R]):
         raise NotImplementedError
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """MCS_URL, then MCS_ADMIN_TOKEN or MCS_AGENT_ID/MCS_AGENT_SECRET. Without any credentials, the
-        admin token file that `mcs up` writes beside MCS_DB (default ./data/admin-token) is used."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, profile: str | None = None, **overrides: Any) -> Self:
+        """A client for the mesh the user means. Per value, the first of: `overrides` (explicit options),
+        the environment (MCS_URL; MCS_ADMIN_TOKEN, or MCS_AGENT_ID + MCS_AGENT_SECRET), the config file's
+        profile (`profile`, else MCS_PROFILE, else its default_profile; see mcs.profiles), and the defaults
+        (DEFAULT_URL; the admin token file `mcs up` writes beside MCS_DB, default ./data/admin-token).
+        Credentials come as a whole from one of those levels."""
+        from mcs import profiles
+
         e = os.environ if env is None else env
-        kwargs: dict[str, Any] = {
-            "url": e.get("MCS_URL") or DEFAULT_URL,
-            "agent_id": e.get("MCS_AGENT_ID"),
-            "agent_secret": e.get("MCS_AGENT_SECRET"),
-            "admin_token": e.get("MCS_ADMIN_TOKEN"),
-        }
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        if not kwargs["admin_token"] and not (kwargs["agent_id"] and kwargs["agent_secret"]):
+        explicit = {k: v for k, v in overrides.items() if v is not None}
+        levels: list[dict[str, Any]] = [
+            explicit,
+            {
+                "url": e.get("MCS_URL") or None,
+                "admin_token": e.get("MCS_ADMIN_TOKEN") or None,
+                "agent_id": e.get("MCS_AGENT_ID") or None,
+                "agent_secret": e.get("MCS_AGENT_SECRET") or None,
+            },
+        ]
+
+        def has_credentials(level: Mapping[str, Any]) -> bool:
+            return bool(level.get("admin_token") or (level.get("agent_id") and level.get("agent_secret")))
+
+        needs_profile = profile or e.get(profiles.PROFILE_ENV) or not any(lv.get("url") for lv in levels)
+        if needs_profile or not any(has_credentials(lv) for lv in levels):
+            chosen = profiles.load(profile, e)
+            if chosen is not None:
+                url = next((lv["url"] for lv in levels if lv.get("url")), None)
+                same_mesh = url is None or chosen.url is None or url.rstrip("/") == chosen.url.rstrip("/")
+                level: dict[str, Any] = {"url": chosen.url}
+                # The profile's secrets go to the profile's mesh only, and its token file is read only
+                # when nothing else gave credentials.
+                if same_mesh and not any(has_credentials(lv) for lv in levels):
+                    level |= {
+                        "admin_token": chosen.admin_token(),
+                        "agent_id": chosen.agent_id,
+                        "agent_secret": chosen.agent_secret,
+                    }
+                levels.append(level)
+        kwargs: dict[str, Any] = {"url": next((lv["url"] for lv in levels if lv.get("url")), DEFAULT_URL)}
+        source = next((lv for lv in levels if has_credentials(lv)), None)
+        if source is not None:
+            kwargs |= {k: source.get(k) for k in ("admin_token", "agent_id", "agent_secret")}
+        else:
+            kwargs["agent_id"] = next((lv["agent_id"] for lv in levels if lv.get("agent_id")), None)
             token_file = Path(e.get("MCS_DB") or "data/mcs.db").parent / "admin-token"
             if token_file.exists():
                 kwargs["admin_token"] = token_file.read_text().strip()
+        kwargs |= {k: v for k, v in explicit.items() if k not in ("url", "admin_token", "agent_id", "agent_secret")}
         return cls(**kwargs)
 
     # ------------------------------------------------------------ agents
 
     def health(self) -> R:
         return self._call("GET", "/healthz")
+
+    def status(self) -> R:
+        """The mesh at a glance (admin): processes, queue, agents, unserved work, unreachable agents."""
+        return self._call("GET", "/v1/status")
 
     def create_agent(self, name: str, capabilities: list[str] | None = None, notify_host: str | None = None) -> R:
         """A new agent (admin); `notify_host` pins the only host its notify_url may name."""
@@ -352,6 +398,40 @@ class _Endpoints(Generic[R]):
         return self._call("POST", f"/v1/tasks/{_q(task_id)}/cancel")
 
     # ------------------------------------------------------------ shared memory
+
+    # ---------------------------------------------------------------- schedules (admin)
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        task: dict[str, Any] | None = None,
+        workflow: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        catch_up: str = "one",
+    ) -> R:
+        body: dict[str, Any] = {"name": name, "cron": cron, "timezone": timezone, "overlap": overlap,
+                                "catch_up": catch_up}  # fmt: skip
+        body |= {"task": task} if task is not None else {}
+        body |= {"workflow": workflow} if workflow is not None else {}
+        return self._call("POST", "/v1/schedules", json=body)
+
+    def list_schedules(self) -> R:
+        return self._call("GET", "/v1/schedules")
+
+    def get_schedule(self, name: str) -> R:
+        return self._call("GET", f"/v1/schedules/{_q(name)}")
+
+    def delete_schedule(self, name: str) -> R:
+        return self._call("DELETE", f"/v1/schedules/{_q(name)}", shape=_identity)
+
+    def pause_schedule(self, name: str) -> R:
+        return self._call("POST", f"/v1/schedules/{_q(name)}/pause")
+
+    def resume_schedule(self, name: str) -> R:
+        return self._call("POST", f"/v1/schedules/{_q(name)}/resume")
 
     @staticmethod
     def _mem_path(ns: str, key: str | None = None) -> str:

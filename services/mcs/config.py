@@ -15,6 +15,8 @@ from typing import Any
 from mcs import egress
 from mcs.errors import ConfigError
 
+DAY = 86400.0  # seconds
+
 
 def _env(env: Mapping[str, str], name: str, cast: Callable[[str], Any], default: Any) -> Any:
     raw = env.get(name)
@@ -89,6 +91,13 @@ def _allow_list(raw: str) -> tuple[egress.Rule, ...]:
         raise ConfigError(f"MCS_NOTIFY_ALLOW: {exc}") from None
 
 
+def _deny_list(raw: str) -> tuple[egress.Rule, ...]:
+    try:
+        return egress.parse_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MCS_EGRESS_DENY: {exc}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -108,6 +117,7 @@ class Settings:
     webhook_retry_base: float = 1.0  # seconds
     webhook_retry_max: float = 60.0  # seconds
     idempotency_ttl: float = 86400.0  # seconds
+    retention_days: float = 30.0  # finished tasks and their events older than this are pruned; 0 keeps all
     max_body_bytes: int = 1024 * 1024
     memory_max_value_bytes: int = 256 * 1024
     telegram_bot_token: str | None = field(default=None, repr=False)
@@ -131,6 +141,8 @@ class Settings:
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
     # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
     notify_allow: tuple[egress.Rule, ...] | None = None
+    # Refused always for every outbound request, on top of the built-in list (compose names its services).
+    egress_deny: tuple[egress.Rule, ...] = ()
     review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
     review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
     review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
@@ -150,6 +162,11 @@ class Settings:
     @property
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def retention(self) -> float:
+        """MCS_RETENTION_DAYS in seconds (0: keep everything)."""
+        return self.retention_days * DAY
 
     @property
     def bind_metrics_host(self) -> str:
@@ -179,6 +196,7 @@ class Settings:
             webhook_retry_base=_env(e, "MCS_WEBHOOK_RETRY_BASE", num, 1.0),
             webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
+            retention_days=_env(e, "MCS_RETENTION_DAYS", num, 30.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
             memory_max_value_bytes=int(_env(e, "MCS_MEMORY_MAX_VALUE_BYTES", whole, 256 * 1024)),
             telegram_bot_token=_env(e, "MCS_TELEGRAM_BOT_TOKEN", str.strip, None) or None,
@@ -200,6 +218,7 @@ class Settings:
             api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
             container=_env(e, "MCS_CONTAINER", _bool, None),
             notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
+            egress_deny=_env(e, "MCS_EGRESS_DENY", _deny_list, ()),
             review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
             review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
             review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),

@@ -276,6 +276,9 @@ class Policy:
     setting: str
     default: str = ""
     own_ports: frozenset[int] = frozenset()
+    # MCS_EGRESS_DENY: refused always, like metadata addresses. A host name here also refuses every address
+    # it resolves to (compose's service names: `api` and its container address are the same target).
+    deny: tuple[Rule, ...] = ()
     is_local: Callable[[Address], bool] = is_local_address
     resolver: Resolver | None = field(default=None, compare=False)  # None: this module's `resolve`
 
@@ -290,6 +293,8 @@ class Policy:
             return f"{subject} {what}: refused always"
         if port in self.own_ports and (category == "loopback" or self.is_local(address)):
             return f"{self.what} {host}:{port} is the port of an MCS process on this machine: refused always"
+        if any(rule.matches(host, port, address, category) for rule in self.deny):
+            return f"{subject} an address MCS_EGRESS_DENY refuses: refused always"
         if any(rule.matches(host, port, address, category) for rule in self.allow):
             return None
         default = f" (default: {self.default})" if self.default else ""
@@ -301,9 +306,25 @@ class Policy:
         addresses = await resolver(host, port)
         for address in addresses:
             why = self.decide(host, port, address)
+            if why is None and address in await self._denied_addresses(port):
+                why = f"{self.what} host {host} is an address of a host MCS_EGRESS_DENY names: refused always"
             if why is not None:
                 raise EgressRefused(why, detail=f"{why} ({host} -> {address})")
         return addresses
+
+    async def _denied_addresses(self, port: int) -> set[Address]:
+        """The addresses of the host names in `deny` (for this port), looked up now: a name that does not
+        resolve denies nothing (outside compose, `api` is nobody)."""
+        resolver = self.resolver or resolve
+        found: set[Address] = set()
+        for rule in self.deny:
+            if rule.name is None or rule.name.startswith("*.") or rule.port not in (None, port):
+                continue
+            try:
+                found.update(await resolver(rule.name, port))
+            except Unresolvable:
+                continue
+        return found
 
     async def check_url(self, url: str) -> list[Address]:
         """`check` for a URL's host and port; an unparsable or non-HTTP URL is refused too."""
@@ -332,7 +353,10 @@ def url_target(url: str, *, what: str = "URL") -> tuple[str, int]:
         raise EgressRefused(f"{what} is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not host:
         raise EgressRefused(f"{what} must be an http:// or https:// URL with a host")
-    return normalize_host(host), port
+    try:
+        return normalize_host(host), port
+    except ValueError as exc:  # an empty label or one over 63 characters: IDNA refuses it
+        raise EgressRefused(f"{what} is not a valid URL: {exc}") from None
 
 
 def mcs_ports(settings: Any) -> frozenset[int]:
@@ -349,6 +373,7 @@ def notify_policy(settings: Any) -> Policy:
         setting="MCS_NOTIFY_ALLOW",
         default=",".join(NOTIFY_DEFAULT) if settings.notify_allow is None else "",
         own_ports=mcs_ports(settings),
+        deny=settings.egress_deny,
     )
 
 
@@ -359,6 +384,7 @@ def alert_policy(settings: Any) -> Policy:
         allow=(Rule(text="0.0.0.0/0", network=ip_network("0.0.0.0/0")), Rule(text="::/0", network=ip_network("::/0"))),
         setting="nothing (refused always)",
         own_ports=mcs_ports(settings),
+        deny=settings.egress_deny,
     )
 
 

@@ -83,7 +83,18 @@ disk_full_refusals = Counter("mcs_disk_full_total", "Writes refused with 507 bec
 disk_free_bytes = Gauge(
     "mcs_disk_free_bytes", "Free bytes on the disk holding the database, read by the api at each scrape", ["db"]
 )
+pruned = Counter(
+    "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
+)
+PRUNED_KINDS = ("tasks", "task_events", "outbox", "idempotency_keys", "agent_events", "schedule_runs")
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
+schedule_ticks = Counter(
+    "mcs_schedule_ticks_total",
+    "Schedule ticks the watchdog handled: fired (submitted) or skipped (overlap, or missed with catch_up none)",
+    ["outcome"],
+)
+for _outcome in ("fired", "skipped"):
+    schedule_ticks.labels(_outcome)
 
 _TRANSITIONS = {
     "submitted": tasks_submitted,

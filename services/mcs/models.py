@@ -56,6 +56,9 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+HEARTBEAT_MAX_AGE = 60.0  # seconds: a process whose heartbeat row is older is unhealthy (mcs check, mcs status)
+
+
 def _json(raw: str | None) -> Any:
     return None if raw is None else json.loads(raw)
 
@@ -272,3 +275,103 @@ class TaskSpec:
     max_retries: int
     claim_ttl: float
     aggregate: str | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], *, max_retries: int, claim_ttl: float) -> TaskSpec:
+        """A spec from a validated submit body (`SubmitTask`), with the server's defaults for what it omits."""
+        route = body.get("route") or "any"
+        capabilities = body.get("capabilities")
+        return cls(
+            type=body["type"],
+            payload=body.get("payload"),
+            priority=Priority.parse(body.get("priority") or "normal"),
+            capabilities=tuple(dict.fromkeys(capabilities if capabilities is not None else [body["type"]])),
+            route=route,
+            max_retries=body["max_retries"] if body.get("max_retries") is not None else max_retries,
+            claim_ttl=body["claim_ttl"] if body.get("claim_ttl") is not None else claim_ttl,
+            aggregate=body.get("aggregate") or ("collect" if route == "all" else None),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """A cron schedule that submits a task (or a workflow) at each tick."""
+
+    name: str
+    cron: str
+    timezone: str
+    kind: str  # "task" or "workflow"
+    body: Any
+    overlap: str  # "skip" or "allow"
+    catch_up: str  # "one" or "none"
+    paused: bool
+    next_run_at: float
+    last_tick_at: float | None
+    last_task_id: str | None
+    created_by: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Schedule:
+        return cls(
+            name=row["name"],
+            cron=row["cron"],
+            timezone=row["timezone"],
+            kind=row["kind"],
+            body=json.loads(row["body"]),
+            overlap=row["overlap"],
+            catch_up=row["catch_up"],
+            paused=bool(row["paused"]),
+            next_run_at=row["next_run_at"],
+            last_tick_at=row["last_tick_at"],
+            last_task_id=row["last_task_id"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            self.kind: self.body,
+            "overlap": self.overlap,
+            "catch_up": self.catch_up,
+            "paused": self.paused,
+            "next_run_at": None if self.paused else iso(self.next_run_at),
+            "last_run_at": iso(self.last_tick_at),
+            "last_task_id": self.last_task_id,
+            "created_by": self.created_by,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRun:
+    """What a schedule did at one tick: fired (with the task it submitted) or skipped (and why)."""
+
+    schedule: str
+    tick_at: float
+    outcome: str  # "fired" or "skipped"
+    task_id: str | None
+    at: float
+    detail: Any = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ScheduleRun:
+        return cls(
+            schedule=row["schedule"],
+            tick_at=row["tick_at"],
+            outcome=row["outcome"],
+            task_id=row["task_id"],
+            at=row["at"],
+            detail=_json(row["detail"]),
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        return {"tick": iso(self.tick_at), "outcome": self.outcome, "task_id": self.task_id, "at": iso(self.at)} | (
+            {"detail": self.detail} if self.detail is not None else {}
+        )

@@ -16,7 +16,8 @@ from mcs.errors import BadRequest
 from mcs.models import Caller
 
 AGENT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-_NAMESPACE = re.compile(rf"^(?:(mesh)|(agent|private):({AGENT_NAME}))$")
+NAMESPACE = rf"^(?:(mesh)|(agent|private):({AGENT_NAME}))$"
+_NAMESPACE = re.compile(NAMESPACE)
 MAX_KEY_CHARS = 512
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import http.client
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mcs import auth
+from mcs import auth, profiles
 from mcs.config import Settings
 from mcs.errors import DiskFull
 from mcs.store import Store
@@ -26,6 +30,7 @@ RESTART_MAX = 30.0  # seconds: the longest wait between restarts
 STABLE_AFTER = 30.0  # seconds of uptime after which a process's crash count starts again
 STOP_GRACE = 10.0  # seconds to wait after SIGTERM before SIGKILL
 TICK = 0.2  # seconds between checks on the children
+READY_PROBE_TIMEOUT = 0.2  # seconds for one look at the api's /healthz while waiting for it to listen
 EXIT_CANNOT_START = 78  # a child's "restarting will not help" (see mcs.cli)
 
 
@@ -69,12 +74,28 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, *, env: dict[str, str], on_ready: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.env = env
         self.children = {name: Child(name) for name in PROCESSES}
         self.stopping = False
         self.failed: str | None = None
+        self.on_ready = on_ready  # called once, when the api first accepts a connection
+
+    def _api_listening(self) -> bool:
+        api = self.children["api"].proc
+        if api is None or api.poll() is not None:
+            return False
+        host, port = _loopback_for(self.settings.host, self.settings.port)
+        conn = http.client.HTTPConnection(host, port, timeout=READY_PROBE_TIMEOUT)
+        try:  # our /healthz, not just an open port: something else may accept connections there
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            return response.status == 200 and json.loads(response.read()).get("status") == "ok"
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
 
     def start(self, child: Child) -> None:
         command = [sys.executable, "-m", "mcs", child.name]
@@ -91,6 +112,9 @@ class Supervisor:
         for child in self.children.values():
             self.start(child)
         while not self.stopping:
+            if self.on_ready is not None and self._api_listening():
+                ready, self.on_ready = self.on_ready, None
+                ready()
             now = time.monotonic()
             for child in self.children.values():
                 if child.proc is None:
@@ -142,8 +166,75 @@ class Supervisor:
         return 0
 
 
-def main(settings: Settings | None = None) -> int:
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port now (SO_REUSEADDR: a closing connection does not count). Other
+    problems (an address this host does not have) count as free: the process that binds it says what is wrong."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True
+
+
+def _any_free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+METRICS_PORTS = {
+    "dispatcher": "MCS_DISPATCHER_METRICS_PORT",
+    "watchdog": "MCS_WATCHDOG_METRICS_PORT",
+    "notifier": "MCS_NOTIFIER_METRICS_PORT",
+}
+
+
+def pick_metrics_ports(settings: Settings, env: dict[str, str]) -> list[str]:
+    """Fill env with the three metrics ports the children use: the configured ones as they are (a busy one
+    makes that child say so), the defaults when free, else a free port the kernel picks (a second mesh on
+    this host). Returns a line for each port that moved."""
+    notes = []
+    host = settings.bind_metrics_host
+    for name, var in METRICS_PORTS.items():
+        port = getattr(settings, f"{name}_metrics_port")
+        if not env.get(var) and not _port_free(host, port):
+            moved = _any_free_port(host)
+            notes.append(f"{name} metrics on port {moved} ({port} is in use; set {var} to choose)")
+            port = moved
+        env[var] = str(port)
+    return notes
+
+
+def _loopback_for(host: str, port: int) -> tuple[str, int]:
+    """Where a client on this host connects: a wildcard bind address is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port  # noqa: S104
+
+
+def client_url(settings: Settings) -> str:
+    """The URL a client on this host uses."""
+    host, port = _loopback_for(settings.host, settings.port)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def profile_name(settings: Settings) -> str:
+    """The config file's name for this mesh: "local" on the default port, else "local-PORT"."""
+    default = profiles.DEFAULT_PROFILE
+    return default if settings.port == Settings().port else f"{default}-{settings.port}"
+
+
+def main(settings: Settings | None = None, *, profile: str | None = None) -> int:
     settings = settings or Settings.from_env()
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"mcs up: cannot start: the port is already in use: {settings.host}:{settings.port} "
+            "(another MCS? `mcs up --port N` picks another)",
+            file=sys.stderr,
+        )
+        return 1
     store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     applied = store.migrate()
     store.close()
@@ -151,13 +242,33 @@ def main(settings: Settings | None = None) -> int:
     env = dict(os.environ)
     env["MCS_ADMIN_TOKEN"] = token
     env["MCS_DB"] = str(settings.db)
+    env["MCS_PORT"] = str(settings.port)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    url = f"http://{settings.host}:{settings.port}"
+    moved = pick_metrics_ports(settings, env)
+    url = client_url(settings)
     where = "MCS_ADMIN_TOKEN" if settings.admin_token else str(settings.admin_token_file)
     print(
         f"MCS {url}  database {settings.db}" + (f"  (migrated: {', '.join(applied)})" if applied else ""),
         file=sys.stderr,
     )
     print(f"admin token {'created in' if created else 'from'} {where}", file=sys.stderr)
+    for line in moved:
+        print(line, file=sys.stderr)
     print("Ctrl-C stops all four processes.", file=sys.stderr)
-    return Supervisor(settings, env=env).run()
+
+    def remember() -> None:
+        """Once the api listens (not before: a mesh that never started must not become a profile)."""
+        if settings.admin_token:  # a token given in the environment has no file to point at
+            print(
+                "CLI config left alone: the admin token comes from MCS_ADMIN_TOKEN (clients need it too, or a "
+                f"profile with it in {profiles.config_path()})",
+                file=sys.stderr,
+            )
+            return
+        try:
+            name = profile or profile_name(settings)
+            print(profiles.remember_mesh(name, url=url, token_file=settings.admin_token_file), file=sys.stderr)
+        except OSError as exc:
+            print(f"CLI config not written: {exc.strerror or exc}", file=sys.stderr)
+
+    return Supervisor(settings, env=env, on_ready=remember).run()

@@ -1,29 +1,35 @@
 """The watchdog: every MCS_WATCHDOG_INTERVAL, and once at start-up to catch up on whatever was orphaned
 while everything was down: expired leases -> retry or fail; assignments nobody claimed -> routed again;
-agents past their TTL -> offline; expired memory keys, idempotency keys and old outbox rows -> purged."""
+agents past their TTL -> offline; expired memory keys -> purged; and, through the retention pruner
+(mcs.maintenance.retention, its own interval), finished tasks past MCS_RETENTION_DAYS, old outbox rows and
+expired idempotency keys -> deleted; and due schedule ticks -> submitted (looked for every second between
+sweeps, so a tick is never an interval late)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mcs import metrics
 from mcs.config import Settings
-from mcs.errors import DatabaseReplaced
+from mcs.errors import DatabaseReplaced, McsError
+from mcs.maintenance.retention import Pruned, Pruner
+from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
-from mcs.store import outbox as outbox_store
+from mcs.store import schedules as schedules_store
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
 
-OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection
 FILE_CHECK_INTERVAL = 1.0  # seconds between checks, while waiting, that the database file is still there
+SCHEDULES_PER_PASS = 1000  # schedule ticks handled in one pass at most (the next pass takes the rest)
+SCHEDULE_POLL = 1.0  # seconds between looks for a due (or newly added) schedule tick: one small read each
 
 
 @dataclass
@@ -34,16 +40,32 @@ class Sweep:
     purged_keys: int
     purged_outbox: int
     purged_memory: int
+    pruned: Pruned | None  # None when the pruner was not due this sweep
+    scheduled: list[ScheduleRun] = field(default_factory=list)
 
 
 class Watchdog:
     def __init__(
-        self, store: Store, *, interval: float, retry_base: float, retry_max: float, alert_offline: bool = False
+        self,
+        store: Store,
+        *,
+        interval: float,
+        retry_base: float,
+        retry_max: float,
+        alert_offline: bool = False,
+        retention: float = 0.0,
+        max_retries: int = 3,
+        claim_ttl: float = 300.0,
     ) -> None:
         self.store = store
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
         self.alert_offline = alert_offline
+        # A tick later than this (the watchdog was down) counts as missed for catch_up "none".
+        self.schedule_defaults = schedules_store.Defaults(
+            max_retries=max_retries, claim_ttl=claim_ttl, grace=max(60.0, 2 * interval)
+        )
         self._stop = threading.Event()
+        self.pruner = Pruner(store, retention=retention, pause=self._stop.wait)
         self.heartbeat = Heartbeat(store, "watchdog")
         self.last_pass = time.monotonic()
 
@@ -53,9 +75,38 @@ class Watchdog:
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < max(60.0, 3 * self.interval)
 
-    def run_once(self) -> Sweep:
+    def fire_schedules(self, now: float) -> list[ScheduleRun]:
+        """Every due schedule tick, each in its own transaction: fired once, or skipped with a reason."""
+        handled: list[ScheduleRun] = []
+        while len(handled) < SCHEDULES_PER_PASS:
+            try:
+                run = self.store.write(schedules_store.fire_next_due, now=now, defaults=self.schedule_defaults)
+            except DatabaseReplaced:
+                raise
+            except McsError as exc:  # a schedule whose body no longer submits: say so, keep the others going
+                log.error("schedule tick failed", extra={"action": "schedule_failed", "error": str(exc)})
+                break
+            if run is None:
+                break
+            handled.append(run)
+            metrics.schedule_ticks.labels(run.outcome).inc()
+            log.info(
+                "schedule %s %s", run.schedule, run.outcome,
+                extra={"action": f"schedule_{run.outcome}", "schedule": run.schedule, "task_id": run.task_id},
+            )  # fmt: skip
+        return handled
+
+    def _next_tick(self) -> float | None:
+        try:
+            due: float | None = self.store.read(schedules_store.next_due)
+        except McsError:
+            return None
+        return due
+
+    def run_once(self, *, now: float | None = None) -> Sweep:
         """One sweep, each kind of work in its own short transaction (looping while batches are full)."""
-        now = time.time()
+        now = time.time() if now is None else now
+        scheduled = self.fire_schedules(now)
         # Series for what may expire below start at 0 a sweep ahead, so their first count is an increase.
         for task_type, priority in self.store.read(stats_store.claimed_kinds):
             metrics.init_task_series([task_type], priorities=[priority])
@@ -70,13 +121,12 @@ class Watchdog:
             if len(batch) < 500:
                 break
         offline = self.store.write(agents_store.mark_expired_offline, now=now, alert=self.alert_offline)
-        purged_keys = self.store.write(tasks_store.purge_idempotency_keys, now=now)
-        purged_outbox = self.store.write(outbox_store.purge_delivered, before=now - OUTBOX_KEEP)
         purged_memory = 0
         while batch_size := self.store.write(memory_store.purge_expired, now=now):
             purged_memory += batch_size
             if batch_size < 1000:
                 break
+        pruned = self.pruner.maybe_run(now=now)
         for task_id in expired:
             log.info("lease expired", extra={"action": "lease_expired", "task_id": task_id})
         for task_id in rerouted:
@@ -89,28 +139,40 @@ class Watchdog:
         self.last_pass = time.monotonic()
         metrics.loop_last_pass.set(time.time())
         self.heartbeat.maybe_beat()
-        return Sweep(expired, rerouted, offline, purged_keys, purged_outbox, purged_memory)
+        keys, outbox = (pruned.idempotency_keys, pruned.outbox) if pruned else (0, 0)
+        return Sweep(expired, rerouted, offline, keys, outbox, purged_memory, pruned, scheduled)
 
     def run(self) -> None:
+        """Sweep every interval; in between, look for due schedule ticks every SCHEDULE_POLL seconds (a read)
+        and fire them as they fall."""
         log.info("watchdog started", extra={"action": "start", "interval": self.interval})
         while not self._stop.is_set():
             try:
                 self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                 self.run_once()
+                self._between_sweeps(self.interval)
             except DatabaseReplaced:
                 log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
                 raise
             except Exception:
                 log.exception("sweep failed; trying again next interval", extra={"action": "sweep_failed"})
-            self._wait(self.interval)
+                self._between_sweeps(self.interval)
         log.info("watchdog stopped", extra={"action": "stop"})
 
-    def _wait(self, seconds: float) -> None:
-        """Until the next sweep, stop(), or the database file is seen gone (a stat a second costs nothing)."""
+    def _between_sweeps(self, seconds: float) -> None:
+        """Until the next sweep or stop(): fire schedule ticks as they fall (a read every SCHEDULE_POLL
+        seconds finds new schedules too), and return early when the database file is seen gone."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            if self._stop.wait(min(left, FILE_CHECK_INTERVAL)) or not self.store.same_file():
+            tick = self._next_tick()
+            wait = min(left, SCHEDULE_POLL, FILE_CHECK_INTERVAL)
+            if tick is not None:
+                wait = min(wait, max(0.0, tick - time.time()))
+            if self._stop.wait(wait) or not self.store.same_file():
                 return
+            if tick is not None and tick <= time.time():
+                self.fire_schedules(time.time())
+                self.heartbeat.maybe_beat()
 
 
 def main(settings: Settings | None = None) -> None:
@@ -125,6 +187,9 @@ def main(settings: Settings | None = None) -> None:
         retry_base=settings.retry_base,
         retry_max=settings.retry_max,
         alert_offline=settings.alert_agent_offline,
+        retention=settings.retention,
+        max_retries=settings.max_retries,
+        claim_ttl=settings.claim_ttl,
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(

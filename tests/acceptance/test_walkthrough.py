@@ -1,5 +1,7 @@
-"""The README's walkthrough, as a newcomer runs it: `mcs up` with no token set (it makes one), the CLI
-creating an agent, the example agent answering webhooks, and `mcs task submit --wait` printing the result."""
+"""The README's walkthrough, as a newcomer runs it: `mcs up` with no token set (it makes one, and writes the
+CLI's config file), the CLI creating an agent with its secrets in an env file, the example agent started
+from that file answering webhooks, and `mcs task submit --wait` printing the result; the CLI in another
+folder finds the mesh through the config file."""
 
 from __future__ import annotations
 
@@ -30,53 +32,57 @@ def test_readme_walkthrough_with_a_generated_admin_token(tmp_path):
         "MCS_DISPATCHER_METRICS_PORT": str(d),
         "MCS_WATCHDOG_METRICS_PORT": str(w),
         "MCS_NOTIFIER_METRICS_PORT": str(n),
-        "MCS_URL": f"http://127.0.0.1:{api}",
         "PYTHONUNBUFFERED": "1",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no MCS_URL: the config file `mcs up` writes says it
     }
+    url = f"http://127.0.0.1:{api}"
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed in finally
     up = subprocess.Popen([sys.executable, "-m", "mcs", "up"], cwd=tmp_path, env=env, stdout=log, stderr=log)
     agent = None
     try:
-        wait_until(lambda: _healthy(env["MCS_URL"]), timeout=30, what="mcs up to answer /healthz")
+        wait_until(lambda: _healthy(url), timeout=30, what="mcs up to answer /healthz")
         token_file = tmp_path / "data" / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        assert "admin token created in data/admin-token" in (tmp_path / "up.log").read_text()
+        up_log = (tmp_path / "up.log").read_text()
+        assert "admin token created in data/admin-token" in up_log
+        config = tmp_path / "config" / "mcs" / "config.toml"
+        written = f"CLI config written to {config}"  # once the api listens
+        wait_until(lambda: written in (tmp_path / "up.log").read_text(), timeout=10, what="mcs up to write the config")
 
-        def mcs(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        def mcs(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "mcs", *args],
-                cwd=tmp_path,
-                env=env | (extra or {}),
-                capture_output=True,
-                text=True,
-                timeout=60,
+                [sys.executable, "-m", "mcs", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
             )
 
-        created = mcs("admin", "agent", "create", "echo", "--capability", "echo", "--json")
-        assert created.returncode == 0, created.stderr  # the CLI found the token file by itself
-        secrets = json.loads(created.stdout)
-        agent_env = env | {
-            "MCS_AGENT_ID": "echo",
-            "MCS_AGENT_SECRET": secrets["secret"],
-            "MCS_WEBHOOK_SECRET": secrets["webhook_secret"],
-        }
+        # README: mcs admin agent create echo --capability echo --out echo.env
+        created = mcs("admin", "agent", "create", "echo", "--capability", "echo", "--out", "echo.env")
+        assert created.returncode == 0, created.stderr  # the CLI found the mesh and its token by itself
+        assert created.stdout == "" and "secret" not in created.stderr.replace("secrets written", "")
+        assert stat.S_IMODE((tmp_path / "echo.env").stat().st_mode) == 0o600
+        # README: set -a; . ./echo.env; set +a; python examples/echo_agent.py --capability echo --port 8765
         agent = subprocess.Popen(
-            [sys.executable, str(EXAMPLE), "--capability", "echo", "--port", str(agent_port)],
+            ["bash", "-c", f'set -a; . ./echo.env; set +a; exec "$0" {EXAMPLE} --capability echo --port {agent_port}',
+             sys.executable],
             cwd=tmp_path,
-            env=agent_env,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-        )
+        )  # fmt: skip
         wait_until(lambda: "online" in mcs("agent", "list").stdout, timeout=20, what="the example agent online")
-        (tmp_path / "review.json").write_text('{"hello": "mesh"}')
-        done = mcs("task", "submit", "--type", "echo", "--payload-file", "review.json", "--wait", "--timeout", "30")
+        (tmp_path / "hello.json").write_text('{"hello": "mesh"}')
+        done = mcs("task", "submit", "--type", "echo", "--payload-file", "hello.json", "--wait", "--timeout", "30")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"echo": {"hello": "mesh"}, "by": "echo"}
         listed = json.loads(mcs("task", "list", "--json").stdout)["tasks"]
         assert [t["state"] for t in listed] == ["completed"]
-        events = mcs("task", "events", listed[0]["id"]).stdout
+        events = mcs("task", "events", listed[0]["id"][:8]).stdout  # README: the first 8 characters will do
         for kind in ("submitted", "assigned", "claimed", "completed"):
             assert kind in events
+        elsewhere = tmp_path / "elsewhere"  # no data/ folder here: the config file leads to the mesh
+        elsewhere.mkdir()
+        status = mcs("status", cwd=elsewhere)
+        assert status.returncode == 0, status.stderr
+        assert "agents: 1 online, 0 offline" in status.stdout and "queue" in status.stdout
     finally:
         if agent is not None:
             agent.terminate()

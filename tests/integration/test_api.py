@@ -150,3 +150,19 @@ async def test_cursors_out_of_range_are_400(mesh):
 async def test_reserved_agent_names(mesh, name):
     response = await mesh.call("POST", "/v1/agents", who="admin", json={"name": name})
     assert await error_of(response) == (422, "validation_error")
+
+
+async def test_admin_routes_answer_a_wrong_agent_secret_with_401_and_a_real_agent_with_403(mesh):
+    """As everywhere else: an unknown agent or a wrong secret is a 401; only a verified agent is refused (403)."""
+    real = await mesh.agent("worker", ["x"])
+    for who in ({"X-Agent-ID": "worker", "X-Agent-Secret": "wrong"}, {"X-Agent-ID": "ghost", "X-Agent-Secret": "x"}):
+        for method, path, body in (
+            ("POST", "/v1/agents", {"name": "new"}),
+            ("POST", "/v1/agents/worker/rotate", None),
+            ("DELETE", "/v1/agents/worker", None),
+        ):
+            response = await mesh.call(method, path, who=who, json=body)
+            assert response.status_code == 401, (method, path, await response.get_json())
+    response = await mesh.call("DELETE", "/v1/agents/worker", who=real)
+    assert response.status_code == 403 and (await response.get_json())["error"]["code"] == "admin_only"
+    assert (await mesh.ok("GET", "/v1/agents/worker", who="admin"))["name"] == "worker"

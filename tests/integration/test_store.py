@@ -36,7 +36,9 @@ ALL = [
     "0004_memory",
     "0005_agent_notify_host",
     "0006_agent_grants",
+    "0007_retention",
     "0008_quotas",
+    "0009_schedules",
 ]
 
 

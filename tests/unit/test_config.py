@@ -68,3 +68,11 @@ def test_alert_urls_must_be_http_and_the_token_is_trimmed():
         Settings.from_env({"MCS_TELEGRAM_API": "api.telegram.org"})
     settings = Settings.from_env({"MCS_TELEGRAM_BOT_TOKEN": " 123:abc \n", "MCS_TELEGRAM_CHAT_ID": " 42 "})
     assert (settings.telegram_bot_token, settings.telegram_chat_id) == ("123:abc", "42")
+
+
+def test_retention_is_in_days_with_fractions_and_zero_keeps_all():
+    assert Settings.from_env({}).retention == 30 * 86400
+    assert Settings.from_env({"MCS_RETENTION_DAYS": "0.00025"}).retention == pytest.approx(21.6)
+    assert Settings.from_env({"MCS_RETENTION_DAYS": "0"}).retention == 0
+    with pytest.raises(ConfigError, match="MCS_RETENTION_DAYS"):
+        Settings.from_env({"MCS_RETENTION_DAYS": "-1"})

@@ -157,6 +157,37 @@ async def test_every_resolved_address_is_decided_on_and_one_refused_address_refu
     assert "169.254.169.254" in caught.value.detail  # for the operator's log only
 
 
+async def test_the_deny_list_refuses_compose_services_by_name_and_by_address():
+    # In compose, MCS_EGRESS_DENY names the stack's services: an agent must not reach `api:8080`, nor the
+    # api container's address, nor Prometheus, whatever MCS_NOTIFY_ALLOW says; `tunnel` stays allowed.
+    names = {"api": "172.18.0.3", "prometheus": "172.18.0.5", "tunnel": "172.18.0.9"}
+
+    async def resolver(host, port):
+        if host in names:
+            return [ip_address(names[host])]
+        try:
+            return [ip_address(host)]
+        except ValueError:
+            raise egress.Unresolvable(f"{host} does not resolve", permanent=True) from None
+
+    settings = Settings.from_env({"MCS_EGRESS_DENY": "api,dispatcher,prometheus:9090"})
+    p = replace(egress.notify_policy(settings), resolver=resolver)
+    for url in (
+        "http://api:8080/v1/tasks",
+        "http://172.18.0.3:8080/",
+        "http://172.18.0.3:9999/",
+        "http://prometheus:9090/",
+    ):
+        with pytest.raises(egress.EgressRefused) as caught:
+            await p.check_url(url)
+        assert "MCS_EGRESS_DENY" in str(caught.value) and "refused always" in str(caught.value)
+    assert await p.check_url("http://tunnel:8765/hook") == [ip_address("172.18.0.9")]
+    assert await p.check_url("http://172.18.0.5:8000/") == [ip_address("172.18.0.5")]  # another port of it
+    assert egress.alert_policy(settings).deny == settings.egress_deny  # alerts too
+    with pytest.raises(ConfigError, match="MCS_EGRESS_DENY"):
+        Settings.from_env({"MCS_EGRESS_DENY": "not a host!"})
+
+
 async def test_names_resolve_for_real_and_bad_urls_are_refused():
     p = policy("private")
     with pytest.raises(egress.EgressRefused, match="localhost resolves to a loopback address, not allowed"):
@@ -166,6 +197,11 @@ async def test_names_resolve_for_real_and_bad_urls_are_refused():
     assert caught.value.permanent
     with pytest.raises(egress.EgressRefused, match="http:// or https://"):
         await p.check_url("ftp://10.0.0.1/x")
+    # Host names IDNA refuses (an empty label, a label over 63 characters) are refused, not a crash (a 500
+    # at registration, found by tests/acceptance/test_openapi_fuzz.py).
+    for bad in ("https://a..b/x", "https://" + "0" * 300, "https://" + "a" * 64 + ".com/x"):
+        with pytest.raises(egress.EgressRefused, match="not a valid URL"):
+            await p.check_url(bad)
     # Other spellings of an address are decided on what they resolve to: 2852039166 is 169.254.169.254.
     with pytest.raises(egress.EgressRefused, match="2852039166 resolves to a cloud metadata address"):
         await policy().check_url("http://2852039166/latest/meta-data")

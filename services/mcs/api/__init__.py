@@ -17,7 +17,8 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
-from mcs.api import agents, memory, tasks
+from mcs.api import agents, memory, schedules, status, tasks
+from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
@@ -155,11 +156,14 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=Provider,
     )
     app.url_map.converters["memkey"] = memory.KeyConverter
     app.register_blueprint(agents.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(memory.bp)
+    app.register_blueprint(status.bp)
+    app.register_blueprint(schedules.bp)
 
     @app.while_serving
     async def lifespan() -> Any:
@@ -194,6 +198,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     netns = network_namespace()
 
     @app.get("/healthz")
+    @documented(ok={200: Health, 503: Health}, auth=None)  # 503: status "database_replaced"
     async def healthz() -> Response:
         """ok; 503 database_replaced when the database file was deleted or replaced under this process (it
         restarts); 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free.
@@ -215,6 +220,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         return respond(body)
 
     @app.get("/metrics")
+    @documented(ok={200: TEXT}, auth=None)
     async def prometheus_metrics() -> Response:
         # The process's own counters, then the mesh state read from the database (off the event loop).
         free = await asyncio.to_thread(disk_free, settings.data_dir)

@@ -10,10 +10,12 @@ from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_request
 
 from mcs import egress, metrics
-from mcs.api.auth import authed, credentials, require_admin
+from mcs.api.auth import authed, credentials
+from mcs.api.openapi import AgentDeleted, AgentList, AgentSecrets, AgentView, Registered, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import AgentQuery, CreateAgent, Register, UpdateAgent
 from mcs.errors import NotFound, ServiceUnavailable, Unprocessable
+from mcs.models import ADMIN
 from mcs.store import agents as agents_store
 
 bp = Blueprint("agents", __name__, url_prefix="/v1/agents")
@@ -24,27 +26,33 @@ def _db() -> Any:
 
 
 @bp.post("")
+@documented(ok={201: AgentSecrets}, errors=(409,), auth="admin", body=True, writes=True)
 @validate_request(CreateAgent)
 async def create(data: CreateAgent) -> Response:
-    caller = require_admin()
     created = await _db().write(
-        agents_store.create,
+        authed(agents_store.create, need="admin"),
+        credentials(),
         name=data.name,
         capabilities=data.capabilities,
         notify_host=data.notify_host,
-        actor=caller.actor,
+        actor=ADMIN.actor,
         now=time.time(),
     )
     return respond(created, 201)
 
 
 @bp.patch("/<name>")
+@documented(ok={200: AgentView}, errors=(404,), auth="admin", body=True, writes=True)
 @validate_request(UpdateAgent)
 async def update(name: str, data: UpdateAgent) -> Response:
-    caller = require_admin()
     now = time.time()
     agent = await _db().write(
-        agents_store.set_notify_host, name=name, notify_host=data.notify_host, actor=caller.actor, now=now
+        authed(agents_store.set_notify_host, need="admin"),
+        credentials(),
+        name=name,
+        notify_host=data.notify_host,
+        actor=ADMIN.actor,
+        now=now,
     )
     return respond(agent.to_admin_api(now))
 
@@ -69,6 +77,7 @@ async def _check_notify_url(creds: Any, url: str) -> None:
 
 
 @bp.post("/register")
+@documented(ok={200: Registered}, auth="agent", body=True, writes=True)
 @validate_request(Register)
 async def register(data: Register) -> Response:
     creds = credentials()
@@ -93,18 +102,25 @@ def _register(conn: Any, *, agent: Any, **kwargs: Any) -> Any:
 
 
 @bp.post("/<name>/rotate")
+@documented(ok={200: AgentSecrets}, errors=(404,), auth="admin", writes=True)
 async def rotate(name: str) -> Response:
-    caller = require_admin()
-    return respond(await _db().write(agents_store.rotate, name=name, actor=caller.actor, now=time.time()))
+    rotated = await _db().write(
+        authed(agents_store.rotate, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
+    )
+    return respond(rotated)
 
 
 @bp.delete("/<name>")
+@documented(ok={200: AgentDeleted}, errors=(404,), auth="admin", writes=True)
 async def delete(name: str) -> Response:
-    caller = require_admin()
-    return respond(await _db().write(agents_store.delete, name=name, actor=caller.actor, now=time.time()))
+    deleted = await _db().write(
+        authed(agents_store.delete, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
+    )
+    return respond(deleted)
 
 
 @bp.get("")
+@documented(ok={200: AgentList}, errors=(400, 422))
 @validate_querystring(AgentQuery)
 async def list_agents(query_args: AgentQuery) -> Response:
     now = time.time()
@@ -115,6 +131,7 @@ async def list_agents(query_args: AgentQuery) -> Response:
 
 
 @bp.get("/<name>")
+@documented(ok={200: AgentView}, errors=(404,))
 async def show(name: str) -> Response:
     creds = credentials()
     agent = await _db().read(authed(agents_store.get, need="any"), creds, name=name)

@@ -20,6 +20,7 @@ from mcs.store import agents as agents_store
 from mcs.store.connection import Connection
 
 BAD_CREDENTIALS = "unknown agent or wrong secret"
+ADMIN_ONLY = "this needs the admin token"
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,21 @@ def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:
     return Caller(name=agent.name), agent
 
 
-def authed(fn: Callable[..., Any], *, need: Literal["any", "agent"], pass_as: str | None = None) -> Callable[..., Any]:
+def authed(
+    fn: Callable[..., Any], *, need: Literal["any", "agent", "admin"], pass_as: str | None = None
+) -> Callable[..., Any]:
     """Wrap a store function so it verifies the caller first, in the same transaction.
 
-    `need="agent"` refuses the admin token (403); `pass_as` names the keyword the caller is handed on as:
+    `need="agent"` refuses the admin token (403); `need="admin"` refuses a verified agent (403), so a
+    wrong agent secret is a 401 there as everywhere; `pass_as` names the keyword the caller is handed on as:
     "agent" (the Agent), "caller" (the Caller) or None (not passed)."""
 
     def run(conn: Connection, creds: Credentials, **kwargs: Any) -> Any:
         caller, agent = verify(conn, creds)
         if need == "agent" and agent is None:
             raise Forbidden("this is for agents: send X-Agent-ID and X-Agent-Secret", code="agent_only")
+        if need == "admin" and agent is not None:
+            raise Forbidden(ADMIN_ONLY, code="admin_only")
         if pass_as == "agent":
             kwargs["agent"] = agent
         elif pass_as == "caller":
@@ -75,6 +81,8 @@ def authed(fn: Callable[..., Any], *, need: Literal["any", "agent"], pass_as: st
 
 
 def require_admin() -> Caller:
+    """The admin, from the request alone. An agent's credentials get 403 here without their secret being
+    checked; where a wrong secret must be a 401 (any route in /openapi.json), use `authed(need="admin")`."""
     if not credentials().is_admin:
-        raise Forbidden("this needs the admin token", code="admin_only")
+        raise Forbidden(ADMIN_ONLY, code="admin_only")
     return ADMIN

@@ -11,6 +11,7 @@ from quart_schema import validate_querystring, validate_request
 from werkzeug.routing import PathConverter
 
 from mcs.api.auth import authed, credentials
+from mcs.api.openapi import NO_CONTENT, BulkResult, MemoryItem, MemoryMeta, MemoryPage, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import MemoryBulk, MemoryPut, MemoryQuery
 from mcs.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
@@ -68,6 +69,7 @@ def _with_etag(item: dict[str, Any]) -> Response:
 
 
 @bp.get("/<ns>/<memkey:key>")
+@documented(ok={200: MemoryItem}, errors=(400, 403, 404))
 async def get(ns: str, key: str) -> Response:
     namespace, key = parse_namespace(ns), check_key(key)
     item = await _db().read(
@@ -77,6 +79,7 @@ async def get(ns: str, key: str) -> Response:
 
 
 @bp.put("/<ns>/<memkey:key>")
+@documented(ok={200: MemoryMeta}, errors=(403, 412), body=True, writes=True)
 @validate_request(MemoryPut)
 async def put(ns: str, key: str, data: MemoryPut) -> Response:
     namespace, key = parse_namespace(ns), check_key(key)
@@ -100,6 +103,7 @@ async def put(ns: str, key: str, data: MemoryPut) -> Response:
 
 
 @bp.delete("/<ns>/<memkey:key>")
+@documented(ok={204: NO_CONTENT}, errors=(400, 403, 404, 412), writes=True)
 async def delete(ns: str, key: str) -> Response:
     namespace, key = parse_namespace(ns), check_key(key)
     await _db().write(
@@ -114,6 +118,7 @@ async def delete(ns: str, key: str) -> Response:
 
 
 @bp.get("/<ns>")
+@documented(ok={200: MemoryPage}, errors=(400, 403, 422))
 @validate_querystring(MemoryQuery)
 async def list_keys(ns: str, query_args: MemoryQuery) -> Response:
     namespace = parse_namespace(ns)
@@ -131,6 +136,7 @@ async def list_keys(ns: str, query_args: MemoryQuery) -> Response:
 
 
 @bp.post("/<ns>/<memkey:key>")
+@documented(ok={}, errors=(400, 405), auth=None)
 async def post_key(ns: str, key: str) -> Response:
     """POST is for _bulk only; a namespace holding a '/' (`agent:../x`) lands here and gets its 400."""
     parse_namespace(ns)
@@ -138,6 +144,7 @@ async def post_key(ns: str, key: str) -> Response:
 
 
 @bp.post("/<ns>/_bulk")
+@documented(ok={200: BulkResult}, errors=(403, 404, 409, 412), body=True, writes=True)
 @validate_request(MemoryBulk)
 async def bulk(ns: str, data: MemoryBulk) -> Response:
     namespace = parse_namespace(ns)

@@ -118,6 +118,7 @@ class TaskQuery(Query):
     type: str | None = None
     agent: str | None = None
     parent: str | None = None
+    id_prefix: str | None = Field(default=None, min_length=8, max_length=64)  # the CLI's short ids
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
 
@@ -284,3 +285,15 @@ class TaskView(BaseModel):
     submitted_by: str
     created_at: str
     updated_at: str
+
+
+class CreateSchedule(Strict):
+    """A cron schedule (admin): at each tick it submits `task` (a `POST /v1/tasks` body)."""
+
+    name: Name
+    cron: str = Field(min_length=1, max_length=200, description="five-field cron ('0 3 * * *'); a sixth: seconds")
+    timezone: str = Field(default="UTC", min_length=1, max_length=64, description="an IANA zone, e.g. Europe/Berlin")
+    task: SubmitTask | None = None
+    workflow: dict[str, Any] | None = None
+    overlap: Literal["skip", "allow"] = "skip"
+    catch_up: Literal["one", "none"] = "one"

@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import validate_querystring, validate_request
 
 from mcs.api.auth import authed, credentials
+from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
 from mcs.errors import BadRequest, Unauthorized, Unprocessable
@@ -29,7 +30,7 @@ def _settings() -> Any:
 
 
 @bp.post("")
-@document_response(TaskView, 201)
+@documented(ok={201: TaskView}, body=True, writes=True)
 @validate_request(SubmitTask)
 async def submit(data: SubmitTask) -> Response:
     creds = credentials()
@@ -71,6 +72,7 @@ async def submit(data: SubmitTask) -> Response:
 
 
 @bp.get("")
+@documented(ok={200: TaskPage}, errors=(400, 422))
 @validate_querystring(TaskQuery)
 async def list_tasks(query_args: TaskQuery) -> Response:
     result: dict[str, Any] = await _db().read(
@@ -80,6 +82,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         type=query_args.type,
         agent=query_args.agent,
         parent=query_args.parent,
+        id_prefix=query_args.id_prefix,
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
@@ -87,18 +90,20 @@ async def list_tasks(query_args: TaskQuery) -> Response:
 
 
 @bp.get("/<task_id>")
-@document_response(TaskView, 200)
+@documented(ok={200: TaskView}, errors=(404,))
 async def show(task_id: str) -> Response:
     result: dict[str, Any] = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
     return respond(result)
 
 
 @bp.get("/<task_id>/events")
+@documented(ok={200: TaskEvents}, errors=(404,))
 async def events(task_id: str) -> Response:
     return respond({"events": await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)})
 
 
 @bp.post("/claim")
+@documented(ok={200: ClaimedTask, 204: NO_CONTENT}, auth="agent", body=True, writes=True)
 @validate_request(ClaimNext)
 async def claim_next(data: ClaimNext) -> Response:
     """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll).
@@ -119,6 +124,7 @@ async def claim_next(data: ClaimNext) -> Response:
 
 
 @bp.post("/<task_id>/claim")
+@documented(ok={200: ClaimedTask}, errors=(404, 409), auth="agent", writes=True)
 async def claim(task_id: str) -> Response:
     creds = credentials()
     result: dict[str, Any] = await _db().write(
@@ -128,6 +134,7 @@ async def claim(task_id: str) -> Response:
 
 
 @bp.post("/<task_id>/extend")
+@documented(ok={200: ClaimedTask}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Extend)
 async def extend(task_id: str, data: Extend) -> Response:
     creds = credentials()
@@ -143,6 +150,7 @@ async def extend(task_id: str, data: Extend) -> Response:
 
 
 @bp.post("/<task_id>/complete")
+@documented(ok={200: TaskView}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Response:
     creds = credentials()
@@ -158,6 +166,7 @@ async def complete(task_id: str, data: Complete) -> Response:
 
 
 @bp.post("/<task_id>/fail")
+@documented(ok={200: TaskView}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Fail)
 async def fail(task_id: str, data: Fail) -> Response:
     creds = credentials()
@@ -177,6 +186,7 @@ async def fail(task_id: str, data: Fail) -> Response:
 
 
 @bp.post("/<task_id>/reject")
+@documented(ok={200: TaskView}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Reject)
 async def reject(task_id: str, data: Reject) -> Response:
     creds = credentials()
@@ -192,6 +202,7 @@ async def reject(task_id: str, data: Reject) -> Response:
 
 
 @bp.post("/<task_id>/cancel")
+@documented(ok={200: TaskView}, errors=(403, 404, 409), writes=True)
 async def cancel(task_id: str) -> Response:
     result: dict[str, Any] = await _db().write(
         authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()

@@ -6,7 +6,17 @@ arguments, so they stay out of shell history and `ps`. One module per command gr
 
 from __future__ import annotations
 
-from mcs.cli import admin, agents, backup, memory, review, server, tasks  # noqa: F401  (they register their commands)
+from mcs.cli import (  # noqa: F401  (they register their commands)
+    admin,
+    agents,
+    backup,
+    memory,
+    review,
+    schedules,
+    server,
+    status,
+    tasks,
+)
 from mcs.cli.root import main
 
 __all__ = ["main"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,14 +52,54 @@ def _agent_human(a: dict[str, Any]) -> str:
 
 
 _AGENT_ENV_HELP = (
-    "Credentials come from the environment only (never arguments): MCS_AGENT_ID (or --name), "
-    "MCS_AGENT_SECRET, and MCS_WEBHOOK_SECRET (to verify webhooks; not needed with --pull)."
+    "Credentials come from the environment or --env-file, never arguments: MCS_AGENT_ID (or --name), "
+    "MCS_AGENT_SECRET, and MCS_WEBHOOK_SECRET (to verify webhooks; not needed with --pull). "
+    "`mcs admin agent create NAME --out NAME.env` writes such a file."
 )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (blank lines, `#` comments and a leading `export ` allowed; values may be quoted).
+    Errors name the line, never its content: the file holds secrets."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise click.BadParameter(f"cannot read {path}: {why}", param_hint="--env-file") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{path} line {number} is not KEY=VALUE", param_hint="--env-file")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _load_env_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Eager: the file's values are in the environment before --name, --url and the rest read it; they win
+    over variables already set (the file is named on this command line)."""
+    if value is not None:
+        os.environ.update(read_env_file(value))
+    return value
 
 
 def _agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options every runnable agent shares: who it is, how work reaches it, how much at once."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--env-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            is_eager=True,
+            expose_value=False,
+            callback=_load_env_file,
+            help="Read MCS_AGENT_ID, MCS_AGENT_SECRET, MCS_WEBHOOK_SECRET, MCS_URL ... from this KEY=VALUE file.",
+        ),
         click.option(
             "--capability", "-c", "capabilities", multiple=True, required=True, help="Repeatable: what it can do."
         ),
@@ -103,6 +144,17 @@ def _run_agent(handler: Any, opts: dict[str, Any]) -> None:
     from mcs.process import setup_logging
 
     setup_logging()
+    # Say what is missing in the command line's terms (the SDK's own messages name its Python arguments).
+    if not (opts["name"] and os.environ.get("MCS_AGENT_SECRET")):
+        raise click.ClickException(
+            "agent credentials missing: set MCS_AGENT_ID and MCS_AGENT_SECRET, or --env-file FILE "
+            "(written by `mcs admin agent create NAME --out FILE`); --name sets the name"
+        )
+    if not opts["pull"] and not os.environ.get("MCS_WEBHOOK_SECRET"):
+        raise click.ClickException(
+            "MCS_WEBHOOK_SECRET is not set: it verifies the webhooks this agent receives; set it "
+            "(--env-file FILE), or use --pull to long-poll for work instead"
+        )
     agent = Agent(
         handler,
         capabilities=list(opts["capabilities"]),

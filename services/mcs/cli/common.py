@@ -9,27 +9,87 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from mcs.client import Client, McsApiError, McsUnavailable
+from mcs import profiles
+from mcs.client import DEFAULT_URL, Client, McsApiError, McsUnavailable
+from mcs.errors import ConfigError
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
 
 
+PROFILE_META = "mcs.profile"  # where --profile leaves its value for the --url callback and client()
+PROFILE_EXPLICIT_META = "mcs.profile_on_command_line"
+
+
+def _remember_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    ctx.meta[PROFILE_META] = value
+    ctx.meta[PROFILE_EXPLICIT_META] = ctx.get_parameter_source("profile") is ParameterSource.COMMANDLINE
+    return value
+
+
+def load_profile(ctx: click.Context | None = None) -> profiles.Profile | None:
+    """The config file's profile for this command (--profile, MCS_PROFILE or default_profile), if any."""
+    ctx = ctx or click.get_current_context()
+    try:
+        return profiles.load(ctx.meta.get(PROFILE_META))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _resolve_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    # `--profile NAME` on the command line is an option like --url: it beats MCS_URL from the environment
+    # (an agent's env file sourced into the shell must not redirect an explicit --profile).
+    given = ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE
+    if value and (given or not ctx.meta.get(PROFILE_EXPLICIT_META)):
+        return value
+    profile = load_profile(ctx)
+    return profile.url if profile is not None and profile.url else value or DEFAULT_URL
+
+
 def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    """--url and --profile: which mesh a client command talks to (options > environment > the config
+    file's profile > the default)."""
+    fn = click.option(
         "--url",
         envvar="MCS_URL",
-        default="http://127.0.0.1:8080",
-        show_default=True,
         show_envvar=True,
-        help="The MCS API.",
+        callback=_resolve_url,
+        help=f"The MCS API [default: the profile's url, else {DEFAULT_URL}].",
+    )(fn)
+    return click.option(
+        "--profile",
+        envvar=profiles.PROFILE_ENV,
+        show_envvar=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_remember_profile,
+        help="A profile of the config file (~/.config/mcs/config.toml) [default: its default_profile]; "
+        "given here, its url and credentials beat the environment's.",
     )(fn)
 
 
 def client(url: str) -> Client:
-    return Client.from_env(url=url)
+    """The client for a command: credentials from an explicit --profile, else the environment, else the
+    config file's profile, else ./data/admin-token."""
+    ctx = click.get_current_context()
+    try:
+        explicit: dict[str, Any] = {}
+        if ctx.meta.get(PROFILE_EXPLICIT_META):
+            profile = load_profile(ctx)
+            if profile is not None and (profile.url is None or profile.url.rstrip("/") == url.rstrip("/")):
+                explicit = {
+                    "admin_token": profile.admin_token(),
+                    "agent_id": profile.agent_id,
+                    "agent_secret": profile.agent_secret,
+                }
+                if not (explicit["admin_token"] or (explicit["agent_id"] and explicit["agent_secret"])):
+                    explicit = {}
+        return Client.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
@@ -39,14 +99,34 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) ->
         click.echo(human(data))
 
 
+def auth_hint() -> str:
+    """How to sign in, for a 401: the three ways, with the config file's path."""
+    return (
+        "authenticate with one of: MCS_ADMIN_TOKEN (the admin token); the config file "
+        f"{profiles.config_path()} (a profile with url and token_file or token; `mcs up` writes it); "
+        "agent credentials MCS_AGENT_ID + MCS_AGENT_SECRET (e.g. from `mcs admin agent create NAME --out FILE`)"
+    )
+
+
 class McsGroup(click.Group):
-    """Turns client errors into one line on stderr and exit code 1, never a traceback."""
+    """Turns client errors into one line on stderr and exit code 1, never a traceback. Without a subcommand
+    it prints its help to stdout and exits 0. Its subgroups are McsGroups too."""
+
+    group_class = type
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # (resilient: shell completion asking what comes next)
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except McsApiError as exc:
             click.echo(f"error: {exc.message} ({exc.code}, HTTP {exc.status})", err=True)
+            if exc.status == 401:
+                click.echo(auth_hint(), err=True)
             ctx.exit(1)
         except McsUnavailable as exc:
             click.echo(f"error: {exc}", err=True)
@@ -66,12 +146,31 @@ class McsGroup(click.Group):
 def load_payload(payload: str | None, payload_file: str | None) -> Any:
     if payload is not None and payload_file is not None:
         raise click.UsageError("give --payload or --payload-file, not both")
+    if payload_file is not None:
+        try:
+            text = sys.stdin.read() if payload_file == "-" else Path(payload_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {payload_file}: {exc.strerror}", param_hint="the file") from exc
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(f"{payload_file} is not UTF-8 text", param_hint="the file") from exc
+        source = "stdin" if payload_file == "-" else payload_file
+    elif payload is not None:
+        text, source = payload, None
+    else:
+        return None
     try:
-        if payload_file is not None:
-            text = sys.stdin.read() if payload_file == "-" else Path(payload_file).read_text()
-            return json.loads(text)
-        return json.loads(payload) if payload is not None else None
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {payload_file}: {exc.strerror}", param_hint="the file") from exc
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="the JSON value") from exc
+        where = f"{source}, line {exc.lineno} column {exc.colno}" if source else f"column {exc.colno}"
+        raise click.BadParameter(f"not valid JSON ({where}): {exc.msg}", param_hint="the JSON value") from exc
+
+
+def resolve_task_id(c: Client, given: str) -> str:
+    """The full id of the task `given` names: itself when it is a full id, else the one task whose id starts
+    with it (8 characters at least). UsageError when several match."""
+    if len(given) >= 36 or len(given) < 8:
+        return given
+    found = c.list_tasks(id_prefix=given, limit=2)["tasks"]
+    if len(found) > 1:
+        raise click.UsageError(f"{given} is the start of several task ids ({found[0]['id']}, ...): give more of it")
+    return str(found[0]["id"]) if found else given

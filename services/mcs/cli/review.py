@@ -114,7 +114,8 @@ def review_run(
 def review_agents(tools: tuple[str, ...], capability: str, prefix: str, listen_host: str, url: str) -> None:
     """Run the offline analyzer reviewers (ruff, pyflakes, bandit, vulture, pylint), one agent process
     each, until Ctrl-C. Creates each agent, or rotates its secrets if it exists (needs the admin token:
-    MCS_ADMIN_TOKEN or the token file `mcs up` writes). Install the analyzers with `pip install 'mcs[review]'`."""
+    MCS_ADMIN_TOKEN, or the config file and token file `mcs up` writes). Install the analyzers from the
+    clone with `pip install -e '.[review]'`."""
     from mcs.review import launcher
 
     def say(line: str) -> None:
@@ -123,9 +124,9 @@ def review_agents(tools: tuple[str, ...], capability: str, prefix: str, listen_h
     try:
         installed, missing = launcher.available_tools(list(tools) or None)
         for tool in missing:
-            say(f"skipping {tool}: not installed (pip install 'mcs[review]')")
+            say(f"skipping {tool}: not installed (pip install -e '.[review]' in the clone)")
         if not installed:
-            raise launcher.LaunchError("no analyzer is installed: pip install 'mcs[review]'")
+            raise launcher.LaunchError("no analyzer is installed: pip install -e '.[review]' in the clone")
         with client(url) as c:
             running = launcher.start(
                 c, url=url, tools=installed, capability=capability, prefix=prefix, listen_host=listen_host, out=say

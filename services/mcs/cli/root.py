@@ -13,5 +13,10 @@ def main() -> None:
     """MCS, the Mesh Coordination Server: tasks, signed webhooks and shared memory for a mesh of AI agents.
 
     Server settings come from MCS_* environment variables (MCS_DB, MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN, ...;
-    see the README). Client commands use MCS_URL and MCS_ADMIN_TOKEN or MCS_AGENT_ID + MCS_AGENT_SECRET.
+    see the README). Client commands find the mesh and sign in with, first to last: their options (--url,
+    --profile), the environment (MCS_URL; MCS_ADMIN_TOKEN, or MCS_AGENT_ID + MCS_AGENT_SECRET), the config
+    file's profile (~/.config/mcs/config.toml, which `mcs up` writes; MCS_PROFILE picks one), and the
+    defaults (http://127.0.0.1:8080 and ./data/admin-token).
+
+    Shell completion: eval "$(_MCS_COMPLETE=bash_source mcs)" (zsh_source, fish_source).
     """

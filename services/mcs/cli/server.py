@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from mcs.cli.common import emit, json_option
 from mcs.cli.root import main
+from mcs.models import HEARTBEAT_MAX_AGE
 
 SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
 EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
@@ -23,6 +25,14 @@ def _settings() -> Any:
     return Settings.from_env()
 
 
+def _where(name: str, settings: Any) -> str:
+    """The address a server process listens on, for a "port in use" message."""
+    if name in ("api", "up"):
+        return f"{settings.host}:{settings.port}"
+    port = getattr(settings, f"{name}_metrics_port")
+    return f"{settings.bind_metrics_host}:{port} (MCS_{name.upper()}_METRICS_PORT)"
+
+
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
     on stderr and exit code 78, which tells `mcs up` that restarting would not help. A database deleted or
@@ -32,8 +42,10 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
 
     from mcs.errors import DatabaseReplaced, McsError, StoreBusy
 
+    settings = None
     try:
-        run(_settings())
+        settings = _settings()
+        run(settings)
     except DatabaseReplaced as exc:
         click.echo(f"mcs {name}: exiting to restart: {exc}", err=True)
         sys.exit(EXIT_RESTART)
@@ -41,7 +53,10 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
         click.echo(f"mcs {name}: cannot start now: {exc}", err=True)
         sys.exit(EXIT_RESTART)
     except OSError as exc:
-        why = "the port is already in use (another MCS?)" if exc.errno == errno.EADDRINUSE else str(exc)
+        if exc.errno == errno.EADDRINUSE and settings is not None:
+            why = f"the port is already in use: {_where(name, settings)} (another MCS? `mcs up --port N`)"
+        else:
+            why = str(exc)
         click.echo(f"mcs {name}: cannot start: {why}", err=True)
         sys.exit(EXIT_CANNOT_START)
     except McsError as exc:
@@ -49,16 +64,48 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
         sys.exit(EXIT_CANNOT_START)
 
 
+def _profile_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from mcs.profiles import NAME_PATTERN
+
+    if value is not None and not NAME_PATTERN.match(value):
+        raise click.BadParameter("letters, digits, - and _ only (at most 64)")
+    return value
+
+
 @main.command()
-def up() -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="The api's port (sets MCS_PORT).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The data folder: database and admin token (sets MCS_DB to DATA/mcs.db) [default: ./data].",
+)
+@click.option(
+    "--profile",
+    default=None,
+    callback=_profile_name,
+    help="The name of this mesh's profile in the CLI's config file [default: local, or local-PORT].",
+)
+def up(port: int | None, data: Path | None, profile: str | None) -> None:
     """Run api, dispatcher, watchdog and notifier as four processes (the embedded default; env: MCS_DB,
-    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN)."""
+    MCS_HOST, MCS_PORT, MCS_ADMIN_TOKEN).
+
+    The metrics ports of the other three are 9101-9103 unless set (MCS_*_METRICS_PORT); one in use (a
+    second mesh on this host) is replaced by a free port. On start it makes sure the CLI's config file
+    (~/.config/mcs/config.toml) knows this mesh: it writes the file when there is none, else appends a
+    profile for it (never changing what is there), so `mcs` finds it from any folder."""
+    import os
+
     from mcs import supervisor
     from mcs.process import setup_logging
 
+    if port is not None:
+        os.environ["MCS_PORT"] = str(port)
+    if data is not None:
+        os.environ["MCS_DB"] = str(data / "mcs.db")
     setup_logging()
     code: list[int] = []
-    _serve("up", lambda settings: code.append(supervisor.main(settings)))
+    _serve("up", lambda settings: code.append(supervisor.main(settings, profile=profile)))
     sys.exit(code[0] if code else 0)
 
 
@@ -110,7 +157,7 @@ def migrate(as_json: bool) -> None:
 
 @main.command()
 @click.argument("process", type=click.Choice(SERVER_PROCESSES))
-@click.option("--max-age", default=60.0, show_default=True, help="Seconds a heartbeat may be old.")
+@click.option("--max-age", default=HEARTBEAT_MAX_AGE, show_default=True, help="Seconds a heartbeat may be old.")
 def check(process: str, max_age: float) -> None:
     """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
     from mcs.store import Store

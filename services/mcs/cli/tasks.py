@@ -9,9 +9,12 @@ from typing import Any
 
 import click
 
-from mcs.cli.common import client, emit, json_option, load_payload, url_option
+from mcs.cli.common import client, emit, json_option, load_payload, resolve_task_id, url_option
 from mcs.cli.root import main
-from mcs.client import TERMINAL
+from mcs.client import TERMINAL, Client, McsApiError, serves
+from mcs.models import TaskState
+
+STATES = [s.value for s in TaskState]
 
 
 @main.group()
@@ -25,9 +28,34 @@ def _task_human(t: dict[str, Any]) -> str:
         for k, v in t.items()
         if k not in ("payload", "result") and v not in (None, [], "")
     ]
+    lines.append("payload: " + json.dumps(t.get("payload"), indent=2))
     if t.get("result") is not None:
         lines.append("result: " + json.dumps(t["result"], indent=2))
     return "\n".join(lines)
+
+
+def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str | None:
+    """A warning when no online agent can take a task with these capabilities and route (None when one
+    can), naming the offline agents that could: the check `mcs review` makes before it submits."""
+    route = route or "any"
+    try:
+        agents: list[dict[str, Any]] = c.list_agents()
+    except McsApiError:
+        return None  # not allowed to look: the submit itself will say what is wrong
+    if any(a["status"] == "online" and serves(a, capabilities, route) for a in agents):
+        return None
+    wanted = ", ".join(capabilities)
+    what = (
+        f"agent {route!r} with {wanted}"
+        if route not in ("any", "all")
+        else f"the capabilit{'ies' if len(capabilities) > 1 else 'y'} {wanted}"
+    )
+    offline = [a["name"] for a in agents if serves(a, capabilities, route)]
+    if offline:
+        why = f"offline agents that would take it: {', '.join(offline)} (start one of them)"
+    else:
+        why = f"no agent has it (create one: mcs admin agent create NAME --capability {capabilities[0]})"
+    return f"warning: no online agent serves {what}; the task waits until one does; {why}"
 
 
 @task.command("submit")
@@ -72,19 +100,42 @@ def task_submit(
             claim_ttl=claim_ttl,
             idempotency_key=idempotency_key,
         )
+        warning = nobody_serves(c, list(capabilities) or [type_], route)
+        if warning:
+            click.echo(warning, err=True)
         if not wait:
             emit(t, as_json, lambda d: d["id"])
             return
-        click.echo(f"submitted {t['id']}; waiting", err=True)
-        t = c.wait_for(t["id"], timeout=timeout)
-    emit(t if as_json else t.get("result"), as_json or True)
-    if t["state"] != "completed":
-        click.echo(f"task {t['id']} ended {t['state']}: {t.get('error')}", err=True)
-        sys.exit(1)
+        try:
+            click.echo(f"submitted {t['id']}; waiting (Ctrl-C stops waiting, not the task)", err=True)
+            t = c.wait_for(t["id"], timeout=timeout)
+        except TimeoutError as exc:
+            click.echo(f"error: {exc}", err=True)
+            warning = nobody_serves(c, list(capabilities) or [type_], route)
+            if warning:
+                click.echo(warning, err=True)
+            click.echo(f"it goes on: mcs task watch {t['id']}, or mcs task cancel {t['id']}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo(
+                f"\ninterrupted; task {t['id']} goes on: follow it with `mcs task watch {t['id']}`, "
+                f"cancel it with `mcs task cancel {t['id']}`",
+                err=True,
+            )
+            sys.exit(130)
+    if t["state"] == "completed":
+        emit(t if as_json else t.get("result"), True)
+        return
+    if as_json:
+        emit(t, True)
+    error = t.get("error")
+    why = "" if error is None else f": {error}" if isinstance(error, str) else f": {json.dumps(error)}"
+    click.echo(f"task {t['id']} ended {t['state']}{why}", err=True)
+    sys.exit(1)
 
 
 @task.command("list")
-@click.option("--state", default=None)
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only tasks in this state.")
 @click.option("--type", "type_", default=None)
 @click.option("--agent", default=None)
 @click.option("--parent", default=None)
@@ -121,13 +172,18 @@ def task_list(
 
 
 @task.command("show")
-@click.argument("task_id")
+@click.argument("task_id", metavar="ID")
+@click.option("--result", "only_result", is_flag=True, help="Print only the result (JSON).")
 @url_option
 @json_option
-def task_show(task_id: str, url: str, as_json: bool) -> None:
-    """Show one task."""
+def task_show(task_id: str, only_result: bool, url: str, as_json: bool) -> None:
+    """Show one task, its payload and result. ID may be a unique prefix of 8 or more characters."""
     with client(url) as c:
-        emit(c.get_task(task_id), as_json, _task_human)
+        t = c.get_task(resolve_task_id(c, task_id))
+    if only_result:
+        emit(t.get("result"), True)
+    else:
+        emit(t, as_json, _task_human)
 
 
 def _event_line(e: dict[str, Any]) -> str:
@@ -136,45 +192,50 @@ def _event_line(e: dict[str, Any]) -> str:
 
 
 @task.command("events")
-@click.argument("task_id")
+@click.argument("task_id", metavar="ID")
 @url_option
 @json_option
 def task_events(task_id: str, url: str, as_json: bool) -> None:
-    """Show a task's audit trail."""
+    """Show a task's audit trail (ID: or a unique prefix of 8+ characters)."""
     with client(url) as c:
-        emit(c.events(task_id), as_json, lambda evs: "\n".join(_event_line(e) for e in evs))
+        emit(c.events(resolve_task_id(c, task_id)), as_json, lambda evs: "\n".join(_event_line(e) for e in evs))
 
 
 @task.command("cancel")
-@click.argument("task_id")
+@click.argument("task_id", metavar="ID")
 @url_option
 @json_option
 def task_cancel(task_id: str, url: str, as_json: bool) -> None:
-    """Cancel a task (and its children)."""
+    """Cancel a task and its children (ID: or a unique prefix of 8+ characters)."""
     with client(url) as c:
-        emit(c.cancel(task_id), as_json, lambda t: f"{t['id']} {t['state']}")
+        emit(c.cancel(resolve_task_id(c, task_id)), as_json, lambda t: f"{t['id']} {t['state']}")
 
 
 @task.command("watch")
-@click.argument("task_id")
+@click.argument("task_id", metavar="ID")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @url_option
 @json_option
 def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> None:
-    """Print a task's events as they happen until it ends."""
+    """Print a task's events as they happen until it ends (ID: or a unique prefix of 8+ characters)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     seen = 0
     with client(url) as c:
-        while True:
-            events = c.events(task_id)
-            for e in events[seen:]:
-                click.echo(json.dumps(e) if as_json else _event_line(e))
-            seen = len(events)
-            t = c.get_task(task_id)
-            if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} is still {t['state']}")
-            time.sleep(0.3)
+        task_id = resolve_task_id(c, task_id)
+        try:
+            while True:
+                events = c.events(task_id)
+                for e in events[seen:]:
+                    click.echo(json.dumps(e) if as_json else _event_line(e))
+                seen = len(events)
+                t = c.get_task(task_id)
+                if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"task {task_id} is still {t['state']}")
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped watching; task {task_id} goes on (mcs task cancel {task_id} stops it)", err=True)
+            sys.exit(130)
     if t["state"] != "completed":
         sys.exit(1)

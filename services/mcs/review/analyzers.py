@@ -172,7 +172,7 @@ def _run(args: list[str], ws: Workspace, ok_codes: tuple[int, ...], limits: Limi
     except sandbox.SandboxLimit as exc:
         raise AnalyzerError(str(exc)) from exc
     if "No module named" in proc.stderr and proc.returncode not in ok_codes:
-        raise AnalyzerError(f"{tool} is not installed here: pip install 'mcs[review]'")
+        raise AnalyzerError(f"{tool} is not installed here: pip install -e '.[review]' in the clone")
     if proc.returncode not in ok_codes or "Traceback (most recent call last):" in proc.stderr.splitlines():
         # A crash must not pass for a review without findings (bandit and pyflakes exit 1 either way).
         raise AnalyzerError(f"{tool} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mcs.client import TERMINAL, Client, McsApiError
+from mcs.client import TERMINAL, Client, McsApiError, serves
 from mcs.review.pack import TASK_TYPE, Packed
 from mcs.review.report import render_html, render_json
 
@@ -30,11 +30,7 @@ class Outcome:
 
 def capable_agents(client: Client, capability: str) -> list[str]:
     """Names of the online agents that have `capability`."""
-    return sorted(
-        a["name"]
-        for a in client.list_agents()
-        if a.get("status") == "online" and capability in a.get("capabilities", [])
-    )
+    return sorted(a["name"] for a in client.list_agents() if a.get("status") == "online" and serves(a, [capability]))
 
 
 def submit(client: Client, packed: Packed, *, capability: str, priority: str | None) -> dict[str, Any]:

@@ -183,6 +183,23 @@ def m0006_agent_grants(db: Database) -> None:
     db.execute("UPDATE agents SET granted = capabilities WHERE last_seen IS NULL AND capabilities != '[]'")
 
 
+@migrations(name="0007_retention")
+def m0007_retention(db: Database) -> None:
+    # What the retention pruner (mcs.maintenance.retention) looks for, so a batch costs the same with a
+    # million rows as with ten. Partial indexes: a task enters tasks_finished once, when it ends, so the
+    # index adds nothing to the writes a live task goes through; its WHERE is repeated verbatim by the
+    # pruner's queries (SQLite uses a partial index only when the query implies its WHERE).
+    _run_script(
+        db,
+        """
+        CREATE INDEX tasks_finished ON tasks(updated_at)
+            WHERE state IN ('completed', 'failed', 'canceled') AND parent_id IS NULL;
+        CREATE INDEX outbox_done ON outbox(updated_at) WHERE state != 'pending';
+        CREATE INDEX agent_events_at ON agent_events(at);
+        """,
+    )
+
+
 def _run_script(db: Database, script: str) -> None:
     # Not executescript(): the driver commits a pending transaction before running a script, which would
     # break the one-transaction-per-migration promise.
@@ -226,4 +243,42 @@ def m0008_quotas(db: Database) -> None:
     db.execute(
         "CREATE TRIGGER memory_usage_update AFTER UPDATE OF ns, key, value ON memory BEGIN "
         f"{remove.format(size.format('old'))}; {add.format(size.format('new'))}; END"
+    )
+
+
+@migrations(name="0009_schedules")
+def m0009_schedules(db: Database) -> None:
+    # Cron schedules, and one row per tick they handled: its primary key is what makes a tick fire once,
+    # even with two watchdogs started by mistake or a crash between the submission and the bookkeeping.
+    _run_script(
+        db,
+        """
+        CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            cron TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            overlap TEXT NOT NULL,
+            catch_up TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            next_run_at REAL NOT NULL,
+            last_tick_at REAL,
+            last_task_id TEXT,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX schedules_due ON schedules(next_run_at) WHERE paused = 0;
+        CREATE TABLE schedule_runs (
+            schedule TEXT NOT NULL,
+            tick_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            task_id TEXT,
+            at REAL NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (schedule, tick_at)
+        ) WITHOUT ROWID;
+        CREATE INDEX schedule_runs_at ON schedule_runs(at);
+        """,
     )

@@ -81,10 +81,6 @@ def unreachable_message(agent: str | None, url: str | None, error: str, attempts
     return text
 
 
-def purge_delivered(conn: Connection, *, before: float) -> int:
-    return int(conn.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?", (before,)).rowcount)
-
-
 def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: float) -> None:
     conn.execute(
         "INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES (?, ?, ?, ?)"

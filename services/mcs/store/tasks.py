@@ -80,14 +80,19 @@ def list_tasks(
     parent: str | None,
     limit: int,
     cursor: str | None,
+    id_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Newest first; `next_cursor` continues after the last task shown (stable under new submissions)."""
+    """Newest first; `next_cursor` continues after the last task shown (stable under new submissions).
+    `id_prefix` keeps the tasks whose id starts with it (a range on the id index)."""
     where: list[str] = []
     args: list[Any] = []
     for column, value in (("state", state), ("type", type), ("assigned_to", agent), ("parent_id", parent)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    if id_prefix:
+        where.append("id >= ? AND id < ?")
+        args.extend((id_prefix, id_prefix + "\U0010ffff"))
     if cursor:
         where.append("seq < ?")
         args.append(decode_cursor(cursor))
@@ -696,7 +701,3 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
         _set(conn, task, now, state=TaskState.QUEUED, assigned_to=None, assigned_at=None, parked=0)
         add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to})
     return [r["id"] for r in rows]
-
-
-def purge_idempotency_keys(conn: Connection, *, now: float) -> int:
-    return int(conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)).rowcount)
