@@ -40,6 +40,8 @@ from standardwebhooks.webhooks import Webhook
 from mcs.client import Client, McsApiError
 from tests.polling import wait_until  # noqa: F401 - the tests import it from here
 
+from .streams import RetryingClient
+
 PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
 START_TIMEOUT = 30.0  # seconds for all four processes to answer /healthz (a busy 2-core machine)
 STOP_TIMEOUT = 15.0  # seconds `mcs up` may take to stop on SIGTERM
@@ -355,6 +357,9 @@ class FakeAgent:
 
     `refuse_first=N` answers 503 to the first N webhooks (after verifying them), so MCS must retry.
     `answer_delay` seconds pass before each answer (a slow network keeps deliveries in flight).
+    `concurrency` is what it registers (how many tasks MCS may hand it at once; server default 1).
+    `persistent=True` gives it a `RetryingClient` (tests/acceptance/streams.py): it rides out an api that
+    is killed, busy or out of disk by retrying, as a real agent must.
 
     Without push it has no notify_url and the test drives it (claim_next, claim, ...) via `client`.
     """
@@ -369,6 +374,8 @@ class FakeAgent:
     error: Any = "agent says no"
     refuse_first: int = 0
     answer_delay: float = 0.0
+    concurrency: int | None = None
+    persistent: bool = False
     secret: str = ""
     webhook_secret: str = ""
     client: Client = field(init=False)
@@ -380,12 +387,14 @@ class FakeAgent:
     failed: list[str] = field(default_factory=list)  # task ids, once per reported failure
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (task id, error code) of refused calls
     errors: list[str] = field(default_factory=list)  # anything unexpected; must stay empty
+    truncated: int = 0  # requests whose sender hung up before the whole body arrived (never acted on)
 
     def __post_init__(self) -> None:
         creds = self.mesh.admin.create_agent(self.name, self.capabilities)
         assert creds["name"] == self.name and creds["webhook_secret"].startswith("whsec_")
         self.secret, self.webhook_secret = creds["secret"], creds["webhook_secret"]
-        self.client = Client(self.mesh.url, agent_id=self.name, agent_secret=self.secret, timeout=15)
+        client_class = RetryingClient if self.persistent else Client
+        self.client = client_class(self.mesh.url, agent_id=self.name, agent_secret=self.secret, timeout=15)
         self.lock = threading.Lock()
         self.jobs: queue.Queue[str | None] = queue.Queue()
         self.server: ThreadingHTTPServer | None = None
@@ -409,12 +418,18 @@ class FakeAgent:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (a killed notifier): no delivery
+                    with agent.lock:
+                        agent.truncated += 1
+                    self.close_connection = True
+                    return
                 try:
                     event = verifier.verify(body, dict(self.headers.items()))
                 except Exception as exc:  # any verification error is a failure the test reports
                     with agent.lock:
-                        agent.verify_failures.append(f"{type(exc).__name__}: {exc}")
+                        agent.verify_failures.append(f"{type(exc).__name__}: {exc} ({length} bytes)")
                     self.send_response(401)
                     self.end_headers()
                     return
@@ -496,7 +511,9 @@ class FakeAgent:
 
     def register(self, ttl: float | None = None) -> dict[str, Any]:
         """Come online (registration is also the heartbeat)."""
-        answer = self.client.register(self.capabilities, notify_url=self.notify_url, ttl=ttl)
+        answer = self.client.register(
+            self.capabilities, notify_url=self.notify_url, ttl=ttl, concurrency=self.concurrency
+        )
         assert answer["status"] == "online", answer
         return answer
 
@@ -504,6 +521,8 @@ class FakeAgent:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+        if self.persistent:  # a worker still retrying (the test failed) gives up instead of waiting it out
+            self.client.close()
         for _ in range(self.workers if self.push else 0):
             self.jobs.put(None)
         for t in self.threads:
