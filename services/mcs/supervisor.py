@@ -31,7 +31,8 @@ STABLE_AFTER = 30.0  # seconds of uptime after which a process's crash count sta
 STOP_GRACE = 10.0  # seconds to wait after SIGTERM before SIGKILL
 TICK = 0.2  # seconds between checks on the children
 READY_PROBE_TIMEOUT = 0.2  # seconds for one look at the api's /healthz while waiting for it to listen
-EXIT_CANNOT_START = 78  # a child's "restarting will not help" (see mcs.cli)
+EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
+EXIT_RESTART = 75  # EX_TEMPFAIL: restarting will help (the database file was replaced, or stayed locked)
 
 
 def ensure_admin_token(settings: Settings) -> tuple[str, bool]:

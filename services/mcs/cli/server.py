@@ -13,10 +13,9 @@ import click
 from mcs.cli.common import emit, json_option
 from mcs.cli.root import main
 from mcs.models import HEARTBEAT_MAX_AGE
+from mcs.supervisor import EXIT_CANNOT_START, EXIT_RESTART
 
 SERVER_PROCESSES = ("api", "dispatcher", "watchdog", "notifier")
-EXIT_CANNOT_START = 78  # EX_CONFIG: restarting will not help; `mcs up` stops everything on it
-EXIT_RESTART = 75  # EX_TEMPFAIL: restarting will help (the database file was replaced, or stayed locked)
 
 
 def _settings() -> Any:
