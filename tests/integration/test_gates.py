@@ -242,3 +242,24 @@ async def test_list_filters_by_updated_after(mesh):
     for bad in ("yesterday", "2000-01-01T00:00:00", "1w"):
         r = await mesh.call("GET", f"/v1/tasks?updated_after={bad}", who="admin")
         assert r.status_code == 400 and (await r.get_json())["error"]["code"] == "bad_updated_after"
+
+
+async def test_metrics_count_waiting_approvals_and_the_oldest_wait_and_redrives(settings, mesh):
+    from mcs.state_metrics import MeshStateCollector
+    from tests.integration.test_metrics import scrape, value
+
+    collector = MeshStateCollector(mesh.store, cache_seconds=0, clock=lambda: time.time() + 5400)
+    empty = {m.name: m.samples[0].value for m in collector.collect() if m.name.startswith("mcs_approval")}
+    assert empty == {"mcs_approvals_waiting": 0, "mcs_approval_oldest_wait_seconds": 0}
+    first = await mesh.submit(type="approval")
+    await mesh.submit(type="approval")
+    decided = await mesh.submit(type="approval")
+    await mesh.ok("POST", f"/v1/tasks/{decided['id']}/deny", who="admin", json={"reason": "no"})
+    got = {m.name: m.samples[0].value for m in collector.collect() if m.name.startswith("mcs_approval")}
+    assert got["mcs_approvals_waiting"] == 2
+    assert 5400 <= got["mcs_approval_oldest_wait_seconds"] < 5460  # the clock is 90 minutes on
+    before = value(await scrape(mesh), "mcs_tasks_redriven_total", type="approval", priority="normal") or 0
+    await mesh.ok("POST", f"/v1/tasks/{decided['id']}/retry", who="admin")
+    text = await scrape(mesh)
+    assert value(text, "mcs_tasks_redriven_total", type="approval", priority="normal") == before + 1
+    assert first["id"] not in text

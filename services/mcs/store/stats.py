@@ -27,6 +27,8 @@ class MeshSnapshot:
     outbox_pending: dict[str, int]  # kind -> rows waiting for delivery
     heartbeats: dict[str, float] = field(default_factory=dict)  # process -> last beat
     recently_failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, priority) -> failed
+    approvals_waiting: int = 0
+    oldest_approval: float | None = None  # when the longest-waiting approval started waiting
 
 
 _PRIORITY_LABELS = {int(p): p.label for p in Priority}  # stored number -> "urgent" | "normal" | "low"
@@ -81,6 +83,11 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
             (now - RECENT_FAILURES_WINDOW,),
         )
     }
+    # Approval gates waiting for a person (on tasks_type: only approval rows are read); an approval's
+    # updated_at is when it started waiting, as nothing else changes it until someone decides it.
+    approvals, oldest_approval = conn.execute(
+        "SELECT count(*), min(updated_at) FROM tasks WHERE type = 'approval' AND state = 'waiting'"
+    ).fetchone()
     return MeshSnapshot(
         at=now,
         tasks=tasks,
@@ -90,4 +97,6 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         outbox_pending=outbox,
         heartbeats=beats,
         recently_failed=failed,
+        approvals_waiting=approvals,
+        oldest_approval=oldest_approval,
     )
