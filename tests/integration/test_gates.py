@@ -263,3 +263,14 @@ async def test_metrics_count_waiting_approvals_and_the_oldest_wait_and_redrives(
     text = await scrape(mesh)
     assert value(text, "mcs_tasks_redriven_total", type="approval", priority="normal") == before + 1
     assert first["id"] not in text
+
+
+async def test_fanout_children_inherit_the_key_and_run_one_at_a_time(mesh):
+    for name in ("p", "q", "r"):
+        await mesh.agent(name, ["scan"], concurrency=5)
+    parent = await mesh.submit(type="scan", route="all", concurrency_key="scanner")
+    mesh.dispatch()
+    kids = (await mesh.task(parent["id"]))["children"]
+    assert len(kids) == 3
+    assert {(await mesh.task(k))["concurrency_key"] for k in kids} == {"scanner"}
+    assert len(await running(mesh, kids)) == 1

@@ -590,6 +590,9 @@ def dispatch(
     agents = view.for_pass(conn)
     after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
     scanned = 0
+    full_keys: set[tuple[str, int | None]] = (
+        set()
+    )  # concurrency keys found at their limit: nothing frees one during a pass
     while scanned < DISPATCH_SCAN_MAX:
         # When every push agent is at capacity only fanout parents can make progress: skip the backlog.
         # Only what routing needs is read: a backlog can be long, and most of it waits for room.
@@ -614,7 +617,7 @@ def dispatch(
         keys = {r["id"]: (r["concurrency_key"], r["max_concurrency"]) for r in rows if r["concurrency_key"]}
         while pending:
             task_id, route, required = pending.pop(0)
-            if task_id in keys and _key_full(conn, *keys[task_id]):
+            if task_id in keys and _key_blocks(conn, *keys[task_id], full_keys):
                 continue  # its key is at its limit: it waits, queued and in order, for one to finish
             if route == routing.ROUTE_ALL:
                 parent = must_get(conn, task_id)
@@ -622,6 +625,7 @@ def dispatch(
                 if kids:
                     out.fanned_out += 1
                     pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
+                    keys.update({k.id: (k.concurrency_key, k.max_concurrency) for k in kids if k.concurrency_key})
                 else:
                     _set(conn, parent, now, parked=1)
                     out.parked += 1
@@ -677,9 +681,9 @@ def _fan_out(conn: Connection, parent: Task, candidates: list[Candidate], now: f
         kid_id = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO tasks (id, type, payload, priority, capabilities, route, state, max_retries, claim_ttl,"
-            " parent_id, submitted_by, created_at, updated_at)"
+            " parent_id, submitted_by, created_at, updated_at, concurrency_key, max_concurrency)"
             " SELECT ?, type, payload, priority, capabilities, ?, 'queued', max_retries, claim_ttl, id,"
-            " submitted_by, created_at, ? FROM tasks WHERE id = ?",
+            " submitted_by, created_at, ?, concurrency_key, max_concurrency FROM tasks WHERE id = ?",
             (kid_id, name, now, parent.id),
         )
         add_event(conn, kid_id, "submitted", "dispatcher", now, {"parent_id": parent.id, "route": name})
@@ -740,6 +744,17 @@ def _key_full(conn: Connection, key: str | None, limit: int | None) -> bool:
     if key is None:
         return False
     return int(conn.execute(KEY_RUNNING_SQL, (key,)).fetchone()[0]) >= (limit or 1)
+
+
+def _key_blocks(conn: Connection, key: str, limit: int | None, full_keys: set[tuple[str, int | None]]) -> bool:
+    """`_key_full` for the dispatcher's pass, remembering the keys found full so a long queue of tasks
+    waiting on one key costs one count, not one per task."""
+    if (key, limit) in full_keys:  # with its limit: tasks sharing a key may (oddly) give different ones
+        return True
+    if _key_full(conn, key, limit):
+        full_keys.add((key, limit))
+        return True
+    return False
 
 
 def _start_waiting_for_approval(conn: Connection, task: Task, actor: str, now: float) -> Task:
