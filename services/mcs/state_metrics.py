@@ -146,6 +146,13 @@ class MeshStateCollector(Collector):
         approval_age.add_metric([], waited)
         yield approval_age
 
+        keyed = GaugeMetricFamily(
+            "mcs_queue_keyed",
+            "Queued tasks with a concurrency key: they go out only while their key is under its max_concurrency",
+        )
+        keyed.add_metric([], snap.keyed_queued)
+        yield keyed
+
         beat = GaugeMetricFamily(
             "mcs_process_heartbeat_age_seconds",
             "Seconds since each worker process (dispatcher, watchdog, notifier) last wrote its heartbeat row",

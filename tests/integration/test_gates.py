@@ -106,6 +106,9 @@ async def test_the_dispatcher_runs_at_most_max_concurrency_per_key_in_order(mesh
     assert await running(mesh, prod) == prod[:1]
     assert await running(mesh, staging) == staging[:2]
     assert (await mesh.task(free))["state"] == "assigned"
+    from tests.integration.test_metrics import scrape, value
+
+    assert value(await scrape(mesh), "mcs_queue_keyed") == 3  # 2 of prod, 1 of staging held back
     task = await mesh.task(prod[0])
     assert (task["concurrency_key"], task["max_concurrency"]) == ("env:prod", 1)
     mesh.dispatch()  # a second pass changes nothing while the first still runs

@@ -29,6 +29,7 @@ class MeshSnapshot:
     recently_failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, priority) -> failed
     approvals_waiting: int = 0
     oldest_approval: float | None = None  # when the longest-waiting approval started waiting
+    keyed_queued: int = 0  # queued tasks with a concurrency key (held back while their key is at its limit)
 
 
 _PRIORITY_LABELS = {int(p): p.label for p in Priority}  # stored number -> "urgent" | "normal" | "low"
@@ -88,6 +89,9 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     approvals, oldest_approval = conn.execute(
         "SELECT count(*), min(updated_at) FROM tasks WHERE type = 'approval' AND state = 'waiting'"
     ).fetchone()
+    (keyed_queued,) = conn.execute(
+        "SELECT count(*) FROM tasks WHERE state = 'queued' AND concurrency_key IS NOT NULL"
+    ).fetchone()
     return MeshSnapshot(
         at=now,
         tasks=tasks,
@@ -99,4 +103,5 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         recently_failed=failed,
         approvals_waiting=approvals,
         oldest_approval=oldest_approval,
+        keyed_queued=keyed_queued,
     )
