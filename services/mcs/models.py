@@ -122,6 +122,9 @@ class Agent:
         return self.to_api(now) | {"notify_host": self.notify_host}
 
 
+APPROVAL = "approval"  # the task type a person decides (approve / deny); never routed to an agent
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     seq: int

@@ -277,3 +277,17 @@ async def test_fanout_children_inherit_the_key_and_run_one_at_a_time(mesh):
     assert len(kids) == 3
     assert {(await mesh.task(k))["concurrency_key"] for k in kids} == {"scanner"}
     assert len(await running(mesh, kids)) == 1
+
+
+async def test_an_approval_queued_by_another_path_is_never_claimed_and_the_dispatcher_parks_it_waiting(mesh):
+    worker = await mesh.agent("worker", ["approval"], notify_url=None)
+    gate = await mesh.submit(type="approval")
+    # as a met dependency or any future path would leave it: queued
+    mesh.store.write(lambda c: c.execute("UPDATE tasks SET state = 'queued' WHERE id = ?", (gate["id"],)))
+    refused = await mesh.call("POST", f"/v1/tasks/{gate['id']}/claim", who=worker)
+    assert refused.status_code == 409
+    assert (await mesh.call("POST", "/v1/tasks/claim", who=worker, json={})).status_code == 204
+    mesh.dispatch()
+    assert (await mesh.task(gate["id"]))["state"] == "waiting"
+    assert [a["type"] for a in alerts(mesh)] == ["approval.waiting", "approval.waiting"]
+    assert (await mesh.kinds(gate["id"]))[-1] == "waiting"

@@ -12,10 +12,9 @@ import click
 from mcs.cli.common import client, emit, json_option, load_payload, resolve_task_id, url_option
 from mcs.cli.root import main
 from mcs.client import TERMINAL, Client, McsApiError, serves
-from mcs.models import TaskState
+from mcs.models import APPROVAL, TaskState
 
 STATES = [s.value for s in TaskState]
-APPROVAL = "approval"  # the task type a person decides (mcs task approve / deny)
 
 
 @main.group()

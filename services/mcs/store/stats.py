@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcs.models import Priority
+from mcs.models import APPROVAL, Priority
 from mcs.store.connection import Connection
 
 QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting")
@@ -87,7 +87,7 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     # Approval gates waiting for a person (on tasks_type: only approval rows are read); an approval's
     # updated_at is when it started waiting, as nothing else changes it until someone decides it.
     approvals, oldest_approval = conn.execute(
-        "SELECT count(*), min(updated_at) FROM tasks WHERE type = 'approval' AND state = 'waiting'"
+        "SELECT count(*), min(updated_at) FROM tasks WHERE type = ? AND state = 'waiting'", (APPROVAL,)
     ).fetchone()
     (keyed_queued,) = conn.execute(
         "SELECT count(*) FROM tasks WHERE state = 'queued' AND concurrency_key IS NOT NULL"

@@ -12,13 +12,15 @@ from typing import Any
 from mcs import consensus, quotas, routing
 from mcs.backoff import retry_delay
 from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
+from mcs.models import APPROVAL, Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
 from mcs.store import agents as agents_store
 from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
+# Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
+NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
 
 
@@ -284,6 +286,8 @@ def _claim(conn: Connection, task: Task, agent: Agent, now: float) -> dict[str, 
 
 def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[str, Any]:
     task = must_get(conn, task_id)
+    if task.type == APPROVAL:
+        raise Conflict("an approval is decided by a person (approve or deny), never claimed", code="not_claimable")
     _check_may_take(task, agent)
     if task.state is TaskState.ASSIGNED and task.assigned_to != agent.name:
         raise Conflict(f"task is assigned to agent {task.assigned_to!r}", code="not_claimable")
@@ -312,7 +316,7 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
     # than the one assigned to it): a long queue of tasks it cannot do costs a scan, never a miss.
     queued = conn.execute(
         "SELECT id, priority, seq, capabilities, concurrency_key, max_concurrency FROM tasks"
-        " WHERE state = 'queued' AND route != 'all'"
+        f" WHERE state = 'queued' AND route != 'all' AND type != '{APPROVAL}'"
         " AND (route = 'any' OR route = ?)"
         " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
         " ORDER BY priority, seq",
@@ -557,7 +561,7 @@ def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, un
     if view.routable != unparked_at:
         return True
     room = view.for_pass(conn).room
-    sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else " AND route = 'all'")
+    sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else f" AND {NEEDS_NO_AGENT}")
     return conn.execute(sql + " LIMIT 1").fetchone() is not None
 
 
@@ -597,12 +601,12 @@ def dispatch(
         # When every push agent is at capacity only fanout parents can make progress: skip the backlog.
         # Only what routing needs is read: a backlog can be long, and most of it waits for room.
         sql = (
-            "SELECT id, route, capabilities, priority, seq, concurrency_key, max_concurrency FROM tasks"
+            "SELECT id, type, route, capabilities, priority, seq, concurrency_key, max_concurrency FROM tasks"
             " WHERE state = 'queued' AND parked = 0"
         )
         args: list[Any] = []
         if not agents.room:
-            sql += " AND route = 'all'"
+            sql += f" AND {NEEDS_NO_AGENT}"
         if after is not None:
             sql += " AND (priority, seq) > (?, ?)"
             args += list(after)
@@ -615,6 +619,11 @@ def dispatch(
             (r["id"], r["route"], tuple(json.loads(r["capabilities"]))) for r in rows
         ]
         keys = {r["id"]: (r["concurrency_key"], r["max_concurrency"]) for r in rows if r["concurrency_key"]}
+        # An approval queued by any path (a retry, a dependency met) waits for a person instead.
+        gates = {r["id"] for r in rows if r["type"] == APPROVAL}
+        pending = [p for p in pending if p[0] not in gates]
+        for gate_id in gates:
+            _start_waiting_for_approval(conn, must_get(conn, gate_id), "dispatcher", now)
         while pending:
             task_id, route, required = pending.pop(0)
             if task_id in keys and _key_blocks(conn, *keys[task_id], full_keys):
@@ -732,7 +741,6 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
 
 # ---------------------------------------------------------------- gates: approvals, concurrency keys, redrive
 
-APPROVAL = "approval"  # the task type that waits for a person instead of an agent
 RUNNING = ("assigned", "claimed")  # the states a concurrency key's limit counts
 
 # How many tasks with one concurrency key run now, on the partial index tasks_concurrency (0011).
@@ -760,7 +768,7 @@ def _key_blocks(conn: Connection, key: str, limit: int | None, full_keys: set[tu
 def _start_waiting_for_approval(conn: Connection, task: Task, actor: str, now: float) -> Task:
     """An approval gate waits for a person: `waiting`, never routed, and an alert says how to decide it."""
     task = _set(conn, task, now, state=TaskState.WAITING)
-    add_event(conn, task.id, "waiting", actor, now, {"for": "approval"})
+    add_event(conn, task.id, "waiting", actor, now, {"for": APPROVAL})
     payload = task.payload if isinstance(task.payload, dict) else {}
     data: dict[str, Any] = {"task_id": task.id, "submitted_by": task.submitted_by}
     for key in ("title", "summary"):
