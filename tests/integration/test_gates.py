@@ -291,3 +291,21 @@ async def test_an_approval_queued_by_another_path_is_never_claimed_and_the_dispa
     assert (await mesh.task(gate["id"]))["state"] == "waiting"
     assert [a["type"] for a in alerts(mesh)] == ["approval.waiting", "approval.waiting"]
     assert (await mesh.kinds(gate["id"]))[-1] == "waiting"
+
+
+async def test_a_key_hands_its_slot_out_by_priority_then_age(mesh):
+    who = await mesh.agent("a", ["deploy"], concurrency=10)
+    old = (await mesh.submit(type="deploy", concurrency_key="k", priority="low"))["id"]
+    mid = (await mesh.submit(type="deploy", concurrency_key="k"))["id"]
+    late = (await mesh.submit(type="deploy", concurrency_key="k"))["id"]
+    urgent = (await mesh.submit(type="deploy", concurrency_key="k", priority="urgent"))["id"]
+    order = []
+    mesh.dispatch()
+    for _ in range(4):
+        (now_running,) = await running(mesh, [old, mid, late, urgent])
+        order.append(now_running)
+        claimed = await mesh.ok("POST", f"/v1/tasks/{now_running}/claim", who=who)
+        body = {"claim_token": claimed["claim_token"]}
+        await mesh.ok("POST", f"/v1/tasks/{now_running}/complete", who=who, json=body)
+        mesh.dispatch()
+    assert order == [urgent, mid, late, old]
