@@ -47,4 +47,8 @@ def test_retry_one_and_a_dead_letter_redrive_with_dry_run(mcs, api):  # noqa: F8
     again = mcs("task", "retry", keep)
     assert again.exit_code == 1 and "only failed or canceled" in again.stderr
     assert mcs("task", "retry").exit_code == 2
+    listed = json.loads(mcs("task", "list", "--type", "redrive-x", "--since", "1h", "--json").stdout)
+    assert sorted(t["id"] for t in listed["tasks"]) == sorted(ids)
+    bad = mcs("task", "list", "--since", "a while")
+    assert bad.exit_code == 1 and "updated_after" in bad.stderr
     assert mcs("task", "retry", keep, "--type", "x").exit_code == 2

@@ -145,6 +145,7 @@ def task_submit(
 @click.option("--type", "type_", default=None)
 @click.option("--agent", default=None)
 @click.option("--parent", default=None)
+@click.option("--since", default=None, help="Only tasks changed in this window (90s, 30m, 1h, 2d) or since a time.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", default=None)
 @url_option
@@ -154,6 +155,7 @@ def task_list(
     type_: str | None,
     agent: str | None,
     parent: str | None,
+    since: str | None,
     limit: int,
     cursor: str | None,
     url: str,
@@ -161,7 +163,9 @@ def task_list(
 ) -> None:
     """List tasks, newest first."""
     with client(url) as c:
-        page = c.list_tasks(state=state, type=type_, agent=agent, parent=parent, limit=limit, cursor=cursor)
+        page = c.list_tasks(
+            state=state, type=type_, agent=agent, parent=parent, updated_after=since, limit=limit, cursor=cursor
+        )
 
     def human(p: dict[str, Any]) -> str:
         rows = [f"{'ID':<36} {'STATE':<9} {'PRIORITY':<8} {'TYPE':<20} {'AGENT':<16} CREATED"]
