@@ -309,3 +309,15 @@ async def test_a_key_hands_its_slot_out_by_priority_then_age(mesh):
         await mesh.ok("POST", f"/v1/tasks/{now_running}/complete", who=who, json=body)
         mesh.dispatch()
     assert order == [urgent, mid, late, old]
+
+
+async def test_a_long_backlog_on_a_full_key_does_not_hide_the_work_behind_it(mesh, monkeypatch):
+    await mesh.agent("a", ["deploy"], concurrency=10)
+    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 4)  # a pass reads at most 4 queued rows
+    keyed = [(await mesh.submit(type="deploy", concurrency_key="k"))["id"] for _ in range(8)]
+    free = (await mesh.submit(type="deploy"))["id"]
+    view = mesh.dispatcher.view
+    result = mesh.store.write(tasks_store.dispatch, now=time.time(), view=view, unparked_at=-1, limit=2)
+    assert await running(mesh, keyed) == keyed[:1]
+    assert (await mesh.task(free))["state"] == "assigned"  # behind 7 blocked rows, past the scan limit
+    assert not result.more

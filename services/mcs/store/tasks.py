@@ -22,6 +22,7 @@ NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
 # Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
 NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
+FULL_KEYS_SKIPPED_MAX = 200  # full concurrency keys a pass leaves out of its queue reads by SQL
 
 
 # ---------------------------------------------------------------- reading
@@ -610,6 +611,11 @@ def dispatch(
         if after is not None:
             sql += " AND (priority, seq) > (?, ?)"
             args += list(after)
+        if full_keys:  # the rest of a full key's backlog is not read (nor counted against the scan limit)
+            skip = sorted(full_keys, key=str)[:FULL_KEYS_SKIPPED_MAX]
+            sql += " AND (concurrency_key IS NULL OR (concurrency_key, max_concurrency) NOT IN (VALUES "
+            sql += ", ".join("(?, ?)" for _ in skip) + "))"
+            args += [v for pair in skip for v in pair]
         rows = conn.execute(sql + " ORDER BY priority, seq LIMIT ?", (*args, limit)).fetchall()
         if not rows:
             break
