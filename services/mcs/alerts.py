@@ -1,8 +1,9 @@
 """Alerts to people: what an alert says on each channel. Pure: no I/O, so the wording and the escaping
 are tested directly; the notifier does the sending.
 
-An alert row's body is `{"type": "task.failed" | "agent.offline", "timestamp", "data": {...}}` with
-ids, names and an error summary only, never a task's payload or result.
+An alert row's body is `{"type": "task.failed" | "agent.offline" | "approval.waiting", "timestamp",
+"data": {...}}` with ids, names and an error summary only, never a task's payload or result (an approval
+shows its payload's `title` and `summary`, written for people to read).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ERROR_SUMMARY_CHARS = 300  # of an error shown in an alert
+CODE_LABELS = ("task", "type", "agent", "approve", "deny")  # facts Telegram shows as code (ids, commands)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Alert:
             return f"MCS: {self.data.get('task_type', 'a')} task failed"
         if self.event == "agent.offline":
             return f"MCS: agent {self.data.get('agent')} is offline"
+        if self.event == "approval.waiting":
+            return f"MCS: approval waiting: {summary(self.data.get('title') or self.data.get('task_id', ''))}"
         return f"MCS: {self.event}"
 
     def fields(self) -> list[tuple[str, str]]:
@@ -48,6 +52,10 @@ class Alert:
             ]
         if self.event == "agent.offline":
             return [("agent", str(d.get("agent", ""))), ("last seen", str(d.get("last_seen") or "never"))]
+        if self.event == "approval.waiting":
+            facts = [("task", str(d.get("task_id", ""))), ("submitted by", str(d.get("submitted_by", "")))]
+            facts += [(k, summary(d[k])) for k in ("summary",) if d.get(k)]
+            return facts + [("approve", str(d.get("approve", ""))), ("deny", str(d.get("deny", "")))]
         return [(k, summary(v)) for k, v in d.items()]
 
     def text(self) -> str:
@@ -56,10 +64,10 @@ class Alert:
 
     def telegram_html(self) -> str:
         """Telegram's HTML parse mode: everything that came from outside is escaped."""
-        icon = "\u274c" if self.event == "task.failed" else "\u26a0\ufe0f"
+        icon = {"task.failed": "\u274c", "approval.waiting": "\u270b"}.get(self.event, "\u26a0\ufe0f")
         lines = [f"{icon} <b>{_esc(self.title)}</b>"]
         for label, value in self.fields():
-            shown = f"<code>{_esc(value)}</code>" if label in ("task", "type", "agent") else _esc(value)
+            shown = f"<code>{_esc(value)}</code>" if label in CODE_LABELS else _esc(value)
             lines.append(f"<b>{_esc(label)}</b>: {shown}")
         return "\n".join(lines)
 

@@ -336,6 +336,8 @@ class _Endpoints(Generic[R]):
         claim_ttl: float | None = None,
         aggregate: str | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> R:
         body: dict[str, Any] = {"type": type, "payload": payload}
         for key, value in (
@@ -345,6 +347,8 @@ class _Endpoints(Generic[R]):
             ("max_retries", max_retries),
             ("claim_ttl", claim_ttl),
             ("aggregate", aggregate),
+            ("concurrency_key", concurrency_key),
+            ("max_concurrency", max_concurrency),
         ):
             if value is not None:
                 body[key] = value
@@ -396,6 +400,18 @@ class _Endpoints(Generic[R]):
 
     def cancel(self, task_id: str) -> R:
         return self._call("POST", f"/v1/tasks/{_q(task_id)}/cancel")
+
+    def approve(self, task_id: str, note: str | None = None) -> R:
+        """Approve a waiting approval task (the admin or its submitter)."""
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/approve", json={"note": note} if note else {})
+
+    def deny(self, task_id: str, reason: str) -> R:
+        """Deny a waiting approval task: it fails with `reason`."""
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/deny", json={"reason": reason})
+
+    def retry(self, task_id: str) -> R:
+        """Put a failed or canceled task back to the queue, attempts reset."""
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/retry")
 
     # ------------------------------------------------------------ shared memory
 

@@ -39,6 +39,7 @@ tasks_failed = Counter("mcs_tasks_failed_total", "Tasks failed for good", ["type
 tasks_retried = Counter("mcs_tasks_retried_total", "Failed attempts that will be retried", ["type", "priority"])
 tasks_rejected = Counter("mcs_tasks_rejected_total", "Tasks an agent declined", ["type", "priority"])
 tasks_canceled = Counter("mcs_tasks_canceled_total", "Tasks canceled", ["type", "priority"])
+tasks_redriven = Counter("mcs_tasks_redriven_total", "Failed or canceled tasks put back by hand", ["type", "priority"])
 tasks_dispatched = Counter("mcs_tasks_dispatched_total", "Tasks assigned to an agent by the dispatcher")
 dispatch_latency = Histogram(
     "mcs_dispatch_latency_seconds",
@@ -103,6 +104,7 @@ _TRANSITIONS = {
     "retried": tasks_retried,
     "rejected": tasks_rejected,
     "canceled": tasks_canceled,
+    "redriven": tasks_redriven,
 }
 
 

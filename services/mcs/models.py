@@ -122,6 +122,9 @@ class Agent:
         return self.to_api(now) | {"notify_host": self.notify_host}
 
 
+APPROVAL = "approval"  # the task type a person decides (approve / deny); never routed to an agent
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     seq: int
@@ -147,6 +150,8 @@ class Task:
     submitted_by: str
     created_at: float
     updated_at: float
+    concurrency_key: str | None = None
+    max_concurrency: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -174,6 +179,8 @@ class Task:
             submitted_by=row["submitted_by"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            concurrency_key=row["concurrency_key"],
+            max_concurrency=row["max_concurrency"],
         )
 
     def to_api(self, children: list[str] | None = None) -> dict[str, Any]:
@@ -200,6 +207,8 @@ class Task:
             "submitted_by": self.submitted_by,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
+            "concurrency_key": self.concurrency_key,
+            "max_concurrency": self.max_concurrency,
         }
 
 
@@ -275,6 +284,8 @@ class TaskSpec:
     max_retries: int
     claim_ttl: float
     aggregate: str | None
+    concurrency_key: str | None = None
+    max_concurrency: int | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], *, max_retries: int, claim_ttl: float) -> TaskSpec:
@@ -290,6 +301,8 @@ class TaskSpec:
             max_retries=body["max_retries"] if body.get("max_retries") is not None else max_retries,
             claim_ttl=body["claim_ttl"] if body.get("claim_ttl") is not None else claim_ttl,
             aggregate=body.get("aggregate") or ("collect" if route == "all" else None),
+            concurrency_key=body.get("concurrency_key"),
+            max_concurrency=(body.get("max_concurrency") or 1) if body.get("concurrency_key") else None,
         )
 
 

@@ -135,6 +135,24 @@ class MeshStateCollector(Collector):
             pending.add_metric([kind], snap.outbox_pending.get(kind, 0))
         yield pending
 
+        approvals = GaugeMetricFamily("mcs_approvals_waiting", "Approval tasks waiting for a person to decide")
+        approvals.add_metric([], snap.approvals_waiting)
+        yield approvals
+        approval_age = GaugeMetricFamily(
+            "mcs_approval_oldest_wait_seconds",
+            "How long the longest-waiting approval has waited (0 when none waits; McsApprovalWaiting uses it)",
+        )
+        waited = 0.0 if snap.oldest_approval is None else max(0.0, now - snap.oldest_approval)
+        approval_age.add_metric([], waited)
+        yield approval_age
+
+        keyed = GaugeMetricFamily(
+            "mcs_queue_keyed",
+            "Queued tasks with a concurrency key: they go out only while their key is under its max_concurrency",
+        )
+        keyed.add_metric([], snap.keyed_queued)
+        yield keyed
+
         beat = GaugeMetricFamily(
             "mcs_process_heartbeat_age_seconds",
             "Seconds since each worker process (dispatcher, watchdog, notifier) last wrote its heartbeat row",

@@ -160,6 +160,8 @@ BODIES = {
     ("post", "/v1/tasks/{task_id}/complete"): {"claim_token": "t"},
     ("post", "/v1/tasks/{task_id}/fail"): {"claim_token": "t", "error": "e"},
     ("post", "/v1/tasks/{task_id}/reject"): {},
+    ("post", "/v1/tasks/{task_id}/approve"): {},
+    ("post", "/v1/tasks/{task_id}/deny"): {"reason": "r"},
     ("put", "/v1/memory/{ns}/{key}"): {"value": 1},
     ("post", "/v1/memory/{ns}/_bulk"): {},
     ("post", "/v1/schedules"): {"name": "fuzz", "cron": "0 3 * * *", "task": {"type": "fuzz"}},

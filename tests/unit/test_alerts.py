@@ -63,3 +63,27 @@ def test_webhook_json_keeps_the_stored_alert_and_adds_title_and_text():
     sent = Alert.from_body(body).webhook_json(body)
     assert sent["type"] == "task.failed" and sent["data"]["task_id"] == "t-1"
     assert sent["title"].startswith("MCS:") and "task: t-1" in sent["text"]
+
+
+def test_an_approval_alert_says_what_waits_who_asked_and_how_to_decide():
+    data = {
+        "task_id": "t-9",
+        "submitted_by": "ci<bot>",
+        "title": "deploy <api> & web",
+        "summary": "v2 to prod",
+        "approve": "mcs task approve t-9",
+        "deny": "mcs task deny t-9 --reason ...",
+    }
+    alert = Alert.from_body(json.dumps({"type": "approval.waiting", "timestamp": None, "data": data}))
+    assert alert.text().splitlines() == [
+        "MCS: approval waiting: deploy <api> & web",
+        "task: t-9",
+        "submitted by: ci<bot>",
+        "summary: v2 to prod",
+        "approve: mcs task approve t-9",
+        "deny: mcs task deny t-9 --reason ...",
+    ]
+    html = alert.telegram_html()
+    assert "deploy &lt;api&gt; &amp; web" in html and "ci&lt;bot&gt;" in html
+    assert "<code>mcs task approve t-9</code>" in html
+    assert len(re.findall(r"<", html)) == len(re.findall(r"</?(?:b|code)>", html))

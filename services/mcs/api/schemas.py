@@ -84,6 +84,18 @@ class SubmitTask(Strict):
     max_retries: int | None = Field(default=None, ge=0, le=100)
     claim_ttl: float | None = Field(default=None, gt=0, le=7 * 86400)
     aggregate: Literal["collect", "consensus"] | None = None
+    concurrency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, description="tasks sharing it run at most max_concurrency at once"
+    )
+    max_concurrency: int | None = Field(default=None, ge=1, le=10000, description="default 1 with a concurrency_key")
+
+
+class Approve(Strict):
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class Deny(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class ClaimNext(Strict):
@@ -121,6 +133,9 @@ class TaskQuery(Query):
     id_prefix: str | None = Field(default=None, min_length=8, max_length=64)  # the CLI's short ids
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
+    updated_after: str | None = Field(
+        default=None, max_length=64, description="RFC 3339 time, or seconds/minutes/hours/days ago: 90s, 30m, 1h, 2d"
+    )
 
 
 class AgentQuery(Query):
@@ -285,6 +300,8 @@ class TaskView(BaseModel):
     submitted_by: str
     created_at: str
     updated_at: str
+    concurrency_key: str | None = None
+    max_concurrency: int | None = None
 
 
 class CreateSchedule(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
@@ -13,7 +14,7 @@ from quart_schema import validate_querystring, validate_request
 from mcs.api.auth import authed, credentials
 from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, documented
 from mcs.api.responses import respond
-from mcs.api.schemas import ClaimNext, Complete, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
+from mcs.api.schemas import Approve, ClaimNext, Complete, Deny, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
 from mcs.errors import BadRequest, Unauthorized, Unprocessable
 from mcs.models import Priority, TaskSpec
 from mcs.store import tasks as tasks_store
@@ -46,7 +47,11 @@ async def submit(data: SubmitTask) -> Response:
         max_retries=data.max_retries if data.max_retries is not None else settings.max_retries,
         claim_ttl=data.claim_ttl if data.claim_ttl is not None else settings.claim_ttl,
         aggregate=data.aggregate or ("collect" if data.route == "all" else None),
+        concurrency_key=data.concurrency_key,
+        max_concurrency=(data.max_concurrency or 1) if data.concurrency_key is not None else None,
     )
+    if data.max_concurrency is not None and data.concurrency_key is None:
+        raise Unprocessable("max_concurrency needs a concurrency_key", code="invalid_concurrency")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200):
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", code="bad_idempotency_key")
@@ -83,6 +88,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         agent=query_args.agent,
         parent=query_args.parent,
         id_prefix=query_args.id_prefix,
+        updated_after=since(query_args.updated_after, time.time()) if query_args.updated_after else None,
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
@@ -208,3 +214,59 @@ async def cancel(task_id: str) -> Response:
         authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
     )
     return respond(result)
+
+
+@bp.post("/<task_id>/approve")
+@documented(ok={200: TaskView}, errors=(403, 404, 409), body=True, writes=True)
+@validate_request(Approve)
+async def approve(task_id: str, data: Approve) -> Response:
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.approve, need="any", pass_as="caller"),
+        credentials(),
+        task_id=task_id,
+        note=data.note,
+        now=time.time(),
+    )
+    return respond(result)
+
+
+@bp.post("/<task_id>/deny")
+@documented(ok={200: TaskView}, errors=(403, 404, 409), body=True, writes=True)
+@validate_request(Deny)
+async def deny(task_id: str, data: Deny) -> Response:
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.deny, need="any", pass_as="caller"),
+        credentials(),
+        task_id=task_id,
+        reason=data.reason,
+        now=time.time(),
+    )
+    return respond(result)
+
+
+@bp.post("/<task_id>/retry")
+@documented(ok={200: TaskView}, errors=(403, 404, 409), writes=True)
+async def retry(task_id: str) -> Response:
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.retry, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
+    )
+    return respond(result)
+
+
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since(value: str, now: float) -> float:
+    """`updated_after` as a time: RFC 3339, or an age such as 90s, 30m, 1h, 2d (that long before now)."""
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in _AGO:
+        return now - int(text[:-1]) * _AGO[text[-1]]
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(
+            "updated_after must be an RFC 3339 time or an age like 90s, 30m, 1h, 2d", code="bad_updated_after"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise BadRequest("updated_after needs a time zone (e.g. Z)", code="bad_updated_after")
+    return parsed.timestamp()

@@ -12,7 +12,7 @@ import click
 from mcs.cli.common import client, emit, json_option, load_payload, resolve_task_id, url_option
 from mcs.cli.root import main
 from mcs.client import TERMINAL, Client, McsApiError, serves
-from mcs.models import TaskState
+from mcs.models import APPROVAL, TaskState
 
 STATES = [s.value for s in TaskState]
 
@@ -68,6 +68,8 @@ def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str 
 @click.option("--max-retries", type=click.IntRange(0, 100), default=None)
 @click.option("--claim-ttl", type=click.FloatRange(min=0, min_open=True), default=None, help="Lease seconds.")
 @click.option("--idempotency-key", default=None, help="Submit at most once with this key.")
+@click.option("--concurrency-key", default=None, help="Tasks sharing this key run at most --max-concurrency at once.")
+@click.option("--max-concurrency", type=click.IntRange(1, 10000), default=None, help="With --concurrency-key (1).")
 @click.option("--wait", is_flag=True, help="Follow the task to its end and print its result.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 @url_option
@@ -82,6 +84,8 @@ def task_submit(
     max_retries: int | None,
     claim_ttl: float | None,
     idempotency_key: str | None,
+    concurrency_key: str | None,
+    max_concurrency: int | None,
     wait: bool,
     timeout: float | None,
     url: str,
@@ -99,8 +103,10 @@ def task_submit(
             max_retries=max_retries,
             claim_ttl=claim_ttl,
             idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            max_concurrency=max_concurrency,
         )
-        warning = nobody_serves(c, list(capabilities) or [type_], route)
+        warning = None if type_ == APPROVAL else nobody_serves(c, list(capabilities) or [type_], route)
         if warning:
             click.echo(warning, err=True)
         if not wait:
@@ -139,6 +145,7 @@ def task_submit(
 @click.option("--type", "type_", default=None)
 @click.option("--agent", default=None)
 @click.option("--parent", default=None)
+@click.option("--since", default=None, help="Only tasks changed in this window (90s, 30m, 1h, 2d) or since a time.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", default=None)
 @url_option
@@ -148,6 +155,7 @@ def task_list(
     type_: str | None,
     agent: str | None,
     parent: str | None,
+    since: str | None,
     limit: int,
     cursor: str | None,
     url: str,
@@ -155,7 +163,9 @@ def task_list(
 ) -> None:
     """List tasks, newest first."""
     with client(url) as c:
-        page = c.list_tasks(state=state, type=type_, agent=agent, parent=parent, limit=limit, cursor=cursor)
+        page = c.list_tasks(
+            state=state, type=type_, agent=agent, parent=parent, updated_after=since, limit=limit, cursor=cursor
+        )
 
     def human(p: dict[str, Any]) -> str:
         rows = [f"{'ID':<36} {'STATE':<9} {'PRIORITY':<8} {'TYPE':<20} {'AGENT':<16} CREATED"]
@@ -239,3 +249,101 @@ def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> 
             sys.exit(130)
     if t["state"] != "completed":
         sys.exit(1)
+
+
+@task.command("approve")
+@click.argument("task_id", metavar="ID")
+@click.option("--note", default=None, help="A note kept in the result.")
+@url_option
+@json_option
+def task_approve(task_id: str, note: str | None, url: str, as_json: bool) -> None:
+    """Approve a waiting approval task (the admin or its submitter; ID: or a unique prefix of 8+)."""
+    with client(url) as c:
+        emit(c.approve(resolve_task_id(c, task_id), note), as_json, lambda t: f"{t['id']} {t['state']}")
+
+
+@task.command("deny")
+@click.argument("task_id", metavar="ID")
+@click.option("--reason", required=True, help="Why: the task's error.")
+@url_option
+@json_option
+def task_deny(task_id: str, reason: str, url: str, as_json: bool) -> None:
+    """Deny a waiting approval task: it fails with the reason."""
+    with client(url) as c:
+        emit(c.deny(resolve_task_id(c, task_id), reason), as_json, lambda t: f"{t['id']} {t['state']}")
+
+
+@task.command("retry")
+@click.argument("task_id", metavar="[ID]", required=False)
+@click.option("--state", type=click.Choice(["failed", "canceled"]), default=None, help="Retry every task in it.")
+@click.option("--type", "type_", default=None, help="With --state: only tasks of this type.")
+@click.option("--since", default=None, help="With --state: only tasks that ended in this window (90s, 30m, 1h, 2d).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=1000, show_default=True, help="With --state: at most.")
+@click.option("--dry-run", is_flag=True, help="List what would be retried; change nothing.")
+@url_option
+@json_option
+def task_retry(
+    task_id: str | None,
+    state: str | None,
+    type_: str | None,
+    since: str | None,
+    limit: int,
+    dry_run: bool,
+    url: str,
+    as_json: bool,
+) -> None:
+    """Put a failed or canceled task back to the queue, attempts reset; or, with --state, every matching
+    task (a dead-letter redrive). Prints each id retried and a count."""
+    if (task_id is None) == (state is None):
+        raise click.UsageError("give a task ID, or --state (with --type, --since) to retry many")
+    if task_id is not None and (type_ or since):
+        raise click.UsageError("--type and --since go with --state")
+    with client(url) as c:
+        if task_id is not None:
+            ids = [resolve_task_id(c, task_id)]
+        else:
+            ids = _matching(c, state=state, type_=type_, since=since, limit=limit)
+        done: list[dict[str, Any]] = []
+        failures = 0
+        for one in ids:
+            if dry_run:
+                done.append({"id": one, "state": state or "?", "dry_run": True})
+                continue
+            try:
+                done.append(c.retry(one))
+            except McsApiError as exc:
+                if task_id is not None:
+                    raise
+                failures += 1
+                click.echo(f"{one}: {exc}", err=True)
+    if as_json:
+        emit(
+            {
+                "retried": [] if dry_run else [t["id"] for t in done],
+                "would_retry": [t["id"] for t in done] if dry_run else [],
+                "count": len(done),
+            },
+            True,
+        )
+    else:
+        for t in done:
+            click.echo(t["id"])
+        verb = "would retry" if dry_run else "retried"
+        click.echo(f"{verb} {len(done)} task(s)" + (f"; {failures} refused" if failures else ""), err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _matching(c: Client, *, state: str | None, type_: str | None, since: str | None, limit: int) -> list[str]:
+    """Every top-level task id matching the filters, newest first, read page by page up to `limit`."""
+    ids: list[str] = []
+    cursor = None
+    while len(ids) < limit:
+        page = c.list_tasks(
+            state=state, type=type_, updated_after=since, limit=min(500, limit - len(ids)), cursor=cursor
+        )
+        ids += [t["id"] for t in page["tasks"] if t.get("parent_id") is None]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    return ids[:limit]

@@ -282,3 +282,13 @@ def m0009_schedules(db: Database) -> None:
         CREATE INDEX schedule_runs_at ON schedule_runs(at);
         """,
     )
+
+
+@migrations(name="0011_gates")
+def m0011_gates(db: Database) -> None:
+    # Concurrency keys: at most `max_concurrency` tasks with one key assigned or claimed at once. The
+    # dispatcher and both claim paths count a key's running tasks in their transaction; this partial
+    # index keeps that count to the key's own rows (tasks without a key are not in it at all).
+    db.execute("ALTER TABLE tasks ADD COLUMN concurrency_key TEXT")
+    db.execute("ALTER TABLE tasks ADD COLUMN max_concurrency INTEGER")
+    db.execute("CREATE INDEX tasks_concurrency ON tasks(concurrency_key, state) WHERE concurrency_key IS NOT NULL")

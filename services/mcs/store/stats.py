@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcs.models import Priority
+from mcs.models import APPROVAL, Priority
 from mcs.store.connection import Connection
 
 QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting")
@@ -27,6 +27,9 @@ class MeshSnapshot:
     outbox_pending: dict[str, int]  # kind -> rows waiting for delivery
     heartbeats: dict[str, float] = field(default_factory=dict)  # process -> last beat
     recently_failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, priority) -> failed
+    approvals_waiting: int = 0
+    oldest_approval: float | None = None  # when the longest-waiting approval started waiting
+    keyed_queued: int = 0  # queued tasks with a concurrency key (held back while their key is at its limit)
 
 
 _PRIORITY_LABELS = {int(p): p.label for p in Priority}  # stored number -> "urgent" | "normal" | "low"
@@ -81,6 +84,14 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
             (now - RECENT_FAILURES_WINDOW,),
         )
     }
+    # Approval gates waiting for a person (on tasks_type: only approval rows are read); an approval's
+    # updated_at is when it started waiting, as nothing else changes it until someone decides it.
+    approvals, oldest_approval = conn.execute(
+        "SELECT count(*), min(updated_at) FROM tasks WHERE type = ? AND state = 'waiting'", (APPROVAL,)
+    ).fetchone()
+    (keyed_queued,) = conn.execute(
+        "SELECT count(*) FROM tasks WHERE state = 'queued' AND concurrency_key IS NOT NULL"
+    ).fetchone()
     return MeshSnapshot(
         at=now,
         tasks=tasks,
@@ -90,4 +101,7 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         outbox_pending=outbox,
         heartbeats=beats,
         recently_failed=failed,
+        approvals_waiting=approvals,
+        oldest_approval=oldest_approval,
+        keyed_queued=keyed_queued,
     )

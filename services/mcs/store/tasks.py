@@ -12,14 +12,17 @@ from typing import Any
 from mcs import consensus, quotas, routing
 from mcs.backoff import retry_delay
 from mcs.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from mcs.models import Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
+from mcs.models import APPROVAL, Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
 from mcs.store import agents as agents_store
 from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
+# Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
+NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
+FULL_KEYS_SKIPPED_MAX = 200  # full concurrency keys a pass leaves out of its queue reads by SQL
 
 
 # ---------------------------------------------------------------- reading
@@ -81,6 +84,7 @@ def list_tasks(
     limit: int,
     cursor: str | None,
     id_prefix: str | None = None,
+    updated_after: float | None = None,
 ) -> dict[str, Any]:
     """Newest first; `next_cursor` continues after the last task shown (stable under new submissions).
     `id_prefix` keeps the tasks whose id starts with it (a range on the id index)."""
@@ -93,6 +97,9 @@ def list_tasks(
     if id_prefix:
         where.append("id >= ? AND id < ?")
         args.extend((id_prefix, id_prefix + "\U0010ffff"))
+    if updated_after is not None:
+        where.append("updated_at >= ?")
+        args.append(updated_after)
     if cursor:
         where.append("seq < ?")
         args.append(decode_cursor(cursor))
@@ -211,7 +218,8 @@ def submit(
     task_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO tasks (id, type, payload, priority, capabilities, route, aggregate, state, max_retries,"
-        " claim_ttl, submitted_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        " claim_ttl, submitted_by, created_at, updated_at, concurrency_key, max_concurrency)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
         (
             task_id,
             spec.type,
@@ -225,10 +233,14 @@ def submit(
             caller.actor,
             now,
             now,
+            spec.concurrency_key,
+            spec.max_concurrency,
         ),
     )
     add_event(conn, task_id, "submitted", caller.actor, now, {"priority": spec.priority.label, "route": spec.route})
     effects.note("submitted", spec.type, spec.priority.label)
+    if spec.type == APPROVAL:
+        _start_waiting_for_approval(conn, must_get(conn, task_id), caller.actor, now)
     response = to_api(conn, must_get(conn, task_id))
     if idempotency_key is not None:
         conn.execute(
@@ -275,6 +287,8 @@ def _claim(conn: Connection, task: Task, agent: Agent, now: float) -> dict[str, 
 
 def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[str, Any]:
     task = must_get(conn, task_id)
+    if task.type == APPROVAL:
+        raise Conflict("an approval is decided by a person (approve or deny), never claimed", code="not_claimable")
     _check_may_take(task, agent)
     if task.state is TaskState.ASSIGNED and task.assigned_to != agent.name:
         raise Conflict(f"task is assigned to agent {task.assigned_to!r}", code="not_claimable")
@@ -284,6 +298,11 @@ def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[s
         "SELECT 1 FROM task_avoid WHERE task_id = ? AND agent = ? AND hard = 1", (task.id, agent.name)
     ).fetchone():
         raise Conflict("this agent rejected the task", code="not_claimable")
+    if task.state is TaskState.QUEUED and _key_full(conn, task.concurrency_key, task.max_concurrency):
+        raise Conflict(
+            f"{task.max_concurrency} task(s) with concurrency key {task.concurrency_key!r} already running",
+            code="concurrency_limit",
+        )
     return _claim(conn, task, agent, now)
 
 
@@ -297,7 +316,8 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
     # Read lazily, only what the match needs, until the first task this agent can do (or one more urgent
     # than the one assigned to it): a long queue of tasks it cannot do costs a scan, never a miss.
     queued = conn.execute(
-        "SELECT id, priority, seq, capabilities FROM tasks WHERE state = 'queued' AND route != 'all'"
+        "SELECT id, priority, seq, capabilities, concurrency_key, max_concurrency FROM tasks"
+        f" WHERE state = 'queued' AND route != 'all' AND type != '{APPROVAL}'"
         " AND (route = 'any' OR route = ?)"
         " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
         " ORDER BY priority, seq",
@@ -306,7 +326,9 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
     for row in queued:
         if best is not None and (row["priority"], row["seq"]) > (int(best.priority), best.seq):
             break
-        if routing.capable(agent.usable_capabilities, json.loads(row["capabilities"])):
+        if routing.capable(agent.usable_capabilities, json.loads(row["capabilities"])) and not _key_full(
+            conn, row["concurrency_key"], row["max_concurrency"]
+        ):
             best = must_get(conn, row["id"])
             break
     return _claim(conn, best, agent, now) if best else None
@@ -540,7 +562,7 @@ def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, un
     if view.routable != unparked_at:
         return True
     room = view.for_pass(conn).room
-    sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else " AND route = 'all'")
+    sql = "SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0" + ("" if room else f" AND {NEEDS_NO_AGENT}")
     return conn.execute(sql + " LIMIT 1").fetchone() is not None
 
 
@@ -573,16 +595,27 @@ def dispatch(
     agents = view.for_pass(conn)
     after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
     scanned = 0
+    full_keys: set[tuple[str, int | None]] = (
+        set()
+    )  # concurrency keys found at their limit: nothing frees one during a pass
     while scanned < DISPATCH_SCAN_MAX:
         # When every push agent is at capacity only fanout parents can make progress: skip the backlog.
         # Only what routing needs is read: a backlog can be long, and most of it waits for room.
-        sql = "SELECT id, route, capabilities, priority, seq FROM tasks WHERE state = 'queued' AND parked = 0"
+        sql = (
+            "SELECT id, type, route, capabilities, priority, seq, concurrency_key, max_concurrency FROM tasks"
+            " WHERE state = 'queued' AND parked = 0"
+        )
         args: list[Any] = []
         if not agents.room:
-            sql += " AND route = 'all'"
+            sql += f" AND {NEEDS_NO_AGENT}"
         if after is not None:
             sql += " AND (priority, seq) > (?, ?)"
             args += list(after)
+        if full_keys:  # the rest of a full key's backlog is not read (nor counted against the scan limit)
+            skip = sorted(full_keys, key=str)[:FULL_KEYS_SKIPPED_MAX]
+            sql += " AND (concurrency_key IS NULL OR (concurrency_key, max_concurrency) NOT IN (VALUES "
+            sql += ", ".join("(?, ?)" for _ in skip) + "))"
+            args += [v for pair in skip for v in pair]
         rows = conn.execute(sql + " ORDER BY priority, seq LIMIT ?", (*args, limit)).fetchall()
         if not rows:
             break
@@ -591,14 +624,23 @@ def dispatch(
         pending: list[tuple[str, str, tuple[str, ...]]] = [
             (r["id"], r["route"], tuple(json.loads(r["capabilities"]))) for r in rows
         ]
+        keys = {r["id"]: (r["concurrency_key"], r["max_concurrency"]) for r in rows if r["concurrency_key"]}
+        # An approval queued by any path (a retry, a dependency met) waits for a person instead.
+        gates = {r["id"] for r in rows if r["type"] == APPROVAL}
+        pending = [p for p in pending if p[0] not in gates]
+        for gate_id in gates:
+            _start_waiting_for_approval(conn, must_get(conn, gate_id), "dispatcher", now)
         while pending:
             task_id, route, required = pending.pop(0)
+            if task_id in keys and _key_blocks(conn, *keys[task_id], full_keys):
+                continue  # its key is at its limit: it waits, queued and in order, for one to finish
             if route == routing.ROUTE_ALL:
                 parent = must_get(conn, task_id)
                 kids = _fan_out(conn, parent, agents.candidates(route, required), now)
                 if kids:
                     out.fanned_out += 1
                     pending = [(k.id, k.route, k.capabilities) for k in kids] + pending
+                    keys.update({k.id: (k.concurrency_key, k.max_concurrency) for k in kids if k.concurrency_key})
                 else:
                     _set(conn, parent, now, parked=1)
                     out.parked += 1
@@ -654,9 +696,9 @@ def _fan_out(conn: Connection, parent: Task, candidates: list[Candidate], now: f
         kid_id = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO tasks (id, type, payload, priority, capabilities, route, state, max_retries, claim_ttl,"
-            " parent_id, submitted_by, created_at, updated_at)"
+            " parent_id, submitted_by, created_at, updated_at, concurrency_key, max_concurrency)"
             " SELECT ?, type, payload, priority, capabilities, ?, 'queued', max_retries, claim_ttl, id,"
-            " submitted_by, created_at, ? FROM tasks WHERE id = ?",
+            " submitted_by, created_at, ?, concurrency_key, max_concurrency FROM tasks WHERE id = ?",
             (kid_id, name, now, parent.id),
         )
         add_event(conn, kid_id, "submitted", "dispatcher", now, {"parent_id": parent.id, "route": name})
@@ -701,3 +743,117 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
         _set(conn, task, now, state=TaskState.QUEUED, assigned_to=None, assigned_at=None, parked=0)
         add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to})
     return [r["id"] for r in rows]
+
+
+# ---------------------------------------------------------------- gates: approvals, concurrency keys, redrive
+
+RUNNING = ("assigned", "claimed")  # the states a concurrency key's limit counts
+
+# How many tasks with one concurrency key run now, on the partial index tasks_concurrency (0011).
+KEY_RUNNING_SQL = "SELECT count(*) FROM tasks WHERE concurrency_key = ? AND state IN ('assigned', 'claimed')"
+
+
+def _key_full(conn: Connection, key: str | None, limit: int | None) -> bool:
+    """Whether `key` already has `limit` tasks assigned or claimed (a task without a key never is)."""
+    if key is None:
+        return False
+    return int(conn.execute(KEY_RUNNING_SQL, (key,)).fetchone()[0]) >= (limit or 1)
+
+
+def _key_blocks(conn: Connection, key: str, limit: int | None, full_keys: set[tuple[str, int | None]]) -> bool:
+    """`_key_full` for the dispatcher's pass, remembering the keys found full so a long queue of tasks
+    waiting on one key costs one count, not one per task."""
+    if (key, limit) in full_keys:  # with its limit: tasks sharing a key may (oddly) give different ones
+        return True
+    if _key_full(conn, key, limit):
+        full_keys.add((key, limit))
+        return True
+    return False
+
+
+def _start_waiting_for_approval(conn: Connection, task: Task, actor: str, now: float) -> Task:
+    """An approval gate waits for a person: `waiting`, never routed, and an alert says how to decide it."""
+    task = _set(conn, task, now, state=TaskState.WAITING)
+    add_event(conn, task.id, "waiting", actor, now, {"for": APPROVAL})
+    payload = task.payload if isinstance(task.payload, dict) else {}
+    data: dict[str, Any] = {"task_id": task.id, "submitted_by": task.submitted_by}
+    for key in ("title", "summary"):
+        if isinstance(payload.get(key), str):
+            data[key] = payload[key][:500]
+    data["approve"] = f"mcs task approve {task.id}"
+    data["deny"] = f"mcs task deny {task.id} --reason ..."
+    outbox_rows.alert(conn, event="approval.waiting", task_id=task.id, data=data, now=now)
+    return task
+
+
+def _decidable(conn: Connection, task_id: str, caller: Caller) -> Task:
+    task = must_get(conn, task_id)
+    if task.type != APPROVAL:
+        raise Conflict(f"task is of type {task.type!r}, not an approval", code="not_approval")
+    if not caller.is_admin and caller.name != task.submitted_by:
+        raise Forbidden("only the submitter or the admin can decide an approval", code="not_submitter")
+    if task.state is not TaskState.WAITING:
+        raise Conflict(f"approval is {task.state.value}, not waiting", code="not_waiting")
+    return task
+
+
+def approve(conn: Connection, *, task_id: str, caller: Caller, note: str | None, now: float) -> dict[str, Any]:
+    """A waiting approval, approved: completed with `{approved, by, note}`."""
+    task = _decidable(conn, task_id, caller)
+    result = {"approved": True, "by": caller.actor, "note": note}
+    task = _set(conn, task, now, state=TaskState.COMPLETED, result=result)
+    add_event(conn, task.id, "approved", caller.actor, now, {"note": note})
+    add_event(conn, task.id, "completed", caller.actor, now)
+    settle_parent(conn, task.parent_id, now)
+    return to_api(conn, task)
+
+
+def deny(conn: Connection, *, task_id: str, caller: Caller, reason: str, now: float) -> dict[str, Any]:
+    """A waiting approval, denied: failed with the reason as its error (no failure alert: a person did it)."""
+    task = _decidable(conn, task_id, caller)
+    task = _set(conn, task, now, state=TaskState.FAILED, error=reason, result={"approved": False, "by": caller.actor})
+    add_event(conn, task.id, "denied", caller.actor, now, {"reason": reason})
+    add_event(conn, task.id, "failed", caller.actor, now, {"error": reason, "retryable": False})
+    settle_parent(conn, task.parent_id, now)
+    return to_api(conn, task)
+
+
+def retry(conn: Connection, *, task_id: str, caller: Caller, now: float) -> dict[str, Any]:
+    """A failed or canceled task back to the queue, attempts reset and error cleared (event
+    `retried_by_hand`). An approval goes back to waiting (and alerts again). A fanout parent: its failed
+    and canceled children are retried and it waits for them again (completed children keep their
+    results); one that never fanned out is queued. A fanout child alone is refused: retry its parent."""
+    task = must_get(conn, task_id)
+    if not caller.is_admin and caller.name != task.submitted_by:
+        raise Forbidden("only the submitter or the admin can retry a task", code="not_submitter")
+    if task.state not in (TaskState.FAILED, TaskState.CANCELED):
+        raise Conflict(f"task is {task.state.value}; only failed or canceled can be retried", code="not_retryable")
+    if task.parent_id is not None:
+        raise Conflict(f"task is part of fanout {task.parent_id}; retry that one", code="retry_parent")
+    _redrive(conn, task, caller.actor, now)
+    return show(conn, task.id)
+
+
+def _redrive(conn: Connection, task: Task, actor: str, now: float) -> None:
+    kids = [Task.from_row(r) for r in conn.execute("SELECT * FROM tasks WHERE parent_id = ?", (task.id,)).fetchall()]
+    reset: dict[str, Any] = dict(
+        attempts=0,
+        error=None,
+        result=None,
+        not_before=None,
+        lease_expires_at=None,
+        claim_token=None,
+        assigned_to=None,
+        assigned_at=None,
+        parked=0,
+    )
+    conn.execute("DELETE FROM task_avoid WHERE task_id = ?", (task.id,))
+    state = TaskState.WAITING if kids else TaskState.QUEUED
+    task = _set(conn, task, now, state=state, **reset)
+    add_event(conn, task.id, "retried_by_hand", actor, now, {"children": len(kids)} if kids else None)
+    effects.note("redriven", task.type, task.priority.label)
+    if task.type == APPROVAL and not kids:
+        _start_waiting_for_approval(conn, task, actor, now)
+    for kid in kids:
+        if kid.state in (TaskState.FAILED, TaskState.CANCELED):
+            _redrive(conn, kid, actor, now)
