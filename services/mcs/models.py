@@ -15,6 +15,7 @@ class TaskState(StrEnum):
     ASSIGNED = "assigned"
     CLAIMED = "claimed"
     RETRYING = "retrying"
+    BLOCKED = "blocked"  # waiting for its dependencies to finish (or for its run_at)
     WAITING = "waiting"  # a fanout parent whose children are running
     COMPLETED = "completed"
     FAILED = "failed"
@@ -147,10 +148,17 @@ class Task:
     submitted_by: str
     created_at: float
     updated_at: float
+    run_if: str = "success"  # "success": runs when every dependency completed; "always": once all ended
+    workflow_id: str | None = None
+    step_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
+        keys = row.keys()
         return cls(
+            run_if=row["run_if"] if "run_if" in keys else "success",
+            workflow_id=row["workflow_id"] if "workflow_id" in keys else None,
+            step_id=row["step_id"] if "step_id" in keys else None,
             seq=row["seq"],
             id=row["id"],
             type=row["type"],
@@ -200,6 +208,9 @@ class Task:
             "submitted_by": self.submitted_by,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
+            "run_if": self.run_if,
+            "workflow_id": self.workflow_id,
+            "step_id": self.step_id,
         }
 
 
@@ -275,6 +286,9 @@ class TaskSpec:
     max_retries: int
     claim_ttl: float
     aggregate: str | None
+    depends_on: tuple[str, ...] = ()
+    run_if: str = "success"
+    not_before: float | None = None  # run_at, or now + delay
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], *, max_retries: int, claim_ttl: float) -> TaskSpec:

@@ -29,6 +29,13 @@ def _settings() -> Any:
     return current_app.config["MCS_SETTINGS"]
 
 
+def _not_before(data: SubmitTask) -> float | None:
+    """When the task may run at the earliest: `run_at`, or `delay` seconds from now (not both)."""
+    if data.run_at is not None and data.delay is not None:
+        raise Unprocessable("give run_at or delay, not both", code="invalid_run_at")
+    return data.not_before(time.time())
+
+
 @bp.post("")
 @documented(ok={201: TaskView}, body=True, writes=True)
 @validate_request(SubmitTask)
@@ -46,6 +53,9 @@ async def submit(data: SubmitTask) -> Response:
         max_retries=data.max_retries if data.max_retries is not None else settings.max_retries,
         claim_ttl=data.claim_ttl if data.claim_ttl is not None else settings.claim_ttl,
         aggregate=data.aggregate or ("collect" if data.route == "all" else None),
+        depends_on=tuple(dict.fromkeys(data.depends_on)),
+        run_if=data.run_if,
+        not_before=_not_before(data),
     )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200):
@@ -82,6 +92,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         type=query_args.type,
         agent=query_args.agent,
         parent=query_args.parent,
+        workflow=query_args.workflow,
         id_prefix=query_args.id_prefix,
         limit=query_args.limit,
         cursor=query_args.cursor,
