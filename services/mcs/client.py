@@ -336,6 +336,10 @@ class _Endpoints(Generic[R]):
         claim_ttl: float | None = None,
         aggregate: str | None = None,
         idempotency_key: str | None = None,
+        depends_on: list[str] | None = None,
+        run_if: str | None = None,
+        run_at: str | None = None,
+        delay: float | None = None,
     ) -> R:
         body: dict[str, Any] = {"type": type, "payload": payload}
         for key, value in (
@@ -345,6 +349,10 @@ class _Endpoints(Generic[R]):
             ("max_retries", max_retries),
             ("claim_ttl", claim_ttl),
             ("aggregate", aggregate),
+            ("depends_on", depends_on),
+            ("run_if", run_if),
+            ("run_at", run_at),
+            ("delay", delay),
         ):
             if value is not None:
                 body[key] = value
@@ -396,6 +404,28 @@ class _Endpoints(Generic[R]):
 
     def cancel(self, task_id: str) -> R:
         return self._call("POST", f"/v1/tasks/{_q(task_id)}/cancel")
+
+    # ------------------------------------------------------------ workflows
+
+    def submit_workflow(self, name: str, steps: list[dict[str, Any]], *, inputs: Any = None) -> R:
+        """A DAG of steps (`depends_on` by step id) in one go: `{id, name, state, steps: {step id: task}}`."""
+        body: dict[str, Any] = {"name": name, "steps": steps}
+        if inputs is not None:
+            body["inputs"] = inputs
+        return self._call("POST", "/v1/workflows", json=body)
+
+    def get_workflow(self, workflow_id: str) -> R:
+        return self._call("GET", f"/v1/workflows/{_q(workflow_id)}")
+
+    def list_workflows(self, **filters: Any) -> R:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._call("GET", "/v1/workflows", params=params)
+
+    def workflow_events(self, workflow_id: str) -> R:
+        return self._call("GET", f"/v1/workflows/{_q(workflow_id)}/events", shape=_field("events"))
+
+    def cancel_workflow(self, workflow_id: str) -> R:
+        return self._call("POST", f"/v1/workflows/{_q(workflow_id)}/cancel")
 
     # ------------------------------------------------------------ shared memory
 
@@ -584,6 +614,19 @@ class Client(_Endpoints[Any]):
             time.sleep(delay)
             delay = min(poll * 5, delay * 1.5)
 
+    def wait_for_workflow(self, workflow_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
+        """Follow a workflow until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while True:
+            workflow: dict[str, Any] = self.get_workflow(workflow_id)
+            if workflow["state"] != "running":
+                return workflow
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout} s")
+            time.sleep(delay)
+            delay = min(poll * 5, delay * 1.5)
+
 
 class AsyncClient(_Endpoints[Awaitable[Any]]):
     """The asyncio client: the same methods as `Client`, as coroutines. Use `async with AsyncClient(...)`."""
@@ -671,5 +714,20 @@ class AsyncClient(_Endpoints[Awaitable[Any]]):
                 return task
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(poll * 5, delay * 1.5)
+
+    async def wait_for_workflow(
+        self, workflow_id: str, *, timeout: float | None = None, poll: float = 0.2
+    ) -> dict[str, Any]:
+        """Follow a workflow until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while True:
+            workflow: dict[str, Any] = await self.get_workflow(workflow_id)
+            if workflow["state"] != "running":
+                return workflow
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout} s")
             await asyncio.sleep(delay)
             delay = min(poll * 5, delay * 1.5)

@@ -267,3 +267,47 @@ async def test_an_agent_may_submit_a_workflow_and_its_steps_count_against_its_qu
     assert len((await mesh.ok("GET", "/v1/workflows", who="admin"))["workflows"]) == 1
     other = await mesh.call("POST", f"/v1/workflows/{wf['id']}/cancel", who=await mesh.agent("b", ["r"]))
     assert other.status_code == 403
+
+
+async def test_a_schedule_with_a_workflow_submits_the_workflow_at_each_tick(mesh):
+    from mcs.store import schedules as schedules_store
+
+    defaults = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
+    body = {"name": "nightly", "cron": "0 3 * * *", "workflow": PIPELINE}
+    created = await mesh.ok("POST", "/v1/schedules", who="admin", json=body, status=201)
+    assert created["workflow"]["name"] == "research"
+    tick = float(mesh.store.conn.execute("SELECT next_run_at FROM schedules").fetchone()[0])
+    run = mesh.store.write(schedules_store.fire_next_due, now=tick + 1, defaults=defaults)
+    assert run.outcome == "fired"
+    wf = await mesh.ok("GET", f"/v1/workflows/{run.task_id}", who="admin")
+    assert (
+        wf["state"] == "running"
+        and wf["submitted_by"] == "schedule:nightly"
+        and set(wf["steps"])
+        == {
+            "gather",
+            "check",
+            "write",
+        }
+    )
+    events = await mesh.ok("GET", f"/v1/workflows/{wf['id']}/events", who="admin")
+    assert events["events"][0]["detail"]["schedule"] == "nightly"
+    # overlap "skip": the next tick does not start a second run while this one has not ended
+    skipped = mesh.store.write(schedules_store.fire_next_due, now=tick + 86400 + 1, defaults=defaults)
+    assert skipped.outcome == "skipped" and wf["id"] in skipped.detail["reason"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"workflow": {"name": "w", "steps": [{"id": "a", "type": "r", "depends_on": ["a"]}]}},
+        {"workflow": {"name": "w", "steps": [{"id": "a"}]}},
+        {"task": {"type": "r", "depends_on": ["some-task"]}},
+        {"task": {"type": "r", "delay": 5}},
+    ],
+)
+async def test_a_schedule_whose_submission_could_never_work_is_refused(mesh, body):
+    full = {"name": "bad", "cron": "0 3 * * *"} | body
+    response = await mesh.call("POST", "/v1/schedules", who="admin", json=full)
+    assert response.status_code == 422, await response.get_json()
+    assert (await response.get_json())["error"]["code"] in ("invalid_schedule", "dependency_cycle")
