@@ -56,7 +56,11 @@ async def create(data: CreateSchedule) -> Response:
             raise Unprocessable(
                 "a scheduled task cannot have depends_on, run_at or delay; schedule a workflow", code="invalid_schedule"
             )
-        kind, body = "task", data.task.model_dump(exclude_none=True)
+        # (run_if means nothing without dependencies; the stored body keeps what the task file said)
+        kind, body = (
+            "task",
+            data.task.model_dump(exclude_none=True, exclude={"depends_on", "run_if", "run_at", "delay"}),
+        )
     schedule = await _db().write(
         authed(schedules_store.create, need="admin", pass_as="caller"),
         creds,
