@@ -89,6 +89,28 @@ def test_canceling_a_workflow_cancels_the_handler_running_its_step(mesh, sdk_age
     assert step["state"] == "canceled" and step["result"] is None  # nothing reported after the cancel
 
 
+def test_a_sync_handler_of_a_canceled_step_is_abandoned_and_its_result_ignored(mesh, sdk_agent):  # noqa: F811
+    kind = f"stuck-{uid()}"
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(task: Task) -> Any:
+        started.set()
+        release.wait(DEADLINE)
+        return "too late"
+
+    runner = sdk_agent(stuck, capabilities=[kind])
+    wf = mesh.admin.submit_workflow("stuck", [{"id": "only", "type": kind}])
+    assert started.wait(DEADLINE), "the step never started"
+    out = mcs_cli(mesh, "workflow", "cancel", wf["id"])
+    assert out.returncode == 0 and out.stdout.split() == [wf["id"], "canceled"], out.stderr
+    wait_until(lambda: runner.agent.canceled == 1, timeout=DEADLINE, what="the agent to abandon the handler")
+    release.set()
+    wait_until(lambda: not runner.agent._running, timeout=DEADLINE, what="the handler's slot to free up")
+    step = mesh.admin.get_task(wf["steps"]["only"]["id"])
+    assert step["state"] == "canceled" and step["result"] is None
+    assert "completed" not in [e["kind"] for e in mesh.admin.events(step["id"])]
+
+
 def test_mcs_workflow_submit_wait_from_a_yaml_file(mesh, sdk_agent, tmp_path):  # noqa: F811
     kind = f"yaml-{uid()}"
     sdk_agent(lambda task: {"got": task.inputs}, capabilities=[kind])

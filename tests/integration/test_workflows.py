@@ -174,8 +174,15 @@ PIPELINE = {
 }
 
 
+def workflows_counted(event):
+    from mcs import metrics
+
+    return metrics.workflows_total.labels(event)._value.get()
+
+
 async def test_a_workflow_runs_its_steps_in_order_and_hands_results_by_step_id(mesh):
     agent = await mesh.agent("a", ["r"], notify_url=None, concurrency=5)
+    submitted, completed = workflows_counted("submitted"), workflows_counted("completed")
     wf = await mesh.ok("POST", "/v1/workflows", who="admin", json=PIPELINE, status=201)
     assert (wf["name"], wf["state"]) == ("research", "running")
     steps = wf["steps"]
@@ -193,6 +200,7 @@ async def test_a_workflow_runs_its_steps_in_order_and_hands_results_by_step_id(m
     assert {k: v["state"] for k, v in done["steps"].items()} == dict.fromkeys(("gather", "check", "write"), "completed")
     events = await mesh.ok("GET", f"/v1/workflows/{wf['id']}/events", who="admin")
     assert [e["kind"] for e in events["events"]] == ["submitted", "completed"]
+    assert (workflows_counted("submitted"), workflows_counted("completed")) == (submitted + 1, completed + 1)
     page = await mesh.ok("GET", "/v1/workflows?limit=1", who="admin")
     assert [w["id"] for w in page["workflows"]] == [wf["id"]] and page["next_cursor"] is None
 
