@@ -319,3 +319,40 @@ async def test_a_schedule_whose_submission_could_never_work_is_refused(mesh, bod
     response = await mesh.call("POST", "/v1/schedules", who="admin", json=full)
     assert response.status_code == 422, await response.get_json()
     assert (await response.get_json())["error"]["code"] in ("invalid_schedule", "dependency_cycle")
+
+
+def put_back(conn, task_id, now):
+    """What a retry (item 7, POST /v1/tasks/{id}/retry) does to the row: a failed task queued again."""
+    from mcs.models import TaskState
+    from mcs.store import tasks as tasks_store
+
+    task = tasks_store.must_get(conn, task_id)
+    tasks_store._set(
+        conn, task, now, state=TaskState.QUEUED, attempts=0, error=None, assigned_to=None, claim_token=None
+    )
+
+
+async def test_a_failed_step_run_again_reopens_what_it_canceled_and_the_workflow(mesh):
+    agent = await mesh.agent("a", ["r"], notify_url=None, concurrency=5)
+    chain = {"name": "chain", "steps": [
+        {"id": "one", "type": "r"},
+        {"id": "two", "type": "r", "depends_on": ["one"]},
+        {"id": "three", "type": "r", "depends_on": ["two"]},
+    ]}  # fmt: skip
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json=chain, status=201)
+    ids = {k: v["id"] for k, v in wf["steps"].items()}
+    await finish(mesh, ids["one"], agent, fail=True)
+    failed = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert failed["state"] == "failed" and failed["steps"]["three"]["state"] == "canceled"
+    mesh.store.write(put_back, ids["one"], time.time())
+    again = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert again["state"] == "running" and again["finished_at"] is None
+    assert {k: v["state"] for k, v in again["steps"].items()} == {"one": "queued", "two": "blocked", "three": "blocked"}
+    assert again["steps"]["three"]["error"] is None
+    assert (await mesh.kinds(ids["three"]))[-1] == "reopened"
+    for step in ("one", "two", "three"):
+        await finish(mesh, ids[step], agent, step)
+    done = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert done["state"] == "completed" and done["steps"]["three"]["inputs"] == {"two": "two"}
+    events = await mesh.ok("GET", f"/v1/workflows/{wf['id']}/events", who="admin")
+    assert [e["kind"] for e in events["events"]] == ["submitted", "failed", "reopened", "completed"]

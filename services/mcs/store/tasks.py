@@ -149,6 +149,8 @@ def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     changed = replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
     if isinstance(new_state, TaskState) and new_state.terminal and not task.state.terminal:
         release_dependents(conn, changed, now)
+    elif isinstance(new_state, TaskState) and not new_state.terminal and task.state.terminal:
+        reopen_dependents(conn, changed, now)  # a retried task: what it canceled waits for it again
     return changed
 
 
@@ -358,6 +360,23 @@ def release_dependents(conn: Connection, task: Task, now: float) -> None:
         from mcs.store import workflows as workflows_store  # a workflow's state follows its steps
 
         workflows_store.settle(conn, task.workflow_id, now)
+
+
+def reopen_dependents(conn: Connection, task: Task, now: float) -> None:
+    """`task` ended but runs again (a retry): the dependents its failure canceled are blocked again (their
+    own dependents follow, through `_set`), and its workflow, if that failed, is running again."""
+    rows = conn.execute(
+        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'canceled'"
+        " AND t.error = ? ORDER BY t.seq",
+        (task.id, json.dumps(f"upstream {task.id} failed")),
+    ).fetchall()
+    for row in rows:
+        _set(conn, Task.from_row(row), now, state=TaskState.BLOCKED, error=None)
+        add_event(conn, row["id"], "reopened", "mcs", now, {"upstream": task.id})
+    if task.workflow_id is not None:
+        from mcs.store import workflows as workflows_store
+
+        workflows_store.reopen(conn, task.workflow_id, now, step=task.step_id)
 
 
 def release_due(conn: Connection, now: float) -> list[str]:

@@ -192,6 +192,16 @@ def settle(conn: Connection, workflow_id: str, now: float) -> None:
         _finish(conn, workflow_id, "failed", "mcs", now, {"steps": bad})
 
 
+def reopen(conn: Connection, workflow_id: str, now: float, *, step: str | None) -> None:
+    """A step of a failed workflow runs again (a retry): the workflow is running again."""
+    cur = conn.execute(
+        "UPDATE workflows SET state = 'running', updated_at = ?, finished_at = NULL WHERE id = ? AND state = 'failed'",
+        (now, workflow_id),
+    )
+    if cur.rowcount == 1:
+        add_event(conn, workflow_id, "reopened", "mcs", now, {"step": step})
+
+
 def cancel(conn: Connection, *, workflow_id: str, caller: Caller, now: float) -> dict[str, Any]:
     """Cancel every unfinished step, dependents first (an agent holding one gets a task.canceled webhook)."""
     row = _row(conn, workflow_id)
