@@ -265,16 +265,21 @@ async def test_a_bad_dag_is_422_naming_the_step_and_stores_nothing(mesh, steps, 
     assert (await mesh.ok("GET", "/v1/tasks", who="admin"))["tasks"] == []
 
 
-@pytest.mark.parametrize("settings", [dict(quota_queued_tasks=4, rate_submits=0.0)], indirect=True)
+LIMITED = dict(quota_queued_tasks=4, rate_submits=0.001, rate_submits_burst=2)
+
+
+@pytest.mark.parametrize("settings", [LIMITED], indirect=True)
 async def test_an_agent_may_submit_a_workflow_and_its_steps_count_against_its_quota(mesh):
     agent = await mesh.agent("a", ["r"], notify_url=None)
     wf = await mesh.ok("POST", "/v1/workflows", who=agent, json=PIPELINE, status=201)
     assert {s["submitted_by"] for s in wf["steps"].values()} == {"a"}
     response = await mesh.call("POST", "/v1/workflows", who=agent, json=PIPELINE)
-    assert response.status_code == 429
+    assert response.status_code == 429 and (await response.get_json())["error"]["code"] == "too_many_queued_tasks"
     assert len((await mesh.ok("GET", "/v1/workflows", who="admin"))["workflows"]) == 1
     other = await mesh.call("POST", f"/v1/workflows/{wf['id']}/cancel", who=await mesh.agent("b", ["r"]))
     assert other.status_code == 403
+    limited = await mesh.call("POST", "/v1/workflows", who=agent, json=PIPELINE)  # the third submission
+    assert limited.status_code == 429 and (await limited.get_json())["error"]["code"] == "rate_limited"
 
 
 async def test_a_schedule_with_a_workflow_submits_the_workflow_at_each_tick(mesh):

@@ -12,7 +12,7 @@ from mcs.api.auth import authed, credentials
 from mcs.api.openapi import WorkflowEvents, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import SubmitWorkflow, WorkflowPage, WorkflowQuery, WorkflowView
-from mcs.errors import Unprocessable
+from mcs.errors import Unauthorized, Unprocessable
 from mcs.store import workflows as workflows_store
 
 bp = Blueprint("workflows", __name__, url_prefix="/v1/workflows")
@@ -32,17 +32,25 @@ async def submit(data: SubmitWorkflow) -> Response:
             raise Unprocessable(
                 f"step {step.id!r}: aggregate applies to fanout steps (route=all) only", code="invalid_aggregate"
             )
-    workflow = await _db().write(
-        authed(workflows_store.submit, need="any", pass_as="caller"),
-        credentials(),
-        name=data.name,
-        steps=[s.model_dump() for s in data.steps],
-        inputs=data.inputs,
-        max_retries=settings.max_retries,
-        claim_ttl=settings.claim_ttl,
-        now=time.time(),
-        max_queued=settings.quota_queued_tasks,
-    )
+    creds = credentials()
+    rate = current_app.config["MCS_SUBMIT_RATE"]
+    if not creds.is_admin:
+        rate.take(creds.name, time.monotonic())  # one submission, as for a task; the steps count in the quota
+    try:
+        workflow = await _db().write(
+            authed(workflows_store.submit, need="any", pass_as="caller"),
+            creds,
+            name=data.name,
+            steps=[s.model_dump() for s in data.steps],
+            inputs=data.inputs,
+            max_retries=settings.max_retries,
+            claim_ttl=settings.claim_ttl,
+            now=time.time(),
+            max_queued=settings.quota_queued_tasks,
+        )
+    except Unauthorized:
+        rate.give_back(creds.name)
+        raise
     return respond(workflow, 201)
 
 
