@@ -338,6 +338,10 @@ class _Endpoints(Generic[R]):
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         max_concurrency: int | None = None,
+        depends_on: list[str] | None = None,
+        run_if: str | None = None,
+        run_at: str | None = None,
+        delay: float | None = None,
     ) -> R:
         body: dict[str, Any] = {"type": type, "payload": payload}
         for key, value in (
@@ -349,6 +353,10 @@ class _Endpoints(Generic[R]):
             ("aggregate", aggregate),
             ("concurrency_key", concurrency_key),
             ("max_concurrency", max_concurrency),
+            ("depends_on", depends_on),
+            ("run_if", run_if),
+            ("run_at", run_at),
+            ("delay", delay),
         ):
             if value is not None:
                 body[key] = value
@@ -412,6 +420,28 @@ class _Endpoints(Generic[R]):
     def retry(self, task_id: str) -> R:
         """Put a failed or canceled task back to the queue, attempts reset."""
         return self._call("POST", f"/v1/tasks/{_q(task_id)}/retry")
+
+    # ------------------------------------------------------------ workflows
+
+    def submit_workflow(self, name: str, steps: list[dict[str, Any]], *, inputs: Any = None) -> R:
+        """A DAG of steps (`depends_on` by step id) in one go: `{id, name, state, steps: {step id: task}}`."""
+        body: dict[str, Any] = {"name": name, "steps": steps}
+        if inputs is not None:
+            body["inputs"] = inputs
+        return self._call("POST", "/v1/workflows", json=body)
+
+    def get_workflow(self, workflow_id: str) -> R:
+        return self._call("GET", f"/v1/workflows/{_q(workflow_id)}")
+
+    def list_workflows(self, **filters: Any) -> R:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._call("GET", "/v1/workflows", params=params)
+
+    def workflow_events(self, workflow_id: str) -> R:
+        return self._call("GET", f"/v1/workflows/{_q(workflow_id)}/events", shape=_field("events"))
+
+    def cancel_workflow(self, workflow_id: str) -> R:
+        return self._call("POST", f"/v1/workflows/{_q(workflow_id)}/cancel")
 
     # ------------------------------------------------------------ shared memory
 
@@ -600,6 +630,19 @@ class Client(_Endpoints[Any]):
             time.sleep(delay)
             delay = min(poll * 5, delay * 1.5)
 
+    def wait_for_workflow(self, workflow_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
+        """Follow a workflow until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while True:
+            workflow: dict[str, Any] = self.get_workflow(workflow_id)
+            if workflow["state"] != "running":
+                return workflow
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout} s")
+            time.sleep(delay)
+            delay = min(poll * 5, delay * 1.5)
+
 
 class AsyncClient(_Endpoints[Awaitable[Any]]):
     """The asyncio client: the same methods as `Client`, as coroutines. Use `async with AsyncClient(...)`."""
@@ -687,5 +730,20 @@ class AsyncClient(_Endpoints[Awaitable[Any]]):
                 return task
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(poll * 5, delay * 1.5)
+
+    async def wait_for_workflow(
+        self, workflow_id: str, *, timeout: float | None = None, poll: float = 0.2
+    ) -> dict[str, Any]:
+        """Follow a workflow until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(poll, 0.05)
+        while True:
+            workflow: dict[str, Any] = await self.get_workflow(workflow_id)
+            if workflow["state"] != "running":
+                return workflow
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout} s")
             await asyncio.sleep(delay)
             delay = min(poll * 5, delay * 1.5)

@@ -41,10 +41,11 @@ class Dispatcher:
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < 30
 
-    def run_once(self) -> tasks_store.DispatchResult:
-        """One pass (the store pages through the queue); another at once if it stopped at its scan limit."""
+    def run_once(self, now: float | None = None) -> tasks_store.DispatchResult:
+        """One pass (the store pages through the queue); another at once if it stopped at its scan limit.
+        `now` (tests): the clock the pass reads, instead of the time."""
         while True:
-            now = time.time()
+            now = time.time() if now is None else now
             reads = (self.view.full_reads, self.view.partial_reads)
             try:
                 if not self.store.read(tasks_store.has_work, now=now, view=self.view, unparked_at=self.unparked_at):

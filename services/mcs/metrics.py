@@ -108,9 +108,20 @@ _TRANSITIONS = {
 }
 
 
+workflows_total = Counter(
+    "mcs_workflows_total", "Workflow transitions: submitted, completed, failed, canceled", ["event"]
+)
+for _event in ("submitted", "completed", "failed", "canceled"):
+    workflows_total.labels(_event)
+WORKFLOW_PREFIX = "workflow_"  # effects notes for workflows, not tasks: "workflow_<event>"
+
+
 def count_transitions(notes: list[tuple[str, str, str]]) -> None:
     """Add a committed transaction's task events (see mcs.store.effects) to this process's counters."""
     for event, task_type, priority in notes:
+        if event.startswith(WORKFLOW_PREFIX):
+            workflows_total.labels(event.removeprefix(WORKFLOW_PREFIX)).inc()
+            continue
         init_task_series([task_type], priorities=[priority])
         _TRANSITIONS[event].labels(task_type, priority).inc()
 

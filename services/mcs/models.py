@@ -15,6 +15,7 @@ class TaskState(StrEnum):
     ASSIGNED = "assigned"
     CLAIMED = "claimed"
     RETRYING = "retrying"
+    BLOCKED = "blocked"  # waiting for its dependencies to finish (or for its run_at)
     WAITING = "waiting"  # a fanout parent whose children are running
     COMPLETED = "completed"
     FAILED = "failed"
@@ -152,10 +153,17 @@ class Task:
     updated_at: float
     concurrency_key: str | None = None
     max_concurrency: int | None = None
+    run_if: str = "success"  # "success": runs when every dependency completed; "always": once all ended
+    workflow_id: str | None = None
+    step_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
+        keys = row.keys()
         return cls(
+            run_if=row["run_if"] if "run_if" in keys else "success",
+            workflow_id=row["workflow_id"] if "workflow_id" in keys else None,
+            step_id=row["step_id"] if "step_id" in keys else None,
             seq=row["seq"],
             id=row["id"],
             type=row["type"],
@@ -209,6 +217,9 @@ class Task:
             "updated_at": iso(self.updated_at),
             "concurrency_key": self.concurrency_key,
             "max_concurrency": self.max_concurrency,
+            "run_if": self.run_if,
+            "workflow_id": self.workflow_id,
+            "step_id": self.step_id,
         }
 
 
@@ -286,6 +297,9 @@ class TaskSpec:
     aggregate: str | None
     concurrency_key: str | None = None
     max_concurrency: int | None = None
+    depends_on: tuple[str, ...] = ()
+    run_if: str = "success"
+    not_before: float | None = None  # run_at, or now + delay
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], *, max_retries: int, claim_ttl: float) -> TaskSpec:

@@ -381,8 +381,9 @@ class Notifier:
                     extra={"action": "deliver_partial", "outbox_id": item.id, "error": error},
                 )
             outcome |= {"state": "delivered", "attempts": max(numbers)}
-            if item.kind == "webhook" and item.task_id:
-                task = json.loads(item.body)["data"]["task"]
+            event = json.loads(item.body) if item.kind == "webhook" and item.task_id else {}
+            if event.get("type") == "task.assigned":  # (not task.canceled: latency is from work to its agent)
+                task = event["data"]["task"]
                 eligible = task.get("not_before") or task["created_at"]  # a retry counts from falling due
                 metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(eligible)))
             log.debug("delivered", extra={"action": "deliver", "outbox_id": item.id, "task_id": item.task_id})

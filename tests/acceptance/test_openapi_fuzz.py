@@ -165,6 +165,7 @@ BODIES = {
     ("put", "/v1/memory/{ns}/{key}"): {"value": 1},
     ("post", "/v1/memory/{ns}/_bulk"): {},
     ("post", "/v1/schedules"): {"name": "fuzz", "cron": "0 3 * * *", "task": {"type": "fuzz"}},
+    ("post", "/v1/workflows"): {"name": "fuzz", "steps": [{"id": "a", "type": "fuzz"}]},
 }
 
 
@@ -174,7 +175,7 @@ BODIES = {
     ids=["anonymous", "wrong-secret", "unknown-agent"],
 )
 def test_every_route_that_needs_credentials_refuses_bad_ones_with_401(api: Api, who: dict[str, str]) -> None:
-    values = {"ns": "mesh", "key": "greeting", "name": "fuzzer", "task_id": api.task_id}
+    values = {"ns": "mesh", "key": "greeting", "name": "fuzzer", "task_id": api.task_id, "workflow_id": "w"}
     checked = 0
     with httpx.Client(base_url=api.url, timeout=10) as c:
         for path, ops in DOCUMENT["paths"].items():

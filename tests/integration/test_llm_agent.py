@@ -169,3 +169,44 @@ async def test_each_redirect_hop_is_checked(fake):
         await agent.aclose()
     finally:
         inside.close()
+
+
+async def test_a_synthesis_prompt_holds_every_childs_findings_of_a_fanout_dependency(fake):
+    fanout = {
+        "children": [
+            {"agent": "r1", "task_id": "k1", "state": "completed", "result": {"answer": "cats sleep 16 hours"}},
+            {"agent": "r2", "task_id": "k2", "state": "completed", "result": {"facts": ["cats purr at 25 Hz"]}},
+            {"agent": "r3", "task_id": "k3", "state": "failed", "error": "corpus missing"},
+        ]
+    }
+    inputs = {"research": fanout, "workflow": {"question": "cats?"}}
+    synth = Task(id="t-2", type="ask", payload="Synthesise", attempts=1, priority="normal", inputs=inputs)
+    agent = ChatAgent(base_url=fake.url, model="m")
+    try:
+        await agent(synth)
+    finally:
+        await agent.aclose()
+    (sent,) = fake.requests
+    prompt = sent["body"]["messages"][-1]["content"]
+    assert prompt.startswith("Synthesise\n\n")
+    assert prompt.index("=== input workflow ===") < prompt.index("=== input research ===")
+    block = prompt[prompt.index("=== input research ===") : prompt.index("=== end of input research ===")]
+    assert "--- from r1 ---\ncats sleep 16 hours" in block
+    assert "--- from r2 ---" in block and "cats purr at 25 Hz" in block
+    assert "--- from r3 (failed) ---\nno result: corpus missing" in block
+    assert '"question": "cats?"' in prompt
+
+
+async def test_inputs_beyond_the_budget_are_cut_fairly_and_the_prompt_says_so(fake):
+    inputs = {"small": "short and whole", "big": "q" * 5000, "bigger": "z" * 9000}
+    synth = Task(id="t-3", type="ask", payload="Merge", attempts=1, priority="normal", inputs=inputs)
+    agent = ChatAgent(base_url=fake.url, model="m", max_input_chars=2015)
+    try:
+        await agent(synth)
+    finally:
+        await agent.aclose()
+    prompt = fake.requests[0]["body"]["messages"][-1]["content"]
+    assert "=== input small ===\nshort and whole\n=== end of input small ===" in prompt
+    assert prompt.count("q") == 1000 and prompt.count("z") == 1000  # the rest of the budget, split evenly
+    assert "[... cut: 4000 of 5000 characters of this input left out to fit the context budget]" in prompt
+    assert "[... cut: 8000 of 9000 characters" in prompt

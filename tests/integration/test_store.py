@@ -39,6 +39,7 @@ ALL = [
     "0007_retention",
     "0008_quotas",
     "0009_schedules",
+    "0010_workflows",
     "0011_gates",
 ]
 

@@ -8,6 +8,12 @@ Task payload (a plain string is taken as the prompt):
 
 Result: `{"answer": "...", "model": "...", "usage": {...} | null, "finish_reason": "stop"}`.
 
+A task with dependencies (or a workflow's step) brings their results in `inputs`; they go into the
+prompt after it, one delimited block each (`=== input <id> ===` ... `=== end of input <id> ===`; a fanout
+dependency's children each get a `--- from <agent> ---` part; an LLM answer as its text, anything else as
+JSON), within `max_input_chars` (cut, fairly between inputs, with a note saying so): what a synthesis step
+needs to merge every researcher's findings.
+
 The `url` is fetched through the egress policy (mcs.egress), each redirect hop checked again: public
 addresses only, unless `allow_fetch` (`--allow-fetch`) names more; link-local and metadata never.
 
@@ -19,8 +25,9 @@ and never logged or put in an error.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -34,6 +41,7 @@ DEFAULT_TIMEOUT = 120.0  # seconds for one chat completion (local models on a CP
 FETCH_TIMEOUT = 30.0  # seconds to fetch a payload's `url`
 MAX_REDIRECTS = 5  # hops followed when fetching a payload's `url`, each checked by the egress policy
 MAX_MATERIAL = 200_000  # characters of fetched material passed to the model; the rest is cut off
+MAX_INPUT_CHARS = 100_000  # characters of a task's `inputs` put into the prompt (all blocks together)
 ERROR_EXCERPT = 300  # characters of a model server's error body quoted in the task's error
 API_KEY_ENV = ("MCS_LLM_API_KEY", "OPENAI_API_KEY")  # where `mcs agent llm` looks for a key, in order
 
@@ -47,6 +55,63 @@ def _next_hop(current: httpx.URL, location: str) -> httpx.URL:
     if target.scheme not in ("http", "https"):
         raise PermanentError(f"a redirect to {target.scheme}: only http:// and https:// are fetched")
     return target
+
+
+def _as_text(value: Any) -> str:
+    """An LLM agent's result as its answer text; a string as it is; anything else as JSON."""
+    if isinstance(value, dict) and isinstance(value.get("answer"), str):
+        return str(value["answer"])
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=1, ensure_ascii=False, default=str)
+
+
+def _input_text(value: Any) -> str:
+    """One input's text: a fanout's collected children each as their own part, else `_as_text`."""
+    children = value.get("children") if isinstance(value, dict) and "aggregate" not in value else None
+    if not isinstance(children, list):
+        return _as_text(value)
+    parts = []
+    for child in children:
+        if not isinstance(child, dict):
+            continue
+        who = child.get("agent") or child.get("task_id") or "?"
+        if child.get("state") == "completed":
+            parts.append(f"--- from {who} ---\n{_as_text(child.get('result'))}")
+        else:
+            parts.append(f"--- from {who} ({child.get('state')}) ---\nno result: {_as_text(child.get('error'))}")
+    return "\n".join(parts) if parts else _as_text(value)
+
+
+def _fair_shares(sizes: list[int], budget: int) -> list[int]:
+    """Characters each block may keep: small ones whole, the rest of the budget split evenly among the big."""
+    shares = [0] * len(sizes)
+    left, pending = budget, sorted(range(len(sizes)), key=lambda i: sizes[i])
+    while pending:
+        share = left // len(pending)
+        i = pending.pop(0)
+        shares[i] = min(sizes[i], share)
+        left -= shares[i]
+    return shares
+
+
+def format_inputs(inputs: Mapping[str, Any], budget: int = MAX_INPUT_CHARS) -> str:
+    """The task's inputs as delimited blocks for the prompt, at most about `budget` characters of content;
+    what is cut is said where it was cut. Empty when there are none."""
+    if not inputs:
+        return ""
+    names = sorted(inputs, key=lambda k: (k != "workflow", list(inputs).index(k)))
+    texts = [_input_text(inputs[k]) for k in names]
+    shares = _fair_shares([len(t) for t in texts], max(budget, 0))
+    blocks = []
+    for name, text, share in zip(names, texts, shares, strict=True):
+        if len(text) > share:
+            text = text[:share] + (
+                f"\n[... cut: {len(text) - share} of {len(text)} characters of this input left out"
+                " to fit the context budget]"
+            )
+        blocks.append(f"=== input {name} ===\n{text}\n=== end of input {name} ===")
+    return "The results this task depends on:\n\n" + "\n\n".join(blocks)
 
 
 class ModelUnavailable(RetryableError):
@@ -83,6 +148,7 @@ class ChatAgent:
         max_tokens: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         allow_fetch: Sequence[str] = (),
+        max_input_chars: int = MAX_INPUT_CHARS,
     ) -> None:
         """`transport` is for the model server (tests); a task's `url` is always fetched through the egress
         policy: public addresses, plus the `allow_fetch` entries (CIDRs, addresses, host names, each with an
@@ -96,6 +162,7 @@ class ChatAgent:
         self.timeout = timeout
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.max_input_chars = max_input_chars
         self._api_key = api_key
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -121,6 +188,8 @@ class ChatAgent:
         if request.get("url"):
             material = await self._fetch(request["url"])
             user = f"{user}\n\n--- material from {request['url']} ---\n{material}"
+        if task.inputs:
+            user = f"{user}\n\n{format_inputs(task.inputs, self.max_input_chars)}"
         messages = []
         system = request.get("system") or self.system
         if system:

@@ -42,11 +42,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class WebhookApp:
-    """The ASGI app. `on_task(task)` is called for every genuine `task.assigned` webhook."""
+    """The ASGI app. `on_task(task)` is called for every genuine `task.assigned` webhook, `on_cancel(task)`
+    for every genuine `task.canceled` one (a task this agent holds was canceled, e.g. with its workflow)."""
 
-    def __init__(self, *, webhook_secret: str, on_task: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        *,
+        webhook_secret: str,
+        on_task: Callable[[dict[str, Any]], None],
+        on_cancel: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.webhook_secret = webhook_secret
         self.on_task = on_task
+        self.on_cancel = on_cancel
         self.closing = False
         self.accepted = 0
         self.rejected = 0
@@ -104,12 +112,15 @@ class WebhookApp:
             kind, task = event.get("type"), event.get("data", {}).get("task")
         except (ValueError, AttributeError):
             return 400, "body is not a JSON webhook event"
-        if kind != "task.assigned":
+        if kind not in ("task.assigned", "task.canceled"):
             return 204, ""  # an event this agent does not act on; answering 2xx stops retries
         if not isinstance(task, dict) or not isinstance(task.get("id"), str):
-            return 400, "task.assigned without a task id"
+            return 400, f"{kind} without a task id"
         self.accepted += 1
-        self.on_task(task)
+        if kind == "task.assigned":
+            self.on_task(task)
+        elif self.on_cancel is not None:
+            self.on_cancel(task)
         return 204, ""
 
 

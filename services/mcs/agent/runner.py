@@ -77,6 +77,9 @@ class Task:
     claim_ttl: float = 0.0
     parent_id: str | None = None
     capabilities: tuple[str, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # its dependencies' results, by step or task id
+    workflow_id: str | None = None
+    step_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -92,6 +95,9 @@ class Task:
             claim_ttl=float(body.get("claim_ttl") or 0),
             parent_id=body.get("parent_id"),
             capabilities=tuple(body.get("capabilities") or ()),
+            inputs=body.get("inputs") or {},
+            workflow_id=body.get("workflow_id"),
+            step_id=body.get("step_id"),
             raw=public,
         )
 
@@ -148,6 +154,8 @@ class _Running:
     token: str
     job: asyncio.Task[Any]
     released: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: the lease is gone, or MCS canceled it
+    canceled: bool = False
 
 
 class Agent:
@@ -243,6 +251,7 @@ class Agent:
         self.completed = 0
         self.failed = 0
         self.released = 0
+        self.canceled = 0  # handlers stopped because MCS canceled their task (a task.canceled webhook)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -274,7 +283,7 @@ class Agent:
         self.client = AsyncClient(self.url, agent_id=self.name, agent_secret=self.secret, timeout=self.pull_wait + 20)
         try:
             if not self.pull:
-                app = WebhookApp(webhook_secret=self.webhook_secret, on_task=self._announce)
+                app = WebhookApp(webhook_secret=self.webhook_secret, on_task=self._announce, on_cancel=self._canceled)
                 self.receiver = Receiver(app, host=self._host, port=self._port)
                 await self.receiver.start()
             await self._register()
@@ -472,6 +481,15 @@ class Agent:
         self._pending.add(task_id)
         self._inbox.put_nowait(task_id)
 
+    def _canceled(self, task: dict[str, Any]) -> None:
+        """A verified task.canceled webhook: stop the handler running that task (async handlers are
+        cancelled; a sync one is abandoned like a lost lease, its result ignored)."""
+        running = self._running.get(task["id"])
+        if running is not None and not running.stop.is_set():
+            running.canceled = True
+            self.canceled += 1
+            running.stop.set()
+
     async def _push_worker(self, index: int) -> None:
         assert self.client is not None
         while self._backlog:
@@ -536,8 +554,9 @@ class Agent:
         task runs on and shutdown waits for it."""
         task = Task.from_api(claimed)
         token = str(claimed["claim_token"])
-        job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed)))
-        self._running[task.id] = _Running(task=task, token=token, job=job)
+        stop = asyncio.Event()
+        job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed), stop))
+        self._running[task.id] = _Running(task=task, token=token, job=job, stop=stop)
 
         def finished(j: asyncio.Task[Any]) -> None:
             if self._running.get(task.id) is not None and self._running[task.id].job is j:
@@ -548,7 +567,8 @@ class Agent:
         job.add_done_callback(finished)
         await asyncio.shield(job)
 
-    async def _execute(self, task: Task, token: str, lease: float) -> None:
+    async def _execute(self, task: Task, token: str, lease: float, lease_lost: asyncio.Event) -> None:
+        """Run the handler until it returns, or `lease_lost` is set (the lease is gone, or MCS canceled it)."""
         log.info(
             "agent %s: running %s (%s, attempt %d)",
             self.name,
@@ -558,7 +578,6 @@ class Agent:
             extra={"action": "task_started", "task_id": task.id},
         )
         started = time.monotonic()
-        lease_lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(task, token, lease, lease_lost))
         work: asyncio.Task[Any] = asyncio.create_task(self._invoke(task))
         lost = asyncio.create_task(lease_lost.wait())
@@ -571,12 +590,21 @@ class Agent:
             keeper.cancel()
             lost.cancel()
         if not work.done():
-            log.warning(
-                "agent %s: lost the lease on %s (canceled or taken back); abandoning it",
-                self.name,
-                task.id,
-                extra={"action": "lease_lost", "task_id": task.id},
-            )
+            running = self._running.get(task.id)
+            if running is not None and running.canceled:
+                log.warning(
+                    "agent %s: MCS canceled %s; stopping its handler",
+                    self.name,
+                    task.id,
+                    extra={"action": "task_canceled", "task_id": task.id},
+                )
+            else:
+                log.warning(
+                    "agent %s: lost the lease on %s (canceled or taken back); abandoning it",
+                    self.name,
+                    task.id,
+                    extra={"action": "lease_lost", "task_id": task.id},
+                )
             if self._is_async:
                 work.cancel()
             else:

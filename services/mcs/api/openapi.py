@@ -38,6 +38,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
     "name": {"type": "string", "pattern": f"^{AGENT_NAME}$"},
     "task_id": {"type": "string"},
+    "workflow_id": {"type": "string"},
 }
 
 ERRORS = {
@@ -192,6 +193,12 @@ class TaskEvent(BaseModel):
 
 class TaskEvents(BaseModel):
     """The task's audit trail, one event per state change."""
+
+    events: list[TaskEvent]
+
+
+class WorkflowEvents(BaseModel):
+    """The workflow's audit trail: submitted, then how it ended (its steps keep their own)."""
 
     events: list[TaskEvent]
 

@@ -5,22 +5,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pydantic import ValidationError
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_request
 
 from mcs.api.auth import authed, credentials
 from mcs.api.openapi import NO_CONTENT, ScheduleList, ScheduleView, documented
 from mcs.api.responses import respond
-from mcs.api.schemas import CreateSchedule
+from mcs.api.schemas import CreateSchedule, SubmitWorkflow
 from mcs.errors import Unprocessable
 from mcs.schedules import Cron
 from mcs.store import schedules as schedules_store
+from mcs.store import workflows as workflows_store
 
 bp = Blueprint("schedules", __name__, url_prefix="/v1/schedules")
 
 
 def _db() -> Any:
     return current_app.config["MCS_DB"]
+
+
+def _workflow_body(raw: dict[str, Any]) -> dict[str, Any]:
+    """A workflow body checked now as POST /v1/workflows would (schema and DAG), so each tick can submit it."""
+    try:
+        workflow = SubmitWorkflow.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise Unprocessable(f"workflow: {where}: {first['msg']}", code="invalid_schedule") from exc
+    body = workflow.model_dump()
+    workflows_store.order_steps(body["steps"])
+    return body
 
 
 @bp.post("")
@@ -32,19 +47,27 @@ async def create(data: CreateSchedule) -> Response:
     if (data.task is None) == (data.workflow is None):
         raise Unprocessable("give exactly one of task or workflow: what each tick submits", code="invalid_schedule")
     if data.workflow is not None:
-        raise Unprocessable(
-            "scheduled workflows are not available on this server yet; schedule a task", code="invalid_schedule"
+        kind, body = "workflow", _workflow_body(data.workflow)
+    else:
+        assert data.task is not None
+        if data.task.aggregate is not None and data.task.route != "all":
+            raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
+        if data.task.depends_on or data.task.run_at is not None or data.task.delay is not None:
+            raise Unprocessable(
+                "a scheduled task cannot have depends_on, run_at or delay; schedule a workflow", code="invalid_schedule"
+            )
+        # (run_if means nothing without dependencies; the stored body keeps what the task file said)
+        kind, body = (
+            "task",
+            data.task.model_dump(exclude_none=True, exclude={"depends_on", "run_if", "run_at", "delay"}),
         )
-    assert data.task is not None
-    if data.task.aggregate is not None and data.task.route != "all":
-        raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
     schedule = await _db().write(
         authed(schedules_store.create, need="admin", pass_as="caller"),
         creds,
         name=data.name,
         cron=cron,
-        kind="task",
-        body=data.task.model_dump(exclude_none=True),
+        kind=kind,
+        body=body,
         overlap=data.overlap,
         catch_up=data.catch_up,
         now=time.time(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -88,6 +89,27 @@ class SubmitTask(Strict):
         default=None, min_length=1, max_length=200, description="tasks sharing it run at most max_concurrency at once"
     )
     max_concurrency: int | None = Field(default=None, ge=1, le=10000, description="default 1 with a concurrency_key")
+    depends_on: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=100
+    )
+    run_if: Literal["success", "always"] = "success"
+    run_at: str | None = Field(default=None, max_length=64, description="RFC 3339, with a zone")
+    delay: float | None = Field(default=None, ge=0, le=366 * 86400)
+
+    @field_validator("run_at")
+    @classmethod
+    def valid_run_at(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = datetime.fromisoformat(value)  # a ValueError is a 422 naming the field
+            if parsed.tzinfo is None:
+                raise ValueError("run_at needs a time zone (e.g. Z)")
+        return value
+
+    def not_before(self, now: float) -> float | None:
+        """When the task may run at the earliest: run_at, or `delay` seconds after `now`."""
+        if self.run_at is not None:
+            return datetime.fromisoformat(self.run_at).timestamp()
+        return None if self.delay is None else now + self.delay
 
 
 class Approve(Strict):
@@ -96,6 +118,37 @@ class Approve(Strict):
 
 class Deny(Strict):
     reason: str = Field(min_length=1, max_length=2000)
+
+
+StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class WorkflowStep(Strict):
+    id: StepId
+    type: TaskType
+    payload: Any = None
+    capabilities: list[Capability] | None = Field(default=None, max_length=100)
+    route: Route = "any"
+    aggregate: Literal["collect", "consensus"] | None = None
+    depends_on: list[StepId] = Field(default_factory=list, max_length=100)
+    run_if: Literal["success", "always"] = "success"
+    priority: Literal["urgent", "normal", "low"] = "normal"
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    claim_ttl: float | None = Field(default=None, gt=0, le=7 * 86400)
+    concurrency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10000)
+
+
+class SubmitWorkflow(Strict):
+    name: Name
+    steps: list[WorkflowStep] = Field(min_length=1, max_length=200)
+    inputs: Any = None
+
+
+class WorkflowQuery(Query):
+    state: Literal["running", "completed", "failed", "canceled"] | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=200)
 
 
 class ClaimNext(Strict):
@@ -124,12 +177,14 @@ class Reject(Strict):
 
 
 class TaskQuery(Query):
-    state: Literal["queued", "assigned", "claimed", "retrying", "waiting", "completed", "failed", "canceled"] | None = (
-        None
-    )
+    state: (
+        Literal["queued", "assigned", "claimed", "retrying", "waiting", "blocked", "completed", "failed", "canceled"]
+        | None
+    ) = None
     type: str | None = None
     agent: str | None = None
     parent: str | None = None
+    workflow: str | None = Field(default=None, max_length=64)
     id_prefix: str | None = Field(default=None, min_length=8, max_length=64)  # the CLI's short ids
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
@@ -302,6 +357,33 @@ class TaskView(BaseModel):
     updated_at: str
     concurrency_key: str | None = None
     max_concurrency: int | None = None
+    run_if: Literal["success", "always"] = "success"
+    workflow_id: str | None = None
+    step_id: str | None = None
+    depends_on: list[str] = Field(default_factory=list, description="The tasks it waits for.")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Each finished dependency's result by its step id (or task id); 'workflow': the workflow's inputs.",
+    )
+
+
+class WorkflowView(BaseModel):
+    """A workflow as the API returns it: its steps, each a task."""
+
+    id: str
+    name: str
+    state: Literal["running", "completed", "failed", "canceled"]
+    inputs: Any
+    submitted_by: str
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    steps: dict[str, TaskView]
+
+
+class WorkflowPage(BaseModel):
+    workflows: list[WorkflowView]
+    next_cursor: str | None
 
 
 class CreateSchedule(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, docum
 from mcs.api.responses import respond
 from mcs.api.schemas import Approve, ClaimNext, Complete, Deny, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
 from mcs.errors import BadRequest, Unauthorized, Unprocessable
-from mcs.models import Priority, TaskSpec
+from mcs.models import TaskSpec
 from mcs.store import tasks as tasks_store
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
@@ -30,6 +31,13 @@ def _settings() -> Any:
     return current_app.config["MCS_SETTINGS"]
 
 
+def _not_before(data: SubmitTask) -> float | None:
+    """When the task may run at the earliest: `run_at`, or `delay` seconds from now (not both)."""
+    if data.run_at is not None and data.delay is not None:
+        raise Unprocessable("give run_at or delay, not both", code="invalid_run_at")
+    return data.not_before(time.time())
+
+
 @bp.post("")
 @documented(ok={201: TaskView}, body=True, writes=True)
 @validate_request(SubmitTask)
@@ -38,17 +46,11 @@ async def submit(data: SubmitTask) -> Response:
     if data.aggregate is not None and data.route != "all":
         raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
     settings = _settings()
-    spec = TaskSpec(
-        type=data.type,
-        payload=data.payload,
-        priority=Priority.parse(data.priority),
-        capabilities=tuple(dict.fromkeys(data.capabilities if data.capabilities is not None else [data.type])),
-        route=data.route,
-        max_retries=data.max_retries if data.max_retries is not None else settings.max_retries,
-        claim_ttl=data.claim_ttl if data.claim_ttl is not None else settings.claim_ttl,
-        aggregate=data.aggregate or ("collect" if data.route == "all" else None),
-        concurrency_key=data.concurrency_key,
-        max_concurrency=(data.max_concurrency or 1) if data.concurrency_key is not None else None,
+    spec = replace(
+        TaskSpec.from_body(data.model_dump(), max_retries=settings.max_retries, claim_ttl=settings.claim_ttl),
+        depends_on=tuple(dict.fromkeys(data.depends_on)),
+        run_if=data.run_if,
+        not_before=_not_before(data),
     )
     if data.max_concurrency is not None and data.concurrency_key is None:
         raise Unprocessable("max_concurrency needs a concurrency_key", code="invalid_concurrency")
@@ -87,6 +89,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         type=query_args.type,
         agent=query_args.agent,
         parent=query_args.parent,
+        workflow=query_args.workflow,
         id_prefix=query_args.id_prefix,
         updated_after=since(query_args.updated_after, time.time()) if query_args.updated_after else None,
         limit=query_args.limit,

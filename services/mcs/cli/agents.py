@@ -209,6 +209,13 @@ def agent_run(handler: str, **opts: Any) -> None:
 @click.option("--temperature", type=float, help="Sampling temperature, unless the task says otherwise.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Answer length limit, unless the task says otherwise.")
 @click.option(
+    "--max-input-chars",
+    type=click.IntRange(0),
+    default=None,
+    help="Characters of a task's inputs (its dependencies' results) put into the prompt (default 100000); "
+    "more is cut, with a note.",
+)
+@click.option(
     "--allow-fetch",
     "allow_fetch",
     multiple=True,
@@ -224,13 +231,15 @@ def agent_llm(
     timeout: float,
     temperature: float | None,
     max_tokens: int | None,
+    max_input_chars: int | None,
     allow_fetch: tuple[str, ...],
     **opts: Any,
 ) -> None:
     """Answer tasks with a model behind any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
 
     A task's payload is {"prompt": ..., "system"?: ..., "url"?: material to fetch and include}; the result
-    is {"answer": ..., "model": ..., "usage": ...}. The model server's timeouts, 429 and 5xx fail the task
+    is {"answer": ..., "model": ..., "usage": ...}. A task's inputs (its dependencies' results: every child's
+    of a fanout) follow the prompt, one delimited block each. The model server's timeouts, 429 and 5xx fail the task
     retryably; its other 4xx (wrong key, unknown model) fail it for good.
     """
 
@@ -242,6 +251,7 @@ def agent_llm(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-fetch") from None
     api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+    budget: dict[str, Any] = {} if max_input_chars is None else {"max_input_chars": max_input_chars}
     try:
         handler = ChatAgent(
             base_url=base_url,
@@ -252,6 +262,7 @@ def agent_llm(
             temperature=temperature,
             max_tokens=max_tokens,
             allow_fetch=allow_fetch,
+            **budget,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--base-url") from None

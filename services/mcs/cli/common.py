@@ -174,3 +174,26 @@ def resolve_task_id(c: Client, given: str) -> str:
     if len(found) > 1:
         raise click.UsageError(f"{given} is the start of several task ids ({found[0]['id']}, ...): give more of it")
     return str(found[0]["id"]) if found else given
+
+
+def load_document(path: str) -> Any:
+    """A JSON or YAML file (by its suffix; JSON otherwise), with the file and line named when it is bad."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise click.BadParameter(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc

@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from mcs.cli.common import client, emit, json_option, url_option
+from mcs.cli.common import client, emit, json_option, load_document, url_option
 from mcs.cli.root import main
 
 
 @main.group()
 def schedule() -> None:
     """Cron schedules (admin): each tick submits a task; the watchdog fires them, once per tick."""
-
-
-def load_document(path: str) -> Any:
-    """A JSON or YAML file (by its suffix; JSON otherwise), with the file and line named when it is bad."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise click.BadParameter(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(
-            f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from exc
 
 
 def _schedule_human(s: dict[str, Any]) -> str:

@@ -284,6 +284,47 @@ def m0009_schedules(db: Database) -> None:
     )
 
 
+@migrations(name="0010_workflows")
+def m0010_workflows(db: Database) -> None:
+    # Dependencies between tasks (one row an edge, looked up both ways), what a dependent does when an
+    # upstream fails (run_if), and the workflow a task is a step of.
+    _run_script(
+        db,
+        """
+        ALTER TABLE tasks ADD COLUMN run_if TEXT NOT NULL DEFAULT 'success';
+        ALTER TABLE tasks ADD COLUMN workflow_id TEXT;
+        ALTER TABLE tasks ADD COLUMN step_id TEXT;
+        CREATE INDEX tasks_workflow ON tasks(workflow_id, seq) WHERE workflow_id IS NOT NULL;
+        CREATE TABLE task_deps (
+            task_id TEXT NOT NULL,
+            dep_id TEXT NOT NULL,
+            PRIMARY KEY (task_id, dep_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX task_deps_dep ON task_deps(dep_id, task_id);
+        CREATE TABLE workflows (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            inputs TEXT,
+            submitted_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            finished_at REAL
+        );
+        CREATE TABLE workflow_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            workflow_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX workflow_events_workflow ON workflow_events(workflow_id, id);
+        """,
+    )
+
+
 @migrations(name="0011_gates")
 def m0011_gates(db: Database) -> None:
     # Concurrency keys: at most `max_concurrency` tasks with one key assigned or claimed at once. The

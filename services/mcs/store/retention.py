@@ -24,6 +24,11 @@ SQL = {
     "children": f"SELECT id, parent_id, state, updated_at FROM tasks INDEXED BY tasks_parent WHERE parent_id IN {_IDS}",
     "undelivered": f"SELECT DISTINCT task_id FROM outbox INDEXED BY outbox_task WHERE task_id IN {_IDS}"
     " AND state = 'pending'",
+    "depended_on": "SELECT DISTINCT d.dep_id FROM task_deps d INDEXED BY task_deps_dep"
+    f" JOIN tasks t ON t.id = d.task_id WHERE d.dep_id IN {_IDS}"
+    " AND t.state NOT IN ('completed', 'failed', 'canceled')",
+    "delete_task_deps": f"DELETE FROM task_deps WHERE task_id IN {_IDS}",
+    "delete_task_deps_up": f"DELETE FROM task_deps WHERE dep_id IN {_IDS}",
     "delete_task_events": f"DELETE FROM task_events WHERE task_id IN {_IDS}",
     "delete_task_avoid": f"DELETE FROM task_avoid WHERE task_id IN {_IDS}",
     "delete_task_outbox": f"DELETE FROM outbox WHERE task_id IN {_IDS}",
@@ -53,8 +58,9 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     family (fanout children, theirs...), their events, avoid-lists and outbox rows.
 
     A family goes only as a whole: it is kept while any member is unfinished, changed at or after
-    `before`, or still has an outbox row to deliver (the notifier would write an event for it). So no
-    child outlives its parent, no parent_id dangles, and nothing a live task refers to disappears.
+    `before`, needed by an unfinished dependent (its `inputs`), or still has an outbox row to deliver
+    (the notifier would write an event for it). So no child outlives its parent, no parent_id dangles,
+    and nothing a live task refers to disappears.
     `after` is where the previous batch of this pass stopped, so kept families are not read again.
     """
     start = after or (float("-inf"), -1)
@@ -80,6 +86,9 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
         levels.append([k["id"] for k in kids])
     for (task_id,) in conn.execute(SQL["undelivered"], (json.dumps(list(root_of)),)):
         kept.add(root_of[task_id])
+    # An unfinished task still needs the result of a finished one it depends on (its `inputs`).
+    for (task_id,) in conn.execute(SQL["depended_on"], (json.dumps(list(root_of)),)):
+        kept.add(root_of[task_id])
     doomed = [task_id for task_id, root in root_of.items() if root not in kept]
     batch = TaskBatch(cursor=cursor, full=len(roots) == limit)
     if not doomed:
@@ -87,6 +96,8 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     ids = json.dumps(doomed)
     events = conn.execute(SQL["delete_task_events"], (ids,)).rowcount
     conn.execute(SQL["delete_task_avoid"], (ids,))
+    conn.execute(SQL["delete_task_deps"], (ids,))
+    conn.execute(SQL["delete_task_deps_up"], (ids,))
     outbox = conn.execute(SQL["delete_task_outbox"], (ids,)).rowcount
     tasks = 0
     for level in reversed(levels):  # children before their parents: tasks.parent_id is a foreign key

@@ -17,6 +17,7 @@ from mcs.errors import Conflict, NotFound, Unprocessable
 from mcs.models import Caller, Schedule, ScheduleRun, TaskSpec, iso
 from mcs.schedules import Cron, iso_local
 from mcs.store import tasks as tasks_store
+from mcs.store import workflows as workflows_store
 from mcs.store.connection import Connection
 
 MISSED_SCAN_MAX = 100_000  # ticks counted when saying how many were missed during a long downtime
@@ -146,15 +147,22 @@ def fire_next_due(conn: Connection, *, now: float, defaults: Defaults) -> Schedu
 
 
 def _still_running(conn: Connection, task_id: str | None) -> bool:
+    """Whether the previous run (a task, or for a workflow schedule a workflow) has not ended."""
     if task_id is None:
         return False
     task = tasks_store.get(conn, task_id)
-    return task is not None and not task.state.terminal
+    if task is not None:
+        return not task.state.terminal
+    row = conn.execute("SELECT state FROM workflows WHERE id = ?", (task_id,)).fetchone()
+    return row is not None and row["state"] == "running"
 
 
 def _submit(
     conn: Connection, schedule: Schedule, *, tick: float, detail: dict[str, Any], defaults: Defaults, now: float
 ) -> str:
+    """Submit the schedule's task (or workflow); returns its id."""
+    if schedule.kind == "workflow":
+        return _submit_workflow(conn, schedule, tick=tick, detail=detail, defaults=defaults, now=now)
     if schedule.kind != "task":
         raise Unprocessable(f"schedule {schedule.name!r} submits a {schedule.kind}, which this server cannot run")
     spec = TaskSpec.from_body(schedule.body, max_retries=defaults.max_retries, claim_ttl=defaults.claim_ttl)
@@ -166,3 +174,21 @@ def _submit(
         conn, task["id"], "scheduled", caller.actor, now, {"schedule": schedule.name, "tick": iso(tick)} | detail
     )
     return str(task["id"])
+
+
+def _submit_workflow(
+    conn: Connection, schedule: Schedule, *, tick: float, detail: dict[str, Any], defaults: Defaults, now: float
+) -> str:
+    body = schedule.body
+    workflow = workflows_store.submit(
+        conn,
+        caller=Caller(name=f"schedule:{schedule.name}"),
+        name=body["name"],
+        steps=body["steps"],
+        inputs=body.get("inputs"),
+        max_retries=defaults.max_retries,
+        claim_ttl=defaults.claim_ttl,
+        now=now,
+        actor_detail={"schedule": schedule.name, "tick": iso(tick)} | detail,
+    )
+    return str(workflow["id"])

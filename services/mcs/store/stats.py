@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from mcs.models import APPROVAL, Priority
 from mcs.store.connection import Connection
 
-QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting")
+QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 
 
 @dataclass(frozen=True)

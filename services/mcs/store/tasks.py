@@ -18,7 +18,7 @@ from mcs.store import agents as agents_store
 from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
-NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting")
+NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 # Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
 NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
@@ -46,7 +46,7 @@ def children_ids(conn: Connection, task_id: str) -> list[str]:
 
 def to_api(conn: Connection, task: Task) -> dict[str, Any]:
     kids = children_ids(conn, task.id) if task.route == routing.ROUTE_ALL else []
-    return task.to_api(kids)
+    return task.to_api(kids) | dependency_view(conn, task)
 
 
 def show(conn: Connection, task_id: str) -> dict[str, Any]:
@@ -85,12 +85,19 @@ def list_tasks(
     cursor: str | None,
     id_prefix: str | None = None,
     updated_after: float | None = None,
+    workflow: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; `next_cursor` continues after the last task shown (stable under new submissions).
     `id_prefix` keeps the tasks whose id starts with it (a range on the id index)."""
     where: list[str] = []
     args: list[Any] = []
-    for column, value in (("state", state), ("type", type), ("assigned_to", agent), ("parent_id", parent)):
+    for column, value in (
+        ("state", state),
+        ("type", type),
+        ("assigned_to", agent),
+        ("parent_id", parent),
+        ("workflow_id", workflow),
+    ):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
@@ -146,7 +153,12 @@ def _set(conn: Connection, task: Task, now: float, **changes: Any) -> Task:
     counted = _COUNTED.get(new_state) if isinstance(new_state, TaskState) else None
     if counted is not None and new_state is not task.state:
         effects.note(counted, task.type, task.priority.label)
-    return replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
+    changed = replace(task, **{k: v for k, v in changes.items() if k != "parked"}, updated_at=now)
+    if isinstance(new_state, TaskState) and new_state.terminal and not task.state.terminal:
+        release_dependents(conn, changed, now)
+    elif isinstance(new_state, TaskState) and not new_state.terminal and task.state.terminal:
+        reopen_dependents(conn, changed, now)  # a retried task: what it canceled waits for it again
+    return changed
 
 
 def _alert_failed(conn: Connection, task: Task, now: float) -> None:
@@ -215,32 +227,12 @@ def submit(
             raise quotas.queued_tasks_exceeded(caller.actor, unfinished, max_queued)
     if spec.route not in (routing.ROUTE_ANY, routing.ROUTE_ALL) and agents_store.get(conn, spec.route) is None:
         raise Unprocessable(f"route names agent {spec.route!r}, which does not exist", code="unknown_agent")
-    task_id = str(uuid.uuid4())
-    conn.execute(
-        "INSERT INTO tasks (id, type, payload, priority, capabilities, route, aggregate, state, max_retries,"
-        " claim_ttl, submitted_by, created_at, updated_at, concurrency_key, max_concurrency)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-        (
-            task_id,
-            spec.type,
-            json.dumps(spec.payload),
-            int(spec.priority),
-            json.dumps(list(spec.capabilities)),
-            spec.route,
-            spec.aggregate,
-            spec.max_retries,
-            spec.claim_ttl,
-            caller.actor,
-            now,
-            now,
-            spec.concurrency_key,
-            spec.max_concurrency,
-        ),
-    )
-    add_event(conn, task_id, "submitted", caller.actor, now, {"priority": spec.priority.label, "route": spec.route})
-    effects.note("submitted", spec.type, spec.priority.label)
+    check_dependencies(conn, spec.depends_on)
+    task_id = insert(conn, spec=spec, submitted_by=caller.actor, now=now)
     if spec.type == APPROVAL:
-        _start_waiting_for_approval(conn, must_get(conn, task_id), caller.actor, now)
+        approval = must_get(conn, task_id)
+        if approval.state is TaskState.QUEUED:  # a blocked one starts waiting once it is unblocked
+            _start_waiting_for_approval(conn, approval, caller.actor, now)
     response = to_api(conn, must_get(conn, task_id))
     if idempotency_key is not None:
         conn.execute(
@@ -249,6 +241,167 @@ def submit(
             (caller.actor, idempotency_key, body_hash, json.dumps(response), now + idempotency_ttl),
         )
     return response, False
+
+
+def insert(
+    conn: Connection,
+    *,
+    spec: TaskSpec,
+    submitted_by: str,
+    now: float,
+    workflow_id: str | None = None,
+    step_id: str | None = None,
+) -> str:
+    """Store one task: `blocked` while it has dependencies or a run_at ahead, else `queued`; returns its id.
+    Its dependencies must exist (`check_dependencies`, or steps of the same workflow inserted before)."""
+    task_id = str(uuid.uuid4())
+    blocked = bool(spec.depends_on) or (spec.not_before is not None and spec.not_before > now)
+    conn.execute(
+        "INSERT INTO tasks (id, type, payload, priority, capabilities, route, aggregate, state, max_retries,"
+        " claim_ttl, submitted_by, created_at, updated_at, not_before, run_if, workflow_id, step_id,"
+        " concurrency_key, max_concurrency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            task_id,
+            spec.type,
+            json.dumps(spec.payload),
+            int(spec.priority),
+            json.dumps(list(spec.capabilities)),
+            spec.route,
+            spec.aggregate,
+            TaskState.BLOCKED.value if blocked else TaskState.QUEUED.value,
+            spec.max_retries,
+            spec.claim_ttl,
+            submitted_by,
+            now,
+            now,
+            spec.not_before,
+            spec.run_if,
+            workflow_id,
+            step_id,
+            spec.concurrency_key,
+            spec.max_concurrency,
+        ),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO task_deps (task_id, dep_id) VALUES (?, ?)", [(task_id, d) for d in spec.depends_on]
+    )
+    detail: dict[str, Any] = {"priority": spec.priority.label, "route": spec.route}
+    if spec.depends_on:
+        detail["depends_on"] = list(spec.depends_on)
+    if spec.not_before is not None:
+        detail["run_at"] = iso(spec.not_before)
+    if workflow_id is not None:
+        detail |= {"workflow_id": workflow_id, "step_id": step_id}
+    add_event(conn, task_id, "submitted", submitted_by, now, detail)
+    effects.note("submitted", spec.type, spec.priority.label)
+    if blocked:
+        resolve_blocked(conn, must_get(conn, task_id), now)
+    return task_id
+
+
+# ---------------------------------------------------------------- dependencies
+
+_UNFINISHED_DEPS = (
+    "EXISTS (SELECT 1 FROM task_deps d JOIN tasks u ON u.id = d.dep_id WHERE d.task_id = tasks.id"
+    " AND u.state NOT IN ('completed', 'failed', 'canceled'))"
+)
+
+
+def check_dependencies(conn: Connection, dep_ids: tuple[str, ...]) -> None:
+    """Every dependency must exist when the dependent is submitted: so no cycle can ever form."""
+    for dep_id in dep_ids:
+        if get(conn, dep_id) is None:
+            raise Unprocessable(f"depends_on names task {dep_id!r}, which does not exist", code="unknown_dependency")
+
+
+def dependencies(conn: Connection, task_id: str) -> list[Task]:
+    rows = conn.execute(
+        "SELECT u.* FROM task_deps d JOIN tasks u ON u.id = d.dep_id WHERE d.task_id = ? ORDER BY u.seq", (task_id,)
+    ).fetchall()
+    return [Task.from_row(r) for r in rows]
+
+
+def dependency_view(conn: Connection, task: Task) -> dict[str, Any]:
+    """`depends_on` and `inputs`: each dependency's result under its step id (or task id); a fanout
+    parent's is its aggregate (the children list, or the consensus). A workflow's root steps get the
+    workflow's own inputs under "workflow"."""
+    deps = dependencies(conn, task.id)
+    inputs: dict[str, Any] = {}
+    if task.workflow_id is not None and not deps:
+        row = conn.execute("SELECT inputs FROM workflows WHERE id = ?", (task.workflow_id,)).fetchone()
+        if row is not None and row["inputs"] is not None:
+            inputs["workflow"] = json.loads(row["inputs"])
+    for dep in deps:
+        if dep.state.terminal:
+            inputs[dep.step_id if dep.workflow_id is not None and dep.step_id else dep.id] = dep.result
+    return {"depends_on": [d.id for d in deps], "inputs": inputs}
+
+
+def resolve_blocked(conn: Connection, task: Task, now: float) -> None:
+    """A blocked task whose dependencies changed: canceled when one failed or was canceled (unless it runs
+    `always`), queued when every one ended (and its run_at is due; else the dispatcher queues it then)."""
+    if task.state is not TaskState.BLOCKED:
+        return
+    deps = dependencies(conn, task.id)
+    if task.run_if != "always":
+        for dep in deps:
+            if dep.state in (TaskState.FAILED, TaskState.CANCELED):
+                error = f"upstream {dep.id} failed"
+                _set(conn, task, now, state=TaskState.CANCELED, error=error)
+                add_event(
+                    conn, task.id, "canceled", "mcs", now, {"upstream": dep.id, "upstream_state": dep.state.value}
+                )
+                return
+    if any(not d.state.terminal for d in deps):
+        return
+    if task.not_before is not None and task.not_before > now:
+        return
+    _set(conn, task, now, state=TaskState.QUEUED, parked=0)
+    add_event(conn, task.id, "unblocked", "mcs", now, {"depends_on": [d.id for d in deps]})
+
+
+def release_dependents(conn: Connection, task: Task, now: float) -> None:
+    """`task` just ended: look again at every blocked task that depends on it (in this transaction)."""
+    rows = conn.execute(
+        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'"
+        " ORDER BY t.seq",
+        (task.id,),
+    ).fetchall()
+    for row in rows:
+        resolve_blocked(conn, Task.from_row(row), now)
+    if task.workflow_id is not None:
+        from mcs.store import workflows as workflows_store  # a workflow's state follows its steps
+
+        workflows_store.settle(conn, task.workflow_id, now)
+
+
+def reopen_dependents(conn: Connection, task: Task, now: float) -> None:
+    """`task` ended but runs again (a retry): the dependents its failure canceled are blocked again (their
+    own dependents follow, through `_set`), and its workflow, if that failed, is running again."""
+    rows = conn.execute(
+        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'canceled'"
+        " AND t.error = ? ORDER BY t.seq",
+        (task.id, json.dumps(f"upstream {task.id} failed")),
+    ).fetchall()
+    for row in rows:
+        _set(conn, Task.from_row(row), now, state=TaskState.BLOCKED, error=None)
+        add_event(conn, row["id"], "reopened", "mcs", now, {"upstream": task.id})
+    if task.workflow_id is not None:
+        from mcs.store import workflows as workflows_store
+
+        workflows_store.reopen(conn, task.workflow_id, now, step=task.step_id)
+
+
+def release_due(conn: Connection, now: float) -> list[str]:
+    """Blocked tasks whose dependencies all ended and whose run_at came: queued (by the dispatcher)."""
+    ids = conn.execute(
+        "UPDATE tasks SET state = 'queued', parked = 0, updated_at = ? WHERE state = 'blocked'"
+        f" AND not_before <= ? AND NOT {_UNFINISHED_DEPS} RETURNING id",
+        (now, now),
+    ).fetchall()
+    for (task_id,) in ids:
+        add_event(conn, task_id, "unblocked", "dispatcher", now, {"run_at": True})
+    return [r[0] for r in ids]
 
 
 # ---------------------------------------------------------------- agent-side transitions
@@ -472,9 +625,25 @@ def cancel(conn: Connection, *, task_id: str, caller: Caller, now: float) -> dic
     return show(conn, task.id)
 
 
+def cancel_step(conn: Connection, task: Task, actor: str, now: float) -> None:
+    """Cancel one unfinished task (a workflow's step) and its fanout children, as `cancel` does."""
+    _cancel_tree(conn, task, actor, now)
+    settle_parent(conn, task.parent_id, now)
+
+
 def _cancel_tree(conn: Connection, task: Task, actor: str, now: float) -> None:
-    _set(conn, task, now, state=TaskState.CANCELED, lease_expires_at=None)
+    held = task.state in (TaskState.ASSIGNED, TaskState.CLAIMED) and task.assigned_to is not None
+    canceled = _set(conn, task, now, state=TaskState.CANCELED, lease_expires_at=None)
     add_event(conn, task.id, "canceled", actor, now)
+    if held:  # the agent holding it learns of it (its SDK cancels the handler), signed like task.assigned
+        outbox_rows.enqueue(
+            conn,
+            kind="webhook",
+            agent=task.assigned_to,
+            task_id=task.id,
+            body={"type": "task.canceled", "timestamp": iso(now), "data": {"task": to_api(conn, canceled)}},
+            now=now,
+        )
     rows = conn.execute(
         f"SELECT * FROM tasks WHERE parent_id = ? AND state IN ({','.join('?' * len(NON_TERMINAL))})",
         (task.id, *NON_TERMINAL),
@@ -556,6 +725,10 @@ def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, un
     agents at all, so heartbeats cost nothing; with tasks queued the view reads only changed agents."""
     if conn.execute("SELECT 1 FROM tasks WHERE state = 'retrying' AND not_before <= ? LIMIT 1", (now,)).fetchone():
         return True
+    if conn.execute(
+        f"SELECT 1 FROM tasks WHERE state = 'blocked' AND not_before <= ? AND NOT {_UNFINISHED_DEPS} LIMIT 1", (now,)
+    ).fetchone():
+        return True
     if conn.execute("SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1").fetchone() is None:
         return False
     view.refresh(conn, now=now)
@@ -567,8 +740,16 @@ def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, un
 
 
 def next_retry_due(conn: Connection) -> float | None:
+    """When the next retry falls due, or the next blocked task's run_at comes (its dependencies done)."""
     row = conn.execute("SELECT min(not_before) FROM tasks WHERE state = 'retrying'").fetchone()
-    return row[0] if row else None
+    retry = row[0] if row else None
+    row = conn.execute(
+        "SELECT min(not_before) FROM tasks WHERE state = 'blocked' AND not_before IS NOT NULL"
+        f" AND NOT {_UNFINISHED_DEPS}"
+    ).fetchone()
+    run_at = row[0] if row else None
+    due = [t for t in (retry, run_at) if t is not None]
+    return min(due) if due else None
 
 
 def dispatch(
@@ -588,6 +769,7 @@ def dispatch(
     ).fetchall():
         add_event(conn, task_id, "requeued", "dispatcher", now)
         out.requeued += 1
+    out.requeued += len(release_due(conn, now))
     view.refresh(conn, now=now)
     out.routable = view.routable
     if view.routable != unparked_at:
