@@ -204,6 +204,22 @@ async def test_the_agents_a_fanout_step_reaches_get_its_inputs(mesh):
             assert claimed["inputs"] == expected  # before: {} (a child has no dependencies of its own)
 
 
+async def test_a_failed_step_cancels_a_diamond_below_it_and_its_failure_is_recorded(mesh):
+    agent = await mesh.agent("a", ["t"], notify_url=None)
+    steps = [
+        {"id": "test", "type": "t"},
+        {"id": "approve", "type": "t", "depends_on": ["test"]},
+        {"id": "deploy", "type": "t", "depends_on": ["test", "approve"]},  # on test twice: directly and through approve
+    ]
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "d", "steps": steps}, status=201)
+    await finish(mesh, wf["steps"]["test"]["id"], agent, fail=True)  # before: 409 task_changed, nothing recorded
+    done = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert done["state"] == "failed"
+    assert {k: v["state"] for k, v in done["steps"].items()} == {
+        "test": "failed", "approve": "canceled", "deploy": "canceled",
+    }  # fmt: skip
+
+
 async def test_a_workflow_runs_its_steps_in_order_and_hands_results_by_step_id(mesh):
     agent = await mesh.agent("a", ["r"], notify_url=None, concurrency=5)
     submitted, completed = workflows_counted("submitted"), workflows_counted("completed")

@@ -373,7 +373,11 @@ def release_dependents(conn: Connection, task: Task, now: float) -> None:
         (task.id,),
     ).fetchall()
     for row in rows:
-        resolve_blocked(conn, Task.from_row(row), now)
+        # Read again: one resolved before it may have settled it already (c depends on a and on b, which
+        # depends on a: a's failure cancels b, whose cascade cancels c).
+        current = get(conn, row["id"])
+        if current is not None:
+            resolve_blocked(conn, current, now)
     if task.workflow_id is not None:
         from mcs.store import workflows as workflows_store  # a workflow's state follows its steps
 
