@@ -6,6 +6,7 @@ added as a schedule that fires."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from mcs.agent import PermanentError, Task
 from tests.fake_openai import FakeOpenAI
 
 from .conftest import wait_until
@@ -85,7 +87,9 @@ def waiting_approval(user: Any) -> str:
         rows = json.loads(user("mcs", "task", "list", "--state", "waiting", "--type", "approval", "--json").stdout)
         return rows["tasks"][0]["id"] if rows["tasks"] else None
 
-    return wait_until(found, timeout=DEADLINE, what="the approval to wait", interval=0.3)
+    gate = wait_until(found, timeout=DEADLINE, what="the approval to wait", interval=0.3)
+    assert gate in user("mcs", "task", "list", "--state", "waiting", "--type", "approval").stdout
+    return gate
 
 
 def workflow(user: Any, workflow_id: str) -> dict[str, Any]:
@@ -122,6 +126,12 @@ def test_the_deployment_example(mesh, user):
         "build": "completed", "test": "completed", "deploy": "blocked",
     }  # fmt: skip
     assert not (cwd / "deployments").exists()  # nothing shipped before the approval
+    alert = wait_until(
+        lambda: [b for b in mesh.alerts.bodies if b.get("data", {}).get("task_id") == gate],
+        timeout=DEADLINE,
+        what="the approval alert",
+    )[0]
+    assert f"mcs task approve {gate}" in alert["text"]  # README: the alert names the gate too
     say(f"workflow {wf_id} built and tested, waiting for approval {gate}")
     user("mcs", "task", "approve", gate, "--note", "ship it")
     done = wait_until(
@@ -255,3 +265,18 @@ def test_the_nightly_schedule_file_is_accepted_and_fires(mesh, user):
     events = mesh.admin.workflow_events(runs[-1]["id"])
     assert "nightly-review" in json.dumps(events[0])
     say(f"nightly-review fired: workflow {runs[-1]['id']}")
+
+
+def test_deploy_refuses_when_any_tester_failed(tmp_path, monkeypatch):
+    """A fanout step completes when any child did: the deploy agent checks that every tester passed."""
+    spec = importlib.util.spec_from_file_location("deploy_agents", DEPLOY / "agents.py")
+    assert spec is not None and spec.loader is not None
+    agents = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agents)
+    monkeypatch.setenv("DEPLOY_ROOT", str(tmp_path / "deployments"))
+    tested = {"children": [{"agent": "tester-1", "state": "completed"}, {"agent": "tester-2", "state": "failed"}]}
+    task = Task(id="t", type="deploy", payload=None, attempts=1, priority="normal",
+                inputs={"build": {"env": "staging"}, "test": tested, "approve": {"approved": True}})  # fmt: skip
+    with pytest.raises(PermanentError, match="not every tester passed: tester-2"):
+        agents.deploy(task)
+    assert not (tmp_path / "deployments").exists()
