@@ -180,6 +180,46 @@ def workflows_counted(event):
     return metrics.workflows_total.labels(event)._value.get()
 
 
+async def test_the_agents_a_fanout_step_reaches_get_its_inputs(mesh):
+    agents = {name: await mesh.agent(name, ["t"], notify_url=None) for name in ("a", "b")}
+    body = {
+        "name": "build-and-test",
+        "inputs": {"env": "staging"},
+        "steps": [
+            {"id": "build", "type": "t"},
+            {"id": "test", "type": "t", "route": "all", "depends_on": ["build"]},
+            {"id": "ask", "type": "t", "route": "all"},
+        ],
+    }
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json=body, status=201)
+    mesh.dispatch()
+    build = wf["steps"]["build"]["id"]
+    await finish(mesh, build, agents["a"], {"wheel": "w.whl"})
+    mesh.dispatch()
+    for step, expected in (("test", {"build": {"wheel": "w.whl"}}), ("ask", {"workflow": {"env": "staging"}})):
+        kids = (await mesh.task(wf["steps"][step]["id"]))["children"]
+        assert len(kids) == 2
+        for kid in kids:
+            claimed = await finish(mesh, kid, agents[(await mesh.task(kid))["route"]], "ok")
+            assert claimed["inputs"] == expected  # before: {} (a child has no dependencies of its own)
+
+
+async def test_a_failed_step_cancels_a_diamond_below_it_and_its_failure_is_recorded(mesh):
+    agent = await mesh.agent("a", ["t"], notify_url=None)
+    steps = [
+        {"id": "test", "type": "t"},
+        {"id": "approve", "type": "t", "depends_on": ["test"]},
+        {"id": "deploy", "type": "t", "depends_on": ["test", "approve"]},  # on test twice: directly and through approve
+    ]
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "d", "steps": steps}, status=201)
+    await finish(mesh, wf["steps"]["test"]["id"], agent, fail=True)  # before: 409 task_changed, nothing recorded
+    done = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert done["state"] == "failed"
+    assert {k: v["state"] for k, v in done["steps"].items()} == {
+        "test": "failed", "approve": "canceled", "deploy": "canceled",
+    }  # fmt: skip
+
+
 async def test_a_workflow_runs_its_steps_in_order_and_hands_results_by_step_id(mesh):
     agent = await mesh.agent("a", ["r"], notify_url=None, concurrency=5)
     submitted, completed = workflows_counted("submitted"), workflows_counted("completed")

@@ -324,14 +324,19 @@ def dependencies(conn: Connection, task_id: str) -> list[Task]:
 def dependency_view(conn: Connection, task: Task) -> dict[str, Any]:
     """`depends_on` and `inputs`: each dependency's result under its step id (or task id); a fanout
     parent's is its aggregate (the children list, or the consensus). A workflow's root steps get the
-    workflow's own inputs under "workflow"."""
+    workflow's own inputs under "workflow". A fanout child has its parent's inputs (the agents a fanout
+    step reaches work on what the step was handed)."""
     deps = dependencies(conn, task.id)
+    source = task
+    if task.parent_id is not None and not deps:
+        source = get(conn, task.parent_id) or task
+    upstream = deps if source is task else dependencies(conn, source.id)
     inputs: dict[str, Any] = {}
-    if task.workflow_id is not None and not deps:
-        row = conn.execute("SELECT inputs FROM workflows WHERE id = ?", (task.workflow_id,)).fetchone()
+    if source.workflow_id is not None and not upstream:
+        row = conn.execute("SELECT inputs FROM workflows WHERE id = ?", (source.workflow_id,)).fetchone()
         if row is not None and row["inputs"] is not None:
             inputs["workflow"] = json.loads(row["inputs"])
-    for dep in deps:
+    for dep in upstream:
         if dep.state.terminal:
             inputs[dep.step_id if dep.workflow_id is not None and dep.step_id else dep.id] = dep.result
     return {"depends_on": [d.id for d in deps], "inputs": inputs}
@@ -368,7 +373,11 @@ def release_dependents(conn: Connection, task: Task, now: float) -> None:
         (task.id,),
     ).fetchall()
     for row in rows:
-        resolve_blocked(conn, Task.from_row(row), now)
+        # Read again: one resolved before it may have settled it already (c depends on a and on b, which
+        # depends on a: a's failure cancels b, whose cascade cancels c).
+        current = get(conn, row["id"])
+        if current is not None:
+            resolve_blocked(conn, current, now)
     if task.workflow_id is not None:
         from mcs.store import workflows as workflows_store  # a workflow's state follows its steps
 
