@@ -51,8 +51,11 @@ OFFLINE_TTL = 1.0  # seconds: the registration sent on shutdown, so MCS stops of
 
 
 def _transient(exc: McsUnavailable | McsApiError) -> bool:
-    """MCS unreachable, or saying it is busy right now (503, a proxy's 502/504, 429): worth retrying."""
-    return isinstance(exc, McsUnavailable) or exc.status in (429, 502, 503, 504)
+    """MCS unreachable, or saying it is busy right now (503, a proxy's 502/504, 429), or that the task changed
+    under a concurrent change and the same call should be tried again (409 task_changed): worth retrying."""
+    if isinstance(exc, McsUnavailable):
+        return True
+    return exc.status in (429, 502, 503, 504) or (exc.status == 409 and exc.code == "task_changed")
 
 
 class PermanentError(Exception):
