@@ -39,6 +39,13 @@ SQL = {
     " INDEXED BY idempotency_expiry WHERE expires_at <= ? LIMIT ?)",
     "agent_events": "DELETE FROM agent_events WHERE id IN (SELECT id FROM agent_events INDEXED BY agent_events_at"
     " WHERE at < ? LIMIT ?)",
+    "finished_workflows": "SELECT id, seq, finished_at FROM workflows INDEXED BY workflows_finished"
+    " WHERE finished_at IS NOT NULL AND finished_at < ? AND (finished_at, seq) > (?, ?)"
+    " ORDER BY finished_at, seq LIMIT ?",
+    "workflows_with_steps": "SELECT DISTINCT workflow_id FROM tasks INDEXED BY tasks_workflow"
+    f" WHERE workflow_id IN {_IDS}",
+    "delete_workflow_events": f"DELETE FROM workflow_events WHERE workflow_id IN {_IDS}",
+    "delete_workflows": f"DELETE FROM workflows WHERE id IN {_IDS}",
     "schedule_runs": "DELETE FROM schedule_runs WHERE (schedule, tick_at) IN (SELECT schedule, tick_at"
     " FROM schedule_runs INDEXED BY schedule_runs_at WHERE at < ? LIMIT ?)",
 }
@@ -105,6 +112,33 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
         if gone:
             tasks += conn.execute(SQL["delete_tasks"], (json.dumps(gone),)).rowcount
     return TaskBatch(tasks=tasks, task_events=events, outbox=outbox, cursor=cursor, full=batch.full)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowBatch:
+    workflows: int = 0
+    workflow_events: int = 0
+    cursor: tuple[float, int] | None = None  # (finished_at, seq) of the last workflow looked at
+    full: bool = False  # the batch was full: there may be more
+
+
+def prune_workflows(conn: Connection, *, before: float, after: tuple[float, int] | None, limit: int) -> WorkflowBatch:
+    """Delete up to `limit` workflows that finished before `before` and have no step left (the task
+    pruner took them all), with their events. A workflow keeps while any of its steps is kept, so
+    `GET /v1/workflows/ID` never shows a workflow with half its steps; a running one is never read.
+    `after` is where the previous batch of this pass stopped, so kept workflows are not read again.
+    """
+    start = after or (float("-inf"), -1)
+    rows = conn.execute(SQL["finished_workflows"], (before, *start, limit)).fetchall()
+    if not rows:
+        return WorkflowBatch()
+    cursor = (float(rows[-1]["finished_at"]), int(rows[-1]["seq"]))
+    ids = [r["id"] for r in rows]
+    kept = {r[0] for r in conn.execute(SQL["workflows_with_steps"], (json.dumps(ids),))}
+    doomed = json.dumps([i for i in ids if i not in kept])
+    events = conn.execute(SQL["delete_workflow_events"], (doomed,)).rowcount
+    gone = conn.execute(SQL["delete_workflows"], (doomed,)).rowcount
+    return WorkflowBatch(workflows=gone, workflow_events=events, cursor=cursor, full=len(rows) == limit)
 
 
 def prune_outbox(conn: Connection, *, before: float, limit: int) -> int:
