@@ -251,6 +251,24 @@ async def test_a_finished_workflow_goes_with_its_events_once_all_its_steps_are_p
     assert (await mesh.call("GET", f"/v1/workflows/{needed['id']}", who="admin")).status_code == 404
 
 
+async def test_a_finished_step_of_a_running_workflow_stays_until_the_workflow_ends(mesh):
+    a = await mesh.agent("a", ["x"], notify_url=None, concurrency=5)
+    steps = [{"id": "early", "type": "x"}, {"id": "gate", "type": "approval"}]  # independent: nothing needs early
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "slow", "steps": steps}, status=201)
+    early = wf["steps"]["early"]["id"]
+    await finish(mesh, a, early)
+    deliver_everything(mesh)
+    assert pruner(mesh).run_once(now=time.time() + RETENTION + 1).tasks == 0
+    shown = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert shown["steps"]["early"]["state"] == "completed"
+    mesh.dispatch()  # the gate starts waiting for a person
+    await mesh.ok("POST", f"/v1/tasks/{wf['steps']['gate']['id']}/approve", who="admin", json={})
+    deliver_everything(mesh)
+    pruned = pruner(mesh).run_once(now=time.time() + RETENTION + 1)
+    assert (pruned.tasks, pruned.workflows) == (2, 1)
+    assert existing(mesh, [early]) == set()
+
+
 def test_every_prune_statement_uses_an_index(tmp_path):
     """A batch must cost the same with a million rows as with ten: no statement scans a whole table."""
     from mcs.store import Store

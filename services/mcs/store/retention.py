@@ -19,7 +19,7 @@ _IDS = "(SELECT value FROM json_each(?))"  # one bound JSON array instead of a v
 
 # Every statement a batch runs, named, so a test can check each one's query plan (EXPLAIN QUERY PLAN).
 SQL = {
-    "finished_roots": f"SELECT id, seq, updated_at FROM tasks INDEXED BY tasks_finished WHERE {_FINISHED}"
+    "finished_roots": f"SELECT id, seq, updated_at, workflow_id FROM tasks INDEXED BY tasks_finished WHERE {_FINISHED}"
     " AND updated_at < ? AND (updated_at, seq) > (?, ?) ORDER BY updated_at, seq LIMIT ?",
     "children": f"SELECT id, parent_id, state, updated_at FROM tasks INDEXED BY tasks_parent WHERE parent_id IN {_IDS}",
     "undelivered": f"SELECT DISTINCT task_id FROM outbox INDEXED BY outbox_task WHERE task_id IN {_IDS}"
@@ -27,6 +27,7 @@ SQL = {
     "depended_on": "SELECT DISTINCT d.dep_id FROM task_deps d INDEXED BY task_deps_dep"
     f" JOIN tasks t ON t.id = d.task_id WHERE d.dep_id IN {_IDS}"
     " AND t.state NOT IN ('completed', 'failed', 'canceled')",
+    "running_workflows": f"SELECT id FROM workflows WHERE id IN {_IDS} AND state = 'running'",
     "delete_task_deps": f"DELETE FROM task_deps WHERE task_id IN {_IDS}",
     "delete_task_deps_up": f"DELETE FROM task_deps WHERE dep_id IN {_IDS}",
     "delete_task_events": f"DELETE FROM task_events WHERE task_id IN {_IDS}",
@@ -65,7 +66,8 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     family (fanout children, theirs...), their events, avoid-lists and outbox rows.
 
     A family goes only as a whole: it is kept while any member is unfinished, changed at or after
-    `before`, needed by an unfinished dependent (its `inputs`), or still has an outbox row to deliver
+    `before`, needed by an unfinished dependent (its `inputs`), a step of a workflow still running, or
+    still has an outbox row to deliver
     (the notifier would write an event for it). So no child outlives its parent, no parent_id dangles,
     and nothing a live task refers to disappears.
     `after` is where the previous batch of this pass stopped, so kept families are not read again.
@@ -96,6 +98,11 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     # An unfinished task still needs the result of a finished one it depends on (its `inputs`).
     for (task_id,) in conn.execute(SQL["depended_on"], (json.dumps(list(root_of)),)):
         kept.add(root_of[task_id])
+    # A step of a workflow still running stays (its `GET` shows every step) until the workflow ends.
+    in_workflow = {r["id"]: r["workflow_id"] for r in roots if r["workflow_id"] is not None}
+    if in_workflow:
+        running = {r[0] for r in conn.execute(SQL["running_workflows"], (json.dumps(list(set(in_workflow.values()))),))}
+        kept.update(task_id for task_id, wf in in_workflow.items() if wf in running)
     doomed = [task_id for task_id, root in root_of.items() if root not in kept]
     batch = TaskBatch(cursor=cursor, full=len(roots) == limit)
     if not doomed:
