@@ -281,8 +281,13 @@ def test_the_failure_reached_telegram_after_its_429_and_the_webhook(observed):
     assert flaky_alert["chat_id"] == CHAT_ID and flaky_alert["parse_mode"] == "HTML"
     assert "&lt;b&gt;disk&lt;/b&gt; full &amp; more" in flaky_alert["text"]
     assert "never in an alert" not in json.dumps(telegram.messages())
+    wait_until(
+        lambda: any("approval waiting" in m["text"] for m in telegram.messages()),
+        timeout=30,
+        what="the approval.waiting alert on Telegram",
+    )
     gate = [m for m in telegram.messages() if "approval waiting" in m["text"]]
-    assert gate and "workflow mon-gate" in gate[0]["text"] and "<code>go</code>" in gate[0]["text"]
+    assert "workflow mon-gate" in gate[0]["text"] and "<code>go</code>" in gate[0]["text"]
     offline = [m for m in telegram.messages() if observed["ghost"] in m["text"]]
     assert offline and "offline" in offline[0]["text"]
     assert {b["type"] for b in hook.bodies} >= {"task.failed", "agent.offline"}
