@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ERROR_SUMMARY_CHARS = 300  # of an error shown in an alert
-CODE_LABELS = ("task", "type", "agent", "approve", "deny")  # facts Telegram shows as code (ids, commands)
+CODE_LABELS = ("task", "type", "agent", "step", "approve", "deny")  # facts Telegram shows as code (ids, commands)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class Alert:
         if self.event == "agent.offline":
             return f"MCS: agent {self.data.get('agent')} is offline"
         if self.event == "approval.waiting":
-            return f"MCS: approval waiting: {summary(self.data.get('title') or self.data.get('task_id', ''))}"
+            what = self.data.get("title") or self.data.get("step") or self.data.get("task_id", "")
+            where = f" (workflow {self.data['workflow']})" if self.data.get("workflow") else ""
+            return f"MCS: approval waiting: {summary(what)}{where}"
         return f"MCS: {self.event}"
 
     def fields(self) -> list[tuple[str, str]]:
@@ -54,6 +56,9 @@ class Alert:
             return [("agent", str(d.get("agent", ""))), ("last seen", str(d.get("last_seen") or "never"))]
         if self.event == "approval.waiting":
             facts = [("task", str(d.get("task_id", ""))), ("submitted by", str(d.get("submitted_by", "")))]
+            if d.get("workflow_id"):  # a workflow step: which workflow (its name and id) and which step
+                facts += [("workflow", f"{summary(d.get('workflow') or '')} ({d['workflow_id']})".strip())]
+                facts += [("step", summary(d.get("step") or ""))]
             facts += [(k, summary(d[k])) for k in ("summary",) if d.get(k)]
             return facts + [("approve", str(d.get("approve", ""))), ("deny", str(d.get("deny", "")))]
         return [(k, summary(v)) for k, v in d.items()]

@@ -87,7 +87,16 @@ disk_free_bytes = Gauge(
 pruned = Counter(
     "mcs_pruned_total", "Rows the retention pruner deleted (finished tasks, their events, old outbox rows...)", ["kind"]
 )
-PRUNED_KINDS = ("tasks", "task_events", "outbox", "idempotency_keys", "agent_events", "schedule_runs")
+PRUNED_KINDS = (
+    "tasks",
+    "task_events",
+    "outbox",
+    "idempotency_keys",
+    "agent_events",
+    "schedule_runs",
+    "workflows",
+    "workflow_events",
+)
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 schedule_ticks = Counter(
     "mcs_schedule_ticks_total",

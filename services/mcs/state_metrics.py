@@ -1,5 +1,6 @@
 """Metrics read from the database when Prometheus scrapes: queue depth, the oldest queued task, agents,
-memory keys, pending deliveries, heartbeats and the size of the database files.
+memory keys, pending deliveries, approvals waiting, workflows by state, heartbeats and the size of the
+database files.
 
 The api exports them (one process, so sums across processes never double count). A snapshot is cached
 for a few seconds, so several scrapers or a dashboard refresh cost one read; the read runs off the event
@@ -152,6 +153,15 @@ class MeshStateCollector(Collector):
         )
         keyed.add_metric([], snap.keyed_queued)
         yield keyed
+
+        workflows = GaugeMetricFamily(
+            "mcs_workflows",
+            "Workflows by state (running, completed, failed, canceled; finished ones until retention deletes them)",
+            labels=["state"],
+        )
+        for state, count in snap.workflows.items():
+            workflows.add_metric([state], count)
+        yield workflows
 
         beat = GaugeMetricFamily(
             "mcs_process_heartbeat_age_seconds",

@@ -145,10 +145,17 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             ]
             retried = mesh.admin.submit("mon-flaky", {"secret": "never in an alert"}, max_retries=1)
             held = mesh.admin.submit("mon-hold", {}, claim_ttl=1, max_retries=0)
+            # A two-step workflow that completes, and one held at an approval gate (its next step blocked).
+            flow = mesh.admin.submit_workflow(
+                "mon-flow", [{"id": "a", "type": "mon-echo"}, {"id": "b", "type": "mon-echo", "depends_on": ["a"]}]
+            )
+            gated = [{"id": "go", "type": "approval"}, {"id": "ship", "type": "mon-echo", "depends_on": ["go"]}]
+            mesh.admin.submit_workflow("mon-gate", gated)
             mesh.admin.mem_put("mesh", f"mon/{tag}/a", 1)
             mesh.admin.mem_put("mesh", f"mon/{tag}/b", 2)
             for task in done:
                 assert mesh.admin.wait_for(task["id"], timeout=30)["state"] == "completed"
+            assert mesh.admin.wait_for_workflow(flow["id"], timeout=30)["state"] == "completed"
             failed = mesh.admin.wait_for(retried["id"], timeout=30)
             assert failed["state"] == "failed" and failed["attempts"] == 2
             expired = mesh.admin.wait_for(held["id"], timeout=30)
@@ -159,7 +166,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             # Scrapes after the workload: the last state of every counter is in Prometheus.
             wait_until(
                 lambda: (
-                    prometheus.value("sum(mcs_tasks_completed_total)") == len(done)
+                    prometheus.value("sum(mcs_tasks_completed_total)") == len(done) + 2
+                    and prometheus.value('mcs_workflows{state="completed"}') == 1
                     and prometheus.value(f'mcs_agent_online{{agent="{ghost.name}"}}') == 0
                     and (prometheus.value("sum(mcs_claims_expired_total)") or 0) >= 1
                 ),
@@ -174,7 +182,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                 "hook": hook,
                 "ghost": ghost.name,
                 "failed": [failed, expired],
-                "completed": len(done),
+                "completed": len(done) + 2,  # the echoes and the workflow's two steps
+                "urgent": len(done) / 3,
             }
     finally:
         for a in agents:
@@ -208,7 +217,7 @@ def test_every_dashboard_expression_returns_data(observed):
 def test_the_numbers_on_the_dashboard_are_the_workload(observed):
     p = observed["prometheus"]
     assert p.value("sum(mcs_tasks_completed_total)") == observed["completed"]
-    assert p.value('sum(mcs_tasks_completed_total{priority="urgent"})') == observed["completed"] / 3
+    assert p.value('sum(mcs_tasks_completed_total{priority="urgent"})') == observed["urgent"]
     assert p.value("sum(mcs_tasks_failed_total)") == 2
     assert p.value("sum(mcs_tasks_retried_total)") == 1  # the flaky task's first failure
     assert p.value("sum(mcs_claims_expired_total)") == 1
@@ -218,6 +227,13 @@ def test_the_numbers_on_the_dashboard_are_the_workload(observed):
     assert p.value('sum(mcs_queue_depth{state="queued"})') == 0
     assert p.value('sum by (kind) (mcs_webhook_deliveries_total{kind="webhook", outcome="delivered"})') >= 14
     assert p.value('sum(up{job="mcs"})') == 4
+    workflows = {r["metric"]["state"]: float(r["value"][1]) for r in p.query("sum by (state) (mcs_workflows)")}
+    assert workflows == {"running": 1, "completed": 1, "failed": 0, "canceled": 0}
+    assert p.value('sum(mcs_queue_depth{state="blocked"})') == 1  # the step behind the approval gate
+    assert p.value("sum(mcs_approvals_waiting)") == 1
+    assert p.value('sum(mcs_workflows_total{event="completed"})') == 1
+    ticks = p.query("sum by (outcome) (rate(mcs_schedule_ticks_total[5m]))")
+    assert {r["metric"]["outcome"] for r in ticks} == {"fired", "skipped"}  # on the panel at 0 before any tick
 
 
 def test_every_alert_expression_returns_data_and_the_expected_alerts_fire(observed):
@@ -265,6 +281,13 @@ def test_the_failure_reached_telegram_after_its_429_and_the_webhook(observed):
     assert flaky_alert["chat_id"] == CHAT_ID and flaky_alert["parse_mode"] == "HTML"
     assert "&lt;b&gt;disk&lt;/b&gt; full &amp; more" in flaky_alert["text"]
     assert "never in an alert" not in json.dumps(telegram.messages())
+    wait_until(
+        lambda: any("approval waiting" in m["text"] for m in telegram.messages()),
+        timeout=30,
+        what="the approval.waiting alert on Telegram",
+    )
+    gate = [m for m in telegram.messages() if "approval waiting" in m["text"]]
+    assert "workflow mon-gate" in gate[0]["text"] and "<code>go</code>" in gate[0]["text"]
     offline = [m for m in telegram.messages() if observed["ghost"] in m["text"]]
     assert offline and "offline" in offline[0]["text"]
     assert {b["type"] for b in hook.bodies} >= {"task.failed", "agent.offline"}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from mcs.alerts import Alert
 from mcs.store import tasks as tasks_store
 from tests.integration.test_alerts import TOKEN, alert_row, start_notifier, telegram  # noqa: F401
 from tests.integration.test_notifier import until
@@ -51,6 +52,27 @@ async def test_waiting_raises_an_alert_with_the_title_submitter_and_commands(mes
     assert (data["title"], data["summary"]) == ("deploy api", "v2") and "secret" not in json.dumps(data)
     assert data["approve"] == f"mcs task approve {gate['id']}"
     assert data["deny"] == f"mcs task deny {gate['id']} --reason ..."
+
+
+async def test_an_approval_step_alert_names_its_workflow_and_step(mesh):
+    body = {
+        "name": "ship-api",
+        "steps": [{"id": "build", "type": "x"}, {"id": "go-live", "type": "approval", "depends_on": ["build"]}],
+    }
+    agent = await mesh.agent("builder", ["x"], notify_url=None)
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json=body, status=201)
+    assert alerts(mesh) == []  # the gate is blocked behind the build: nothing waits on a person yet
+    build = wf["steps"]["build"]["id"]
+    claimed = await mesh.ok("POST", f"/v1/tasks/{build}/claim", who=agent)
+    done = {"claim_token": claimed["claim_token"], "result": "wheel"}
+    await mesh.ok("POST", f"/v1/tasks/{build}/complete", who=agent, json=done)
+    mesh.dispatch()
+    (alert,) = alerts(mesh)
+    data = alert["data"]
+    assert (data["workflow"], data["workflow_id"], data["step"]) == ("ship-api", wf["id"], "go-live")
+    text = Alert.from_body(json.dumps(alert)).text().splitlines()
+    assert text[0] == "MCS: approval waiting: go-live (workflow ship-api)"
+    assert f"workflow: ship-api ({wf['id']})" in text and "step: go-live" in text
 
 
 async def test_deny_fails_the_gate_with_the_reason_and_only_submitter_or_admin_decide(mesh):

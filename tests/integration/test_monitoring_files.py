@@ -82,5 +82,9 @@ def test_the_dashboard_has_the_panels_users_asked_for():
         "memory keys by namespace",
         "dispatch latency",
         "deliveries",
+        "approvals waiting",
+        "workflows by state",
+        "blocked steps",
+        "schedule ticks",
     ):
         assert wanted in titles, wanted

@@ -211,6 +211,64 @@ async def test_the_watchdog_prunes_with_its_retention(mesh):
     assert existing(mesh, [task_id]) == set()
 
 
+async def test_a_finished_workflow_goes_with_its_events_once_all_its_steps_are_pruned(mesh):
+    a = await mesh.agent("a", ["x"], notify_url=None, concurrency=5)
+    steps = [{"id": "one", "type": "x"}, {"id": "two", "type": "x", "depends_on": ["one"]}]
+    done = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "old", "steps": steps}, status=201)
+    for step in ("one", "two"):
+        await finish(mesh, a, done["steps"][step]["id"])
+    canceled = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "gone", "steps": steps}, status=201)
+    await mesh.ok("POST", f"/v1/workflows/{canceled['id']}/cancel", who="admin")
+    running = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "busy", "steps": steps}, status=201)
+    await finish(mesh, a, running["steps"]["one"]["id"])  # "two" still to do: the workflow is running
+    # A finished workflow one of whose steps an unfinished task still needs: the step stays, so it does.
+    needed = await mesh.ok(
+        "POST", "/v1/workflows", who="admin", json={"name": "needed", "steps": steps[:1]}, status=201
+    )
+    await finish(mesh, a, needed["steps"]["one"]["id"])
+    waiting = await mesh.submit(type="y", depends_on=[needed["steps"]["one"]["id"]])  # nobody does y
+    mesh.dispatch()
+    deliver_everything(mesh)
+    cutoff = time.time()
+    before = pruned_total("workflows")
+    assert pruner(mesh).run_once(now=cutoff).workflows == 0  # nothing is old yet
+    pruned = pruner(mesh).run_once(now=cutoff + RETENTION + 1)
+    assert (pruned.workflows, pruned.workflow_events) == (2, 4)  # submitted + completed, submitted + canceled
+    assert pruned_total("workflows") == before + 2
+    for gone in (done, canceled):
+        r = await mesh.call("GET", f"/v1/workflows/{gone['id']}", who="admin")
+        assert r.status_code == 404
+    assert (
+        count(mesh, "SELECT count(*) FROM workflow_events WHERE workflow_id IN (?, ?)", done["id"], canceled["id"]) == 0
+    )
+    assert (await mesh.ok("GET", f"/v1/workflows/{running['id']}", who="admin"))["state"] == "running"
+    kept = await mesh.ok("GET", f"/v1/workflows/{needed['id']}", who="admin")
+    assert kept["state"] == "completed" and kept["steps"]["one"]["state"] == "completed"
+    await mesh.ok("POST", f"/v1/tasks/{waiting['id']}/cancel", who="admin")  # now nothing needs it
+    deliver_everything(mesh)
+    later = pruner(mesh).run_once(now=time.time() + RETENTION + 1)
+    assert later.workflows == 1
+    assert (await mesh.call("GET", f"/v1/workflows/{needed['id']}", who="admin")).status_code == 404
+
+
+async def test_a_finished_step_of_a_running_workflow_stays_until_the_workflow_ends(mesh):
+    a = await mesh.agent("a", ["x"], notify_url=None, concurrency=5)
+    steps = [{"id": "early", "type": "x"}, {"id": "gate", "type": "approval"}]  # independent: nothing needs early
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "slow", "steps": steps}, status=201)
+    early = wf["steps"]["early"]["id"]
+    await finish(mesh, a, early)
+    deliver_everything(mesh)
+    assert pruner(mesh).run_once(now=time.time() + RETENTION + 1).tasks == 0
+    shown = await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin")
+    assert shown["steps"]["early"]["state"] == "completed"
+    mesh.dispatch()  # the gate starts waiting for a person
+    await mesh.ok("POST", f"/v1/tasks/{wf['steps']['gate']['id']}/approve", who="admin", json={})
+    deliver_everything(mesh)
+    pruned = pruner(mesh).run_once(now=time.time() + RETENTION + 1)
+    assert (pruned.tasks, pruned.workflows) == (2, 1)
+    assert existing(mesh, [early]) == set()
+
+
 def test_every_prune_statement_uses_an_index(tmp_path):
     """A batch must cost the same with a million rows as with ten: no statement scans a whole table."""
     from mcs.store import Store
@@ -225,3 +283,5 @@ def test_every_prune_statement_uses_an_index(tmp_path):
         assert not scans, (name, steps)
     assert any("tasks_finished" in s for s in plans["finished_roots"])
     assert any("task_events_task" in s for s in plans["delete_task_events"])
+    assert any("workflows_finished" in s for s in plans["finished_workflows"])
+    assert any("tasks_workflow" in s for s in plans["workflows_with_steps"])

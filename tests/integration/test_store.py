@@ -41,6 +41,7 @@ ALL = [
     "0009_schedules",
     "0010_workflows",
     "0011_gates",
+    "0012_workflow_retention",
 ]
 
 

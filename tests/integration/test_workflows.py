@@ -401,3 +401,32 @@ async def test_a_failed_step_run_again_reopens_what_it_canceled_and_the_workflow
     assert done["state"] == "completed" and done["steps"]["three"]["inputs"] == {"two": "two"}
     events = await mesh.ok("GET", f"/v1/workflows/{wf['id']}/events", who="admin")
     assert [e["kind"] for e in events["events"]] == ["submitted", "failed", "reopened", "completed"]
+
+
+async def test_the_state_metrics_count_workflows_by_state_and_blocked_steps(mesh):
+    from mcs.state_metrics import MeshStateCollector
+
+    def gauges():
+        got = {}
+        for family in MeshStateCollector(mesh.store, cache_seconds=0).collect():
+            if family.name in ("mcs_workflows", "mcs_queue_depth"):
+                for s in family.samples:
+                    key = (family.name, s.labels["state"])
+                    got[key] = got.get(key, 0) + s.value
+        return got
+
+    empty = gauges()
+    assert {s: empty[("mcs_workflows", s)] for s in ("running", "completed", "failed", "canceled")} == dict.fromkeys(
+        ("running", "completed", "failed", "canceled"), 0
+    )
+    agent = await mesh.agent("a", ["r"], notify_url=None, concurrency=5)
+    done = await mesh.ok("POST", "/v1/workflows", who="admin", json=PIPELINE, status=201)
+    for step in ("gather", "check", "write"):
+        await finish(mesh, done["steps"][step]["id"], agent, "ok")
+    await mesh.ok("POST", "/v1/workflows", who="admin", json=PIPELINE, status=201)
+    canceled = await mesh.ok("POST", "/v1/workflows", who="admin", json=PIPELINE, status=201)
+    await mesh.ok("POST", f"/v1/workflows/{canceled['id']}/cancel", who="admin")
+    got = gauges()
+    workflows = {s: got[("mcs_workflows", s)] for s in ("running", "completed", "failed", "canceled")}
+    assert workflows == {"running": 1, "completed": 1, "failed": 0, "canceled": 1}
+    assert got[("mcs_queue_depth", "blocked")] == 1  # the running workflow's "write" step

@@ -87,3 +87,21 @@ def test_an_approval_alert_says_what_waits_who_asked_and_how_to_decide():
     assert "deploy &lt;api&gt; &amp; web" in html and "ci&lt;bot&gt;" in html
     assert "<code>mcs task approve t-9</code>" in html
     assert len(re.findall(r"<", html)) == len(re.findall(r"</?(?:b|code)>", html))
+
+
+def test_an_approval_step_names_its_workflow_and_step_escaped_on_telegram():
+    data = {
+        "task_id": "t-9",
+        "submitted_by": "ci",
+        "workflow_id": "w-1",
+        "workflow": "deploy<prod>",
+        "step": "go-live",
+        "approve": "mcs task approve t-9",
+        "deny": "mcs task deny t-9 --reason ...",
+    }
+    alert = Alert.from_body(json.dumps({"type": "approval.waiting", "timestamp": None, "data": data}))
+    lines = alert.text().splitlines()
+    assert lines[0] == "MCS: approval waiting: go-live (workflow deploy<prod>)"
+    assert lines[1:5] == ["task: t-9", "submitted by: ci", "workflow: deploy<prod> (w-1)", "step: go-live"]
+    html = alert.telegram_html()
+    assert "deploy&lt;prod&gt; (w-1)" in html and "<b>step</b>: <code>go-live</code>" in html

@@ -1,7 +1,8 @@
 """The retention pruner: keeps the database of a long-running mesh from growing forever.
 
 Every run deletes finished (completed, failed, canceled) tasks last changed more than MCS_RETENTION_DAYS
-ago, together with their events and their fanout children; delivered or given-up outbox rows once they
+ago, together with their events and their fanout children, then finished workflows (and their events)
+once every one of their steps is gone; delivered or given-up outbox rows once they
 are a day old (or older than the retention, if that is shorter); expired idempotency keys; and agent
 audit events and records of schedule ticks older than the retention. MCS_RETENTION_DAYS=0 keeps every
 task and event (outbox rows and expired idempotency keys are still cleared: they are plumbing, not
@@ -46,6 +47,8 @@ class Pruned:
     idempotency_keys: int = 0
     agent_events: int = 0
     schedule_runs: int = 0
+    workflows: int = 0
+    workflow_events: int = 0
     more: bool = False  # a kind stopped at MAX_BATCHES: run again at the next sweep
 
     def counts(self) -> dict[str, int]:
@@ -97,6 +100,7 @@ class Pruner:
         more = False
         if self.retention > 0:
             more |= self._tasks(before=now - self.retention, counts=counts)
+            more |= self._workflows(before=now - self.retention, counts=counts)
             n, left = self._drain(retention_store.prune_agent_events, before=now - self.retention)
             counts["agent_events"], more = n, more or left
             n, left = self._drain(retention_store.prune_schedule_runs, before=now - self.retention)
@@ -124,6 +128,22 @@ class Pruner:
             counts["tasks"] += batch.tasks
             counts["task_events"] += batch.task_events
             counts["outbox"] += batch.outbox
+            if not batch.full:
+                return False
+            cursor = batch.cursor
+        return True
+
+    def _workflows(self, *, before: float, counts: dict[str, int]) -> bool:
+        """After the tasks: a finished workflow goes once the task pruner took every one of its steps."""
+        cursor: tuple[float, int] | None = None
+        for i in range(self.max_batches):
+            if i and self._paused():
+                return True
+            started = time.monotonic()
+            batch = self.store.write(retention_store.prune_workflows, before=before, after=cursor, limit=self.batch)
+            self._took = time.monotonic() - started
+            counts["workflows"] += batch.workflows
+            counts["workflow_events"] += batch.workflow_events
             if not batch.full:
                 return False
             cursor = batch.cursor

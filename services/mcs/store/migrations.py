@@ -333,3 +333,10 @@ def m0011_gates(db: Database) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN concurrency_key TEXT")
     db.execute("ALTER TABLE tasks ADD COLUMN max_concurrency INTEGER")
     db.execute("CREATE INDEX tasks_concurrency ON tasks(concurrency_key, state) WHERE concurrency_key IS NOT NULL")
+
+
+@migrations(name="0012_workflow_retention")
+def m0012_workflow_retention(db: Database) -> None:
+    # The retention pruner deletes a finished workflow once its steps are gone: it reads finished ones
+    # oldest first through this index (a running one, or one a retry reopened, has no finished_at).
+    db.execute("CREATE INDEX workflows_finished ON workflows(finished_at, seq) WHERE finished_at IS NOT NULL")

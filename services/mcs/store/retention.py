@@ -19,7 +19,7 @@ _IDS = "(SELECT value FROM json_each(?))"  # one bound JSON array instead of a v
 
 # Every statement a batch runs, named, so a test can check each one's query plan (EXPLAIN QUERY PLAN).
 SQL = {
-    "finished_roots": f"SELECT id, seq, updated_at FROM tasks INDEXED BY tasks_finished WHERE {_FINISHED}"
+    "finished_roots": f"SELECT id, seq, updated_at, workflow_id FROM tasks INDEXED BY tasks_finished WHERE {_FINISHED}"
     " AND updated_at < ? AND (updated_at, seq) > (?, ?) ORDER BY updated_at, seq LIMIT ?",
     "children": f"SELECT id, parent_id, state, updated_at FROM tasks INDEXED BY tasks_parent WHERE parent_id IN {_IDS}",
     "undelivered": f"SELECT DISTINCT task_id FROM outbox INDEXED BY outbox_task WHERE task_id IN {_IDS}"
@@ -27,6 +27,7 @@ SQL = {
     "depended_on": "SELECT DISTINCT d.dep_id FROM task_deps d INDEXED BY task_deps_dep"
     f" JOIN tasks t ON t.id = d.task_id WHERE d.dep_id IN {_IDS}"
     " AND t.state NOT IN ('completed', 'failed', 'canceled')",
+    "running_workflows": f"SELECT id FROM workflows WHERE id IN {_IDS} AND state = 'running'",
     "delete_task_deps": f"DELETE FROM task_deps WHERE task_id IN {_IDS}",
     "delete_task_deps_up": f"DELETE FROM task_deps WHERE dep_id IN {_IDS}",
     "delete_task_events": f"DELETE FROM task_events WHERE task_id IN {_IDS}",
@@ -39,6 +40,13 @@ SQL = {
     " INDEXED BY idempotency_expiry WHERE expires_at <= ? LIMIT ?)",
     "agent_events": "DELETE FROM agent_events WHERE id IN (SELECT id FROM agent_events INDEXED BY agent_events_at"
     " WHERE at < ? LIMIT ?)",
+    "finished_workflows": "SELECT id, seq, finished_at FROM workflows INDEXED BY workflows_finished"
+    " WHERE finished_at IS NOT NULL AND finished_at < ? AND (finished_at, seq) > (?, ?)"
+    " ORDER BY finished_at, seq LIMIT ?",
+    "workflows_with_steps": "SELECT DISTINCT workflow_id FROM tasks INDEXED BY tasks_workflow"
+    f" WHERE workflow_id IN {_IDS}",
+    "delete_workflow_events": f"DELETE FROM workflow_events WHERE workflow_id IN {_IDS}",
+    "delete_workflows": f"DELETE FROM workflows WHERE id IN {_IDS}",
     "schedule_runs": "DELETE FROM schedule_runs WHERE (schedule, tick_at) IN (SELECT schedule, tick_at"
     " FROM schedule_runs INDEXED BY schedule_runs_at WHERE at < ? LIMIT ?)",
 }
@@ -58,7 +66,8 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     family (fanout children, theirs...), their events, avoid-lists and outbox rows.
 
     A family goes only as a whole: it is kept while any member is unfinished, changed at or after
-    `before`, needed by an unfinished dependent (its `inputs`), or still has an outbox row to deliver
+    `before`, needed by an unfinished dependent (its `inputs`), a step of a workflow still running, or
+    still has an outbox row to deliver
     (the notifier would write an event for it). So no child outlives its parent, no parent_id dangles,
     and nothing a live task refers to disappears.
     `after` is where the previous batch of this pass stopped, so kept families are not read again.
@@ -89,6 +98,11 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
     # An unfinished task still needs the result of a finished one it depends on (its `inputs`).
     for (task_id,) in conn.execute(SQL["depended_on"], (json.dumps(list(root_of)),)):
         kept.add(root_of[task_id])
+    # A step of a workflow still running stays (its `GET` shows every step) until the workflow ends.
+    in_workflow = {r["id"]: r["workflow_id"] for r in roots if r["workflow_id"] is not None}
+    if in_workflow:
+        running = {r[0] for r in conn.execute(SQL["running_workflows"], (json.dumps(list(set(in_workflow.values()))),))}
+        kept.update(task_id for task_id, wf in in_workflow.items() if wf in running)
     doomed = [task_id for task_id, root in root_of.items() if root not in kept]
     batch = TaskBatch(cursor=cursor, full=len(roots) == limit)
     if not doomed:
@@ -105,6 +119,33 @@ def prune_tasks(conn: Connection, *, before: float, after: tuple[float, int] | N
         if gone:
             tasks += conn.execute(SQL["delete_tasks"], (json.dumps(gone),)).rowcount
     return TaskBatch(tasks=tasks, task_events=events, outbox=outbox, cursor=cursor, full=batch.full)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowBatch:
+    workflows: int = 0
+    workflow_events: int = 0
+    cursor: tuple[float, int] | None = None  # (finished_at, seq) of the last workflow looked at
+    full: bool = False  # the batch was full: there may be more
+
+
+def prune_workflows(conn: Connection, *, before: float, after: tuple[float, int] | None, limit: int) -> WorkflowBatch:
+    """Delete up to `limit` workflows that finished before `before` and have no step left (the task
+    pruner took them all), with their events. A workflow keeps while any of its steps is kept, so
+    `GET /v1/workflows/ID` never shows a workflow with half its steps; a running one is never read.
+    `after` is where the previous batch of this pass stopped, so kept workflows are not read again.
+    """
+    start = after or (float("-inf"), -1)
+    rows = conn.execute(SQL["finished_workflows"], (before, *start, limit)).fetchall()
+    if not rows:
+        return WorkflowBatch()
+    cursor = (float(rows[-1]["finished_at"]), int(rows[-1]["seq"]))
+    ids = [r["id"] for r in rows]
+    kept = {r[0] for r in conn.execute(SQL["workflows_with_steps"], (json.dumps(ids),))}
+    doomed = json.dumps([i for i in ids if i not in kept])
+    events = conn.execute(SQL["delete_workflow_events"], (doomed,)).rowcount
+    gone = conn.execute(SQL["delete_workflows"], (doomed,)).rowcount
+    return WorkflowBatch(workflows=gone, workflow_events=events, cursor=cursor, full=len(rows) == limit)
 
 
 def prune_outbox(conn: Connection, *, before: float, limit: int) -> int:

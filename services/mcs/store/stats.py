@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mcs.models import APPROVAL, Priority
 from mcs.store.connection import Connection
+from mcs.store.workflows import STATES as WORKFLOW_STATES
 
 QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 
@@ -30,6 +31,7 @@ class MeshSnapshot:
     approvals_waiting: int = 0
     oldest_approval: float | None = None  # when the longest-waiting approval started waiting
     keyed_queued: int = 0  # queued tasks with a concurrency key (held back while their key is at its limit)
+    workflows: dict[str, int] = field(default_factory=dict)  # state -> workflows, every state present
 
 
 _PRIORITY_LABELS = {int(p): p.label for p in Priority}  # stored number -> "urgent" | "normal" | "low"
@@ -92,6 +94,9 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
     (keyed_queued,) = conn.execute(
         "SELECT count(*) FROM tasks WHERE state = 'queued' AND concurrency_key IS NOT NULL"
     ).fetchone()
+    # Finished workflows stay until the retention pruner deletes them with their steps, so this is bounded.
+    workflows = dict.fromkeys(WORKFLOW_STATES, 0)
+    workflows.update(conn.execute("SELECT state, count(*) FROM workflows GROUP BY state").fetchall())
     return MeshSnapshot(
         at=now,
         tasks=tasks,
@@ -104,4 +109,5 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         approvals_waiting=approvals,
         oldest_approval=oldest_approval,
         keyed_queued=keyed_queued,
+        workflows=workflows,
     )

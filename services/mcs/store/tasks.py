@@ -968,6 +968,11 @@ def _start_waiting_for_approval(conn: Connection, task: Task, actor: str, now: f
     add_event(conn, task.id, "waiting", actor, now, {"for": APPROVAL})
     payload = task.payload if isinstance(task.payload, dict) else {}
     data: dict[str, Any] = {"task_id": task.id, "submitted_by": task.submitted_by}
+    if task.workflow_id is not None:  # a workflow step: say which workflow and step waits on a person
+        row = conn.execute("SELECT name FROM workflows WHERE id = ?", (task.workflow_id,)).fetchone()
+        data["workflow_id"] = task.workflow_id
+        data["workflow"] = row[0] if row is not None else None
+        data["step"] = task.step_id
     for key in ("title", "summary"):
         if isinstance(payload.get(key), str):
             data[key] = payload[key][:500]
