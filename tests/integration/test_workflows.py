@@ -430,3 +430,25 @@ async def test_the_state_metrics_count_workflows_by_state_and_blocked_steps(mesh
     workflows = {s: got[("mcs_workflows", s)] for s in ("running", "completed", "failed", "canceled")}
     assert workflows == {"running": 1, "completed": 1, "failed": 0, "canceled": 1}
     assert got[("mcs_queue_depth", "blocked")] == 1  # the running workflow's "write" step
+
+
+async def test_an_approval_step_waits_for_a_person_from_the_moment_it_may_run(mesh):
+    # No dispatcher pass in between: a root gate waits at once, a later gate as soon as its dependency ends.
+    steps = [
+        {"id": "gate", "type": "approval"},
+        {"id": "work", "type": "wx", "depends_on": ["gate"]},
+        {"id": "second", "type": "approval", "depends_on": ["work"]},
+    ]
+    wf = await mesh.ok("POST", "/v1/workflows", who="admin", json={"name": "gated", "steps": steps}, status=201)
+    gate, second = wf["steps"]["gate"]["id"], wf["steps"]["second"]["id"]
+    assert (await mesh.task(gate))["state"] == "waiting"
+    await mesh.ok("POST", f"/v1/tasks/{gate}/approve", who="admin", json={"note": "go"})
+    agent = await mesh.agent("wworker", ["wx"], notify_url=None)
+    claimed = await mesh.ok("POST", "/v1/tasks/claim", who=agent, json={})
+    assert claimed["id"] == wf["steps"]["work"]["id"]
+    await mesh.ok(
+        "POST", f"/v1/tasks/{claimed['id']}/complete", who=agent, json={"claim_token": claimed["claim_token"]}
+    )
+    assert (await mesh.task(second))["state"] == "waiting"
+    await mesh.ok("POST", f"/v1/tasks/{second}/approve", who="admin", json={})
+    assert (await mesh.ok("GET", f"/v1/workflows/{wf['id']}", who="admin"))["state"] == "completed"

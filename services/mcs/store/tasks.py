@@ -229,10 +229,6 @@ def submit(
         raise Unprocessable(f"route names agent {spec.route!r}, which does not exist", code="unknown_agent")
     check_dependencies(conn, spec.depends_on)
     task_id = insert(conn, spec=spec, submitted_by=caller.actor, now=now)
-    if spec.type == APPROVAL:
-        approval = must_get(conn, task_id)
-        if approval.state is TaskState.QUEUED:  # a blocked one starts waiting once it is unblocked
-            _start_waiting_for_approval(conn, approval, caller.actor, now)
     response = to_api(conn, must_get(conn, task_id))
     if idempotency_key is not None:
         conn.execute(
@@ -296,6 +292,8 @@ def insert(
     effects.note("submitted", spec.type, spec.priority.label)
     if blocked:
         resolve_blocked(conn, must_get(conn, task_id), now)
+    elif spec.type == APPROVAL:  # a gate waits for a person at once: never routed, an alert says so
+        _start_waiting_for_approval(conn, must_get(conn, task_id), submitted_by, now)
     return task_id
 
 
@@ -361,8 +359,10 @@ def resolve_blocked(conn: Connection, task: Task, now: float) -> None:
         return
     if task.not_before is not None and task.not_before > now:
         return
-    _set(conn, task, now, state=TaskState.QUEUED, parked=0)
+    task = _set(conn, task, now, state=TaskState.QUEUED, parked=0)
     add_event(conn, task.id, "unblocked", "mcs", now, {"depends_on": [d.id for d in deps]})
+    if task.type == APPROVAL:  # a gate waits for a person from the moment it may run, not a dispatcher pass later
+        _start_waiting_for_approval(conn, task, "mcs", now)
 
 
 def release_dependents(conn: Connection, task: Task, now: float) -> None:
