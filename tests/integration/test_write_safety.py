@@ -276,3 +276,14 @@ def test_a_deleted_wal_or_shm_is_seen_by_the_periodic_check(store):
     assert store.replaced == f"{store.path}-shm was deleted"
     with pytest.raises(DatabaseReplaced, match="-shm was deleted"):
         store.write(_insert_agent("after"))
+
+
+def test_closing_the_last_connection_is_not_a_replaced_database(store):
+    """SQLite removes -wal and -shm when the last connection closes: the check made after close (why did
+    serving stop?) must not take that for a replacement, or a clean stop would exit 75."""
+    store.write(_insert_agent("before"))
+    identity = store.identity
+    assert identity is not None and identity.same_file(now=0.0) and set(identity.companions) == {"-wal", "-shm"}
+    store.close()
+    assert not Path(str(store.path) + "-wal").exists()  # what SQLite does on the last close
+    assert identity.same_file() and store.replaced is None

@@ -86,4 +86,5 @@ def main(settings: Settings | None = None) -> None:
             asyncio.run(run())
     finally:
         store.close()
-    store.check_file()  # raises DatabaseReplaced when that is why serving stopped: exit 75, to be restarted
+    if store.replaced is not None:  # why serving stopped: DatabaseReplaced, exit 75, to be restarted
+        store.check_file()

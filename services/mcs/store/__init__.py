@@ -140,6 +140,9 @@ class Store:
                     pass
             self._all.clear()
         self._local = threading.local()
+        if self.identity is not None:
+            # Closing the last connection to the database removes its -wal and -shm: not a replacement.
+            self.identity.next_companion_check = float("inf")
 
 
 @dataclass
