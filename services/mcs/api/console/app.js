@@ -13,7 +13,7 @@ function h(tag, attrs, ...children) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -44,6 +44,9 @@ async function api(path, options) {
   return body;
 }
 
+function put(root, ...parts) {
+  root.replaceChildren(...parts.flat(Infinity).filter((p) => p !== "" && p !== null && p !== undefined));
+}
 const pretty = (v) => h("pre", { class: "json" }, JSON.stringify(v, null, 2));
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const badge = (state) => h("span", { class: "state state-" + state }, state);
@@ -119,7 +122,7 @@ async function viewTasks(root) {
   const rows = page.tasks.map((t) => h("tr", { "data-task": t.id, "data-state": t.state },
     h("td", {}, taskLink(t.id)), h("td", {}, t.type), h("td", {}, badge(t.state)), h("td", {}, t.priority),
     h("td", {}, t.assigned_to || (t.route === "all" ? "fan-out" : "—")), h("td", {}, when(t.updated_at))));
-  root.replaceChildren(
+  put(root, 
     h("h2", {}, "Tasks"),
     h("form", { class: "filters", onsubmit: (e) => e.preventDefault() }, stateSelect, input("type", "type"),
       input("agent", "agent"), input("updated_after", "since: 30m, 2h, 1d"), input("q", "search payload/result")),
@@ -150,7 +153,7 @@ async function viewTask(root, id) {
   const result = t.result && t.result.aggregate === "consensus"
     ? [h("h3", {}, "Consensus findings"), consensusTable(t.result)]
     : t.result !== null ? [h("h3", {}, "Result"), pretty(t.result)] : [];
-  root.replaceChildren(
+  put(root, 
     h("h2", {}, `Task ${t.id.slice(0, 8)} `, badge(t.state)),
     h("p", { class: "actions" }, actions),
     h("dl", {},
@@ -174,7 +177,7 @@ async function viewTask(root, id) {
 
 async function viewWorkflows(root) {
   const page = await api("/v1/workflows?limit=100");
-  root.replaceChildren(h("h2", {}, "Workflows"), h("div", { class: "scroll" }, h("table", {},
+  put(root, h("h2", {}, "Workflows"), h("div", { class: "scroll" }, h("table", {},
     h("thead", {}, h("tr", {}, ["id", "name", "state", "steps", "created"].map((c) => h("th", {}, c)))),
     h("tbody", {}, page.workflows.map((w) => h("tr", {},
       h("td", {}, h("a", { href: "#/workflow/" + w.id, class: "mono" }, w.id.slice(0, 8))), h("td", {}, w.name),
@@ -224,7 +227,7 @@ function dag(steps) {
 
 async function viewWorkflow(root, id) {
   const [w, ev] = await Promise.all([api("/v1/workflows/" + id), api(`/v1/workflows/${id}/events`)]);
-  root.replaceChildren(
+  put(root, 
     h("h2", {}, `Workflow ${w.name} `, badge(w.state)),
     h("p", { class: "muted" }, `${w.id} · started ${when(w.created_at)} · ${seconds(w.created_at, w.finished_at)}`),
     h("div", { class: "scroll" }, dag(w.steps)),
@@ -242,7 +245,7 @@ async function viewAgents(root) {
   const unreachable = {};
   for (const u of status.unreachable) unreachable[u.agent] = u;
   const all = [...status.agents.online, ...status.agents.offline];
-  root.replaceChildren(h("h2", {}, "Agents"), h("div", { class: "scroll" }, h("table", { id: "agents" },
+  put(root, h("h2", {}, "Agents"), h("div", { class: "scroll" }, h("table", { id: "agents" },
     h("thead", {}, h("tr", {}, ["name", "status", "capabilities", "load", "last seen", "notify"].map((c) => h("th", {}, c)))),
     h("tbody", {}, all.map((a) => h("tr", {},
       h("td", {}, a.name), h("td", {}, badge(a.status)), h("td", {}, (a.capabilities || []).join(", ")),
@@ -253,7 +256,7 @@ async function viewAgents(root) {
 
 async function viewSchedules(root) {
   const page = await api("/v1/schedules");
-  root.replaceChildren(h("h2", {}, "Schedules"), h("div", { class: "scroll" }, h("table", {},
+  put(root, h("h2", {}, "Schedules"), h("div", { class: "scroll" }, h("table", {},
     h("thead", {}, h("tr", {}, ["name", "cron", "next run", "last run", "last task"].map((c) => h("th", {}, c)))),
     h("tbody", {}, page.schedules.map((s) => h("tr", {},
       h("td", {}, s.name), h("td", { class: "mono" }, `${s.cron} ${s.timezone || ""}`),
@@ -268,7 +271,7 @@ async function viewMemory(root, key) {
     h("input", { name: "ns", value: memoryNs, placeholder: "namespace: mesh, agent:NAME, ..." }), h("button", {}, "Browse"));
   const page = await api(`/v1/memory/${encodeURIComponent(memoryNs)}?limit=200`);
   const value = key ? await api(`/v1/memory/${encodeURIComponent(memoryNs)}/${key}`) : null;
-  root.replaceChildren(h("h2", {}, "Shared memory"), form,
+  put(root, h("h2", {}, "Shared memory"), form,
     h("ul", { class: "keys" }, page.items.map((i) => h("li", {}, h("a", { href: "#/memory/" + encodeURIComponent(i.key) }, i.key),
       h("span", { class: "muted" }, ` v${i.version} ${(i.tags || []).join(" ")}`)))),
     page.items.length ? "" : h("p", { class: "muted" }, "No keys."),
@@ -298,7 +301,7 @@ async function refresh() {
         await Promise.all([view(root, m[1] && decodeURIComponent(m[1])), glance()]);
         document.body.dataset.rendered = String(Date.now());
       } catch (e) {
-        if (e.message !== "logged out") root.replaceChildren(h("p", { class: "error" }, e.message));
+        if (e.message !== "logged out") put(root, h("p", { class: "error" }, e.message));
       }
       break;
     }
