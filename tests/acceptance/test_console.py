@@ -123,6 +123,23 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         page.wait_for("document.querySelector('h2 .state').textContent === 'completed'")
         assert mesh.admin.get_task(gate["id"])["result"]["approved"] is True
 
+        # A workflow's DAG, drawn with each step's state; the schedules and memory views answer too.
+        flow = mesh.admin.submit_workflow(
+            "release",
+            [
+                {"id": "fetch", "type": "summarize", "capabilities": [cap]},
+                {"id": "summarize", "type": "summarize", "capabilities": [cap], "depends_on": ["fetch"]},
+                {"id": "check", "type": "summarize", "capabilities": [cap], "depends_on": ["fetch"]},
+                {"id": "ship", "type": "approval", "payload": {"title": "ship"}, "depends_on": ["summarize", "check"]},
+            ],
+        )
+        show(page, f"#/workflow/{flow['id']}", "document.querySelectorAll('#dag a[data-step]').length === 4")
+        page.wait_for("document.querySelector('#dag a[data-step=\"ship\"]').dataset.state === 'waiting'", timeout=30)
+        assert page.eval("document.querySelectorAll('#dag path.edge').length") == 4
+        screenshot(page, "console-workflow")
+        show(page, "#/schedules", "document.querySelector('#view h2').textContent === 'Schedules'")
+        show(page, "#/memory", "document.querySelector('#view h2').textContent === 'Shared memory'")
+
         # The agents view, on a phone-sized screen.
         show(page, "#/agents", "!!document.getElementById('agents')")
         screenshot(page, "console-phone", width=390, height=760, mobile=True)
