@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mcs.api import console
+from mcs.api import console, create_app
+from mcs.store import Store
+from mcs.store import console as console_store
 
 from .conftest import ADMIN_TOKEN, Mesh
 
@@ -75,13 +77,23 @@ async def test_logout_ends_the_session_and_needs_the_csrf_token(mesh: Mesh) -> N
     assert page.status_code == 302 and page.headers["Location"].endswith("/ui/login")
 
 
-async def test_a_session_expires(mesh: Mesh) -> None:
+async def test_a_session_is_stored_hashed_survives_an_api_restart_and_expires(mesh: Mesh) -> None:
     client = mesh.client.app.test_client()
     cookie, _ = await _login(client)
-    sessions = client.app.config["MCS_CONSOLE_SESSIONS"]
     session_id = cookie.split("=", 1)[1]
-    assert sessions.csrf(session_id, now=0) is not None
-    assert sessions.csrf(session_id, now=10**12) is None  # long after the TTL
+    rows = mesh.store.read(lambda conn: conn.execute("SELECT id_hash FROM console_sessions").fetchall())
+    assert [r["id_hash"] for r in rows] == [console.session_hash(session_id)]  # never the id itself
+
+    store = Store(mesh.settings.db)
+    try:
+        async with create_app(mesh.settings, store).test_app() as restarted:  # another api process, as it were
+            again = await restarted.test_client().get("/v1/status", headers={"Cookie": cookie})
+            assert again.status_code == 200
+    finally:
+        store.close()
+
+    found = mesh.store.read(console_store.csrf_of, id_hash=console.session_hash(session_id), now=10**12)
+    assert found is None  # long after the TTL
 
 
 async def test_a_wrong_token_is_throttled_with_retry_after(mesh: Mesh) -> None:
@@ -96,7 +108,7 @@ async def test_a_wrong_token_is_throttled_with_retry_after(mesh: Mesh) -> None:
 
 
 def test_lockouts_double_up_to_a_cap() -> None:
-    sessions = console.Sessions(ttl=60)
+    sessions = console.Throttle()
     waits = [sessions.failed("10.0.0.1", now=0) for _ in range(12)]
     assert waits[:4] == [1, 2, 4, 8] and waits[-1] == console.LOCKOUT_MAX
     assert sessions.locked_for("10.0.0.2", now=0) == 0  # another client is not affected

@@ -32,6 +32,8 @@ class Credentials:
     is_admin: bool
     name: str = "admin"
     secret: str = ""
+    session: str = ""  # a console session's id hash: checked against the database in verify()
+    csrf: str | None = None  # the X-CSRF-Token a state-changing console request sent (None: a read)
 
 
 def credentials() -> Credentials:
@@ -44,8 +46,8 @@ def credentials() -> Credentials:
     name = request.headers.get("X-Agent-ID")
     secret = request.headers.get("X-Agent-Secret")
     if not name and not secret and console.SESSION_COOKIE in request.cookies:
-        console.check_session()  # 401 for an unknown or expired session, 403 for a missing CSRF token
-        return Credentials(is_admin=True, name=console.CONSOLE_ACTOR)
+        session: Credentials = console.session_credentials()
+        return session
     if not name or not secret:
         raise Unauthorized("send X-Agent-ID and X-Agent-Secret, or Authorization: Bearer <admin token>")
     return Credentials(is_admin=False, name=name, secret=secret)
@@ -53,6 +55,8 @@ def credentials() -> Credentials:
 
 def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:
     """The caller behind the credentials. Unknown agent and wrong secret answer the same, in the same time."""
+    if creds.session:
+        console.verify_session(conn, creds)  # 401 unknown or expired, 403 without the session's CSRF token
     if creds.is_admin:
         return (ADMIN if creds.name == ADMIN.name else Caller(name=creds.name, is_admin=True)), None
     agent, stored = agents_store.with_secret_hash(conn, creds.name)

@@ -1,8 +1,8 @@
 """The web console at /ui: static HTML, app.js and app.css from this package (nothing from another origin,
 and a Content-Security-Policy that forbids it), and the login that turns the admin token into a session.
 
-A session is a random id in an HttpOnly, SameSite=Strict cookie; the api keeps only its SHA-256 (in this
-process's memory: a restart of the api logs the console out) with its expiry and a per-session CSRF token,
+A session is a random id in an HttpOnly, SameSite=Strict cookie; the database keeps only its SHA-256
+(table console_sessions: a login survives an api restart) with its expiry and a per-session CSRF token,
 which the page reads from a <meta> tag and sends as X-CSRF-Token on every state-changing request. A wrong
 token at /ui/login locks that client out for a time that doubles with each failure (429 + Retry-After).
 """
@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from quart import Blueprint, Response, current_app, redirect, request
 from quart_schema import hide
 
 from mcs import auth, metrics
 from mcs.errors import ApiError, Forbidden, Unauthorized
+from mcs.store import console as console_store
+from mcs.store.connection import Connection
 
 bp = Blueprint("console", __name__, url_prefix="/ui")
+log = logging.getLogger("mcs.api")
 
 SESSION_COOKIE = "mcs_console"
 CSRF_HEADER = "X-CSRF-Token"
 CONSOLE_ACTOR = "admin (console)"  # the actor the audit trail records for the console's actions
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_SESSIONS = 1000  # oldest dropped beyond this
 MAX_CLIENTS = 10000  # throttled clients remembered
 LOCKOUT_MAX = 300.0  # seconds: the longest lockout after repeated wrong tokens
 CSP = (
@@ -43,36 +47,15 @@ class TooManyAttempts(ApiError):
     code = "too_many_attempts"
 
 
+def session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 @dataclass
-class Sessions:
-    """Console sessions and the wrong-token throttle, in this process; both bounded."""
+class Throttle:
+    """Wrong tokens per client address, in this process; bounded."""
 
-    ttl: float
-    by_hash: dict[str, tuple[str, float]] = field(default_factory=dict)  # sha256(id) -> (csrf, expires)
     failures: dict[str, tuple[int, float]] = field(default_factory=dict)  # client -> (count, locked until)
-
-    @staticmethod
-    def _hash(session_id: str) -> str:
-        return hashlib.sha256(session_id.encode()).hexdigest()
-
-    def create(self, now: float) -> tuple[str, str]:
-        for key in [k for k, (_, expires) in self.by_hash.items() if expires <= now]:
-            del self.by_hash[key]
-        while len(self.by_hash) >= MAX_SESSIONS:
-            del self.by_hash[next(iter(self.by_hash))]
-        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.by_hash[self._hash(session_id)] = (csrf, now + self.ttl)
-        return session_id, csrf
-
-    def csrf(self, session_id: str, now: float) -> str | None:
-        """The session's CSRF token, or None when it is unknown or expired."""
-        found = self.by_hash.get(self._hash(session_id))
-        if found is None or found[1] <= now:
-            return None
-        return found[0]
-
-    def drop(self, session_id: str) -> None:
-        self.by_hash.pop(self._hash(session_id), None)
 
     def locked_for(self, client: str, now: float) -> float:
         count_until = self.failures.get(client)
@@ -91,26 +74,35 @@ class Sessions:
         self.failures.pop(client, None)
 
 
-def sessions() -> Sessions:
-    app = current_app
-    found = app.config.get("MCS_CONSOLE_SESSIONS")
-    if found is None:
-        found = app.config["MCS_CONSOLE_SESSIONS"] = Sessions(ttl=app.config["MCS_SETTINGS"].console_session_ttl)
-    assert isinstance(found, Sessions)
+def throttle() -> Throttle:
+    found = current_app.config.setdefault("MCS_CONSOLE_THROTTLE", Throttle())
+    assert isinstance(found, Throttle)
     return found
 
 
-def check_session() -> str:
-    """The request's console session's CSRF token; 401 when the session is unknown or expired, 403 when
-    a state-changing request lacks the session's X-CSRF-Token."""
-    csrf = sessions().csrf(request.cookies.get(SESSION_COOKIE, ""), time.time())
+def session_credentials() -> Any:
+    """The admin's credentials from the console cookie, checked against the database in `verify`."""
+    from mcs.api.auth import Credentials  # auth imports this module
+
+    sent = None if request.method in SAFE_METHODS else request.headers.get(CSRF_HEADER, "")
+    return Credentials(
+        is_admin=True, name=CONSOLE_ACTOR, session=session_hash(request.cookies.get(SESSION_COOKIE, "")), csrf=sent
+    )
+
+
+def verify_session(conn: Connection, creds: Any) -> str:
+    """The session's CSRF token; 401 when the session is unknown or expired, 403 when a state-changing
+    request did not send the session's X-CSRF-Token."""
+    csrf = console_store.csrf_of(conn, id_hash=creds.session, now=time.time())
     if csrf is None:
         raise Unauthorized("the console session expired or is unknown; log in again at /ui/login")
-    if request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), csrf.encode()):
-            raise Forbidden(f"a console request that changes state needs the {CSRF_HEADER} header", code="csrf")
+    if creds.csrf is not None and not hmac.compare_digest(creds.csrf.encode(), csrf.encode()):
+        raise Forbidden(f"a console request that changes state needs the {CSRF_HEADER} header", code="csrf")
     return csrf
+
+
+def _db() -> Any:
+    return current_app.config["MCS_DB"]
 
 
 def _page(body: str, *, csrf: str = "", status: int = 200) -> Response:
@@ -146,8 +138,10 @@ APP = """<header><nav><a href="#/tasks">Tasks</a><a href="#/workflows">Workflows
 @bp.get("")
 @hide
 async def index() -> Response:
+    if SESSION_COOKIE not in request.cookies:
+        return _secured(redirect("/ui/login"))  # type: ignore[arg-type]
     try:
-        csrf = check_session()
+        csrf = await _db().read(verify_session, session_credentials())
     except Unauthorized:
         return _secured(redirect("/ui/login"))  # type: ignore[arg-type]
     return _page(APP, csrf=csrf)
@@ -163,7 +157,7 @@ async def login_page() -> Response:
 @hide
 async def login() -> Response:
     """{"token": "<admin token>"} -> a session cookie; 401 for a wrong token, 429 while locked out."""
-    store, now = sessions(), time.time()
+    store, now = throttle(), time.time()
     client = request.remote_addr or "unknown"
     wait = store.locked_for(client, now)
     if wait > 0:
@@ -174,15 +168,21 @@ async def login() -> Response:
     if not isinstance(token, str) or not auth.token_matches(token, current_app.config["MCS_SETTINGS"].admin_token):
         store.failed(client, now)
         metrics.console_logins.labels("wrong_token").inc()
+        log.warning("console login refused", extra={"action": "console_login_refused", "client": client})
         raise Unauthorized("wrong admin token")
     store.succeeded(client)
-    session_id, _ = store.create(now)
+    session_id = secrets.token_urlsafe(32)
+    ttl = current_app.config["MCS_SETTINGS"].console_session_ttl
+    await _db().write(
+        console_store.create, id_hash=session_hash(session_id), csrf=secrets.token_urlsafe(32), now=now, ttl=ttl
+    )
     metrics.console_logins.labels("ok").inc()
+    log.info("console login", extra={"action": "console_login", "client": client})
     response = _secured(Response('{"ok": true}', content_type="application/json"))
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
-        max_age=int(store.ttl),
+        max_age=int(ttl),
         path="/",
         httponly=True,
         samesite="Strict",
@@ -194,8 +194,14 @@ async def login() -> Response:
 @bp.post("/logout")
 @hide
 async def logout() -> Response:
-    check_session()  # needs the CSRF token: another site cannot log the admin out
-    sessions().drop(request.cookies.get(SESSION_COOKIE, ""))
+    creds = session_credentials()  # needs the CSRF token: another site cannot log the admin out
+
+    def drop(conn: Connection) -> None:
+        verify_session(conn, creds)
+        console_store.drop(conn, id_hash=creds.session)
+
+    await _db().write(drop)
+    log.info("console logout", extra={"action": "console_logout"})
     response = _secured(Response("", status=204))
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     return response
