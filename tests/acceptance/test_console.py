@@ -46,6 +46,16 @@ def confirm_click(page: Page, button: str) -> None:
     page.eval("document.getElementById('confirm-ok').click()")
 
 
+def console_problems(browser: Chromium) -> list[str]:
+    """Script errors and CSP violations the page logged (refused HTTP calls, 401/429, are not problems)."""
+    entries = [e["params"]["entry"] for e in browser.events if e.get("method") == "Log.entryAdded"]
+    return [
+        e["text"]
+        for e in entries
+        if e.get("source") in ("javascript", "security", "violation") or "Content Security Policy" in e["text"]
+    ]
+
+
 def findings(agent: Any, task: dict[str, Any]) -> Any:
     own = {"file": "app.py", "line": 12, "severity": "recommendation", "title": f"Unused import in {agent.name}"}
     shared = {"file": "app.py", "line": 3, "severity": "critical", "title": "Use of eval", "detail": "eval(input)"}
@@ -58,6 +68,7 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
     with Chromium() as browser:
         page = browser.open(mesh.url + "/ui/login")
         browser.send("Network.enable", session=page.session)
+        browser.send("Log.enable", session=page.session)  # CSP violations and script errors show up here
         page.wait_for("!!document.getElementById('login')")
 
         # A wrong token is refused, and the right one right after it waits out the lockout (429).
@@ -115,6 +126,9 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         confirm_click(page, "act-cancel")
         page.wait_for("document.querySelector('h2 .state').textContent === 'canceled'")
         assert mesh.admin.events(idle["id"])[-1]["actor"] == "admin (console)"
+        confirm_click(page, "act-retry")  # and put it back in the queue
+        page.wait_for("document.querySelector('h2 .state').textContent === 'queued'")
+        assert mesh.admin.get_task(idle["id"])["state"] == "queued"
 
         # Approve a gate.
         gate = mesh.admin.submit("approval", {"title": "ship 1.2", "summary": "to prod"})
@@ -148,4 +162,14 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         urls = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
         assert urls and any("/v1/tasks" in u for u in urls)
         assert [u for u in urls if not u.startswith(mesh.url + "/")] == []
+        logged = [e["params"]["entry"] for e in browser.events if e.get("method") == "Log.entryAdded"]
+        assert logged  # the refused logins (401, 429) are logged: the log is being read
+        assert console_problems(browser) == []  # no CSP violation, no script error
+        # ...which that check would see: a script from another origin is refused and reported.
+        page.eval("document.body.append(Object.assign(document.createElement('script'), {src: 'https://x.test/a.js'}))")
+        deadline = time.monotonic() + 10
+        while not console_problems(browser):
+            assert time.monotonic() < deadline, "the CSP refusal was not reported"
+            page.eval("1")  # answers carry the browser's events along
+        assert "Content Security Policy" in console_problems(browser)[0]
         assert page.eval("window.__noReload") == "still here"
