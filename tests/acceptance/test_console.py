@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,14 @@ from .conftest import uid
 
 pytestmark = pytest.mark.acceptance
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are rewritten only on request (MCS_UPDATE_SCREENSHOTS=1), so an ordinary test
+# run leaves the tree clean; otherwise they go to a temporary folder and are only checked to be PNGs.
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-def screenshot(page: Page, name: str, *, width: int = 1200, height: int = 760, mobile: bool = False) -> None:
+def screenshot(
+    page: Page, folder: Path, name: str, *, width: int = 1200, height: int = 760, mobile: bool = False
+) -> None:
     page.browser.send(
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
@@ -29,8 +34,10 @@ def screenshot(page: Page, name: str, *, width: int = 1200, height: int = 760, m
     )
     page.wait_for("document.fonts.status === 'loaded'")
     shot = page.browser.send("Page.captureScreenshot", {"format": "png"}, session=page.session)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (SCREENSHOTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    png = base64.b64decode(shot["data"])
+    assert png.startswith(b"\x89PNG") and len(png) < 200_000
+    (folder / f"{name}.png").write_bytes(png)
 
 
 def show(page: Page, hash_: str, ready: str) -> None:
@@ -63,8 +70,11 @@ def findings(agent: Any, task: dict[str, Any]) -> Any:
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed")
-def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: Any, agent_factory: Any) -> None:
+def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(
+    mesh: Any, agent_factory: Any, tmp_path: Path
+) -> None:
     token = mesh.env["MCS_ADMIN_TOKEN"]
+    shots = DOCS_SCREENSHOTS if os.environ.get("MCS_UPDATE_SCREENSHOTS") == "1" else tmp_path
     with Chromium() as browser:
         page = browser.open(mesh.url + "/ui/login")
         browser.send("Network.enable", session=page.session)
@@ -102,7 +112,7 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         agent_factory(mesh, capabilities=[cap], name=f"summarizer-{uid()[:6]}")
         page.wait_for(f"{row} && {row}.dataset.state === 'completed'", timeout=30)
         assert page.eval("window.__noReload") == "still here"
-        screenshot(page, "console-tasks")
+        screenshot(page, shots, "console-tasks")
 
         # A fan-out with consensus: its children and the findings table.
         review = f"review-{uid()}"
@@ -118,7 +128,7 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         assert page.eval("document.querySelectorAll('#children li').length") == 2
         top = page.eval("[...document.querySelectorAll('#consensus tbody tr')[0].cells].map(c => c.textContent)")
         assert top[0] == "critical" and top[1] == "2" and top[4] == "Use of eval"
-        screenshot(page, "console-consensus")
+        screenshot(page, shots, "console-consensus")
 
         # Cancel a queued task through the confirm dialog; the audit trail says the console did it.
         idle = mesh.admin.submit("summarize", {"text": "never served"}, capabilities=[f"nobody-{uid()}"])
@@ -150,13 +160,13 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(mesh: A
         show(page, f"#/workflow/{flow['id']}", "document.querySelectorAll('#dag a[data-step]').length === 4")
         page.wait_for("document.querySelector('#dag a[data-step=\"ship\"]').dataset.state === 'waiting'", timeout=30)
         assert page.eval("document.querySelectorAll('#dag path.edge').length") == 4
-        screenshot(page, "console-workflow")
+        screenshot(page, shots, "console-workflow")
         show(page, "#/schedules", "document.querySelector('#view h2').textContent === 'Schedules'")
         show(page, "#/memory", "document.querySelector('#view h2').textContent === 'Shared memory'")
 
         # The agents view, on a phone-sized screen.
         show(page, "#/agents", "!!document.getElementById('agents')")
-        screenshot(page, "console-phone", width=390, height=760, mobile=True)
+        screenshot(page, shots, "console-phone", width=390, height=760, mobile=True)
 
         # Nothing left for another origin: every request the page made went to the api.
         urls = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
