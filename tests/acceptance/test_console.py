@@ -6,9 +6,11 @@ origin. Saves the screenshots the README shows (docs/screenshots/)."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,19 @@ def confirm_click(page: Page, button: str) -> None:
     page.eval(f"document.getElementById({json.dumps(button)}).click()")
     page.wait_for("document.getElementById('confirm').open")
     page.eval("document.getElementById('confirm-ok').click()")
+
+
+def has_event_stream(url: str, token: str) -> bool:
+    """Whether the api serves GET /v1/events (the status line is enough; the stream is not read)."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=15)
+    try:
+        conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {token}"})
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    assert status in (200, 404), status
+    return status == 200
 
 
 def console_problems(browser: Chromium) -> list[str]:
@@ -103,6 +118,9 @@ def test_the_console_logs_in_shows_live_state_and_acts_with_confirmation(
         page.wait_for("!!document.getElementById('tasks')")
         assert page.eval("document.cookie") == ""  # HttpOnly: the page's script cannot read the session
         page.eval("window.__noReload = 'still here'")
+        # Live updates come from GET /v1/events where the api has it, else from polling the REST API.
+        expected = "stream" if has_event_stream(mesh.url, token) else "poll"
+        page.wait_for(f"document.body.dataset.live === {json.dumps(expected)}")
 
         # A task nobody serves yet is queued; once an agent comes it completes, and the view follows.
         cap = f"console-{uid()}"

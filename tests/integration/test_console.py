@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from mcs.api import console, create_app
+from mcs.api.auth import credentials
 from mcs.store import Store
 from mcs.store import console as console_store
 
@@ -62,6 +63,8 @@ async def test_bearer_and_agent_paths_are_unchanged_by_a_cookie(mesh: Mesh) -> N
     assert as_agent.status_code == 403  # an agent stays an agent
     forged = await client.get("/v1/status", headers={"Cookie": f"{console.SESSION_COOKIE}=made-up"})
     assert forged.status_code == 401
+    async with client.app.test_request_context("/v1/status", headers={"Cookie": cookie}):
+        assert credentials().is_admin is False  # not before verify() has found the session in the database
 
 
 async def test_logout_ends_the_session_and_needs_the_csrf_token(mesh: Mesh) -> None:

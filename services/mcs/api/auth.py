@@ -27,7 +27,8 @@ ADMIN_ONLY = "this needs the admin token"
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the request presented; an agent's are not verified yet."""
+    """What the request presented; an agent's and a console session's are not verified yet (a console
+    session's `is_admin` is False here: `verify` makes it the admin once the session is found)."""
 
     is_admin: bool
     name: str = "admin"
@@ -57,6 +58,7 @@ def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:
     """The caller behind the credentials. Unknown agent and wrong secret answer the same, in the same time."""
     if creds.session:
         console.verify_session(conn, creds)  # 401 unknown or expired, 403 without the session's CSRF token
+        return Caller(name=creds.name, is_admin=True), None
     if creds.is_admin:
         return (ADMIN if creds.name == ADMIN.name else Caller(name=creds.name, is_admin=True)), None
     agent, stored = agents_store.with_secret_hash(conn, creds.name)

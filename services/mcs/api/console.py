@@ -81,12 +81,14 @@ def throttle() -> Throttle:
 
 
 def session_credentials() -> Any:
-    """The admin's credentials from the console cookie, checked against the database in `verify`."""
+    """The console cookie's credentials, checked against the database in `verify` (the admin once checked)."""
     from mcs.api.auth import Credentials  # auth imports this module
 
     sent = None if request.method in SAFE_METHODS else request.headers.get(CSRF_HEADER, "")
+    # is_admin stays False until `verify` has found the session in the database (then the caller is the
+    # admin): code that trusts `Credentials.is_admin` before verifying cannot be fooled by a made-up cookie.
     return Credentials(
-        is_admin=True, name=CONSOLE_ACTOR, session=session_hash(request.cookies.get(SESSION_COOKIE, "")), csrf=sent
+        is_admin=False, name=CONSOLE_ACTOR, session=session_hash(request.cookies.get(SESSION_COOKIE, "")), csrf=sent
     )
 
 
