@@ -22,7 +22,7 @@ from quart import Blueprint, Response, current_app, redirect, request
 from quart_schema import hide
 
 from mcs import auth, metrics
-from mcs.errors import ApiError, Forbidden, Unauthorized
+from mcs.errors import ApiError, Forbidden, NotFound, Unauthorized
 from mcs.store import console as console_store
 from mcs.store.connection import Connection
 
@@ -213,9 +213,7 @@ async def logout() -> Response:
 @hide
 async def asset(name: str) -> Response:
     if name not in ASSETS:
-        raise_not_found = Response('{"error": {"code": "not_found", "message": "no such file"}}', status=404)
-        raise_not_found.content_type = "application/json"
-        return raise_not_found
+        raise NotFound(f"no console file {name!r}")
     text = (resources.files("mcs.api") / "console" / name).read_text(encoding="utf-8")
     response = _secured(Response(text, content_type=ASSETS[name]))
     response.headers["Cache-Control"] = "no-cache"
