@@ -117,6 +117,7 @@ class Settings:
     webhook_retry_base: float = 1.0  # seconds
     webhook_retry_max: float = 60.0  # seconds
     idempotency_ttl: float = 86400.0  # seconds
+    console_session_ttl: float = 28800.0  # seconds a web console login lasts
     retention_days: float = 30.0  # finished tasks and their events older than this are pruned; 0 keeps all
     max_body_bytes: int = 1024 * 1024
     memory_max_value_bytes: int = 256 * 1024
@@ -196,6 +197,7 @@ class Settings:
             webhook_retry_base=_env(e, "MCS_WEBHOOK_RETRY_BASE", num, 1.0),
             webhook_retry_max=_env(e, "MCS_WEBHOOK_RETRY_MAX", num, 60.0),
             idempotency_ttl=_env(e, "MCS_IDEMPOTENCY_TTL", num, 86400.0),
+            console_session_ttl=_env(e, "MCS_CONSOLE_SESSION_TTL", num, 28800.0),
             retention_days=_env(e, "MCS_RETENTION_DAYS", num, 30.0),
             max_body_bytes=int(_env(e, "MCS_MAX_BODY_BYTES", whole, 1024 * 1024)),
             memory_max_value_bytes=int(_env(e, "MCS_MEMORY_MAX_VALUE_BYTES", whole, 256 * 1024)),

@@ -80,6 +80,9 @@ write_lock_timeouts = Counter(
 quota_refusals = Counter(
     "mcs_quota_refusals_total", "Requests refused with 429 by a rate limit or quota (see mcs.quotas)", ["quota"]
 )
+console_logins = Counter(
+    "mcs_console_logins_total", "Web console login attempts by outcome: ok, wrong_token, throttled", ["outcome"]
+)
 disk_full_refusals = Counter("mcs_disk_full_total", "Writes refused with 507 because the disk was full")
 disk_free_bytes = Gauge(
     "mcs_disk_free_bytes", "Free bytes on the disk holding the database, read by the api at each scrape", ["db"]

@@ -270,14 +270,15 @@ class OutboxItem:
 
 @dataclass(frozen=True, kw_only=True)
 class Caller:
-    """Who is making a request: an agent (by name) or the admin."""
+    """Who is making a request: an agent (by name) or the admin ("admin", or "admin (console)" through the
+    web console, so the audit trail says which)."""
 
     name: str
     is_admin: bool = False
 
     @property
     def actor(self) -> str:
-        return "admin" if self.is_admin else self.name
+        return self.name
 
 
 ADMIN = Caller(name="admin", is_admin=True)

@@ -55,6 +55,7 @@ class Chromium:
         self.inp = from_browser_r
         self.buffer = b""
         self.next_id = 0
+        self.events: list[dict[str, Any]] = []  # DevTools events (no "id") seen while waiting for answers
 
     def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
         self.next_id += 1
@@ -74,6 +75,8 @@ class Chromium:
                 self.buffer += chunk
             raw, self.buffer = self.buffer.split(b"\0", 1)
             answer = json.loads(raw)
+            if "id" not in answer and len(self.events) < 10000:
+                self.events.append(answer)
             if answer.get("id") == self.next_id:
                 if "error" in answer:
                     raise RuntimeError(f"{method}: {answer['error']}")

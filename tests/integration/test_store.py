@@ -42,6 +42,7 @@ ALL = [
     "0010_workflows",
     "0011_gates",
     "0012_workflow_retention",
+    "0014_console_sessions",
 ]
 
 

@@ -17,7 +17,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
-from mcs.api import agents, memory, schedules, status, tasks, workflows
+from mcs.api import agents, console, memory, schedules, status, tasks, workflows
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -165,6 +165,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.register_blueprint(status.bp)
     app.register_blueprint(schedules.bp)
     app.register_blueprint(workflows.bp)
+    app.register_blueprint(console.bp)
 
     @app.while_serving
     async def lifespan() -> Any:

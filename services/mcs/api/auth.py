@@ -1,4 +1,5 @@
-"""Who is calling: agents by X-Agent-ID/X-Agent-Secret, the admin by bearer token.
+"""Who is calling: agents by X-Agent-ID/X-Agent-Secret, the admin by bearer token or by a web console
+session (cookie + X-CSRF-Token on every state-changing request; see mcs.api.console).
 
 The admin token is checked from the request alone. An agent's secret is checked against its stored hash
 inside the same database call that does the work (`authed`), so a request costs one trip to the database,
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from quart import current_app, request
 
 from mcs import auth
+from mcs.api import console
 from mcs.errors import Forbidden, Unauthorized
 from mcs.models import ADMIN, Agent, Caller
 from mcs.store import agents as agents_store
@@ -25,11 +27,14 @@ ADMIN_ONLY = "this needs the admin token"
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the request presented; an agent's are not verified yet."""
+    """What the request presented; an agent's and a console session's are not verified yet (a console
+    session's `is_admin` is False here: `verify` makes it the admin once the session is found)."""
 
     is_admin: bool
     name: str = "admin"
     secret: str = ""
+    session: str = ""  # a console session's id hash: checked against the database in verify()
+    csrf: str | None = None  # the X-CSRF-Token a state-changing console request sent (None: a read)
 
 
 def credentials() -> Credentials:
@@ -41,6 +46,9 @@ def credentials() -> Credentials:
         raise Unauthorized("invalid admin token")
     name = request.headers.get("X-Agent-ID")
     secret = request.headers.get("X-Agent-Secret")
+    if not name and not secret and console.SESSION_COOKIE in request.cookies:
+        session: Credentials = console.session_credentials()
+        return session
     if not name or not secret:
         raise Unauthorized("send X-Agent-ID and X-Agent-Secret, or Authorization: Bearer <admin token>")
     return Credentials(is_admin=False, name=name, secret=secret)
@@ -48,8 +56,11 @@ def credentials() -> Credentials:
 
 def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:
     """The caller behind the credentials. Unknown agent and wrong secret answer the same, in the same time."""
+    if creds.session:
+        console.verify_session(conn, creds)  # 401 unknown or expired, 403 without the session's CSRF token
+        return Caller(name=creds.name, is_admin=True), None
     if creds.is_admin:
-        return ADMIN, None
+        return (ADMIN if creds.name == ADMIN.name else Caller(name=creds.name, is_admin=True)), None
     agent, stored = agents_store.with_secret_hash(conn, creds.name)
     if not auth.secret_matches(creds.secret, stored) or agent is None:
         raise Unauthorized(BAD_CREDENTIALS)

@@ -191,6 +191,12 @@ class TaskQuery(Query):
     updated_after: str | None = Field(
         default=None, max_length=64, description="RFC 3339 time, or seconds/minutes/hours/days ago: 90s, 30m, 1h, 2d"
     )
+    q: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="text the payload, result or error contains (case-insensitive), among the newest tasks",
+    )
 
 
 class AgentQuery(Query):

@@ -91,6 +91,7 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         parent=query_args.parent,
         workflow=query_args.workflow,
         id_prefix=query_args.id_prefix,
+        q=query_args.q,
         updated_after=since(query_args.updated_after, time.time()) if query_args.updated_after else None,
         limit=query_args.limit,
         cursor=query_args.cursor,

@@ -340,3 +340,21 @@ def m0012_workflow_retention(db: Database) -> None:
     # The retention pruner deletes a finished workflow once its steps are gone: it reads finished ones
     # oldest first through this index (a running one, or one a retry reopened, has no finished_at).
     db.execute("CREATE INDEX workflows_finished ON workflows(finished_at, seq) WHERE finished_at IS NOT NULL")
+
+
+@migrations(name="0014_console_sessions")
+def m0014_console_sessions(db: Database) -> None:
+    # Web console logins: the SHA-256 of the session id (the cookie holds the id itself), the session's
+    # CSRF token, and when it expires; a row survives an api restart. Expired rows go at the next login.
+    _run_script(
+        db,
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            csrf TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+        """,
+    )

@@ -74,6 +74,9 @@ def decode_cursor(cursor: str) -> int:
         raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
 
 
+SEARCH_SCAN_ROWS = 10_000  # a `q=` search looks at this many of the newest tasks at most
+
+
 def list_tasks(
     conn: Connection,
     *,
@@ -86,9 +89,12 @@ def list_tasks(
     id_prefix: str | None = None,
     updated_after: float | None = None,
     workflow: str | None = None,
+    q: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; `next_cursor` continues after the last task shown (stable under new submissions).
-    `id_prefix` keeps the tasks whose id starts with it (a range on the id index)."""
+    `id_prefix` keeps the tasks whose id starts with it (a range on the id index). `q` keeps the tasks
+    whose payload, result or error contains it (ASCII case-insensitive), among the newest SEARCH_SCAN_ROWS
+    tasks only, so a search costs a bounded scan."""
     where: list[str] = []
     args: list[Any] = []
     for column, value in (
@@ -110,6 +116,15 @@ def list_tasks(
     if cursor:
         where.append("seq < ?")
         args.append(decode_cursor(cursor))
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("seq > (SELECT coalesce(max(seq), 0) FROM tasks) - ?")
+        args.append(SEARCH_SCAN_ROWS)
+        where.append(
+            "(payload LIKE ? ESCAPE '\\' OR coalesce(result, '') LIKE ? ESCAPE '\\'"
+            " OR coalesce(error, '') LIKE ? ESCAPE '\\')"
+        )
+        args.extend((pattern, pattern, pattern))
     sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
     rows = conn.execute(sql, (*args, limit + 1)).fetchall()
     tasks = [Task.from_row(r) for r in rows[:limit]]
