@@ -17,7 +17,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
-from mcs.api import agents, memory, schedules, status, tasks, workflows
+from mcs.api import agents, events, memory, schedules, status, tasks, workflows
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -165,6 +165,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.register_blueprint(status.bp)
     app.register_blueprint(schedules.bp)
     app.register_blueprint(workflows.bp)
+    app.register_blueprint(events.bp)
 
     @app.while_serving
     async def lifespan() -> Any:
@@ -176,7 +177,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         app.config["MCS_STATE_METRICS"] = state_registry(s)
+        hub = app.config["MCS_EVENTS"] = events.EventHub(s, buffer=settings.events_buffer)
         yield
+        await hub.close()
         db.shutdown()
         if own:
             s.close()

@@ -340,3 +340,26 @@ def m0012_workflow_retention(db: Database) -> None:
     # The retention pruner deletes a finished workflow once its steps are gone: it reads finished ones
     # oldest first through this index (a running one, or one a retry reopened, has no finished_at).
     db.execute("CREATE INDEX workflows_finished ON workflows(finished_at, seq) WHERE finished_at IS NOT NULL")
+
+
+@migrations(name="0013_event_log")
+def m0013_event_log(db: Database) -> None:
+    # One id space over the three audit tables, for the live event stream (GET /v1/events): a trigger
+    # appends (stream, row id) here in the same transaction as each audit row, so every writer (any
+    # process, any code path, raw INSERTs included) feeds it and an id is never reused (AUTOINCREMENT).
+    _run_script(
+        db,
+        """
+        CREATE TABLE event_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            stream TEXT NOT NULL,
+            ref INTEGER NOT NULL
+        );
+        CREATE TRIGGER task_events_log AFTER INSERT ON task_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('task', new.id); END;
+        CREATE TRIGGER workflow_events_log AFTER INSERT ON workflow_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('workflow', new.id); END;
+        CREATE TRIGGER agent_events_log AFTER INSERT ON agent_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('agent', new.id); END;
+        """,
+    )
