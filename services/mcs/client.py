@@ -660,11 +660,13 @@ class Client(_Endpoints[Any]):
         *,
         last_event_id: int | None = None,
         reconnect: bool = True,
+        on_open: Callable[[], None] | None = None,
         **filters: str | None,
     ) -> Iterator[dict[str, Any]]:
         """GET /v1/events as a generator of events (`data` plus `event`), reconnecting with Last-Event-ID
         when the connection drops or the server ends the response (never, with `reconnect=False`), so no
-        event is lost or repeated. Filters: task, workflow, type, agent."""
+        event is lost or repeated. Filters: task, workflow, type, agent. `on_open` runs once each time the
+        stream is open (events from then on will come), before the first event is waited for."""
         params = {k: v for k, v in filters.items() if v is not None}
         last = last_event_id
         while True:
@@ -675,7 +677,12 @@ class Client(_Endpoints[Any]):
                 ) as response:
                     if response.status_code != 200:
                         response.read()
+                        if reconnect and response.status_code in (429, 502, 503, 504):  # restarting, busy
+                            time.sleep(EVENTS_RECONNECT_DELAY)
+                            continue
                         _decode(response)
+                    if on_open is not None:
+                        on_open()
                     for event in _sse(response.iter_lines()):
                         last = int(event["id"])
                         yield event

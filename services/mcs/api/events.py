@@ -231,10 +231,12 @@ async def stream() -> Response:
                     continue
                 getter = asyncio.ensure_future(sub.queue.get())
                 waker = asyncio.ensure_future(sub.wake.wait())
-                done, pending = await asyncio.wait({getter, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                try:
+                    done, _ = await asyncio.wait({getter, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when the client leaves (the generator is closed here): end both
+                    for t in (getter, waker):
+                        t.cancel()
+                    await asyncio.gather(getter, waker, return_exceptions=True)
                 if getter in done:
                     e = getter.result()
                     if cursor is not None and e.id <= cursor:
