@@ -88,6 +88,18 @@ def test_task_events_stream_live_with_ids_in_order_and_filters_apply(mesh: Mesh)
     assert [e["kind"] for e in only_task.events] == ["canceled"]  # it opened after the submit: starts now
 
 
+def test_streams_opened_together_each_get_every_event_once(mesh: Mesh) -> None:
+    kind = f"together-{uid()}"
+    with ThreadPoolExecutor(10) as pool:
+        watchers = list(pool.map(lambda _: Watcher(mesh, type=kind), range(10)))
+    task = mesh.admin.submit(kind, capabilities=["nobody-" + uid()])
+    mesh.admin.cancel(task["id"])
+    for w in watchers:
+        w.wait_for(lambda evs: "canceled" in [e["kind"] for e in evs], "the cancel")
+    time.sleep(0.5)  # a duplicate would have arrived by now (checked, not timed: any count above 2 fails)
+    assert [w.kinds(task["id"]) for w in watchers] == [["submitted", "canceled"]] * 10
+
+
 def test_an_agent_sees_its_own_tasks_and_agent_changes_but_not_others_tasks(mesh: Mesh) -> None:
     name = f"watcher-{uid()}"
     creds = mesh.admin.create_agent(name, ["x"])

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,11 +40,26 @@ RETRY_MS = 1000  # what an EventSource waits before reconnecting after the serve
 
 @dataclass(eq=False)
 class Subscriber:
-    """One open stream: its bounded queue, and whether the hub gave up on it."""
+    """One open stream: the events not sent yet (at most `limit`), and whether the hub gave up on it."""
 
-    queue: asyncio.Queue[Event]
+    limit: int
+    pending: deque[Event] = field(default_factory=deque)
     dropped: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, events: list[Event]) -> bool:
+        """Queue the events and wake the stream; False (nothing queued) when they would exceed the limit."""
+        if len(self.pending) + len(events) > self.limit:
+            return False
+        self.pending.extend(events)
+        self.wake.set()
+        return True
+
+    def take(self) -> list[Event]:
+        taken = list(self.pending)
+        self.pending.clear()
+        self.wake.clear()
+        return taken
 
 
 class EventHub:
@@ -56,6 +71,7 @@ class EventHub:
         self.last = 0  # the newest event id handed to subscribers
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
         # One thread, so PRAGMA data_version is always asked of the same connection.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcs-events")
 
@@ -65,10 +81,11 @@ class EventHub:
 
     async def subscribe(self) -> tuple[Subscriber, int]:
         """A new subscriber and the id it will get events after (older ones it reads itself)."""
-        if self._task is None or self._task.done():
-            self.last = await self._call(self.store.read, events_store.last_id)
-            self._task = asyncio.create_task(self._run())
-        sub = Subscriber(queue=asyncio.Queue(maxsize=self.buffer))
+        async with self._starting:  # streams opening together start one reader, not one each
+            if self._task is None or self._task.done():
+                self.last = await self._call(self.store.read, events_store.last_id)
+                self._task = asyncio.create_task(self._run())
+        sub = Subscriber(limit=self.buffer)
         self._subscribers.add(sub)
         metrics.event_streams.set(len(self._subscribers))
         return sub, self.last
@@ -105,13 +122,9 @@ class EventHub:
 
     def _fan_out(self, page: list[Event]) -> None:
         for sub in list(self._subscribers):
-            for event in page:
-                try:
-                    sub.queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    self._drop(sub)
-                    metrics.event_streams_dropped.inc()
-                    break
+            if not sub.push(page):
+                self._drop(sub)
+                metrics.event_streams_dropped.inc()
 
     def _drop(self, sub: Subscriber) -> None:
         sub.dropped = True
@@ -148,10 +161,6 @@ class Filters:
         if self.agent is not None and not (self.agent in (e.subject, e.owner, e.actor) and e.stream != "workflow"):
             return False
         return True
-
-
-def frame(e: Event) -> bytes:
-    return f"id: {e.id}\nevent: {e.stream}\ndata: {json.dumps(e.as_json())}\n\n".encode()
 
 
 async def viewer() -> str | None:
@@ -210,10 +219,10 @@ async def stream() -> Response:
                 page = await hub.read(cursor, upto)
                 if not page:
                     break
-                for e in page:
-                    if filters.match(e):
-                        metrics.events_streamed.inc()
-                        yield frame(e)
+                chunk = [e.frame for e in page if filters.match(e)]
+                if chunk:
+                    metrics.events_streamed.inc(len(chunk))
+                    yield b"".join(chunk)
                 cursor = page[-1].id
             while True:
                 if sub.dropped:
@@ -223,29 +232,21 @@ async def stream() -> Response:
                 if wait <= 0:
                     yield b": stream ends; reconnect with Last-Event-ID\n\n"
                     return
-                if not sub.queue.empty():
-                    e = sub.queue.get_nowait()
-                    if (cursor is None or e.id > cursor) and filters.match(e):
-                        metrics.events_streamed.inc()
-                        yield frame(e)
-                    continue
-                getter = asyncio.ensure_future(sub.queue.get())
-                waker = asyncio.ensure_future(sub.wake.wait())
-                try:
-                    done, _ = await asyncio.wait({getter, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                finally:  # also when the client leaves (the generator is closed here): end both
-                    for t in (getter, waker):
-                        t.cancel()
-                    await asyncio.gather(getter, waker, return_exceptions=True)
-                if getter in done:
-                    e = getter.result()
-                    if cursor is not None and e.id <= cursor:
+                if not sub.pending:
+                    try:
+                        async with asyncio.timeout(wait):
+                            await sub.wake.wait()
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
                         continue
-                    if filters.match(e):
-                        metrics.events_streamed.inc()
-                        yield frame(e)
-                elif not done:
-                    yield b": keep-alive\n\n"
+                    if sub.dropped:
+                        continue
+                # All that is queued, in one write: under load one send carries many events.
+                got = sub.take()
+                chunk = [e.frame for e in got if (cursor is None or e.id > cursor) and filters.match(e)]
+                if chunk:
+                    metrics.events_streamed.inc(len(chunk))
+                    yield b"".join(chunk)
         finally:
             hub.unsubscribe(sub)
 

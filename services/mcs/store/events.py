@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from mcs.models import iso
@@ -63,6 +64,11 @@ class Event:
             body["state"] = self.state
         body["detail"] = self.detail
         return body
+
+    @cached_property
+    def frame(self) -> bytes:
+        """The event as one Server-Sent Event, rendered once however many streams send it."""
+        return f"id: {self.id}\nevent: {self.stream}\ndata: {json.dumps(self.as_json())}\n\n".encode()
 
     def visible_to(self, agent: str | None) -> bool:
         """Admins (None) see all; an agent its own tasks' and workflows' events and every agent change."""
