@@ -250,13 +250,18 @@ def test_a_slow_client_is_dropped_while_a_fast_one_keeps_up(mesh_factory: Any) -
     slow.connect(("127.0.0.1", mesh.ports["api"]))
     token = mesh.env["MCS_ADMIN_TOKEN"]
     slow.sendall(f"GET /v1/events?type={kind} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    # 1500 progress events of 2 kB each: more than the socket buffers between the api and the slow client hold.
+    capability = f"flood-{uid()}"
+    name = f"flooder-{uid()}"
+    creds = mesh.admin.create_agent(name, [capability])
+    task = mesh.admin.submit(kind, capabilities=[capability])
     total = 1500
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(lambda i: mesh.admin.submit(kind, {"i": i, "pad": "x" * 200}, capabilities=["none"]), range(total))
-        )
-    fast.wait_for(lambda evs: len(evs) >= total, "the fast client to get every event")
-    assert len({e["task_id"] for e in fast.events}) == total
+    with Client(mesh.url, agent_id=name, agent_secret=creds["secret"]) as agent:
+        token = agent.claim(task["id"])["claim_token"]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: agent.progress(task["id"], token, message=f"{i:04} " + "x" * 1990), range(total)))
+    fast.wait_for(lambda evs: [e["kind"] for e in evs].count("progress") >= total, "every event at the fast client")
+    assert len({e["id"] for e in fast.events}) == len(fast.events)
 
     slow.settimeout(DEADLINE)
     received = b""

@@ -48,8 +48,10 @@ class Subscriber:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def push(self, events: list[Event]) -> bool:
-        """Queue the events and wake the stream; False (nothing queued) when they would exceed the limit."""
-        if len(self.pending) + len(events) > self.limit:
+        """Queue the events and wake the stream; False (nothing queued) when the stream has not taken what
+        was queued before and these would make more than the limit (one batch to a stream keeping up always
+        goes: a client is dropped for being slow, not because many events came at once)."""
+        if self.pending and len(self.pending) + len(events) > self.limit:
             return False
         self.pending.extend(events)
         self.wake.set()
@@ -93,6 +95,10 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
         metrics.event_streams.set(len(self._subscribers))
+
+    async def newest(self) -> int:
+        newest: int = await self._call(self.store.read, events_store.last_id)
+        return newest
 
     async def read(self, after: int, upto: int) -> list[Event]:
         result: list[Event] = await self._call(self.store.read, events_store.after, after, upto=upto)
@@ -228,13 +234,15 @@ async def stream() -> Response:
     settings = current_app.config["MCS_SETTINGS"]
     hub: EventHub = current_app.config["MCS_EVENTS"]
     sub, upto = await hub.subscribe()
+    # Without Last-Event-ID the stream starts at the newest committed event (the hub may not have read it).
+    start = resume if resume is not None else await hub.newest()
     deadline = None if settings.events_stream_max is None else time.monotonic() + settings.events_stream_max
 
     async def body() -> AsyncIterator[bytes]:
         try:
             yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
-            cursor = resume
-            while cursor is not None and cursor < upto:  # what happened before this stream opened
+            cursor = start
+            while cursor < upto:  # what happened before this stream opened (after Last-Event-ID)
                 page = await hub.read(cursor, upto)
                 if not page:
                     break
@@ -261,7 +269,7 @@ async def stream() -> Response:
                     if sub.dropped:
                         continue
                 # All that is queued, in one write: under load one send carries many events.
-                chunk = filters.select(sub.take(), None)  # all newer than the replay: the hub sends ids > upto
+                chunk = filters.select(sub.take(), start if start > upto else None)  # the hub sends ids > upto
                 if chunk:
                     metrics.events_streamed.inc(len(chunk))
                     yield b"".join(chunk)
