@@ -42,6 +42,7 @@ ALL = [
     "0010_workflows",
     "0011_gates",
     "0012_workflow_retention",
+    "0013_event_log",
 ]
 
 
