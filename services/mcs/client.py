@@ -31,9 +31,10 @@ errors are retried only for GET/PUT/DELETE, which are safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
@@ -388,6 +389,16 @@ class _Endpoints(Generic[R]):
             body["ttl"] = ttl
         return self._call("POST", f"/v1/tasks/{_q(task_id)}/extend", json=body)
 
+    def progress(
+        self, task_id: str, claim_token: str, *, message: str | None = None, percent: float | None = None
+    ) -> R:
+        body: dict[str, Any] = {"claim_token": claim_token}
+        if message is not None:
+            body["message"] = message
+        if percent is not None:
+            body["percent"] = percent
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/progress", json=body)
+
     def complete(self, task_id: str, claim_token: str, result: Any = None) -> R:
         return self._call(
             "POST", f"/v1/tasks/{_q(task_id)}/complete", json={"claim_token": claim_token, "result": result}
@@ -539,6 +550,33 @@ class _Endpoints(Generic[R]):
         return self._call("POST", self._mem_path(ns) + "/_bulk", json=body)
 
 
+EVENTS_RECONNECT_DELAY = 0.5  # seconds before reconnecting to GET /v1/events after a dropped connection
+
+
+def _sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Server-Sent Events from response lines: each event's data (JSON) with `event` added."""
+    name, ident = "message", None
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data and ident is not None:
+                event = _as_obj(json.loads("\n".join(data)))
+                event["event"] = name
+                yield event
+            name, data, ident = "message", [], None
+        elif line.startswith(":"):
+            continue
+        else:
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+            elif key == "id":
+                ident = value
+
+
 class Client(_Endpoints[Any]):
     """The synchronous client."""
 
@@ -616,6 +654,45 @@ class Client(_Endpoints[Any]):
             cursor = page.get("next_cursor")
             if not cursor:
                 return agents
+
+    def stream_events(
+        self,
+        *,
+        last_event_id: int | None = None,
+        reconnect: bool = True,
+        on_open: Callable[[], None] | None = None,
+        **filters: str | None,
+    ) -> Iterator[dict[str, Any]]:
+        """GET /v1/events as a generator of events (`data` plus `event`), reconnecting with Last-Event-ID
+        when the connection drops or the server ends the response (never, with `reconnect=False`), so no
+        event is lost or repeated. Filters: task, workflow, type, agent. `on_open` runs once each time the
+        stream is open (events from then on will come), before the first event is waited for."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        last = last_event_id
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            try:
+                with self.http.stream(
+                    "GET", "/v1/events", params=params, headers=headers, timeout=httpx.Timeout(10.0, read=60.0)
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        if reconnect and response.status_code in (429, 502, 503, 504):  # restarting, busy
+                            time.sleep(EVENTS_RECONNECT_DELAY)
+                            continue
+                        _decode(response)
+                    if on_open is not None:
+                        on_open()
+                    for event in _sse(response.iter_lines()):
+                        last = int(event["id"])
+                        yield event
+            except httpx.TransportError as exc:
+                if not reconnect:
+                    raise McsUnavailable(f"cannot reach MCS at {self.url}: {exc}") from exc
+                time.sleep(EVENTS_RECONNECT_DELAY)
+                continue
+            if not reconnect:
+                return
 
     def wait_for(self, task_id: str, *, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """Follow a task until it is completed, failed or canceled; returns it. TimeoutError past `timeout`."""

@@ -139,6 +139,7 @@ class Settings:
     disk_min_free_bytes: int = 16 * 1024 * 1024  # /healthz reports disk_full below this much free space
     api_backlog: int = 2048  # connections the kernel queues for the api (capped by net.core.somaxconn)
     api_read_timeout: float = 90.0  # seconds: a connection that sends nothing for this long is closed
+    events_buffer: int = 1000  # events queued for one GET /v1/events client before it is dropped as too slow
     container: bool | None = None  # whether MCS runs in a container (None: detect); /healthz tells agents
     # Where notify URLs may point (egress.NOTIFY_DEFAULT when None); what is refused always stays refused.
     notify_allow: tuple[egress.Rule, ...] | None = None
@@ -159,6 +160,13 @@ class Settings:
         keep-alive timer before the read timeout stops reading from it (Hypercorn then stops reading
         but closes the socket only when the keep-alive timer fires; a request sent meanwhile hangs)."""
         return min(KEEP_ALIVE_MAX, self.api_read_timeout / 3) if self.api_read_timeout else KEEP_ALIVE_MAX
+
+    @property
+    def events_stream_max(self) -> float | None:
+        """Seconds one GET /v1/events response lasts before the server ends it (the client resumes with
+        Last-Event-ID): Hypercorn's read timeout counts from the request even while the response streams,
+        so a stream is ended well before that timer would cut it mid-event. None: no read timeout."""
+        return self.api_read_timeout * 2 / 3 if self.api_read_timeout else None
 
     @property
     def admin_token_file(self) -> Path:
@@ -218,6 +226,7 @@ class Settings:
             disk_min_free_bytes=int(_env(e, "MCS_DISK_MIN_FREE_BYTES", whole, cls.disk_min_free_bytes)),
             api_backlog=int(_env(e, "MCS_API_BACKLOG", whole, cls.api_backlog)),
             api_read_timeout=_env(e, "MCS_API_READ_TIMEOUT", num, cls.api_read_timeout),
+            events_buffer=int(_env(e, "MCS_EVENTS_BUFFER", whole, cls.events_buffer)),
             container=_env(e, "MCS_CONTAINER", _bool, None),
             notify_allow=_env(e, "MCS_NOTIFY_ALLOW", _allow_list, None),
             egress_deny=_env(e, "MCS_EGRESS_DENY", _deny_list, ()),

@@ -169,3 +169,11 @@ def init_delivery_series(kinds: list[str]) -> None:
         webhook_duration.labels(kind)
         for outcome in DELIVERY_OUTCOMES:
             webhook_deliveries.labels(kind, outcome)
+
+
+events_streamed = Counter("mcs_events_streamed_total", "Events sent on GET /v1/events streams")
+event_streams = Gauge("mcs_event_streams", "Open GET /v1/events streams in this api process")
+event_streams_dropped = Counter(
+    "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
+)
+task_progress = Counter("mcs_task_progress_total", "Progress reports from agents on claimed tasks")

@@ -103,6 +103,11 @@ async def test_finished_tasks_and_their_events_go_unfinished_and_new_ones_stay(m
         == 0
     )
     assert result.task_events == events_before - count(mesh, "SELECT count(*) FROM task_events") > 0
+    # The event stream's log follows its audit rows out: none left pointing at a deleted row, none missing.
+    for stream, table in (("task", "task_events"), ("agent", "agent_events"), ("workflow", "workflow_events")):
+        assert count(mesh, "SELECT count(*) FROM event_log WHERE stream = ?", stream) == count(
+            mesh, f"SELECT count(*) FROM {table}"
+        )
     for task_id in kept:  # what stays is whole: the task, its events, its children
         assert await mesh.kinds(task_id)
     assert (await mesh.task(open_fan["id"]))["children"] == open_kids

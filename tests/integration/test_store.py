@@ -42,7 +42,9 @@ ALL = [
     "0010_workflows",
     "0011_gates",
     "0012_workflow_retention",
+    "0013_event_log",
     "0014_console_sessions",
+    "0015_event_log_pruned",
 ]
 
 

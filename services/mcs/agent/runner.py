@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +84,16 @@ class Task:
     workflow_id: str | None = None
     step_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Set by the runtime for the claimed task: sends progress (see `progress`).
+    reporter: Callable[[str | None, float | None], None] | None = field(default=None, repr=False, compare=False)
+
+    def progress(self, message: str | None = None, percent: float | None = None) -> None:
+        """Report how far the handler got (`percent` 0-100, a short `message`): a `progress` event on the task,
+        seen live by `mcs watch`. Returns at once, from a sync handler's thread or an async handler; it is
+        sent in the background, and when reports come faster than they can be sent only the latest is sent.
+        Outside the runtime (a Task built by hand, in a unit test) it does nothing."""
+        if self.reporter is not None:
+            self.reporter(message, percent)
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> Task:
@@ -106,6 +116,54 @@ class Task:
 
 
 Handler = Callable[[Task], Any]  # returns a JSON value, or an awaitable of one
+
+PROGRESS_FLUSH_TIMEOUT = 5.0  # seconds the last progress report may take before the result is reported
+
+
+class _ProgressReporter:
+    """Sends one task's progress reports from any thread, one request at a time, latest wins."""
+
+    def __init__(self, client: AsyncClient, task_id: str, token: str, agent: str) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.token = token
+        self.agent = agent
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self._pending: tuple[str | None, float | None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    def __call__(self, message: str | None, percent: float | None) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self._kick(message, percent)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._kick, message, percent)
+        except RuntimeError:
+            pass  # the loop is gone: the agent stopped
+
+    def _kick(self, message: str | None, percent: float | None) -> None:
+        self._pending = (message, percent)
+        if self._sender is None or self._sender.done():
+            self._sender = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._pending is not None:
+            message, percent = self._pending
+            self._pending = None
+            try:
+                await self.client.progress(self.task_id, self.token, message=message, percent=percent)
+            except (McsApiError, McsUnavailable) as exc:
+                log.warning("agent %s: progress on %s not recorded: %s", self.agent, self.task_id, exc)
+
+    async def flush(self) -> None:
+        """Wait (a little) for the reports still being sent, so they come before the result."""
+        if self._sender is not None and not self._sender.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sender), PROGRESS_FLUSH_TIMEOUT)
+            except TimeoutError:
+                self._sender.cancel()
+                await asyncio.gather(self._sender, return_exceptions=True)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -555,8 +613,10 @@ class Agent:
     async def _run_claimed(self, claimed: dict[str, Any]) -> None:
         """Run the handler on a claimed task in its own asyncio task: when shutdown cancels the worker, the
         task runs on and shutdown waits for it."""
-        task = Task.from_api(claimed)
         token = str(claimed["claim_token"])
+        assert self.client is not None
+        reporter = _ProgressReporter(self.client, str(claimed["id"]), token, self.name)
+        task = replace(Task.from_api(claimed), reporter=reporter)
         stop = asyncio.Event()
         job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed), stop))
         self._running[task.id] = _Running(task=task, token=token, job=job, stop=stop)
@@ -586,6 +646,8 @@ class Agent:
         lost = asyncio.create_task(lease_lost.wait())
         try:
             await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if isinstance(task.reporter, _ProgressReporter):
+                await task.reporter.flush()
         except asyncio.CancelledError:
             work.cancel()
             raise

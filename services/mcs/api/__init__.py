@@ -17,7 +17,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
-from mcs.api import agents, console, memory, schedules, status, tasks, workflows
+from mcs.api import agents, console, events, memory, schedules, status, tasks, workflows
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -166,6 +166,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.register_blueprint(schedules.bp)
     app.register_blueprint(workflows.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(events.bp)
 
     @app.while_serving
     async def lifespan() -> Any:
@@ -177,7 +178,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         app.config["MCS_STATE_METRICS"] = state_registry(s)
+        hub = app.config["MCS_EVENTS"] = events.EventHub(s, buffer=settings.events_buffer)
         yield
+        await hub.close()
         db.shutdown()
         if own:
             s.close()

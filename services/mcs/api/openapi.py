@@ -27,6 +27,7 @@ Auth = Literal["admin", "agent", "any"] | None
 ATTRIBUTE = "_mcs_openapi"
 NO_CONTENT = None  # a response without a body (204)
 TEXT = "text/plain"  # a plain-text body (/metrics)
+EVENT_STREAM = "text/event-stream"  # Server-Sent Events (/v1/events)
 
 # Correct where quart-schema's own pattern is not: its `<(?:[^:]*:)?...>` runs across `>` and turns
 # `/<ns>/<memkey:key>` into `/{key}`.
@@ -203,6 +204,15 @@ class WorkflowEvents(BaseModel):
     events: list[TaskEvent]
 
 
+class TaskProgress(BaseModel):
+    """The progress recorded (as a `progress` event on the task)."""
+
+    task_id: str
+    state: str
+    message: str | None = None
+    percent: float | None = None
+
+
 class MemoryMeta(BaseModel):
     """A key's metadata after a write."""
 
@@ -303,6 +313,11 @@ class Provider(OpenAPIProvider):
                     responses[status] = {"description": "Done; no body."}
                 elif model == TEXT:
                     responses[status] = {"description": "Text.", "content": {TEXT: {"schema": {"type": "string"}}}}
+                elif model == EVENT_STREAM:
+                    responses[status] = {
+                        "description": "Server-Sent Events, one per audit row, until the client leaves.",
+                        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+                    }
             for status in doc.errors:
                 content = responses[status]["content"]["application/json"]
                 components["Error"] = content["schema"]  # one shared schema, not a copy per response

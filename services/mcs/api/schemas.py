@@ -160,6 +160,12 @@ class Extend(Strict):
     ttl: float | None = Field(default=None, gt=0, le=7 * 86400)
 
 
+class Progress(Strict):
+    claim_token: str = Field(min_length=1, max_length=200)
+    message: str | None = Field(default=None, max_length=2000)
+    percent: float | None = Field(default=None, ge=0, le=100)
+
+
 class Complete(Strict):
     claim_token: str = Field(min_length=1, max_length=200)
     result: Any = None

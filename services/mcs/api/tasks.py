@@ -12,10 +12,23 @@ from typing import Any
 from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_querystring, validate_request
 
+from mcs import metrics
 from mcs.api.auth import authed, credentials
-from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, documented
+from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, TaskProgress, documented
 from mcs.api.responses import respond
-from mcs.api.schemas import Approve, ClaimNext, Complete, Deny, Extend, Fail, Reject, SubmitTask, TaskQuery, TaskView
+from mcs.api.schemas import (
+    Approve,
+    ClaimNext,
+    Complete,
+    Deny,
+    Extend,
+    Fail,
+    Progress,
+    Reject,
+    SubmitTask,
+    TaskQuery,
+    TaskView,
+)
 from mcs.errors import BadRequest, Unauthorized, Unprocessable
 from mcs.models import TaskSpec
 from mcs.store import tasks as tasks_store
@@ -156,6 +169,26 @@ async def extend(task_id: str, data: Extend) -> Response:
         ttl=data.ttl,
         now=time.time(),
     )
+    return respond(result)
+
+
+@bp.post("/<task_id>/progress")
+@documented(ok={200: TaskProgress}, errors=(404, 409), auth="agent", body=True, writes=True)
+@validate_request(Progress)
+async def progress(task_id: str, data: Progress) -> Response:
+    """The holder's progress on a claimed task (`message`, `percent` 0-100): a `progress` event on the task,
+    seen live on GET /v1/events. 409 when the claim token is stale, 403 when another agent holds it."""
+    creds = credentials()
+    result: dict[str, Any] = await _db().write(
+        authed(tasks_store.progress, need="agent", pass_as="agent"),
+        creds,
+        task_id=task_id,
+        token=data.claim_token,
+        message=data.message,
+        percent=data.percent,
+        now=time.time(),
+    )
+    metrics.task_progress.inc()
     return respond(result)
 
 

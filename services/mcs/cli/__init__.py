@@ -16,6 +16,7 @@ from mcs.cli import (  # noqa: F401  (they register their commands)
     server,
     status,
     tasks,
+    watch,
     workflows,
 )
 from mcs.cli.root import main

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
 from typing import Any
 
 import click
@@ -221,32 +221,55 @@ def task_cancel(task_id: str, url: str, as_json: bool) -> None:
         emit(c.cancel(resolve_task_id(c, task_id)), as_json, lambda t: f"{t['id']} {t['state']}")
 
 
+class _Ended(Exception):
+    """The watched task had already ended when the stream opened."""
+
+
 @task.command("watch")
 @click.argument("task_id", metavar="ID")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @url_option
 @json_option
 def task_watch(task_id: str, timeout: float | None, url: str, as_json: bool) -> None:
-    """Print a task's events as they happen until it ends (ID: or a unique prefix of 8+ characters)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    seen = 0
+    """Print a task's events as they happen until it ends (ID: or a unique prefix of 8+ characters): its
+    history, then live from the event stream (resuming after a dropped connection)."""
+    seen: set[tuple[str, str]] = set()
+
+    def show(e: dict[str, Any]) -> None:
+        key = (e["at"], e["kind"])
+        if key not in seen:
+            seen.add(key)
+            click.echo(json.dumps(e) if as_json else _event_line(e))
+
+    def too_long(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"task {task_id} did not end within {timeout} s")
+
     with client(url) as c:
         task_id = resolve_task_id(c, task_id)
+
+        def history() -> None:  # once the stream is open, so nothing falls between the two
+            for e in c.events(task_id):
+                show(e)
+            if c.get_task(task_id)["state"] in TERMINAL:
+                raise _Ended
+
+        if timeout is not None:
+            signal.signal(signal.SIGALRM, too_long)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            while True:
-                events = c.events(task_id)
-                for e in events[seen:]:
-                    click.echo(json.dumps(e) if as_json else _event_line(e))
-                seen = len(events)
-                t = c.get_task(task_id)
-                if t["state"] in TERMINAL and len(c.events(task_id)) == seen:
+            for e in c.stream_events(task=task_id, on_open=history):
+                show(e)
+                if e["kind"] in TERMINAL:
                     break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"task {task_id} is still {t['state']}")
-                time.sleep(0.3)
+        except _Ended:
+            pass
         except KeyboardInterrupt:
             click.echo(f"\nstopped watching; task {task_id} goes on (mcs task cancel {task_id} stops it)", err=True)
             sys.exit(130)
+        finally:
+            if timeout is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        t = c.get_task(task_id)
     if t["state"] != "completed":
         sys.exit(1)
 

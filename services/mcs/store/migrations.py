@@ -342,6 +342,29 @@ def m0012_workflow_retention(db: Database) -> None:
     db.execute("CREATE INDEX workflows_finished ON workflows(finished_at, seq) WHERE finished_at IS NOT NULL")
 
 
+@migrations(name="0013_event_log")
+def m0013_event_log(db: Database) -> None:
+    # One id space over the three audit tables, for the live event stream (GET /v1/events): a trigger
+    # appends (stream, row id) here in the same transaction as each audit row, so every writer (any
+    # process, any code path, raw INSERTs included) feeds it and an id is never reused (AUTOINCREMENT).
+    _run_script(
+        db,
+        """
+        CREATE TABLE event_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            stream TEXT NOT NULL,
+            ref INTEGER NOT NULL
+        );
+        CREATE TRIGGER task_events_log AFTER INSERT ON task_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('task', new.id); END;
+        CREATE TRIGGER workflow_events_log AFTER INSERT ON workflow_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('workflow', new.id); END;
+        CREATE TRIGGER agent_events_log AFTER INSERT ON agent_events
+            BEGIN INSERT INTO event_log (stream, ref) VALUES ('agent', new.id); END;
+        """,
+    )
+
+
 @migrations(name="0014_console_sessions")
 def m0014_console_sessions(db: Database) -> None:
     # Web console logins: the SHA-256 of the session id (the cookie holds the id itself), the session's
@@ -356,5 +379,24 @@ def m0014_console_sessions(db: Database) -> None:
             expires_at REAL NOT NULL
         );
         CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+        """,
+    )
+
+
+@migrations(name="0015_event_log_pruned")
+def m0015_event_log_pruned(db: Database) -> None:
+    # The event stream's id space follows the audit rows out too: when the retention pruner (or an agent's
+    # deletion) removes an audit row, its event_log row goes in the same transaction, so the log stays
+    # as long as the history it indexes.
+    _run_script(
+        db,
+        """
+        CREATE INDEX event_log_ref ON event_log(stream, ref);
+        CREATE TRIGGER task_events_unlog AFTER DELETE ON task_events
+            BEGIN DELETE FROM event_log WHERE stream = 'task' AND ref = old.id; END;
+        CREATE TRIGGER workflow_events_unlog AFTER DELETE ON workflow_events
+            BEGIN DELETE FROM event_log WHERE stream = 'workflow' AND ref = old.id; END;
+        CREATE TRIGGER agent_events_unlog AFTER DELETE ON agent_events
+            BEGIN DELETE FROM event_log WHERE stream = 'agent' AND ref = old.id; END;
         """,
     )

@@ -535,6 +535,29 @@ def extend(
     return body
 
 
+def progress(
+    conn: Connection,
+    *,
+    task_id: str,
+    agent: Agent,
+    token: str,
+    message: str | None,
+    percent: float | None,
+    now: float,
+) -> dict[str, Any]:
+    """Record the holder's progress on a claimed task as a `progress` event (it changes no state)."""
+    task = _held(conn, task_id, agent, token)
+    if task.state is not TaskState.CLAIMED:
+        raise Conflict(f"task is {task.state.value}; only a claimed task reports progress", code="not_claimed")
+    detail: dict[str, Any] = {}
+    if message is not None:
+        detail["message"] = message
+    if percent is not None:
+        detail["percent"] = percent
+    add_event(conn, task.id, "progress", agent.name, now, detail)
+    return {"task_id": task.id, "state": task.state.value} | detail
+
+
 def complete(conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float) -> dict[str, Any]:
     """The completed task. The same token again is a no-op, so agents can retry."""
     task = _held(conn, task_id, agent, token)
