@@ -25,11 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import agentsim
-import httpx
-import loadgen
 import procinfo
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, say, throughput_phase
+from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, say, start_load, throughput_phase
 
 CPU_TARGET = 0.10  # extra CPU per task with 100 watchers, as a share of the CPU per task without
 IDLE_TARGET = 0.02  # cores the api may use with 500 idle streams open
@@ -101,23 +98,8 @@ def main() -> int:
     helpers: list[tuple[Helper, Any]] = []
     res: dict[str, Any] = {}
     try:
-        admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
-        creds = []
-        for i in range(args.agents):
-            r = admin.post("/v1/agents", json={"name": f"bench-{i}", "capabilities": ["bench"]})
-            r.raise_for_status()
-            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
-        admin.close()
-        agents = Helper(
-            agentsim.main, {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8}, "bench-agents"
-        )
-        helpers.append((agents, "stop"))
-        gen = Helper(
-            loadgen.main,
-            {"api_url": server.url, "admin_token": server.token, "concurrency": args.concurrency, "client": "raw"},
-            "bench-loadgen",
-        )
-        helpers.append((gen, {"mode": "stop"}))
+        agents, gen, started = start_load(server, agents=args.agents, submitters=args.concurrency, prefix="bench")
+        helpers += started
         say("warm-up (not reported)")
         throughput_phase(server, gen, agents, min(300, args.tasks), args.concurrency, 120, "warm-up")
         plain = throughput_phase(server, gen, agents, args.tasks, args.concurrency, 300, "no watchers")

@@ -30,11 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import agentsim
 import httpx
-import loadgen
 import procinfo
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, machine, say
+from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, machine, say, start_load
 
 from mcs.maintenance.retention import TASK_BATCH
 
@@ -97,23 +95,8 @@ def steady_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _, out["code"] = code_version(server.env)
         say(f"starting mcs up in {workdir}: retention {args.retention:g} s, watchdog every {args.watchdog_interval} s")
         server.start()
-        admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
-        creds = []
-        for i in range(args.agents):
-            r = admin.post("/v1/agents", json={"name": f"keep-{i}", "capabilities": ["bench"]})
-            r.raise_for_status()
-            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
-        admin.close()
-        agents = Helper(
-            agentsim.main, {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8}, "bench-agents"
-        )
-        helpers.append((agents, "stop"))
-        gen = Helper(
-            loadgen.main,
-            {"api_url": server.url, "admin_token": server.token, "concurrency": 4, "client": "raw"},
-            "bench-loadgen",
-        )
-        helpers.append((gen, {"mode": "stop"}))
+        agents, gen, started = start_load(server, agents=args.agents, submitters=4, prefix="keep")
+        helpers += started
         n = int(args.rate * args.duration)
         say(f"{args.agents} agents; submitting {n} tasks at {args.rate:g}/s for {args.duration:g} s")
         watchdog_cpu0 = procinfo.cpu_seconds(server.pids["watchdog"])

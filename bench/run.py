@@ -214,6 +214,29 @@ class Helper:
             self.proc.join(5)
 
 
+def start_load(
+    server: Server, *, agents: int, submitters: int, prefix: str = "bench"
+) -> tuple[Helper, Helper, list[tuple[Helper, Any]]]:
+    """Create `agents` agents with the capability `bench`, start agentsim (their webhooks) and loadgen (the
+    submitter); returns both and the (helper, stop command) pairs to stop them with."""
+    admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
+    creds = []
+    for i in range(agents):
+        r = admin.post("/v1/agents", json={"name": f"{prefix}-{i}", "capabilities": ["bench"]})
+        r.raise_for_status()
+        creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
+    admin.close()
+    sim = Helper(
+        agentsim.main, {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8}, "bench-agents"
+    )
+    gen = Helper(
+        loadgen.main,
+        {"api_url": server.url, "admin_token": server.token, "concurrency": submitters, "client": "raw"},
+        "bench-loadgen",
+    )
+    return sim, gen, [(sim, "stop"), (gen, {"mode": "stop"})]
+
+
 def run_load(gen: Helper, agents: Helper, cmd: dict[str, Any], timeout: float, label: str) -> tuple[dict, dict]:
     """Start a load on the generator, wait for the agents to finish it, return (loadgen result, agent report)."""
     agents.call("reset")

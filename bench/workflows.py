@@ -29,10 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import agentsim
 import httpx
-import loadgen
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, latency_phase, ms, pct, say
+from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, latency_phase, ms, pct, say, start_load
 
 TARGET_RATIO = 1.5  # per-step overhead / submit -> webhook, at p50 and at p99
 WIDTH = 10  # steps of the fan-out
@@ -140,23 +138,8 @@ def main() -> int:
     server.start()
     helpers: list[tuple[Helper, Any]] = []
     try:
-        admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
-        creds = []
-        for i in range(args.agents):
-            r = admin.post("/v1/agents", json={"name": f"bench-{i}", "capabilities": ["bench"]})
-            r.raise_for_status()
-            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
-        admin.close()
-        agents = Helper(
-            agentsim.main, {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8}, "bench-agents"
-        )
-        helpers.append((agents, "stop"))
-        gen = Helper(
-            loadgen.main,
-            {"api_url": server.url, "admin_token": server.token, "concurrency": 2, "client": "raw"},
-            "bench-loadgen",
-        )
-        helpers.append((gen, {"mode": "stop"}))
+        agents, gen, started = start_load(server, agents=args.agents, submitters=2, prefix="bench")
+        helpers += started
         say("warm-up (not reported): the first deliveries open the notifier's connections")
         latency_phase(server, gen, agents, 40, args.task_rate)
         single = latency_phase(server, gen, agents, args.latency_tasks, args.task_rate)
