@@ -53,3 +53,51 @@ def machine_cpu() -> tuple[float, float]:
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)  # idle + iowait
     total = sum(parts[:8])  # guest time is already counted in user
     return float(total - idle), float(total)
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (found by ppid), e.g. a Celery worker's pool children."""
+    parent_of: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent_of[int(entry)] = int(_stat_fields(int(entry))[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = [pid], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent_of.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime + cutime + cstime over these processes and their live descendants. The difference of two
+    readings also counts a child that exited in between (once reaped, its time moves to its parent's cutime)."""
+    total = 0.0
+    for top in pids:
+        for pid in descendants(top):
+            try:
+                f = _stat_fields(pid)
+            except OSError:
+                continue
+            total += sum(int(x) for x in f[11:15]) / TICK  # fields 14-17 of /proc/<pid>/stat
+    return total
+
+
+def tree_memory_kib(pids: list[int]) -> tuple[int, int]:
+    """(RSS, PSS) in KiB summed over these processes and their live descendants; PSS splits pages that forked
+    processes share, which RSS counts once per process."""
+    rss = pss = 0
+    for top in pids:
+        for pid in descendants(top):
+            try:
+                rss += status_kib(pid, "VmRSS")
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+            except OSError:
+                continue
+    return rss, pss
