@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import resource
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def run(submit: Callable[[str, int], None], cmd: dict[str, Any]) -> list[tuple[i
 
 
 def main(pipe: Connection, cfg: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: peers.py stops us
     os.environ.update(cfg["env"])
     submit = client(cfg["env"]["PEERS_BENCH_SYSTEM"])
     submit("warm", -1)  # opens the connection; its run tells the bench that the workers consume
