@@ -305,9 +305,11 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
 
         say(f"{system} throughput: {tp_n} tasks, {args.concurrency} submitting threads")
         pids = procs.pids()
+        commands = redis_commands(env.get("PEERS_BENCH_REDIS_URL"))
         before = (procinfo.tree_cpu_seconds(pids), procinfo.tree_cpu_seconds(server_pids), procinfo.machine_cpu())
         sent = load({"mode": "flood", "n": tp_n, "tag": "tp"}, args.timeout, f"{system} throughput")
         after = (procinfo.tree_cpu_seconds(pids), procinfo.tree_cpu_seconds(server_pids), procinfo.machine_cpu())
+        commands = redis_commands(env.get("PEERS_BENCH_REDIS_URL")) - commands
         runs = marks.rows.get("tp", {})
         first = min(t for _, t, _, _ in sent["records"])
         elapsed = max((f for _, f in runs.values()), default=first) - first
@@ -325,6 +327,8 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
             "duplicates": marks.duplicates,
             "submitter_cpu_ms": (sent["cpu_s"] - submitter_cpu) / max(done, 1) * 1000,
         }
+        if commands:
+            res["redis_commands"] = commands / max(done, 1)
         res["rss_kib"], res["pss_kib"] = procinfo.tree_memory_kib(pids)
         res["check"] = verify(system, env)
         say(
@@ -338,6 +342,16 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         procs.stop_all()
         say(f"{system}: stopped")
     return res
+
+
+def redis_commands(url: str | None) -> int:
+    """Commands Redis has processed so far (0 without Redis)."""
+    if not url:
+        return 0
+    from redis import Redis
+
+    with Redis.from_url(url) as conn:
+        return int(conn.info("stats")["total_commands_processed"])
 
 
 def redis_round_trip(url: str, n: int = 200) -> tuple[float, float]:
@@ -482,6 +496,7 @@ def x(r: float) -> str:
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, started: str, load: str) -> str:
     m = machine()
+    cores = int(m["nproc"])
     mcs = results.get("mcs")
     lines = [
         f"### Peers side by side (`{args.command}`, {started})",
@@ -519,15 +534,29 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, started
         )
     lines += ["", "Processes: " + "; ".join(f"{NAMES[n]}: {r['processes']}" for n, r in results.items()) + "."]
     probes = [
-        f"{NAMES[n]} {ms(r['redis_set'][0])} / {ms(r['redis_set'][1])}" for n, r in results.items() if "redis_set" in r
+        f"{NAMES[n]}: {ms(r['redis_set'][0])} / {ms(r['redis_set'][1])}, {r.get('redis_commands', 0):.1f} commands"
+        for n, r in results.items()
+        if "redis_set" in r
     ]
     if probes:
         lines += [
             "",
-            "One Redis write's round trip (200 SETs from one client before the run, p50 / p99): "
+            "Redis: one write's round trip (200 SETs from one client before the runs, p50 / p99) and the commands "
+            "Redis processed per task in the throughput run (submitter and workers; each command a worker sends "
+            "outside a pipeline is one round trip, and with `appendfsync always` each write waits for an fsync): "
             + "; ".join(probes)
             + ".",
         ]
+    ceilings = []
+    for n, r in results.items():
+        per_task = r["cpu_ms"] + r["submitter_cpu_ms"]
+        if per_task > 0:
+            ceilings.append(f"{NAMES[n]} {per_task:.2f} ms -> {cores * 1000 / per_task:.0f}/s")
+    lines += [
+        "",
+        f"CPU ceiling: alone on the {cores} cores, a system could not go beyond cores / (its CPU per task + its "
+        "submitter's): " + "; ".join(ceilings) + ".",
+    ]
     lines += ["", "Checks after the runs: " + "; ".join(f"{NAMES[n]}: {r['check']}" for n, r in results.items()) + "."]
     peers = [n for n in results if n != "mcs"]
     if mcs and peers:
