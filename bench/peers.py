@@ -68,8 +68,9 @@ BIN = Path(sys.executable).parent
 # What a crash costs each system, as configured here (checked against each project's source and docs; see
 # bench/README.md). Printed next to its figures.
 DURABILITY = {
-    "mcs": "SQLite `synchronous=FULL`, one commit per submit/claim/complete; a claimed task is leased: if its "
-    "agent dies the lease expires and the task is offered again (retries per the task's policy)",
+    "mcs": "SQLite `synchronous=FULL`, one commit per submit, claim and complete (a 2xx is durable); a claim is "
+    "a lease: if its agent dies the lease expires and the watchdog (every 30 s) retries the task, or fails it "
+    "when its retries are spent (at-least-once)",
     "huey": "SQLite (WAL, the library's default `synchronous`: FULL here); the consumer's dequeue deletes the "
     "row, so a task in flight when the consumer dies is lost",
     "rq-always": "Redis AOF `appendfsync always`: each write fsynced before Redis answers; a started job sits in "
