@@ -300,6 +300,8 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         lat = [runs[i][0] - t for i, t, _, ok in sent["records"] if ok and i in runs]
         res |= {"lat_n": lat_n, "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat)}
         res["lat_submit_failed"] = sent["failed"]
+        last = max(sent["records"], key=lambda rec: rec[1])
+        res["behind"] = runs[last[0]][0] - last[1] if last[0] in runs else float("nan")
         submitter_cpu = sent["cpu_s"]
         res["enqueue_p50"] = pct([a - t for _, t, a, ok in sent["records"] if ok], 50)
         say(f"{system} latency: p50 {ms(res['p50'])} p99 {ms(res['p99'])} ({len(lat)}/{lat_n} ran)")
@@ -308,7 +310,9 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         pids = procs.pids()
         commands = redis_commands(env.get("PEERS_BENCH_REDIS_URL"))
         before = (procinfo.tree_cpu_seconds(pids), procinfo.tree_cpu_seconds(server_pids), procinfo.machine_cpu())
+        wall = time.monotonic()
         sent = load({"mode": "flood", "n": tp_n, "tag": "tp"}, args.timeout, f"{system} throughput")
+        wall = time.monotonic() - wall
         after = (procinfo.tree_cpu_seconds(pids), procinfo.tree_cpu_seconds(server_pids), procinfo.machine_cpu())
         commands = redis_commands(env.get("PEERS_BENCH_REDIS_URL")) - commands
         runs = marks.rows.get("tp", {})
@@ -325,6 +329,7 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
             "cpu_ms": (after[0] - before[0]) / max(done, 1) * 1000,
             "server_cpu_ms": (after[1] - before[1]) / max(done, 1) * 1000 if server_pids else None,
             "machine_cores": (after[2][0] - before[2][0]) / (after[2][1] - before[2][1]) * (os.cpu_count() or 1),
+            "own_cores": (after[0] - before[0] + sent["cpu_s"] - submitter_cpu) / wall,
             "duplicates": marks.duplicates,
             "submitter_cpu_ms": (sent["cpu_s"] - submitter_cpu) / max(done, 1) * 1000,
         }
@@ -452,6 +457,7 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
             "server_cpu_ms": server_cpu / done * 1000,
             "agents_cpu_ms": (after[0] - before[0]) / done * 1000,
             "machine_cores": (after[1][0] - before[1][0]) / (after[1][1] - before[1][1]) * (os.cpu_count() or 1),
+            "own_cores": (server_cpu + after[0] - before[0] + tp["gen_cpu"] - lat["gen_cpu"]) / tp["wall"],
             "duplicates": tp["duplicates"],
             "submitter_cpu_ms": (tp["gen_cpu"] - lat["gen_cpu"]) / done * 1000,
             "rss_kib": rss + agents_mem[0],
@@ -492,7 +498,9 @@ def ratio(a: float | None, b: float | None) -> float:
 
 
 def x(r: float) -> str:
-    return "n/a" if r != r else f"{r:.2f}x"
+    if r != r:
+        return "n/a"
+    return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, started: str, load: str) -> str:
@@ -530,9 +538,17 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, started
         lines.append(
             f"| {NAMES[name]} | {ms(r['p50'])} | {ms(r['p99'])} | {r['throughput']:.0f} tasks/s{done} | {cpu} | "
             f"{r['rss_kib'] / 1024:.0f} MiB ({r['pss_kib'] / 1024:.0f}) | {r['submitter_cpu_ms']:.2f} ms | "
-            f"{r['machine_cores']:.2f} of "
-            f"{m['nproc']} cores | {DURABILITY[name]} |"
+            f"{r['machine_cores']:.2f} of {m['nproc']} cores, {max(0.0, r['machine_cores'] - r['own_cores']):.2f} by "
+            f"other work | {DURABILITY[name]} |"
         )
+    for name, r in results.items():
+        if r.get("behind", 0) > 1.0:
+            lines += [
+                "",
+                f"{NAMES[name]} did not keep up with {args.rate:g} tasks/s here: its backlog grew through the latency "
+                f"run (the last task started {r['behind']:.1f} s after it was submitted), so its latency is mostly "
+                "queueing.",
+            ]
     lines += ["", "Processes: " + "; ".join(f"{NAMES[n]}: {r['processes']}" for n, r in results.items()) + "."]
     probes = [
         f"{NAMES[n]}: {ms(r['redis_set'][0])} / {ms(r['redis_set'][1])}, {r.get('redis_commands', 0):.1f} commands"
