@@ -3,6 +3,7 @@
     python bench/peers.py            # MCS, huey, RQ twice, Celery: about 4 minutes
     python bench/peers.py --quick    # fewer tasks: about 2 minutes
     python bench/peers.py --systems mcs,huey --quick
+    python bench/peers.py --rounds 3 # every system three times, in turn: medians (about 12 minutes)
 
 First MCS, measured with bench/run.py's pieces (a real `mcs up`, 4 agents from bench/agentsim.py, the submitter
 from bench/loadgen.py), then each peer in turn, each with its own fresh server and workers, all started by this
@@ -30,12 +31,14 @@ import importlib.util
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -482,6 +485,17 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
 
 # ---------------------------------------------------------------- report
 
+
+def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's rounds as one: the median of each figure, the rest from the last round."""
+    out = dict(runs[-1])
+    for key, value in runs[-1].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["rounds"] = [r["throughput"] for r in runs]
+    return out
+
+
 NAMES = {
     "mcs": "MCS",
     "huey": "huey (SqliteHuey)",
@@ -549,6 +563,14 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, started
                 f"run (the last task started {r['behind']:.1f} s after it was submitted), so its latency is mostly "
                 "queueing.",
             ]
+    if args.rounds > 1:
+        lines += [
+            "",
+            f"Figures are medians of {args.rounds} rounds (every system once per round, in turn). Throughput per "
+            "round: "
+            + "; ".join(f"{NAMES[n]} " + ", ".join(f"{t:.0f}" for t in r["rounds"]) for n, r in results.items())
+            + " tasks/s.",
+        ]
     lines += ["", "Processes: " + "; ".join(f"{NAMES[n]}: {r['processes']}" for n, r in results.items()) + "."]
     probes = [
         f"{NAMES[n]}: {ms(r['redis_set'][0])} / {ms(r['redis_set'][1])}, {r.get('redis_commands', 0):.1f} commands"
@@ -654,6 +676,12 @@ def main() -> int:
     ap.add_argument("--rq-worker-class", default="rq.SimpleWorker", help="rq.SimpleWorker, or rq.Worker (fork per job)")
     ap.add_argument("--celery-pool", default="prefork", choices=["prefork", "threads"])
     ap.add_argument("--celery-workers", type=int, default=2, help="Celery's pool size (-c)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times, in turn, and report each figure's median (default 1)",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
@@ -683,14 +711,17 @@ def main() -> int:
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     workdir = Path(tempfile.mkdtemp(prefix="mcs-peers-bench-"))
     say(f"temp dir {workdir}; load average {load}")
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     code = 0
     try:
-        for system in systems:
-            if system == "mcs":
-                results[system] = run_mcs(workdir, args, lat_n, tp_n)
-            else:
-                results[system] = run_peer(system, workdir, args, lat_n, tp_n)
+        for k in range(args.rounds):
+            if args.rounds > 1:
+                say(f"round {k + 1} of {args.rounds}")
+            for system in systems:
+                rdir = workdir / f"round{k}"
+                rdir.mkdir(exist_ok=True)
+                run = run_mcs if system == "mcs" else partial(run_peer, system)
+                runs[system].append(run(rdir, args, lat_n, tp_n))
     except KeyboardInterrupt:
         say("interrupted")
         code = 130
@@ -702,8 +733,9 @@ def main() -> int:
             say(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if code or not results:
-        return code or 1
+    if code:
+        return code
+    results = {system: median(r) for system, r in runs.items()}
     section = report(results, args, started, f"load average {load} at the start")
     print(section)
     if not args.no_write:
