@@ -301,7 +301,13 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         sent = load({"mode": "paced", "n": lat_n, "rate": args.rate, "tag": "lat"}, 30, f"{system} latency")
         runs = marks.rows.get("lat", {})
         lat = [runs[i][0] - t for i, t, _, ok in sent["records"] if ok and i in runs]
-        res |= {"lat_n": lat_n, "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat)}
+        res |= {
+            "lat_n": lat_n,
+            "received": len(lat),
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat, default=float("nan")),
+        }
         res["lat_submit_failed"] = sent["failed"]
         last = max(sent["records"], key=lambda rec: rec[1])
         res["behind"] = runs[last[0]][0] - last[1] if last[0] in runs else float("nan")
