@@ -78,7 +78,8 @@ DURABILITY = {
     "row, so a task in flight when the consumer dies is lost",
     "rq-always": "Redis AOF `appendfsync always`: each write fsynced before Redis answers; a started job sits in "
     "the started registry, and if its worker dies it ends as failed (AbandonedJobError) once the entry "
-    "expires (job monitoring interval + 60 s = 90 s) and a later cleanup runs, unless enqueued with `Retry`",
+    "has expired (job monitoring interval + 60 s = 90 s), at a worker's next maintenance pass (every 10 min), "
+    "unless enqueued with `Retry`",
     "rq-default": "Redis's default persistence: RDB snapshots (`save 3600 1 300 100 60 10000`), no AOF: an "
     "acknowledged enqueue can be lost with the server (up to a minute's writes); worker death as above",
     "celery": "Redis AOF `appendfsync always`; `acks_late` off (Celery's default): the message is acked when a "
