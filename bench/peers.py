@@ -465,6 +465,7 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
             "tp_submit_failed": tp["submit_failed"],
             "cpu_ms": (server_cpu + after[0] - before[0]) / done * 1000,
             "server_cpu_ms": server_cpu / done * 1000,
+            "api_cpu_ms": tp["cpu"].get("api", 0.0) / done * 1000,
             "agents_cpu_ms": (after[0] - before[0]) / done * 1000,
             "machine_cores": (after[1][0] - before[1][0]) / (after[1][1] - before[1][1]) * (os.cpu_count() or 1),
             "own_cores": (server_cpu + after[0] - before[0] + tp["gen_cpu"] - lat["gen_cpu"]) / tp["wall"],
@@ -648,6 +649,31 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
             f"- Target *within 2x of huey's throughput*: **{'meets' if r >= 0.5 else 'misses'}** (MCS "
             f"{mcs['throughput']:.0f} tasks/s = {x(r)} huey's {huey['throughput']:.0f}; the target is ≥ 0.50x)."
         )
+        if r < 0.5:
+            mcs_task = mcs["cpu_ms"] + mcs["submitter_cpu_ms"]
+            cores = os.cpu_count() or 1
+            ceiling = cores * 1000 / mcs_task
+            budget = cores * 1000 / (huey["throughput"] / 2)
+            if ceiling < huey["throughput"] / 2:
+                then = (
+                    f"below half of huey's {huey['throughput']:.0f}: at this CPU per task the target cannot be met on "
+                    f"{cores} cores even with nothing else running; it needs MCS (submitter included) under "
+                    f"{budget:.2f} ms per task"
+                )
+            else:
+                then = (
+                    f"above half of huey's {huey['throughput']:.0f}, so here the other work on the cores made the "
+                    "difference"
+                )
+            out.append(
+                f"  What limits it in this run: CPU. MCS spent {mcs['cpu_ms']:.2f} ms per task over its processes "
+                f"(api {mcs['api_cpu_ms']:.2f}: three HTTP requests per task, and a webhook), huey "
+                f"{huey['cpu_ms'] + huey['submitter_cpu_ms']:.2f} ms (consumer and submitter: SQLite, no HTTP). "
+                f"The {cores} cores alone would allow MCS {ceiling:.0f} tasks/s, {then}. During the throughput runs "
+                f"MCS's processes and submitter got {mcs['own_cores']:.2f} cores (other work "
+                f"{max(0.0, mcs['machine_cores'] - mcs['own_cores']):.2f}), huey's {huey['own_cores']:.2f} (other "
+                f"work {max(0.0, huey['machine_cores'] - huey['own_cores']):.2f})."
+            )
     return out
 
 
