@@ -278,6 +278,8 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         worker_env = dict(os.environ) | env
         worker_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         res["processes"] = peer_workers(lib, procs, worker_env, args)
+        if "PEERS_BENCH_REDIS_URL" in env:
+            res["processes"] += f" ({redis_persistence(env['PEERS_BENCH_REDIS_URL'])})"
         say(f"{system}: started {', '.join(f'{n} pid {p.pid}' for n, p in procs.items)}")
         gen = Helper(peerload.main, {"env": env}, f"peers-{system}-submitter")
         # the submitter enqueued one task ("warm") on start: when it has run, the workers are consuming
@@ -359,6 +361,15 @@ def run_peer(system: str, workdir: Path, args: argparse.Namespace, lat_n: int, t
         procs.stop_all()
         say(f"{system}: stopped")
     return res
+
+
+def redis_persistence(url: str) -> str:
+    """The running server's own persistence settings, as CONFIG GET reports them."""
+    from redis import Redis
+
+    with Redis.from_url(url) as conn:
+        got = {k: conn.config_get(k)[k] for k in ("appendonly", "appendfsync", "save")}
+    return ", ".join(f"{k} `{v}`" for k, v in got.items())
 
 
 def redis_commands(url: str | None) -> int:
