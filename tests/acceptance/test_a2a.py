@@ -286,3 +286,39 @@ def test_a_bad_token_is_a_401_before_any_json_rpc(mesh):
         timeout=10,
     )
     assert ok.status_code == 200 and ok.json()["error"]["code"] == -32001  # TaskNotFound, as JSON-RPC
+
+
+def test_the_0_3_names_answer_too_and_a_message_decides_a_waiting_approval(mesh):
+    """A 0.3 client (no A2A-Version header, `tasks/get`, `message/send`): an approval waits as
+    input-required, and a message to it by taskId approves it."""
+    gate = mesh.admin.submit("approval", {"title": "ship it?"})
+    headers = {"Authorization": f"Bearer {mesh.admin_token}"}
+
+    def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = {"jsonrpc": "2.0", "id": uid(), "method": method, "params": params}
+        answer: dict[str, Any] = httpx.post(f"{mesh.url}/a2a", json=body, headers=headers, timeout=30).json()
+        assert "result" in answer, answer
+        return answer["result"]
+
+    waiting = call("tasks/get", {"id": gate["id"]})
+    assert waiting["status"]["state"] == "input-required"
+    assert "approve" in waiting["status"]["message"]["parts"][0]["text"]
+    reply = {
+        "messageId": str(uuid.uuid4()),
+        "role": "user",
+        "kind": "message",
+        "taskId": gate["id"],
+        "parts": [{"kind": "text", "text": "approve: looks good"}],
+    }
+    decided = call("message/send", {"message": reply})
+    assert decided["status"]["state"] == "completed", decided
+    task = mesh.admin.get_task(gate["id"])
+    assert task["state"] == "completed" and task["result"] == {"approved": True, "by": "admin", "note": "looks good"}
+    # A message to a task that ended is refused, with what to do instead.
+    again = httpx.post(
+        f"{mesh.url}/a2a",
+        json={"jsonrpc": "2.0", "id": 2, "method": "message/send", "params": {"message": reply}},
+        headers=headers,
+        timeout=30,
+    ).json()
+    assert "only an input-required task takes a message" in again["error"]["message"], again

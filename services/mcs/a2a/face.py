@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -670,8 +671,22 @@ class MeshHandler(RequestHandler):
         metrics.a2a_requests.labels("DeleteTaskPushNotificationConfig", "ok").inc()
 
 
+class _QuietEmptySkills(logging.Filter):
+    """The SDK warns on every card without skills (the spec wants one): a mesh with no agent online has
+    none, which is the truth, not a fault to log at each request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "missing or empty: skills." not in record.getMessage()
+
+
+_QUIET = _QuietEmptySkills()
+
+
 def mount(app: Quart) -> None:
     """Serve the A2A face in front of the Quart app (its store, settings and event hub)."""
+    sdk_log = logging.getLogger("a2a.utils.proto_utils")
+    if _QUIET not in sdk_log.filters:
+        sdk_log.addFilter(_QUIET)
     card = Card(app)
     base = base_card()
 
