@@ -5,6 +5,7 @@ a bad token is a 401. `mcs agent a2a` is tested in test_a2a_agent.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -22,6 +23,7 @@ from a2a.types import (
     Part,
     Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     TaskPushNotificationConfig,
     TaskState,
 )
@@ -69,9 +71,12 @@ def skill_ids(url: str) -> set[str]:
 
 async def test_a_message_streams_to_the_result_an_agent_produced(mesh, agent_factory):
     capability = f"summarize-{uid()}"
-    worker = agent_factory(
-        mesh, capabilities=[capability], result=lambda agent, task: {"answer": f"short: {task['payload']}"}
-    )
+
+    def summarize(agent: Any, task: dict[str, Any]) -> Any:
+        agent.client.progress(task["id"], task["claim_token"], message="halfway", percent=50)
+        return {"answer": f"short: {task['payload']}"}
+
+    worker = agent_factory(mesh, capabilities=[capability], result=summarize)
     wait_until(lambda: capability in skill_ids(mesh.url), timeout=10, what="the skill on the agent card")
     client, http = await a2a_client(mesh.url, mesh.admin_token)
     try:
@@ -89,6 +94,9 @@ async def test_a_message_streams_to_the_result_an_agent_produced(mesh, agent_fac
     task_id = first["id"]
     states = [e["statusUpdate"]["status"]["state"] for e in events if "statusUpdate" in e]
     assert states[-1] == "TASK_STATE_COMPLETED", events
+    updates = [e["statusUpdate"]["status"] for e in events if "statusUpdate" in e]
+    said = [u.get("message", {}).get("parts", [{}])[0].get("text") for u in updates]
+    assert "50% halfway" in said, events  # the agent's progress report, from the event log
     artifacts = [e["artifactUpdate"]["artifact"] for e in events if "artifactUpdate" in e]
     assert artifacts and artifacts[0]["parts"][0]["text"] == "short: a long text"
     assert artifacts[0]["parts"][1]["data"] == {"answer": "short: a long text"}
@@ -140,8 +148,28 @@ async def test_cancel_ends_a_task(mesh):
         await stream.aclose()
         task_id = first.task.id
         assert first.task.status.state == TaskState.TASK_STATE_SUBMITTED
-        canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
-        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        # Another client follows it (SubscribeToTask) and sees the cancel made through this one.
+        follower, follower_http = await a2a_client(mesh.url, mesh.admin_token)
+        seen: list[Any] = []
+
+        async def follow() -> None:
+            async for event in follower.subscribe(SubscribeToTaskRequest(id=task_id)):
+                seen.append(event)
+
+        following = asyncio.create_task(follow())
+        try:
+            async with asyncio.timeout(10):  # the subscription's first event (this loop must keep running)
+                while not seen:
+                    await asyncio.sleep(0.02)
+            canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+            assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+            await asyncio.wait_for(following, 15)
+        finally:
+            following.cancel()
+            await follower.close()
+            await follower_http.aclose()
+        assert seen[0].task.status.state == TaskState.TASK_STATE_SUBMITTED
+        assert seen[-1].status_update.status.state == TaskState.TASK_STATE_CANCELED
         got = await client.get_task(GetTaskRequest(id=task_id))
         assert got.status.state == TaskState.TASK_STATE_CANCELED
         with pytest.raises(Exception, match="already canceled"):

@@ -540,7 +540,7 @@ class MeshHandler(RequestHandler):
                 ]
                 for event in progress:
                     detail = event.detail if isinstance(event.detail, dict) else {}
-                    percent = f"{detail['percent']}%" if "percent" in detail else None
+                    percent = f"{detail['percent']:g}%" if isinstance(detail.get("percent"), int | float) else None
                     text = " ".join(str(x) for x in (percent, detail.get("message")) if x)
                     status = convert.status_of(task, context_id)
                     status.state = TaskState.TASK_STATE_WORKING
