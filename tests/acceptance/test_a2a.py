@@ -19,6 +19,7 @@ from a2a.types import (
     CancelTaskRequest,
     GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTasksRequest,
     Message,
     Part,
     Role,
@@ -350,3 +351,31 @@ def test_the_0_3_names_answer_too_and_a_message_decides_a_waiting_approval(mesh)
         timeout=30,
     ).json()
     assert "only an input-required task takes a message" in again["error"]["message"], again
+
+
+async def test_list_tasks_filters_by_context_and_a2a_status(mesh):
+    capability = f"idle-{uid()}"  # nobody serves it
+    context = f"ctx-{uid()}"
+    client, http = await a2a_client(mesh.url, mesh.admin_token, streaming=False)
+    try:
+        ids = []
+        for text in ("one", "two"):
+            request = SendMessageRequest(message=message(text, capability=capability))
+            request.message.context_id = context
+            request.configuration.return_immediately = True
+            [event] = [e async for e in client.send_message(request)]
+            assert event.task.context_id == context
+            ids.append(event.task.id)
+        await client.cancel_task(CancelTaskRequest(id=ids[0]))
+        submitted = await client.list_tasks(ListTasksRequest(context_id=context, status=TaskState.TASK_STATE_SUBMITTED))
+        assert [t.id for t in submitted.tasks] == [ids[1]] and submitted.total_size == 1
+        first = await client.list_tasks(ListTasksRequest(context_id=context, page_size=1))
+        assert [t.id for t in first.tasks] == [ids[1]] and first.total_size == 2 and first.next_page_token
+        rest = await client.list_tasks(
+            ListTasksRequest(context_id=context, page_size=1, page_token=first.next_page_token)
+        )
+        assert [t.id for t in rest.tasks] == [ids[0]] and not rest.next_page_token
+        assert rest.tasks[0].status.state == TaskState.TASK_STATE_CANCELED
+    finally:
+        await client.close()
+        await http.aclose()

@@ -126,3 +126,14 @@ def test_skill_ids_become_capabilities():
     assert capability_for("echo") == "echo"
     assert capability_for("echo", "a2a:") == "a2a:echo"
     assert capability_for("Summarize text!") == "Summarize-text"
+
+
+def test_a2a_state_filters_select_mcs_states():
+    assert convert.mcs_filter(TaskState.TASK_STATE_INPUT_REQUIRED) == [("waiting", True)]
+    assert convert.mcs_filter(TaskState.TASK_STATE_WORKING) == [("claimed", None), ("waiting", False)]
+    assert [s for s, _ in convert.mcs_filter(TaskState.TASK_STATE_SUBMITTED)] == [
+        "queued",
+        "assigned",
+        "blocked",
+        "retrying",
+    ]

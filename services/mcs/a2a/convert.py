@@ -55,6 +55,13 @@ def mcs_states(state: int) -> list[str]:
     return [s.value for s, a in _BY_STATE.items() if a == state]
 
 
+def mcs_filter(state: int) -> list[tuple[str, bool | None]]:
+    """What an A2A state filter selects among MCS tasks: (MCS state, approval or not, None: either)."""
+    return [
+        (s, None if s != S.WAITING.value else state == TaskState.TASK_STATE_INPUT_REQUIRED) for s in mcs_states(state)
+    ]
+
+
 def state_name(state: int) -> str:
     """`TASK_STATE_WORKING` -> `working` (as the 0.3 protocol and people write it)."""
     return str(TaskState.Name(state)).removeprefix("TASK_STATE_").lower().replace("_", "-")

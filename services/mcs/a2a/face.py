@@ -3,8 +3,8 @@
 - `GET /.well-known/agent-card.json`: the card (public, as A2A discovery expects). Its skills are the
   capabilities online agents serve, read from the database (cached for CARD_CACHE seconds), so they come
   and go with the agents.
-- `POST /a2a`: JSON-RPC, protocol 1.0 (`SendMessage`, `SendStreamingMessage`, `GetTask`, `CancelTask`,
-  `SubscribeToTask`, the push-config methods) and the 0.3 names the SDK serves on the same URL
+- `POST /a2a`: JSON-RPC, protocol 1.0 (`SendMessage`, `SendStreamingMessage`, `GetTask`, `ListTasks`,
+  `CancelTask`, `SubscribeToTask`, the push-config methods) and the 0.3 names the SDK serves on the same URL
   (`message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/pushNotificationConfig/*`).
   Bearer auth: the admin token, or an agent as `Bearer NAME:SECRET` (or X-Agent-ID/X-Agent-Secret); the
   task is submitted as that caller. Anything else is a 401 before JSON-RPC is looked at.
@@ -71,7 +71,6 @@ from a2a.utils.errors import (
     InvalidRequestError,
     TaskNotCancelableError,
     TaskNotFoundError,
-    UnsupportedOperationError,
 )
 from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
@@ -95,6 +94,8 @@ RPC_PATH = "/a2a"
 CARD_PATHS = (AGENT_CARD_WELL_KNOWN_PATH, "/.well-known/agent.json")  # the second: what 0.2/0.3 clients ask
 CARD_CACHE = 1.0  # seconds the card's skills are reused before the agents table is read again
 RECHECK = 5.0  # seconds a stream waits for an event about its task before it reads the task anyway
+LIST_PAGE = 50  # tasks one ListTasks page holds unless pageSize says otherwise
+LIST_PAGE_MAX = 100
 DEFAULT_PUSH_ID = "default"  # a push config's id when the client gives none
 CALLER_KEY = "mcs.caller"  # where A2aMount leaves the verified caller in the ASGI scope
 
@@ -596,8 +597,35 @@ class MeshHandler(RequestHandler):
         return convert.to_task(task, origin)
 
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        metrics.a2a_requests.labels("ListTasks", "error").inc()
-        raise UnsupportedOperationError(message="ListTasks is not served here: use GET /v1/tasks")
+        """Tasks newest first (every task, as GET /v1/tasks shows anyone signed in), by A2A status and
+        context; `pageToken` continues a listing."""
+        _caller(context)
+        size = params.page_size if params.HasField("page_size") else LIST_PAGE
+        if not 1 <= size <= LIST_PAGE_MAX:
+            raise InvalidParamsError(message=f"pageSize must be 1 to {LIST_PAGE_MAX}")
+        before = None
+        if params.page_token:
+            if not params.page_token.isdigit():
+                raise InvalidParamsError(message="pageToken is not one this server gave")
+            before = int(params.page_token)
+        states = convert.mcs_filter(params.status) if params.status else []
+        found: tuple[list[tuple[McsTask, convert.Origin | None]], int, int | None] = await self._call(
+            "ListTasks",
+            a2a_store.list_tasks,
+            states=states,
+            context_id=params.context_id or None,
+            limit=size,
+            before_seq=before,
+        )
+        page, total, more = found
+        history = params.history_length if params.HasField("history_length") else None
+        metrics.a2a_requests.labels("ListTasks", "ok").inc()
+        return ListTasksResponse(
+            tasks=[convert.to_task(t, o, history_length=history) for t, o in page],
+            next_page_token="" if more is None else str(more),
+            page_size=size,
+            total_size=total,
+        )
 
     async def on_get_extended_agent_card(
         self, params: GetExtendedAgentCardRequest, context: ServerCallContext

@@ -10,7 +10,7 @@ from typing import Any
 
 from mcs.a2a.convert import Origin
 from mcs.errors import Forbidden, NotFound
-from mcs.models import Agent, AgentStatus, Caller, Task, TaskSpec
+from mcs.models import APPROVAL, Agent, AgentStatus, Caller, Task, TaskSpec
 from mcs.store import agents as agents_store
 from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
@@ -165,3 +165,39 @@ def online_capabilities(conn: Connection, *, now: float) -> dict[str, list[str]]
         for capability in agent.usable_capabilities:
             serving.setdefault(capability, []).append(agent.name)
     return dict(sorted(serving.items()))
+
+
+def list_tasks(
+    conn: Connection,
+    *,
+    states: list[tuple[str, bool | None]],
+    context_id: str | None,
+    limit: int,
+    before_seq: int | None,
+) -> tuple[list[tuple[Task, Origin | None]], int, int | None]:
+    """Tasks newest first, filtered by MCS state (each with approval or not, `convert.mcs_filter`) and A2A
+    context: (a page, how many match in all, the seq to continue before or None at the end)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if states:
+        either = []
+        for state, approval in states:
+            if approval is None:
+                either.append("state = ?")
+                args.append(state)
+            else:
+                either.append(f"(state = ? AND type {'=' if approval else '!='} ?)")
+                args += [state, APPROVAL]
+        where.append("(" + " OR ".join(either) + ")")
+    if context_id is not None:
+        where.append("id IN (SELECT task_id FROM a2a_tasks WHERE context_id = ?)")
+        args.append(context_id)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = int(conn.execute(f"SELECT count(*) FROM tasks{clause}", args).fetchone()[0])
+    if before_seq is not None:
+        clause += (" AND " if where else " WHERE ") + "seq < ?"
+        args.append(before_seq)
+    rows = conn.execute(f"SELECT * FROM tasks{clause} ORDER BY seq DESC LIMIT ?", [*args, limit + 1]).fetchall()
+    tasks = [Task.from_row(r) for r in rows[:limit]]
+    more = tasks[-1].seq if len(rows) > limit else None
+    return [(t, origin(conn, t.id)) for t in tasks], total, more

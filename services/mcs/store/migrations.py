@@ -418,6 +418,7 @@ def m0018_a2a(db: Database) -> None:
             message TEXT NOT NULL,
             created_at REAL NOT NULL
         );
+        CREATE INDEX a2a_tasks_context ON a2a_tasks(context_id);
         CREATE TABLE a2a_push_configs (
             task_id TEXT NOT NULL,
             id TEXT NOT NULL,
