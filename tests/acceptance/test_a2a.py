@@ -316,6 +316,12 @@ def test_a_bad_token_is_a_401_before_any_json_rpc(mesh):
     )
     assert ok.status_code == 200 and ok.json()["error"]["code"] == -32001  # TaskNotFound, as JSON-RPC
 
+    admin = {"Authorization": f"Bearer {mesh.admin_token}"}
+    too_big = httpx.post(f"{mesh.url}/a2a", content=b"x" * (1024 * 1024 + 1), headers=admin, timeout=10)
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+    wrong_method = httpx.get(f"{mesh.url}/a2a", headers=admin, timeout=10)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+
 
 def test_the_0_3_names_answer_too_and_a_message_decides_a_waiting_approval(mesh):
     """A 0.3 client (no A2A-Version header, `tasks/get`, `message/send`): an approval waits as

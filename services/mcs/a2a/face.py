@@ -147,6 +147,10 @@ class A2aMount:
         scheme = scope.get("scheme", "http")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host") or "127.0.0.1"
+        allowed = "POST" if path == RPC_PATH else "GET"
+        if scope.get("method") not in (allowed, "HEAD" if allowed == "GET" else allowed):
+            await _respond(send, *_json_error(405, "method_not_allowed", f"{path} takes {allowed}", {"allow": allowed}))
+            return
         token = _base_url.set(f"{scheme}://{host}")
         try:
             if path == RPC_PATH:
