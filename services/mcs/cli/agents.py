@@ -1,4 +1,4 @@
-"""`mcs agent`: see the mesh's agents, or run one (`run`, `llm`, `a2a`)."""
+"""`mcs agent`: see the mesh's agents, or run one (`run`, `llm`)."""
 
 from __future__ import annotations
 
@@ -89,17 +89,8 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: Path | Non
     return value
 
 
-def _agent_options(fn: Callable[..., Any], *, capability_help: str | None = None) -> Callable[..., Any]:
-    """The options every runnable agent shares: who it is, how work reaches it, how much at once.
-    With `capability_help`, --capability is optional (the agent finds its capabilities itself)."""
-    capability = click.option(
-        "--capability",
-        "-c",
-        "capabilities",
-        multiple=True,
-        required=capability_help is None,
-        help=capability_help or "Repeatable: what it can do.",
-    )
+def _agent_options(fn: Callable[..., Any], *, capability_required: bool = True) -> Callable[..., Any]:
+    """The options every runnable agent shares: who it is, how work reaches it, how much at once."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--env-file",
@@ -109,7 +100,14 @@ def _agent_options(fn: Callable[..., Any], *, capability_help: str | None = None
             callback=_load_env_file,
             help="Read MCS_AGENT_ID, MCS_AGENT_SECRET, MCS_WEBHOOK_SECRET, MCS_URL ... from this KEY=VALUE file.",
         ),
-        capability,
+        click.option(
+            "--capability",
+            "-c",
+            "capabilities",
+            multiple=True,
+            required=capability_required,
+            help="Repeatable: what it can do.",
+        ),
         click.option("--name", envvar="MCS_AGENT_ID", show_envvar=True, help="The agent's name (MCS_AGENT_ID)."),
         click.option(
             "--listen",
@@ -280,10 +278,7 @@ def agent_llm(
 
 
 def _a2a_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return _agent_options(
-        fn,
-        capability_help="Repeatable: serve only these capabilities (default: one per skill on the remote card).",
-    )
+    return _agent_options(fn, capability_required=False)  # default: one capability per skill on the card
 
 
 @agent.command("a2a", epilog=_AGENT_ENV_HELP + " A bearer token for the remote agent, if it needs one: MCS_A2A_TOKEN.")
@@ -316,6 +311,7 @@ def agent_a2a(remote_url: str, prefix: str, timeout: float, **opts: Any) -> None
     The result is {"answer": <its text>, "data"?: [...], "a2a": {task_id, context_id, state}}. A remote
     failure, rejection or request for input fails the task for good with the remote agent's words; an
     unreachable agent, a timeout or HTTP 429/5xx fails it retryably. --url is MCS; --a2a-url the remote agent.
+    --capability (repeatable) serves only those, instead of one capability per skill on the remote card.
     """
     import asyncio
 
