@@ -358,6 +358,20 @@ def test_the_0_3_names_answer_too_and_a_message_decides_a_waiting_approval(mesh)
     ).json()
     assert "only an input-required task takes a message" in again["error"]["message"], again
 
+    # message/stream answers Server-Sent Events, the first one the new task (0.3 shape: kind "task").
+    streamed = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "message/stream",
+        "params": {"message": reply | {"taskId": None, "metadata": {"capability": f"idle-{uid()}"}}},
+    }
+    with httpx.stream("POST", f"{mesh.url}/a2a", json=streamed, headers=headers, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = next(line for line in response.iter_lines() if line.startswith("data:"))
+    event = json.loads(first.removeprefix("data:"))["result"]
+    assert event["kind"] == "task" and event["status"]["state"] == "submitted", event
+    mesh.admin.cancel(event["id"])
+
 
 async def test_list_tasks_filters_by_context_and_a2a_status(mesh):
     capability = f"idle-{uid()}"  # nobody serves it
