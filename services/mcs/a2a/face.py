@@ -249,7 +249,7 @@ def _a2a_error(exc: ApiError | StoreError, *, not_cancelable: bool = False) -> A
         return TaskNotCancelableError(message=exc.message, data=data)
     if status in (400, 422):
         return InvalidParamsError(message=exc.message, data=data)
-    if isinstance(exc, StoreError) and not isinstance(exc, ApiError) and type(exc) is StoreError:
+    if type(exc) is StoreError:  # a driver error: say only what to do
         return InternalError(message="the database is busy or unavailable; try again", data=data)
     if isinstance(exc, QuotaExceeded) and exc.retry_after is not None:
         data["retry_after"] = exc.retry_after
