@@ -120,6 +120,16 @@ async def test_a_remote_a2a_agent_answers_mesh_tasks(mesh: Mesh, tmp_path: Path)
         answers = [e.artifact_update.artifact.parts[0].text for e in events if e.HasField("artifact_update")]
         assert answers == ["echo: round trip"]
 
+        # Canceling the MCS task cancels the remote one the agent is waiting on.
+        slow = mesh.admin.submit(f"{prefix}echo", "slow please")
+        wait_until(lambda: slow["id"] in _received_ids(received), timeout=DEADLINE, what="the remote to get it")
+        mesh.admin.cancel(slow["id"])
+        wait_until(
+            lambda: _remote_state(remote_url, slow["id"]) == "TASK_STATE_CANCELED",
+            timeout=DEADLINE,
+            what="the remote task to be canceled",
+        )
+
         # The agent goes away (SIGTERM): it signs off, and its skills leave MCS's card.
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=DEADLINE) == 0, agent_log.read_text()
@@ -130,6 +140,23 @@ async def test_a_remote_a2a_agent_answers_mesh_tasks(mesh: Mesh, tmp_path: Path)
                 proc.kill()
                 proc.wait()
         remote_log.close()
+
+
+def _received_ids(path: Path) -> set[str]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {json.loads(line)["metadata"]["mcs_task_id"] for line in lines}
+
+
+def _remote_state(url: str, mcs_task_id: str) -> str | None:
+    """The state of the remote task made for an MCS task, by the remote agent's own ListTasks."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"historyLength": 1}}
+    headers = {"Authorization": f"Bearer {REMOTE_TOKEN}", "A2A-Version": "1.0"}
+    answer = httpx.post(url, json=call, headers=headers, timeout=10).json()
+    for task in answer["result"]["tasks"]:
+        if any(m.get("metadata", {}).get("mcs_task_id") == mcs_task_id for m in task.get("history", [])):
+            state: str = task["status"]["state"]
+            return state
+    return None
 
 
 def test_a_card_that_cannot_be_read_is_a_one_line_error(mesh: Mesh, tmp_path: Path):
