@@ -177,3 +177,11 @@ event_streams_dropped = Counter(
     "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
 )
 task_progress = Counter("mcs_task_progress_total", "Progress reports from agents on claimed tasks")
+a2a_requests = Counter(
+    "mcs_a2a_requests_total",
+    "A2A JSON-RPC calls to the api's /a2a, by method and outcome (ok, error)",
+    ["method", "outcome"],
+)
+a2a_forwarded = Counter(
+    "mcs_a2a_forwarded_total", "Tasks `mcs agent a2a` forwarded to a remote A2A agent, by outcome", ["outcome"]
+)

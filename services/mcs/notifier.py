@@ -25,12 +25,14 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from mcs import egress, metrics, webhooks
+from mcs.a2a import push
 from mcs.alerts import Alert
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced
 from mcs.models import OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.store import AsyncStore, Store
+from mcs.store import a2a as a2a_store
 from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
 from mcs.wake import CommitWatcher
@@ -41,6 +43,7 @@ IDLE_PASS_INTERVAL = 1.0  # seconds: look at the outbox at least this often
 FETCH_LIMIT = 500  # outbox rows read per pass
 PER_AGENT_IN_FLIGHT = 8  # deliveries at once to one agent
 IN_FLIGHT = 256  # deliveries at once in all
+NOTIFY_KINDS = ("webhook", "a2a_push")  # outbox kinds sent to a URL an agent or A2A client named
 RETRY_AFTER_MAX = 3600.0  # seconds: the longest wait a receiver's Retry-After (or Telegram) can ask for
 
 
@@ -132,7 +135,7 @@ class Notifier:
         self._stopping = False
         self._wake: asyncio.Event | None = None
         channels = {"telegram": "telegram", "webhook": "alert_webhook"}
-        metrics.init_delivery_series(["webhook", *(channels[c] for c in settings.alert_channels)])
+        metrics.init_delivery_series(["webhook", "a2a_push", *(channels[c] for c in settings.alert_channels)])
         self._telegram_paused_until = 0.0  # monotonic time: Telegram asked us to wait until then
         self._log_filter = _RedactToken(settings.telegram_bot_token) if settings.telegram_bot_token else None
         self.notify_policy = egress.notify_policy(settings)
@@ -166,6 +169,24 @@ class Notifier:
         headers = webhooks.headers(secret=secret, message_id=item.message_id, timestamp=ts, body=item.body)
         headers["webhook-attempt"] = str(attempt)
         await self._post(client, url, item.body, headers, kind="webhook")
+
+    async def _send_push(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        """An A2A push notification (mcs.a2a.push): rendered from the task as it is now, signed with the
+        key of whoever set the config, to the config's URL through the notify egress policy."""
+        change = push.Change.from_body(item.body)
+        found = await self.db.read(a2a_store.push_target, task_id=item.task_id or "", config_id=change.config_id)
+        if found is None:
+            raise DeliveryFailed("the push config or its task no longer exists", retryable=False)
+        config, task, origin = found
+        if not push.worth_sending(change, task.type):
+            return
+        agent_secret = await self.db.read(a2a_store.signing_key, config.owner)
+        secret = push.signing_secret(config.owner, agent_secret=agent_secret, admin_token=self.settings.admin_token)
+        if secret is None:
+            raise DeliveryFailed(f"no key to sign for {config.owner} (deleted, or no admin token)", retryable=False)
+        body = push.render(change, task, origin)
+        headers = push.headers(config, secret=secret, message_id=item.message_id, timestamp=int(time.time()), body=body)
+        await self._post(client, config.url, body, headers, kind="a2a_push")
 
     async def _send_alert_webhook(self, client: httpx.AsyncClient, item: OutboxItem, alert: Alert) -> None:
         url = self.settings.alert_webhook_url or ""
@@ -334,6 +355,8 @@ class Notifier:
     def _channels(self, client: httpx.AsyncClient, item: OutboxItem) -> dict[str, Callable[[int], Awaitable[None]]]:
         if item.kind == "webhook":
             return {"webhook": lambda number: self._send_webhook(client, item, number)}
+        if item.kind == "a2a_push":
+            return {"a2a_push": lambda number: self._send_push(client, item)}
         alert = Alert.from_body(item.body)
         sends: dict[str, Callable[[int], Awaitable[None]]] = {
             "telegram": lambda number: self._send_telegram(client, alert),
@@ -392,7 +415,7 @@ class Notifier:
                 [item.attempts + 1, *(r if isinstance(r, int) else getattr(r, "attempts", 0) for r in results)]
             )
             outcome |= {"state": "dead", "attempts": attempts, "error": self._redact(str(exc))}
-            if item.kind == "webhook":
+            if item.kind in NOTIFY_KINDS:
                 outcome["event_error"] = exc.public or UNDELIVERED
             log.warning(
                 "gave up delivering",
@@ -441,12 +464,13 @@ class Notifier:
         """One small connection pool per agent: httpx's pool bookkeeping grows with its connections, and a
         pool of its own keeps a slow agent's connections out of everyone else's way. Alerts have their own,
         under the alert policy (an agent named "alert" must not share it)."""
-        key = f"agent:{item.agent}" if item.kind == "webhook" else "alert"
+        notify = item.kind in NOTIFY_KINDS
+        key = f"agent:{item.agent}" if notify else "alert"
         client = self._clients.get(key)
         if client is None:
             client = webhooks.make_client(
                 timeout=self.settings.webhook_timeout,
-                policy=self.notify_policy if item.kind == "webhook" else self.alert_policy,
+                policy=self.notify_policy if notify else self.alert_policy,
                 transport=self.transport,
                 max_connections=PER_AGENT_IN_FLIGHT,
             )
@@ -558,7 +582,7 @@ def _parse_iso(value: str) -> float:
 
 def main(settings: Settings | None = None) -> None:
     setup_logging()
-    settings = settings or Settings.from_env()
+    settings = (settings or Settings.from_env()).with_admin_token_file()  # signs the admin's A2A pushes
     store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     store.migrate()
     notifier = Notifier(store, settings)

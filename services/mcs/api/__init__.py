@@ -17,6 +17,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
+from mcs.a2a import face as a2a_face
 from mcs.api import agents, console, events, memory, schedules, status, tasks, workflows
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
@@ -167,6 +168,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.register_blueprint(workflows.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(events.bp)
+    a2a_face.mount(app)  # /a2a and the agent card, served by the a2a-sdk in front of Quart
 
     @app.while_serving
     async def lifespan() -> Any:

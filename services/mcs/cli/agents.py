@@ -15,7 +15,7 @@ from mcs.cli.root import main
 
 @main.group()
 def agent() -> None:
-    """See the agents of the mesh, or run one (`mcs agent run`, `mcs agent llm`)."""
+    """See the agents of the mesh, or run one (`mcs agent run`, `mcs agent llm`, `mcs agent a2a`)."""
 
 
 def _agents_human(agents: list[dict[str, Any]]) -> str:
@@ -89,7 +89,7 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: Path | Non
     return value
 
 
-def _agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _agent_options(fn: Callable[..., Any], *, capability_required: bool = True) -> Callable[..., Any]:
     """The options every runnable agent shares: who it is, how work reaches it, how much at once."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
@@ -101,7 +101,12 @@ def _agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Read MCS_AGENT_ID, MCS_AGENT_SECRET, MCS_WEBHOOK_SECRET, MCS_URL ... from this KEY=VALUE file.",
         ),
         click.option(
-            "--capability", "-c", "capabilities", multiple=True, required=True, help="Repeatable: what it can do."
+            "--capability",
+            "-c",
+            "capabilities",
+            multiple=True,
+            required=capability_required,
+            help="Repeatable: what it can do.",
         ),
         click.option("--name", envvar="MCS_AGENT_ID", show_envvar=True, help="The agent's name (MCS_AGENT_ID)."),
         click.option(
@@ -269,4 +274,66 @@ def agent_llm(
     problem = check_model_server(base_url, model, api_key=api_key)
     if problem:
         click.echo(f"warning: {problem}", err=True)
+    _run_agent(handler, opts)
+
+
+def _a2a_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _agent_options(fn, capability_required=False)  # default: one capability per skill on the card
+
+
+@agent.command("a2a", epilog=_AGENT_ENV_HELP + " A bearer token for the remote agent, if it needs one: MCS_A2A_TOKEN.")
+@click.option(
+    "--a2a-url",
+    "remote_url",
+    envvar="MCS_A2A_URL",
+    show_envvar=True,
+    required=True,
+    help="The remote A2A agent's base URL (its card is at URL/.well-known/agent-card.json).",
+)
+@click.option(
+    "--prefix",
+    default="",
+    show_default=True,
+    help="Put this before each skill id to make its capability, e.g. `a2a:` serves skill echo as a2a:echo.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds one remote task may take; longer fails the MCS task (retryably) and cancels the remote one.",
+)
+@_a2a_options
+def agent_a2a(remote_url: str, prefix: str, timeout: float, **opts: Any) -> None:
+    """Put a remote A2A agent on the mesh: its skills become capabilities and each task is sent to it as an
+    A2A message (the payload as text when a string, else as data; the skill in metadata.skill).
+
+    The result is {"answer": <its text>, "data"?: [...], "a2a": {task_id, context_id, state}}. A remote
+    failure, rejection or request for input fails the task for good with the remote agent's words; an
+    unreachable agent, a timeout or HTTP 429/5xx fails it retryably. --url is MCS; --a2a-url the remote agent.
+    --capability (repeatable) serves only those, instead of one capability per skill on the remote card.
+    """
+    import asyncio
+
+    from a2a.utils.errors import A2AError
+
+    from mcs.agent.a2a import TOKEN_ENV, A2AForwarder, capability_for, fetch_card
+
+    if not remote_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--a2a-url")
+    token = os.environ.get(TOKEN_ENV) or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        card = asyncio.run(fetch_card(remote_url, headers=headers))
+    except (A2AError, OSError) as exc:
+        raise click.ClickException(f"cannot read the A2A agent card at {remote_url}: {exc}") from None
+    handler = A2AForwarder(card=card, token=token, prefix=prefix, timeout=timeout)
+    wanted = [capability_for(c) for c in opts["capabilities"]]
+    capabilities = wanted or handler.capabilities
+    if not capabilities:
+        raise click.ClickException(
+            f"the A2A agent at {remote_url} lists no skills: name what it serves with --capability"
+        )
+    opts["capabilities"] = capabilities
+    click.echo(f"forwarding {', '.join(capabilities)} to {card.name or remote_url} ({remote_url})", err=True)
     _run_agent(handler, opts)

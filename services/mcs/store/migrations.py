@@ -400,3 +400,46 @@ def m0015_event_log_pruned(db: Database) -> None:
             BEGIN DELETE FROM event_log WHERE stream = 'agent' AND ref = old.id; END;
         """,
     )
+
+
+@migrations(name="0018_a2a")
+def m0018_a2a(db: Database) -> None:
+    # The A2A face (mcs.a2a): the context and first message of a task submitted through A2A, and the push
+    # configs A2A clients set on tasks. A trigger turns every state change of a task with push configs into
+    # one outbox row per config, in the same transaction and whichever process made the change; the
+    # notifier renders and signs the notification when it delivers it. Both tables follow their task out
+    # (retention, deletion).
+    _run_script(
+        db,
+        """
+        CREATE TABLE a2a_tasks (
+            task_id TEXT PRIMARY KEY,
+            context_id TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX a2a_tasks_context ON a2a_tasks(context_id);
+        CREATE TABLE a2a_push_configs (
+            task_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            token TEXT,
+            auth_scheme TEXT,
+            auth_credentials TEXT,
+            owner TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (task_id, id)
+        );
+        CREATE TRIGGER a2a_push_on_state AFTER UPDATE OF state ON tasks
+            WHEN old.state IS NOT new.state
+            BEGIN
+                INSERT INTO outbox (kind, message_id, agent, task_id, body, next_attempt_at, created_at, updated_at)
+                SELECT 'a2a_push', 'msg_' || lower(hex(randomblob(16))), 'a2a:' || c.owner, new.id,
+                       json_object('config_id', c.id, 'from', old.state, 'state', new.state, 'at', new.updated_at),
+                       new.updated_at, new.updated_at, new.updated_at
+                FROM a2a_push_configs c WHERE c.task_id = new.id; END;
+        CREATE TRIGGER a2a_task_deleted AFTER DELETE ON tasks
+            BEGIN DELETE FROM a2a_tasks WHERE task_id = old.id; DELETE FROM a2a_push_configs
+                WHERE task_id = old.id; END;
+        """,
+    )

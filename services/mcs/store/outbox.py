@@ -58,7 +58,7 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
                 (o["attempts"], o["error"], now, o["id"]),
             )
             if o.get("task_id"):
-                kind = "webhook_failed" if o["kind"] == "webhook" else "alert_failed"
+                kind = {"webhook": "webhook_failed", "a2a_push": "push_failed"}.get(o["kind"], "alert_failed")
                 # A webhook's event carries what anyone signed in may read (the notifier's event_error): not
                 # what answered at the URL, which would make notify URLs a port scanner.
                 error = o.get("event_error", o["error"])
