@@ -25,6 +25,7 @@ from mcs.store.connection import (
     FileIdentity,
     WriterLock,
     connect,
+    data_version,
     disk_free,
     in_read,
     in_read_batch,
@@ -36,7 +37,7 @@ from mcs.store.connection import (
 
 T = TypeVar("T")
 
-__all__ = ["AsyncStore", "Store", "disk_free", "sqlite_version"]
+__all__ = ["AsyncStore", "Store", "data_version", "disk_free", "sqlite_version"]
 
 BATCH_MAX = 64  # requests run together at most (one transaction)
 
@@ -128,7 +129,7 @@ class Store:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: how a process learns of new work cheaply."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        return data_version(self.conn)
 
     def close(self) -> None:
         with self._lock:

@@ -394,6 +394,11 @@ def in_write_batch(
     return outcomes
 
 
+def data_version(conn: Connection) -> int:
+    """PRAGMA data_version of this connection: it changes whenever another connection commits."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def in_read(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run fn(conn, ...) in one read transaction, so multi-query reads see one snapshot."""
     try:

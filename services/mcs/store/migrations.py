@@ -400,3 +400,11 @@ def m0015_event_log_pruned(db: Database) -> None:
             BEGIN DELETE FROM event_log WHERE stream = 'agent' AND ref = old.id; END;
         """,
     )
+
+
+@migrations(name="0019_outbox_pending_by_agent")
+def m0019_outbox_pending_by_agent(db: Database) -> None:
+    # The notifier's pass takes at most a few due rows per agent: with this index it seeks from one agent
+    # with pending rows to the next and reads each one's oldest rows, instead of numbering every pending
+    # row (measured: 78 ms a pass with 50,000 pending rows for one dead agent, on the notifier's loop).
+    db.execute("CREATE INDEX outbox_pending_agent ON outbox(agent, id) WHERE state = 'pending'")
