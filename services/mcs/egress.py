@@ -23,7 +23,6 @@ connects to the very address it checked (a name that resolves elsewhere a second
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +244,8 @@ async def resolve(host: str, port: int) -> list[Address]:
         return [ip_address(host)]
     except ValueError:
         pass
+    import asyncio  # here: only the processes that connect anywhere (api, notifier) run an event loop
+
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(

@@ -8,14 +8,13 @@ one reader thread that batches the same way, each thread with its own connection
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcs.config import Settings
 from mcs.store import migrations
@@ -34,6 +33,9 @@ from mcs.store.connection import (
     sqlite_version,
     translate,
 )
+
+if TYPE_CHECKING:  # asyncio only where AsyncStore runs (api, notifier): the dispatcher and watchdog are sync
+    import asyncio
 
 T = TypeVar("T")
 
@@ -203,6 +205,8 @@ class _BatchThread:
                     loop.call_soon_threadsafe(_settle, jobs, results)
 
     async def submit(self, call: Callable[[Connection], T]) -> T:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.jobs.put(_Job(call, future, loop, time.monotonic()))
