@@ -227,12 +227,28 @@ async def test_a_backlog_for_one_slow_agent_does_not_hide_the_others(mesh, notif
     assert fast.calls[0][0] - started < 1.0
 
 
-async def test_a_pass_over_a_backlog_never_stalls_deliveries_under_way(mesh, notifier, receivers, monkeypatch):
+@pytest.fixture
+async def patient_notifier(mesh):
+    """A notifier that waits 30 s for an answer: the held delivery below must not time out meanwhile."""
+    settings = replace(
+        mesh.settings, webhook_timeout=30, webhook_attempts=3, webhook_retry_base=0.05, webhook_retry_max=0.2
+    )
+    store = Store(settings.db, synchronous=settings.synchronous)
+    n = Notifier(store, settings)
+    runner = asyncio.create_task(n.run())
+    yield n
+    n.stop()
+    await asyncio.wait_for(runner, 10)
+    store.close()
+
+
+async def test_a_pass_over_a_backlog_never_stalls_deliveries_under_way(mesh, patient_notifier, receivers, monkeypatch):
     """50,000 pending webhooks for an agent nobody can reach, and one for an agent that answers. While the
     notifier reads the outbox, deliveries already under way go on: its SQLite reads run on a thread of
     their own, never on the event loop. The pass is made to last until the good agent's delivery finishes
     (at most 10 s), so the order proves it, whatever the machine's load: on the loop, the delivery could not
     finish until the pass returned."""
+    notifier = patient_notifier
     answered = threading.Event()
     good = receivers(hold=answered)
     closed = receivers()
