@@ -149,7 +149,7 @@ def _group(parsed: list[tuple[str, str, str]]) -> str:
     if any(f.endswith("fsync") or f.endswith("fdatasync") for f, _, _ in tail):
         return "fsync"
     if any(f in {"Dispatcher._wait", "Notifier._wait", "ChangeWatcher._poll"} for f, _, _ in parsed):
-        return "wait loop polling PRAGMA data_version"
+        return "wait loop (inotify, PRAGMA data_version)"
     if not py:
         return "native"
     func, path, line = py[-1]

@@ -521,7 +521,7 @@ def limits_evidence(res: dict[str, Any]) -> list[str]:
     )
     idle = res["idle_cpu"]
     out.append(
-        "Idle cost (no load, polling `PRAGMA data_version`): "
+        "Idle cost (no load; asleep on inotify, a `PRAGMA data_version` check every 50 ms): "
         + ", ".join(f"{k} {v * 100:.0f}%" for k, v in idle.items())
         + " of a core."
     )

@@ -44,8 +44,8 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_att
 
 from mcs import routing
 from mcs.errors import McsError
+from mcs.profiles import DEFAULT_URL as DEFAULT_URL  # (re-exported: the SDK's default)
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 DEFAULT_RETRIES = 3  # extra attempts after a connection error
 RETRY_WAIT_INITIAL = 0.1  # seconds before the first retry; doubles, with jitter

@@ -243,7 +243,10 @@ class Settings:
             )
             raise ConfigError(f"{given} is set but {missing} is not: Telegram alerts need both")
         alerts = egress.alert_policy(settings)  # an address refused always fails here, not at the first alert
-        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": settings.telegram_api}
+        # Not the default Telegram API: a host name, which only a lookup decides on (at send time), so the
+        # check would say nothing and only load httpx, for its URL parser, into every process.
+        telegram = settings.telegram_api if settings.telegram_api != cls.telegram_api else None
+        urls = {"MCS_ALERT_WEBHOOK_URL": settings.alert_webhook_url, "MCS_TELEGRAM_API": telegram}
         for name, url in urls.items():
             why = egress.literal_refusal(alerts, url) if url else None
             if why:

@@ -17,24 +17,22 @@ process's own ports on an address of this machine.
 Every address a name resolves to is decided on, and one refused address refuses the name. The check runs
 twice: on the URL when it is given (registration: 422), and in the transport at connect time, which
 connects to the very address it checked (a name that resolves elsewhere a second later gains nothing).
-`Policy.decide` is pure; `check` resolves and decides; `EgressTransport` is the httpx transport.
+`Policy.decide` is pure; `check` resolves and decides; `EgressTransport` is the httpx transport (in
+`mcs.egress_transport`, loaded on first use: the dispatcher and watchdog read policies, never httpx).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mcs.errors import McsError
+
+if TYPE_CHECKING:
+    from mcs.egress_transport import EgressTransport as EgressTransport
 
 Address = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[Address]]]
@@ -246,6 +244,8 @@ async def resolve(host: str, port: int) -> list[Address]:
         return [ip_address(host)]
     except ValueError:
         pass
+    import asyncio  # here: only the processes that connect anywhere (api, notifier) run an event loop
+
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
@@ -345,6 +345,8 @@ def literal_refusal(policy: Policy, url: str) -> str | None:
 
 def url_target(url: str, *, what: str = "URL") -> tuple[str, int]:
     """(host, port) of an http(s) URL, or EgressRefused."""
+    import httpx  # here, not at the top: see the module's docstring
+
     try:
         parsed = httpx.URL(url)
         port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
@@ -393,67 +395,10 @@ def fetch_policy(allow: Sequence[str] = ()) -> Policy:
     return Policy(what="url", allow=(Rule(text=PUBLIC, category=PUBLIC), *parse_rules(allow)), setting="--allow-fetch")
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, but every TCP connection is checked first and goes to a checked address."""
+def __getattr__(name: str) -> Any:
+    """`egress.EgressTransport`, imported (with httpx) the first time someone asks for it."""
+    if name == "EgressTransport":
+        from mcs.egress_transport import EgressTransport
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await self.policy.check(host, port)
-        except Unresolvable as exc:
-            raise httpcore.ConnectError(str(exc)) from None
-        last: Exception | None = None
-        for address in addresses:  # the checked addresses themselves: no second lookup
-            try:
-                return await self.inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise EgressRefused(f"{self.policy.what}: Unix sockets are refused always")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every policy-checked client (loading the CA bundle per client costs ~20 ms)."""
-    return httpx.create_ssl_context(trust_env=False)
-
-
-class EgressTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with the policy checked at connect time. TLS still verifies the URL's host name
-    (SNI and certificate), the Host header is the URL's, and proxies from the environment are not used
-    (a proxy would make the connection where the policy cannot see it)."""
-
-    def __init__(
-        self, policy: Policy, *, limits: httpx.Limits | None = None, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        # Not super().__init__(): it builds a pool (and a TLS context) only to be replaced. httpx's
-        # transport keeps everything it needs in `_pool`, which is what this sets.
-        limits = limits or httpx.Limits()
-        self.policy = policy
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or _ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(policy),
-        )
+        return EgressTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

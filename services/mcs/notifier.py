@@ -25,13 +25,12 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from mcs import egress, metrics, webhooks
-from mcs.a2a import push
 from mcs.alerts import Alert
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced
 from mcs.models import OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
-from mcs.store import AsyncStore, Store
+from mcs.store import AsyncStore, Store, data_version
 from mcs.store import a2a as a2a_store
 from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
@@ -172,7 +171,10 @@ class Notifier:
 
     async def _send_push(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         """An A2A push notification (mcs.a2a.push): rendered from the task as it is now, signed with the
-        key of whoever set the config, to the config's URL through the notify egress policy."""
+        key of whoever set the config, to the config's URL through the notify egress policy. Imported here:
+        the a2a SDK and protobuf cost the notifier about 4 MiB, paid only once an A2A client sets a push config."""
+        from mcs.a2a import push  # noqa: PLC0415
+
         change = push.Change.from_body(item.body)
         found = await self.db.read(a2a_store.push_target, task_id=item.task_id or "", config_id=change.config_id)
         if found is None:
@@ -477,10 +479,12 @@ class Notifier:
             self._clients[key] = client
         return client
 
-    def _start_due(self) -> float | None:
-        """Start deliveries for due rows; return when the next not-yet-due row falls due."""
+    async def _start_due(self) -> float | None:
+        """Start deliveries for due rows; return when the next not-yet-due row falls due. The reads run on
+        the store's reader thread: deliveries under way go on while they do."""
         now = time.time()
-        for item in self.store.read(outbox_store.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT):
+        due = await self.db.read(outbox_store.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT)
+        for item in due:
             if item.id in self.in_flight:
                 continue
             key = item.agent or "alert"
@@ -489,7 +493,7 @@ class Notifier:
             self.in_flight[item.id] = key
             self.per_agent[key] += 1
             asyncio.create_task(self._deliver(self._client(item), item))
-        return self.store.read(outbox_store.next_due, after=now)
+        return await self.db.read(outbox_store.next_due, after=now)
 
     async def run(self) -> None:
         self.db = AsyncStore(self.store)
@@ -507,11 +511,11 @@ class Notifier:
         try:
             while not self._stopping:
                 # The version before the pass: a commit during the pass must end the next wait at once.
-                version = self.store.data_version()
+                version = await self.db.read(data_version)
                 try:
                     self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                     await self._flush()
-                    next_due = self._start_due()
+                    next_due = await self._start_due()
                     self.last_pass = time.monotonic()
                     metrics.loop_last_pass.set(time.time())
                     if time.time() - self.heartbeat.last >= 5:
@@ -544,14 +548,16 @@ class Notifier:
 
     async def _wait(self, version: int, next_due: float | None) -> None:
         """Until another process commits (after `version`), a delivery finishes, a retry falls due, or the
-        idle interval passes."""
+        idle interval passes. `data_version` is asked on the reader thread, like every read of the pass."""
         assert self._wake is not None
         await asyncio.sleep(0)  # always let deliveries run, even when the next pass is due at once
         deadline = time.time() + IDLE_PASS_INTERVAL
         if next_due is not None:
             deadline = min(deadline, next_due)
         loop = asyncio.get_running_loop()
-        while not self._stopping and not self._wake.is_set() and self.store.data_version() == version:
+        while not self._stopping and not self._wake.is_set():
+            if await self.db.read(data_version) != version:
+                break
             remaining = deadline - time.time()
             if remaining <= 0:
                 break

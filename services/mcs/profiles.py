@@ -34,6 +34,7 @@ from pathlib import Path
 from mcs.errors import ConfigError
 
 PROFILE_ENV = "MCS_PROFILE"
+DEFAULT_URL = "http://127.0.0.1:8080"  # the api `mcs up` starts, when nothing names another
 KEYS = ("url", "token", "token_file", "agent_id", "agent_secret")
 DEFAULT_PROFILE = "local"  # the name `mcs up` gives the mesh on the default port
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a bare TOML key: [profiles.NAME] needs no quoting

@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from mcs.notifier import UNDELIVERED, Notifier
+from mcs.notifier import PER_AGENT_IN_FLIGHT, UNDELIVERED, Notifier
 from mcs.store import Store
+from mcs.store import outbox as outbox_store
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.asyncio
 class Receiver:
     """A webhook endpoint on 127.0.0.1 whose answers a test scripts: a list of status codes (or 'slow')."""
 
-    def __init__(self, script=None, delay=0.0):
+    def __init__(self, script=None, delay=0.0, hold=None):
         self.script = list(script or [])
         self.delay = delay
+        self.hold = hold  # a threading.Event: each answer waits for it (at most 10 s)
         self.calls = []  # (monotonic time, headers, body)
         receiver = self
 
@@ -39,6 +41,8 @@ class Receiver:
                     status = 204
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                if receiver.hold is not None:
+                    receiver.hold.wait(10)
                 self.send_response(status)
                 if status in (301, 302, 307):
                     self.send_header("Location", "http://127.0.0.1:9/elsewhere")
@@ -62,8 +66,8 @@ class Receiver:
 def receivers():
     made = []
 
-    def make(script=None, delay=0.0):
-        made.append(Receiver(script, delay))
+    def make(script=None, delay=0.0, hold=None):
+        made.append(Receiver(script, delay, hold))
         return made[-1]
 
     yield make
@@ -221,3 +225,74 @@ async def test_a_backlog_for_one_slow_agent_does_not_hide_the_others(mesh, notif
     _, task = await assign(mesh, "fast", fast.url)
     assert await until(lambda: asyncio.sleep(0, bool(fast.calls)), timeout=3)
     assert fast.calls[0][0] - started < 1.0
+
+
+@pytest.fixture
+async def patient_notifier(mesh):
+    """A notifier that waits 30 s for an answer: the held delivery below must not time out meanwhile."""
+    settings = replace(
+        mesh.settings, webhook_timeout=30, webhook_attempts=3, webhook_retry_base=0.05, webhook_retry_max=0.2
+    )
+    store = Store(settings.db, synchronous=settings.synchronous)
+    n = Notifier(store, settings)
+    runner = asyncio.create_task(n.run())
+    yield n
+    n.stop()
+    await asyncio.wait_for(runner, 10)
+    store.close()
+
+
+async def test_a_pass_over_a_backlog_never_stalls_deliveries_under_way(mesh, patient_notifier, receivers, monkeypatch):
+    """50,000 pending webhooks for an agent nobody can reach, and one for an agent that answers. While the
+    notifier reads the outbox, deliveries already under way go on: its SQLite reads run on a thread of
+    their own, never on the event loop. The pass is made to last until the good agent's delivery finishes
+    (at most 10 s), so the order proves it, whatever the machine's load: on the loop, the delivery could not
+    finish until the pass returned."""
+    notifier = patient_notifier
+    answered = threading.Event()
+    good = receivers(hold=answered)
+    closed = receivers()
+    dead_url = closed.url
+    closed.close()  # nothing listens there any more
+    await mesh.agent("dead", ["x"], notify_url=dead_url)
+    now = time.time()
+    mesh.store.write(
+        lambda conn: conn.executemany(
+            "INSERT INTO outbox (kind, message_id, agent, task_id, body, next_attempt_at, created_at, updated_at)"
+            " VALUES ('webhook', ?, 'dead', NULL, '{}', ?, ?, ?)",
+            [(f"msg_backlog_{i}", now, now, now) for i in range(50_000)],
+        )
+    )
+    loop_thread = threading.current_thread()
+    opened_on: set[threading.Thread] = set()
+    original_open = Store._open
+
+    def recording_open(store):
+        if store is notifier.store:
+            opened_on.add(threading.current_thread())
+        return original_open(store)
+
+    monkeypatch.setattr(Store, "_open", recording_open)
+    real_due = outbox_store.due
+    per_pass: list[int] = []  # the dead agent's rows each pass took
+    finished_during_pass: list[bool] = []
+
+    def slow_due(conn, **kwargs):
+        if good.calls and not finished_during_pass:  # the good webhook is under way: hold this pass
+            answered.set()  # ...and let the good agent answer now
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(o.get("agent") == "good" for o in notifier.outcomes):
+                time.sleep(0.01)
+            finished_during_pass.append(any(o.get("agent") == "good" for o in notifier.outcomes))
+        rows = real_due(conn, **kwargs)
+        per_pass.append(sum(1 for r in rows if r.agent == "dead"))
+        return rows
+
+    monkeypatch.setattr(outbox_store, "due", slow_due)
+    _, task = await assign(mesh, "good", good.url)
+    assert await until(lambda: asyncio.sleep(0, bool(finished_during_pass)), timeout=30)
+    assert finished_during_pass == [True]  # the delivery finished while the pass was still reading
+    assert len(good.calls) == 1
+    assert json.loads(good.calls[0][2])["data"]["task"]["id"] == task["id"]
+    assert per_pass and max(per_pass) <= PER_AGENT_IN_FLIGHT  # a pass takes a few of the backlog, not all
+    assert opened_on and loop_thread not in opened_on  # no SQLite connection on the event loop's thread

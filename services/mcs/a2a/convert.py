@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from a2a.types import Artifact, Message, Part, Role, Task, TaskState, TaskStatus
@@ -21,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcs.models import APPROVAL
 from mcs.models import Task as McsTask
 from mcs.models import TaskState as S
+from mcs.store.a2a import Origin as Origin  # re-exported: the face and push name it convert.Origin
 
 RESULT_ARTIFACT = "result"  # the artifact id (and name) a completed task's result is published as
 
@@ -185,14 +185,6 @@ def status_of(task: McsTask, context_id: str) -> TaskStatus:
     if text:
         status.message.CopyFrom(agent_message(task.id, context_id, text, message_id=f"{task.id}-{task.state.value}"))
     return status
-
-
-@dataclass(frozen=True)
-class Origin:
-    """What the A2A face recorded when it created a task: its context and the client's message (JSON)."""
-
-    context_id: str
-    message: dict[str, Any] | None
 
 
 def to_task(task: McsTask, origin: Origin | None, *, history_length: int | None = None) -> Task:

@@ -6,14 +6,18 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from mcs import profiles
-from mcs.client import DEFAULT_URL, Client, McsApiError, McsUnavailable
 from mcs.errors import ConfigError
+from mcs.profiles import DEFAULT_URL
+
+if TYPE_CHECKING:  # the client (httpx, tenacity) is imported by the commands that talk to the api, not by
+    # the server processes' commands: `mcs dispatcher` must not carry it
+    from mcs.client import Client
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +78,8 @@ def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def client(url: str) -> Client:
     """The client for a command: credentials from an explicit --profile, else the environment, else the
     config file's profile, else ./data/admin-token."""
+    from mcs.client import Client
+
     ctx = click.get_current_context()
     try:
         explicit: dict[str, Any] = {}
@@ -123,21 +129,19 @@ class McsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except McsApiError as exc:
-            click.echo(f"error: {exc.message} ({exc.code}, HTTP {exc.status})", err=True)
-            if exc.status == 401:
-                click.echo(auth_hint(), err=True)
-            ctx.exit(1)
-        except McsUnavailable as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
         except TimeoutError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
         except Exception as exc:
             from mcs.errors import McsError
 
-            if isinstance(exc, McsError):
+            client = sys.modules.get("mcs.client")  # not imported: no client error can have been raised
+            if client is not None and isinstance(exc, client.McsApiError):
+                click.echo(f"error: {exc.message} ({exc.code}, HTTP {exc.status})", err=True)
+                if exc.status == 401:
+                    click.echo(auth_hint(), err=True)
+                ctx.exit(1)
+            if isinstance(exc, McsError):  # McsUnavailable (the api cannot be reached) among them
                 click.echo(f"error: {exc}", err=True)
                 ctx.exit(1)
             raise

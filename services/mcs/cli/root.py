@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from mcs.cli.common import McsGroup
 
 
-@click.group(cls=McsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class RootGroup(McsGroup):
+    """The root group loads the command modules (`mcs.cli.COMMAND_MODULES`) only when a command it has
+    not registered yet is asked for, or the whole list is."""
+
+    def _load_all(self) -> None:
+        from mcs.cli import COMMAND_MODULES
+
+        for name in COMMAND_MODULES:
+            importlib.import_module(f"mcs.cli.{name}")
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._load_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_all()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcs")
 def main() -> None:
     """MCS, the Mesh Coordination Server: tasks, signed webhooks and shared memory for a mesh of AI agents.

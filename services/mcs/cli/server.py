@@ -32,6 +32,13 @@ def _where(name: str, settings: Any) -> str:
     return f"{settings.bind_metrics_host}:{port} (MCS_{name.upper()}_METRICS_PORT)"
 
 
+def _without_httpx_cli() -> None:
+    """Before a server process imports anything: httpx imports its command-line tool (rich, pygments:
+    about 4 MiB a process) whenever it can, and no server process runs it. A None in sys.modules makes
+    that import fail, which httpx expects: without its `cli` extra installed it fails the same way."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
     on stderr and exit code 78, which tells `mcs up` that restarting would not help. A database deleted or
@@ -111,6 +118,7 @@ def up(port: int | None, data: Path | None, profile: str | None) -> None:
 @main.command()
 def api() -> None:
     """Run the HTTP API alone (env: MCS_HOST, MCS_PORT, MCS_DB, MCS_ADMIN_TOKEN)."""
+    _without_httpx_cli()
     from mcs.api.server import main as run
 
     _serve("api", run)
@@ -119,6 +127,7 @@ def api() -> None:
 @main.command()
 def dispatcher() -> None:
     """Run the dispatcher alone (env: MCS_DB, MCS_DISPATCHER_METRICS_PORT)."""
+    _without_httpx_cli()
     from mcs.dispatcher import main as run
 
     _serve("dispatcher", run)
@@ -127,6 +136,7 @@ def dispatcher() -> None:
 @main.command()
 def watchdog() -> None:
     """Run the watchdog alone (env: MCS_DB, MCS_WATCHDOG_INTERVAL, MCS_WATCHDOG_METRICS_PORT)."""
+    _without_httpx_cli()
     from mcs.watchdog import main as run
 
     _serve("watchdog", run)
@@ -135,6 +145,7 @@ def watchdog() -> None:
 @main.command()
 def notifier() -> None:
     """Run the notifier alone (env: MCS_DB, MCS_NOTIFIER_METRICS_PORT, MCS_ALERT_WEBHOOK_URL)."""
+    _without_httpx_cli()
     from mcs.notifier import main as run
 
     _serve("notifier", run)

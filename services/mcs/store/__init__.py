@@ -8,14 +8,13 @@ one reader thread that batches the same way, each thread with its own connection
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcs.config import Settings
 from mcs.store import migrations
@@ -25,6 +24,7 @@ from mcs.store.connection import (
     FileIdentity,
     WriterLock,
     connect,
+    data_version,
     disk_free,
     in_read,
     in_read_batch,
@@ -34,9 +34,12 @@ from mcs.store.connection import (
     translate,
 )
 
+if TYPE_CHECKING:  # asyncio only where AsyncStore runs (api, notifier): the dispatcher and watchdog are sync
+    import asyncio
+
 T = TypeVar("T")
 
-__all__ = ["AsyncStore", "Store", "disk_free", "sqlite_version"]
+__all__ = ["AsyncStore", "Store", "data_version", "disk_free", "sqlite_version"]
 
 BATCH_MAX = 64  # requests run together at most (one transaction)
 
@@ -128,7 +131,7 @@ class Store:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: how a process learns of new work cheaply."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        return data_version(self.conn)
 
     def close(self) -> None:
         with self._lock:
@@ -202,6 +205,8 @@ class _BatchThread:
                     loop.call_soon_threadsafe(_settle, jobs, results)
 
     async def submit(self, call: Callable[[Connection], T]) -> T:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.jobs.put(_Job(call, future, loop, time.monotonic()))

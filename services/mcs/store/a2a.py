@@ -8,12 +8,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcs.a2a.convert import Origin
 from mcs.errors import Forbidden, NotFound
 from mcs.models import APPROVAL, Agent, AgentStatus, Caller, Task, TaskSpec
 from mcs.store import agents as agents_store
 from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What the A2A face recorded when it created a task: its context and the client's message (JSON)."""
+
+    context_id: str
+    message: dict[str, Any] | None
 
 
 @dataclass(frozen=True, kw_only=True)

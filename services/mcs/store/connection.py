@@ -1,14 +1,15 @@
 """Opening connections with the pragmas every MCS connection must have, and running write transactions.
 
-The SQLite library comes from pysqlite3 (bundling a current SQLite) through sqlite-utils' own choice of
-module; the stdlib build on many distributions is older than 3.51.3 and has the WAL-reset bug that hits
-exactly our shape (several processes writing and checkpointing one WAL database).
+The SQLite library comes from pysqlite3 (bundling a current SQLite) when installed, the same choice of
+module sqlite-utils makes; the stdlib build on many distributions is older than 3.51.3 and has the
+WAL-reset bug that hits exactly our shape (several processes writing and checkpointing one WAL database).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import importlib
 import os
 import queue
 import threading
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
+try:  # pysqlite3 when installed, as sqlite-utils chooses (its Database wraps our connections in migrations)
+    sqlite3: Any = importlib.import_module("pysqlite3")
+except ImportError:  # not through sqlite_utils.utils: that imports all of sqlite-utils (about 3 MiB a process)
+    sqlite3 = importlib.import_module("sqlite3")
 
 from mcs import metrics
 from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
@@ -392,6 +396,11 @@ def in_write_batch(
             lock.release()
     metrics.count_transitions(noted)
     return outcomes
+
+
+def data_version(conn: Connection) -> int:
+    """PRAGMA data_version of this connection: it changes whenever another connection commits."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def in_read(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

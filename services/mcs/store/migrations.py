@@ -7,12 +7,50 @@ containers in compose) serialise instead of racing to create the same tables.
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcs.store.connection import Connection, WriterLock, immediate
 
-migrations = Migrations("mcs")
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+F = TypeVar("F", bound=Callable[..., None])
+MIGRATIONS_TABLE = "_sqlite_migrations"  # sqlite-utils' record of the migrations applied
+
+
+class _Migrations:
+    """sqlite-utils' `Migrations`, built the first time something other than registering asks for it:
+    every process checks for pending migrations at start, and importing sqlite-utils to find none costs
+    each of them about 3 MiB. Registering (`@migrations(name=...)`) and `names` need no sqlite-utils."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.names: list[str] = []
+        self._registered: list[tuple[str, Callable[..., None]]] = []
+        self._real: Migrations | None = None
+
+    def __call__(self, *, name: str) -> Callable[[F], F]:
+        def inner(fn: F) -> F:
+            self._registered.append((name, fn))
+            self.names.append(name)
+            return fn
+
+        return inner
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._real is None:
+            from sqlite_utils.migrations import Migrations
+
+            real = Migrations(self.name)
+            for name, fn in self._registered:
+                real(name=name)(fn)
+            self._real = real
+        return getattr(self._real, attr)
+
+
+migrations = _Migrations("mcs")
 
 
 @migrations(name="0001_core")
@@ -208,18 +246,30 @@ def _run_script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
+def _applied(conn: Connection) -> set[str]:
+    """The names of the migrations this database has, read without sqlite-utils."""
+    exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    if not conn.execute(exists, (MIGRATIONS_TABLE,)).fetchone():
+        return set()
+    rows = conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ?", (migrations.name,))
+    return {row[0] for row in rows}
+
+
 def apply(conn: Connection, lock: WriterLock | None = None) -> list[str]:
     """Apply pending migrations; return the names applied."""
-    db = Database(conn, recursive_triggers=False, execute_plugins=False)
     with immediate(conn, lock):
-        pending = [m.name for m in migrations.pending(db)]
+        applied = _applied(conn)
+        pending = [name for name in migrations.names if name not in applied]
         if pending:
-            migrations.apply(db)
+            from sqlite_utils import Database
+
+            migrations.apply(Database(conn, recursive_triggers=False, execute_plugins=False))
     return pending
 
 
 def pending(conn: Connection) -> list[str]:
-    return [m.name for m in migrations.pending(Database(conn, recursive_triggers=False, execute_plugins=False))]
+    applied = _applied(conn)
+    return [name for name in migrations.names if name not in applied]
 
 
 @migrations(name="0008_quotas")
@@ -443,3 +493,11 @@ def m0018_a2a(db: Database) -> None:
                 WHERE task_id = old.id; END;
         """,
     )
+
+
+@migrations(name="0019_outbox_pending_by_agent")
+def m0019_outbox_pending_by_agent(db: Database) -> None:
+    # The notifier's pass takes at most a few due rows per agent: with this index it seeks from one agent
+    # with pending rows to the next and reads each one's oldest rows, instead of numbering every pending
+    # row (measured: 78 ms a pass with 50,000 pending rows for one dead agent, on the notifier's loop).
+    db.execute("CREATE INDEX outbox_pending_agent ON outbox(agent, id) WHERE state = 'pending'")
