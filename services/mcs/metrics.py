@@ -177,3 +177,8 @@ event_streams_dropped = Counter(
     "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
 )
 task_progress = Counter("mcs_task_progress_total", "Progress reports from agents on claimed tasks")
+mcp_tool_calls = Counter(
+    "mcs_mcp_tool_calls_total",
+    "MCP tool calls (`mcs mcp` and /mcp on the api), by tool and outcome",
+    ["tool", "outcome"],
+)

@@ -185,6 +185,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         if own:
             s.close()
 
+    from mcs.faces import mcp_http  # (here: mcs.faces.mcp_server imports this package's schemas)
+
+    mcp_http.mount(app, settings)  # MCP at /mcp in front of the routes; stops serving before the store closes
+
     @app.before_request
     async def start_timer() -> None:
         request.environ_started = time.perf_counter()  # type: ignore[attr-defined]

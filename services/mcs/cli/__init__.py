@@ -10,6 +10,7 @@ from mcs.cli import (  # noqa: F401  (they register their commands)
     admin,
     agents,
     backup,
+    mcp,
     memory,
     review,
     schedules,

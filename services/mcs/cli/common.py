@@ -6,13 +6,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from mcs import profiles
-from mcs.client import DEFAULT_URL, Client, McsApiError, McsUnavailable
+from mcs.client import DEFAULT_URL, AsyncClient, Client, McsApiError, McsUnavailable
 from mcs.errors import ConfigError
 
 
@@ -71,9 +71,12 @@ def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def client(url: str) -> Client:
-    """The client for a command: credentials from an explicit --profile, else the environment, else the
-    config file's profile, else ./data/admin-token."""
+C = TypeVar("C", Client, AsyncClient)
+
+
+def client(url: str, cls: type[C] = Client) -> C:  # type: ignore[assignment]
+    """The client for a command (`cls`: Client, or AsyncClient): credentials from an explicit --profile, else
+    the environment, else the config file's profile, else ./data/admin-token."""
     ctx = click.get_current_context()
     try:
         explicit: dict[str, Any] = {}
@@ -87,7 +90,7 @@ def client(url: str) -> Client:
                 }
                 if not (explicit["admin_token"] or (explicit["agent_id"] and explicit["agent_secret"])):
                     explicit = {}
-        return Client.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
+        return cls.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
