@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -322,3 +322,37 @@ def test_agent_mcp_serves_a_stdio_mcp_servers_tools(mesh: Mesh, tmp_path: Path):
     assert code == 0, log_path.read_text()
     assert mesh.admin.get_agent(name)["status"] == "offline"
     assert creds["secret"] not in log_path.read_text()
+
+
+def test_an_mcp_client_fans_a_review_out_and_reads_the_consensus(mesh: Mesh, agent_factory):
+    """The README's worked example: list_agents, submit_task with route all + consensus, wait_task."""
+    kind = f"mcs-review-{uid()}"
+
+    def reviewer(extra: str) -> Callable[[FakeAgent, dict[str, Any]], Any]:
+        def review(agent: FakeAgent, task: dict[str, Any]) -> Any:
+            assert task["payload"]["files"][0]["path"] == "orders.py"
+            found = [{"file": "orders.py", "line": 1, "severity": "observation", "title": "Unused import: os"}]
+            found.append({"file": "orders.py", "line": 9, "severity": "critical", "title": extra})
+            return {"findings": found}
+
+        return review
+
+    one = agent_factory(mesh, capabilities=[kind], result=reviewer("Use of eval"))
+    two = agent_factory(mesh, capabilities=[kind], result=reviewer("Hard-coded password"))
+    payload = {"root": "shop", "files": [{"path": "orders.py", "content": "import os\n"}]}
+
+    async def scenario() -> dict[str, Any]:
+        async with http_session(mesh, {"Authorization": f"Bearer {mesh.admin_token}"}) as session:
+            agents = (await call(session, "list_agents"))["agents"]
+            assert {a["name"] for a in agents if kind in a["capabilities"]} == {one.name, two.name}
+            task = await call(session, "submit_task", type=kind, route="all", aggregate="consensus", payload=payload)
+            done: dict[str, Any] = await call(session, "wait_task", task_id=task["id"], timeout=DEADLINE)
+            return done
+
+    done = anyio.run(scenario)
+    assert done["done"] and done["task"]["state"] == "completed", done
+    result = done["task"]["result"]
+    assert result["aggregate"] == "consensus"
+    agreed = [f for f in result["findings"] if f["consensus"] >= 2]
+    assert [(f["title"], sorted(f["agents"])) for f in agreed] == [("Unused import: os", sorted([one.name, two.name]))]
+    assert result["summary"]["findings"] == 3

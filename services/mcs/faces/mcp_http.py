@@ -163,18 +163,36 @@ def mount(app: Quart, settings: Settings) -> None:
 
     @app.while_serving
     async def mcp_lifespan() -> Any:
-        async with (
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=cast(Any, quart_asgi)),
-                base_url=INTERNAL_URL,
-                trust_env=False,
-                timeout=None,
-            ) as http,
-            server.session_manager.run(),
-        ):
+        # The session manager's task group lives in a task of its own, entered and left there: this
+        # generator may be closed from another task (hypercorn never serving, e.g. its port in use).
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def run_sessions() -> None:
+            async with server.session_manager.run():
+                started.set()
+                await stop.wait()
+
+        runner = asyncio.create_task(run_sessions(), name="mcp-sessions")
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=cast(Any, quart_asgi)),
+            base_url=INTERNAL_URL,
+            trust_env=False,
+            timeout=None,
+        )
+        try:
+            waiter = asyncio.create_task(started.wait())
+            await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            if runner.done():
+                runner.result()  # it failed to start: say why
             backend.http = http
             yield
+        finally:
             backend.http = None
+            stop.set()
+            await asyncio.gather(runner, return_exceptions=True)
+            await http.aclose()
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:

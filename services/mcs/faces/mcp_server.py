@@ -118,13 +118,14 @@ class SseWatch:
         watch = cls()
         opened = asyncio.Event()
         reader = asyncio.create_task(watch._read(client, task_id, opened))
+        waiter = asyncio.create_task(opened.wait())
         try:
-            await asyncio.wait({reader, asyncio.create_task(opened.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
             yield watch if not watch.broken else PollWatch()
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            opened.set()  # ends the waiter above if the reader never opened
+            for task in (reader, waiter):
+                task.cancel()
+            await asyncio.gather(reader, waiter, return_exceptions=True)
 
     async def _read(self, client: AsyncClient, task_id: str, opened: asyncio.Event) -> None:
         try:
