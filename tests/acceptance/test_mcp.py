@@ -356,3 +356,50 @@ def test_an_mcp_client_fans_a_review_out_and_reads_the_consensus(mesh: Mesh, age
     agreed = [f for f in result["findings"] if f["consensus"] >= 2]
     assert [(f["title"], sorted(f["agents"])) for f in agreed] == [("Unused import: os", sorted([one.name, two.name]))]
     assert result["summary"]["findings"] == 3
+
+
+def test_long_waits_outlast_the_apis_read_timeout(mesh_factory, agent_factory, tmp_path: Path):
+    """The api ends each event stream and each HTTP response before its read timeout (here 3 s): a stdio
+    wait_task follows the task across reconnections, and a long wait over /mcp answers instead of being cut."""
+    short = mesh_factory(MCS_API_READ_TIMEOUT="3")  # event streams and /mcp waits end after 2 s
+    kind = f"mcp-long-{uid()}"
+    worker = agent_factory(short, capabilities=[kind], push=False)
+    env = {"MCS_URL": short.url, "MCS_ADMIN_TOKEN": short.admin_token, "HOME": str(tmp_path)}
+
+    async def over_stdio() -> tuple[dict[str, Any], list[str]]:
+        async with stdio_session(env) as session:
+            task = await call(session, "submit_task", type=kind)
+            progress: list[str] = []
+            answer: dict[str, Any] = {}
+
+            async def wait() -> None:
+                answer.update(await call(session, "wait_task", progress, task_id=task["id"], timeout=DEADLINE))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                # The first heartbeat comes after 5 s: the first event stream has ended by then.
+                await anyio.to_thread.run_sync(
+                    lambda: wait_until(lambda: progress, timeout=DEADLINE, what="a heartbeat from wait_task")
+                )
+                assert progress == ["still queued"], progress
+
+                def work() -> None:
+                    claimed = worker.client.claim_next()
+                    assert claimed is not None and claimed["id"] == task["id"]
+                    worker.client.complete(task["id"], claimed["claim_token"], "late")
+
+                await anyio.to_thread.run_sync(work)
+            return answer, progress
+
+    answer, progress = anyio.run(over_stdio)
+    assert answer["done"] and answer["task"]["result"] == "late", answer
+    assert f"claimed by {worker.name}" in progress and f"completed by {worker.name}" in progress, progress
+
+    async def over_http() -> dict[str, Any]:
+        async with http_session(short, {"Authorization": f"Bearer {short.admin_token}"}) as session:
+            idle = await call(session, "submit_task", type=f"nobody-{uid()}")
+            waited: dict[str, Any] = await call(session, "wait_task", task_id=idle["id"], timeout=DEADLINE)
+            return waited
+
+    waited = anyio.run(over_http)
+    assert waited["done"] is False and waited["task"]["state"] == "queued", waited

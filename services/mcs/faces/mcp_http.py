@@ -104,9 +104,11 @@ class HubWatch:
 class ApiBackend:
     """Tools act as the caller of each /mcp request, through the Quart app in process."""
 
-    def __init__(self, app: Quart) -> None:
+    def __init__(self, app: Quart, settings: Settings) -> None:
         self.app = app
         self.http: httpx.AsyncClient | None = None
+        # Hypercorn's read timeout counts while a response streams: a wait ends before it would cut it.
+        self.max_wait = settings.events_stream_max
 
     def _caller(self, ctx: Context) -> dict[str, str]:
         request = ctx.request_context.request
@@ -150,7 +152,7 @@ def mount(app: Quart, settings: Settings) -> None:
     # The SDK logs each stateless request's end at INFO: one line per request costs more than the request.
     logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     quart_asgi = app.asgi_app
-    backend = ApiBackend(app)
+    backend = ApiBackend(app, settings)
     server = build_server(backend)
     mcp_app = server.streamable_http_app(
         streamable_http_path=PATH,

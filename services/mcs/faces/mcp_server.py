@@ -41,6 +41,7 @@ WAIT_DEFAULT = 60.0  # seconds wait_task waits when not told
 WAIT_MAX = 3600.0  # seconds wait_task may be asked to wait at most
 WAIT_HEARTBEAT = 5.0  # seconds between progress notifications (and task re-reads) while nothing happens
 POLL_INTERVAL = 1.0  # seconds between task re-reads when the event stream cannot be followed
+SSE_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # seconds; the server sends a keep-alive every 15 s
 WATCH_BUFFER = 100  # events a wait keeps while it re-reads the task; older ones only count as "changed"
 WORKFLOW_STATES = ("running",)
 
@@ -78,6 +79,8 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_
 
 class Backend(Protocol):
     """Where a tool call's MCS client comes from, and how `wait_task` hears that a task changed."""
+
+    max_wait: float | None  # seconds one wait_task may last at most here (None: as long as asked)
 
     def client(self, ctx: Context) -> contextlib.AbstractAsyncContextManager[AsyncClient]:
         """A client acting for whoever called the tool."""
@@ -128,21 +131,27 @@ class SseWatch:
             await asyncio.gather(reader, waiter, return_exceptions=True)
 
     async def _read(self, client: AsyncClient, task_id: str, opened: asyncio.Event) -> None:
+        last: str | None = None  # the last event id seen: a reconnection resumes after it, losing nothing
         try:
-            timeout = httpx.Timeout(10.0, read=60.0)
-            async with client.http.stream("GET", "/v1/events", params={"task": task_id}, timeout=timeout) as resp:
-                if resp.status_code != 200:
-                    raise McsUnavailable(f"GET /v1/events answered {resp.status_code}")
-                data: list[str] = []
-                async for line in resp.aiter_lines():
-                    if line.startswith(": connected"):
-                        opened.set()  # the server now sends every event from here on
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif line == "" and data:
-                        self.events.append(json.loads("\n".join(data)))
-                        data = []
-                        self.changed.set()
+            while True:  # the server ends each response after a while (MCS_API_READ_TIMEOUT): reconnect
+                headers = {"Last-Event-ID": last} if last is not None else {}
+                async with client.http.stream(
+                    "GET", "/v1/events", params={"task": task_id}, headers=headers, timeout=SSE_TIMEOUT
+                ) as resp:
+                    if resp.status_code != 200:
+                        raise McsUnavailable(f"GET /v1/events answered {resp.status_code}")
+                    data: list[str] = []
+                    async for line in resp.aiter_lines():
+                        if line.startswith(": connected"):
+                            opened.set()  # the server now sends every event from here on
+                        elif line.startswith("id:"):
+                            last = line[3:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].strip())
+                        elif line == "" and data:
+                            self.events.append(json.loads("\n".join(data)))
+                            data = []
+                            self.changed.set()
         except (httpx.HTTPError, McsUnavailable, ValueError) as exc:
             log.info("event stream for wait_task unavailable, polling: %s", exc, extra={"action": "mcp_wait_poll"})
         self.broken = True
@@ -291,7 +300,10 @@ def build_server(backend: Backend) -> MCPServer[Any]:
         ] = WAIT_DEFAULT,
     ) -> ToolResult:
         """Wait until the task is completed, failed or canceled, or `timeout` seconds passed; returns
-        `{done, task}` with the task as it is then. Sends progress notifications while it waits."""
+        `{done, task}` with the task as it is then. Sends progress notifications while it waits. Over
+        HTTP (/mcp) one wait lasts at most two thirds of the api's read timeout (60 s): call it again."""
+
+        limit = timeout if backend.max_wait is None else min(timeout, backend.max_wait)
 
         async def wait(c: AsyncClient) -> dict[str, Any]:
             started = time.monotonic()
@@ -300,12 +312,12 @@ def build_server(backend: Backend) -> MCPServer[Any]:
             async def notify(message: str) -> None:
                 nonlocal sent
                 sent = max(sent + 0.001, time.monotonic() - started)  # progress must increase
-                await ctx.report_progress(round(sent, 3), timeout, message)
+                await ctx.report_progress(round(sent, 3), limit, message)
 
             async with backend.watch(c, task_id) as watch:
                 task: dict[str, Any] = await c.get_task(task_id)
                 while task["state"] not in TERMINAL:
-                    left = timeout - (time.monotonic() - started)
+                    left = limit - (time.monotonic() - started)
                     if left <= 0:
                         break
                     events = await watch.next(min(left, WAIT_HEARTBEAT))
@@ -442,6 +454,8 @@ def build_server(backend: Backend) -> MCPServer[Any]:
 
 class ClientBackend:
     """One client for the whole server (stdio: one user), and the event stream over HTTP for waits."""
+
+    max_wait: float | None = None
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
