@@ -306,12 +306,13 @@ def build_server(backend: Backend) -> MCPServer[Any]:
         limit = timeout if backend.max_wait is None else min(timeout, backend.max_wait)
 
         async def wait(c: AsyncClient) -> dict[str, Any]:
-            started = time.monotonic()
+            started = noted = time.monotonic()
             sent = -1.0
 
             async def notify(message: str) -> None:
-                nonlocal sent
-                sent = max(sent + 0.001, time.monotonic() - started)  # progress must increase
+                nonlocal sent, noted
+                noted = time.monotonic()
+                sent = max(sent + 0.001, noted - started)  # progress must increase
                 await ctx.report_progress(round(sent, 3), limit, message)
 
             async with backend.watch(c, task_id) as watch:
@@ -324,8 +325,8 @@ def build_server(backend: Backend) -> MCPServer[Any]:
                     for event in events or []:
                         await notify(_event_text(event))
                     task = await c.get_task(task_id)
-                    if events is None:
-                        await notify(f"still {task['state']}")
+                    if task["state"] not in TERMINAL and time.monotonic() - noted >= WAIT_HEARTBEAT:
+                        await notify(f"still {task['state']}")  # a client may count this as alive
             return {"done": task["state"] in TERMINAL, "task": task}
 
         return await call("wait_task", ctx, wait)
