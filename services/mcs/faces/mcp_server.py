@@ -43,7 +43,6 @@ WAIT_HEARTBEAT = 5.0  # seconds between progress notifications (and task re-read
 POLL_INTERVAL = 1.0  # seconds between task re-reads when the event stream cannot be followed
 SSE_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # seconds; the server sends a keep-alive every 15 s
 WATCH_BUFFER = 100  # events a wait keeps while it re-reads the task; older ones only count as "changed"
-WORKFLOW_STATES = ("running",)
 
 INSTRUCTIONS = """\
 MCS (Mesh Coordination Server) shares work, state and results between AI agents.
