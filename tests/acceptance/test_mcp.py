@@ -320,7 +320,8 @@ def test_agent_mcp_serves_a_stdio_mcp_servers_tools(mesh: Mesh, tmp_path: Path):
                 proc.kill()
                 proc.wait()
     assert code == 0, log_path.read_text()
-    assert mesh.admin.get_agent(name)["status"] == "offline"
+    # It told MCS it is going (a last registration with a 1 s TTL): offline without waiting out 300 s.
+    wait_until(lambda: mesh.admin.get_agent(name)["status"] == "offline", timeout=DEADLINE, what="offline")
     assert creds["secret"] not in log_path.read_text()
 
 
