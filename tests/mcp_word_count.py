@@ -1,7 +1,8 @@
 """A small stdio MCP server for the tests of `mcs agent mcp`, built on the `mcp` SDK like any real one.
 
 Tools: word_count (structured result), shout (text only), refuse (always a tool error), env_has (whether an
-environment variable reached this process: the agent must not hand it its MCS credentials).
+environment variable reached this process: the agent must not hand it its MCS credentials), crash (the
+process dies).
 
     python tests/mcp_word_count.py
 """
@@ -44,6 +45,12 @@ def refuse(reason: str = "no") -> str:
 def env_has(name: str) -> bool:
     """Whether an environment variable is set in this server's process."""
     return name in os.environ
+
+
+@server.tool()
+def crash() -> str:
+    """The server process dies (a crashed MCP server)."""
+    os._exit(3)
 
 
 if __name__ == "__main__":

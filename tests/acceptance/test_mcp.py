@@ -267,7 +267,8 @@ def test_mcp_over_http_on_the_api_acts_as_the_caller(mesh: Mesh, agent_factory):
     assert 'mcs_http_requests_total{method="POST",route="/mcp",status="401"} 3.0' in metrics
 
 
-def test_agent_mcp_serves_a_stdio_mcp_servers_tools(mesh: Mesh, tmp_path: Path):
+def start_mcp_agent(mesh: Mesh, log_path: Path) -> tuple[str, dict[str, Any], subprocess.Popen[bytes]]:
+    """`mcs agent mcp` wrapping tests/mcp_word_count.py, once it is online: (name, credentials, process)."""
     name = f"mcp-agent-{uid()}"
     creds = mesh.admin.create_agent(name, [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCS_")} | {
@@ -277,18 +278,23 @@ def test_agent_mcp_serves_a_stdio_mcp_servers_tools(mesh: Mesh, tmp_path: Path):
         "MCS_WEBHOOK_SECRET": creds["webhook_secret"],
         "PYTHONUNBUFFERED": "1",
     }
-    log_path = tmp_path / "mcp-agent.log"
     command = [sys.executable, "-m", "mcs", "agent", "mcp", "--", sys.executable, str(WORD_COUNT_SERVER)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until(
+        lambda: mesh.admin.get_agent(name)["status"] == "online" or proc.poll() is not None,
+        timeout=DEADLINE,
+        what="the MCP agent to register",
+    )
+    assert proc.poll() is None, log_path.read_text()
+    return name, creds, proc
+
+
+def test_agent_mcp_serves_a_stdio_mcp_servers_tools(mesh: Mesh, tmp_path: Path):
+    log_path = tmp_path / "mcp-agent.log"
+    name, creds, proc = start_mcp_agent(mesh, log_path)
     try:
-        wait_until(
-            lambda: mesh.admin.get_agent(name)["status"] == "online" or proc.poll() is not None,
-            timeout=DEADLINE,
-            what="the MCP agent to register",
-        )
-        assert proc.poll() is None, log_path.read_text()
-        tools = ["word_count", "shout", "refuse", "env_has"]
+        tools = ["word_count", "shout", "refuse", "env_has", "crash"]
         assert sorted(mesh.admin.get_agent(name)["capabilities"]) == sorted(f"mcp:{t}" for t in tools)
 
         def run(payload: Any, kind: str = "mcp:word_count") -> dict[str, Any]:
@@ -404,3 +410,22 @@ def test_long_waits_outlast_the_apis_read_timeout(mesh_factory, agent_factory, t
 
     waited = anyio.run(over_http)
     assert waited["done"] is False and waited["task"]["state"] == "queued", waited
+
+
+def test_agent_mcp_stops_when_its_mcp_server_dies(mesh: Mesh, tmp_path: Path):
+    log_path = tmp_path / "mcp-agent.log"
+    name, _, proc = start_mcp_agent(mesh, log_path)
+    try:
+        task = mesh.admin.submit("mcp:crash", {}, max_retries=3)
+        code = proc.wait(timeout=DEADLINE)  # it exits by itself: no more work for a server that is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text()
+    assert code == 1 and "the MCP server word-count stopped; the agent went offline" in log, log
+    assert "Traceback" not in log, log
+    wait_until(lambda: mesh.admin.get_agent(name)["status"] == "offline", timeout=DEADLINE, what="offline")
+    retried = mesh.admin.get_task(task["id"])  # failed retryably: it waits for another agent
+    assert retried["state"] in ("retrying", "queued") and retried["attempts"] == 1, retried
+    assert "is gone" in retried["error"], retried

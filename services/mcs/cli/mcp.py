@@ -85,7 +85,17 @@ def agent_mcp(command: tuple[str, ...], pass_env: tuple[str, ...], call_timeout:
             capabilities = list(opts["capabilities"]) or tools.capabilities
             if not capabilities:
                 raise click.ClickException(f"the MCP server {tools.server_name} lists no tools")
-            await make_agent(tools, opts, capabilities).serve_until_signal()
+            agent = make_agent(tools, opts, capabilities)
+            serving = asyncio.create_task(agent.serve_until_signal())
+            gone = asyncio.create_task(tools.gone.wait())
+            await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+            if tools.gone.is_set() and not serving.done():
+                await agent.stop()  # offline at once; the task it was on is retried elsewhere
+                await serving
+                raise click.ClickException(f"the MCP server {tools.server_name} stopped; the agent went offline")
+            await serving
 
     try:
         asyncio.run(serve())

@@ -4,7 +4,8 @@ through the `mcp` SDK's stdio client; its tools become capabilities (`mcp:<tool>
 Task payload: `{"tool": "word_count", "arguments": {"text": "..."}}`; without `tool`, a task of type
 `mcp:<tool>` names it. The result is the tool's structured content when it has some, else its text.
 An unknown tool, bad arguments or a tool error (`isError`) fail the task for good, with the tool's words;
-a call that times out, or a server that stopped answering, fails it retryably.
+a call that times out fails it retryably, and so does a server that died (`gone` is set then: `mcs agent
+mcp` stops the agent and exits 1, so no more tasks go to a process that is not there).
 
 The child process gets only the SDK's safe environment (HOME, PATH, ...) plus what `env` names: never the
 agent's MCS credentials.
@@ -12,6 +13,7 @@ agent's MCS credentials.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -62,6 +64,7 @@ class McpTools:
         self.tools: dict[str, Tool] = {}
         self.server_name = command[0]
         self._stack = contextlib.AsyncExitStack()
+        self.gone = asyncio.Event()  # set once a call finds the server process gone: the agent should stop
         self._session: ClientSession | None = None
 
     @property
@@ -130,9 +133,11 @@ class McpTools:
             if exc.code == REQUEST_TIMEOUT:
                 raise RetryableError(f"tool {tool} did not answer within {self.call_timeout:g} s") from None
             if exc.code == CONNECTION_CLOSED:
+                self.gone.set()
                 raise RetryableError(f"the MCP server {self.server_name} is gone: {exc.message}") from None
             raise PermanentError(f"tool {tool}: {exc.message} (MCP error {exc.code})") from None
         except (OSError, EOFError) as exc:
+            self.gone.set()
             raise RetryableError(f"the MCP server {self.server_name} is gone: {exc}") from None
         if result.is_error:
             raise PermanentError(f"tool {tool} failed: {_text(result) or 'no message'}")
