@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mcs.cli.agents import _AGENT_ENV_HELP, _agent_options, agent, check_agent_credentials, listen_errors, make_agent
-from mcs.cli.common import client, url_option
+from mcs.cli.common import auth_hint, client, url_option
 from mcs.cli.root import main
 from mcs.client import AsyncClient
 
@@ -30,7 +30,10 @@ def mcp(url: str) -> None:
     from mcs.process import setup_logging
 
     setup_logging(os.environ.get("MCS_LOG_LEVEL", "WARNING").upper())
-    asyncio.run(run_stdio(client(url, AsyncClient)))
+    c = client(url, AsyncClient)
+    if not ({"authorization", "x-agent-id"} & set(c.http.headers)):  # every tool would answer unauthorized
+        click.echo(f"mcs mcp: no credentials for {c.url}: {auth_hint()}", err=True)
+    asyncio.run(run_stdio(c))
 
 
 @agent.command(
