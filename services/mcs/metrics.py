@@ -172,7 +172,7 @@ def init_delivery_series(kinds: list[str]) -> None:
 
 
 events_streamed = Counter("mcs_events_streamed_total", "Events sent on GET /v1/events streams")
-event_streams = Gauge("mcs_event_streams", "Open GET /v1/events streams in this api process")
+event_streams = Gauge("mcs_event_streams", "Open event subscriptions in this api process (GET /v1/events, MCP waits)")
 event_streams_dropped = Counter(
     "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
 )
@@ -184,4 +184,9 @@ a2a_requests = Counter(
 )
 a2a_forwarded = Counter(
     "mcs_a2a_forwarded_total", "Tasks `mcs agent a2a` forwarded to a remote A2A agent, by outcome", ["outcome"]
+)
+mcp_tool_calls = Counter(
+    "mcs_mcp_tool_calls_total",
+    "MCP tool calls (`mcs mcp` and /mcp on the api), by tool and outcome",
+    ["tool", "outcome"],
 )

@@ -82,6 +82,7 @@ from mcs import __version__, auth, egress, metrics
 from mcs.a2a import convert
 from mcs.api.auth import Credentials, verify
 from mcs.api.events import EventHub, Subscriber
+from mcs.api.faces import A2A_CARD_PATHS, A2A_RPC_PATH
 from mcs.api.schemas import SubmitTask
 from mcs.errors import ApiError, QuotaExceeded, StoreError, Unauthorized
 from mcs.models import APPROVAL, Caller, TaskSpec
@@ -90,8 +91,9 @@ from mcs.models import TaskState as McsState
 from mcs.store import a2a as a2a_store
 from mcs.store import tasks as tasks_store
 
-RPC_PATH = "/a2a"
-CARD_PATHS = (AGENT_CARD_WELL_KNOWN_PATH, "/.well-known/agent.json")  # the second: what 0.2/0.3 clients ask
+RPC_PATH = A2A_RPC_PATH
+CARD_PATHS = A2A_CARD_PATHS
+assert AGENT_CARD_WELL_KNOWN_PATH in CARD_PATHS  # the SDK's path, which mcs.api.faces routes here
 CARD_CACHE = 1.0  # seconds the card's skills are reused before the agents table is read again
 RECHECK = 5.0  # seconds a stream waits for an event about its task before it reads the task anyway
 LIST_PAGE = 50  # tasks one ListTasks page holds unless pageSize says otherwise
@@ -169,6 +171,9 @@ class A2aMount:
             await self.a2a_app(scope, receive, send)
         finally:
             _base_url.reset(token)
+
+    async def aclose(self) -> None:
+        pass  # nothing of its own runs between requests
 
     async def _admit(self, scope: dict[str, Any], headers: dict[str, str]) -> tuple[Any, ...] | None:
         """Verify the caller (None: admitted, the Caller left in the scope) or the 401/503 to answer."""
@@ -714,8 +719,9 @@ class _QuietEmptySkills(logging.Filter):
 _QUIET = _QuietEmptySkills()
 
 
-def mount(app: Quart) -> None:
-    """Serve the A2A face in front of the Quart app (its store, settings and event hub)."""
+async def start(app: Quart, inner: Callable[..., Awaitable[None]]) -> A2aMount:
+    """The A2A face in front of the Quart app (its store, settings and event hub): mcs.api.faces starts it
+    on the first request for one of its paths."""
     sdk_log = logging.getLogger("a2a.utils.proto_utils")
     if _QUIET not in sdk_log.filters:
         sdk_log.addFilter(_QUIET)
@@ -731,4 +737,4 @@ def mount(app: Quart) -> None:
     routes += create_jsonrpc_routes(
         MeshHandler(app), RPC_PATH, context_builder=_ContextBuilder(), enable_v0_3_compat=True
     )
-    app.asgi_app = A2aMount(app, app.asgi_app, Starlette(routes=routes))  # type: ignore[method-assign,assignment]
+    return A2aMount(app, inner, Starlette(routes=routes))

@@ -396,30 +396,31 @@ class Agent:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
             logging.getLogger("httpx").setLevel(logging.WARNING)
+        asyncio.run(self.serve_until_signal())
 
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            signals = 0
+    async def serve_until_signal(self) -> None:
+        """`run()` inside a running event loop (for a program that sets up more around the agent, such as
+        `mcs agent mcp`'s MCP session): serve until SIGINT or SIGTERM, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        signals = 0
 
-            def on_signal(signum: int) -> None:
-                nonlocal signals
-                signals += 1
-                if signals == 1:
-                    log.info("agent %s: %s, shutting down", self.name, signal.Signals(signum).name)
-                    self._stop_requested.set()
-                else:
-                    log.info("agent %s: second signal, releasing running tasks now", self.name)
-                    self._hurry.set()
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info("agent %s: %s, shutting down", self.name, signal.Signals(signum).name)
+                self._stop_requested.set()
+            else:
+                log.info("agent %s: second signal, releasing running tasks now", self.name)
+                self._hurry.set()
 
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.serve()
+        finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal, sig)
-            try:
-                await self.serve()
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
-        asyncio.run(main())
+                loop.remove_signal_handler(sig)
 
     async def _shutdown(self) -> None:
         if self._shutdown_done is not None:

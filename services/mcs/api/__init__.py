@@ -17,8 +17,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from mcs import __version__, egress, metrics, quotas
-from mcs.a2a import face as a2a_face
-from mcs.api import agents, console, events, memory, schedules, status, tasks, workflows
+from mcs.api import agents, console, events, faces, memory, schedules, status, tasks, workflows
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
@@ -168,7 +167,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     app.register_blueprint(workflows.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(events.bp)
-    a2a_face.mount(app)  # /a2a and the agent card, served by the a2a-sdk in front of Quart
+    served_faces = faces.mount(app)  # /mcp and /a2a (and its card), started on their first request
 
     @app.while_serving
     async def lifespan() -> Any:
@@ -182,6 +181,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         app.config["MCS_STATE_METRICS"] = state_registry(s)
         hub = app.config["MCS_EVENTS"] = events.EventHub(s, buffer=settings.events_buffer)
         yield
+        await served_faces.aclose()  # before the store: an MCP call in flight still ends cleanly
         await hub.close()
         db.shutdown()
         if own:

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "admin",
     "agents",
     "backup",
+    "mcp",
     "memory",
     "review",
     "schedules",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,44 @@ def _agent_options(fn: Callable[..., Any], *, capability_required: bool = True) 
 
 def _run_agent(handler: Any, opts: dict[str, Any]) -> None:
     """Build the Agent from the shared options and serve until SIGINT/SIGTERM; problems are one line."""
+    agent = make_agent(handler, opts)
+    with listen_errors(opts):
+        agent.run()
+
+
+@contextlib.contextmanager
+def listen_errors(opts: dict[str, Any]) -> Iterator[None]:
+    """The webhook receiver's address in use (or another OSError) as one line."""
     import errno
 
+    try:
+        yield
+    except OSError as exc:
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+        raise click.ClickException(f"cannot listen on {opts['listen']}: {why}") from None
+
+
+def make_agent(handler: Any, opts: dict[str, Any], capabilities: list[str] | None = None) -> Any:
+    """The Agent the shared options describe (with logging set up); missing credentials are one line."""
     from mcs.agent import Agent
     from mcs.process import setup_logging
 
     setup_logging()
+    check_agent_credentials(opts)
+    return Agent(
+        handler,
+        capabilities=capabilities if capabilities is not None else list(opts["capabilities"]),
+        url=opts["url"],
+        name=opts["name"],
+        listen=None if opts["pull"] else opts["listen"],
+        notify_url=opts["notify_url"],
+        concurrency=opts["concurrency"],
+        shutdown_grace=opts["shutdown_grace"],
+    )
+
+
+def check_agent_credentials(opts: dict[str, Any]) -> None:
+    """Missing agent credentials (or webhook secret, when not pulling) as one line."""
     # Say what is missing in the command line's terms (the SDK's own messages name its Python arguments).
     if not (opts["name"] and os.environ.get("MCS_AGENT_SECRET")):
         raise click.ClickException(
@@ -160,21 +193,6 @@ def _run_agent(handler: Any, opts: dict[str, Any]) -> None:
             "MCS_WEBHOOK_SECRET is not set: it verifies the webhooks this agent receives; set it "
             "(--env-file FILE), or use --pull to long-poll for work instead"
         )
-    agent = Agent(
-        handler,
-        capabilities=list(opts["capabilities"]),
-        url=opts["url"],
-        name=opts["name"],
-        listen=None if opts["pull"] else opts["listen"],
-        notify_url=opts["notify_url"],
-        concurrency=opts["concurrency"],
-        shutdown_grace=opts["shutdown_grace"],
-    )
-    try:
-        agent.run()
-    except OSError as exc:
-        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else str(exc)
-        raise click.ClickException(f"cannot listen on {opts['listen']}: {why}") from None
 
 
 @agent.command("run", epilog=_AGENT_ENV_HELP)

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 from click.core import ParameterSource
@@ -17,7 +17,9 @@ from mcs.profiles import DEFAULT_URL
 
 if TYPE_CHECKING:  # the client (httpx, tenacity) is imported by the commands that talk to the api, not by
     # the server processes' commands: `mcs dispatcher` must not carry it
-    from mcs.client import Client
+    from mcs.client import AsyncClient, Client
+
+C = TypeVar("C", "Client", "AsyncClient")
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,11 +77,17 @@ def url_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def client(url: str) -> Client:
-    """The client for a command: credentials from an explicit --profile, else the environment, else the
-    config file's profile, else ./data/admin-token."""
-    from mcs.client import Client
+@overload
+def client(url: str) -> Client: ...
+@overload
+def client(url: str, cls: type[C]) -> C: ...
+def client(url: str, cls: Any = None) -> Any:
+    """The client for a command (`cls`: Client, the default, or AsyncClient): credentials from an explicit
+    --profile, else the environment, else the config file's profile, else ./data/admin-token."""
+    if cls is None:
+        from mcs.client import Client
 
+        cls = Client
     ctx = click.get_current_context()
     try:
         explicit: dict[str, Any] = {}
@@ -93,7 +101,7 @@ def client(url: str) -> Client:
                 }
                 if not (explicit["admin_token"] or (explicit["agent_id"] and explicit["agent_secret"])):
                     explicit = {}
-        return Client.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
+        return cls.from_env(url=url, profile=ctx.meta.get(PROFILE_META), **explicit)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
