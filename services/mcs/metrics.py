@@ -73,6 +73,10 @@ write_lock_waits = Histogram(
     "Waits for the database's write lock when another process held it (a free lock is not counted)",
     buckets=LATENCY_BUCKETS,
 )
+write_lock_acquisitions = Counter(
+    "mcs_write_lock_acquisitions_total",
+    "Write transactions this process began: each takes the database's write lock once (a group commit counts once)",
+)
 write_lock_timeouts = Counter(
     "mcs_write_lock_timeouts_total",
     "Writes refused with 503 database_busy: the write lock stayed taken past MCS_WRITE_LOCK_TIMEOUT",
