@@ -181,3 +181,12 @@ event_streams_dropped = Counter(
     "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
 )
 task_progress = Counter("mcs_task_progress_total", "Progress reports from agents on claimed tasks")
+claim_wakeups = Counter(
+    "mcs_claim_wakeups_total",
+    "Long-poll claims (POST /v1/tasks/claim with wait) woken by a commit: idle (a read found nothing this agent"
+    " could take, so no write), claimed, raced (the read found work; another agent took it first)",
+    ["outcome"],
+)
+for _outcome in ("idle", "claimed", "raced"):
+    claim_wakeups.labels(_outcome)
+claims_waiting = Gauge("mcs_claims_waiting", "Long-poll claims waiting for work now in this api process")

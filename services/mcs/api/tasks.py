@@ -135,15 +135,30 @@ async def claim_next(data: ClaimNext) -> Response:
     creds = credentials()
     deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
+    claim = authed(tasks_store.claim_next, need="agent", pass_as="agent")
+    woken = False
     while True:
         version = watcher.version
-        task = await _db().write(authed(tasks_store.claim_next, need="agent", pass_as="agent"), creds, now=time.time())
-        if task is not None:
-            return respond(task)
+        # Woken by a commit (any commit, by anyone): a read first, and the write lock only when it shows
+        # a task this agent could take; most commits (heartbeats, other agents' work) concern it not.
+        if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
+            metrics.claim_wakeups.labels("idle").inc()
+        else:
+            task = await _db().write(claim, creds, now=time.time())
+            if woken:
+                metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
+            if task is not None:
+                return respond(task)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response("", status=204)
-        await watcher.wait_for_change(version, timeout=remaining)
+        metrics.claims_waiting.inc()
+        try:
+            woken = await watcher.wait_for_change(version, timeout=remaining)
+        finally:
+            metrics.claims_waiting.dec()
+        if not woken:
+            return Response("", status=204)  # nothing committed since the last look: nothing new to take
 
 
 @bp.post("/<task_id>/claim")

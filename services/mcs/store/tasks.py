@@ -485,6 +485,17 @@ def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[s
 
 def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] | None:
     """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do."""
+    best = _next_for(conn, agent)
+    return _claim(conn, best, agent, now) if best else None
+
+
+def has_claimable(conn: Connection, *, agent: Agent) -> bool:
+    """Whether `claim_next` would find a task for this agent now: a read, so a waiting long poll takes
+    the write lock only when there is something to take (another agent may still take it first)."""
+    return _next_for(conn, agent) is not None
+
+
+def _next_for(conn: Connection, agent: Agent) -> Task | None:
     mine = conn.execute(
         "SELECT * FROM tasks WHERE state = 'assigned' AND assigned_to = ? ORDER BY priority, seq LIMIT 1",
         (agent.name,),
@@ -508,7 +519,7 @@ def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] 
         ):
             best = must_get(conn, row["id"])
             break
-    return _claim(conn, best, agent, now) if best else None
+    return best
 
 
 def _held(conn: Connection, task_id: str, agent: Agent, token: str) -> Task:
