@@ -190,3 +190,10 @@ claim_wakeups = Counter(
 for _outcome in ("idle", "claimed", "raced"):
     claim_wakeups.labels(_outcome)
 claims_waiting = Gauge("mcs_claims_waiting", "Long-poll claims waiting for work now in this api process")
+batch_items = Counter(
+    "mcs_batch_items_total",
+    "Items of POST /v1/tasks/batch by outcome: created, replayed (an idempotency key seen before), refused",
+    ["outcome"],
+)
+for _outcome in ("created", "replayed", "refused"):
+    batch_items.labels(_outcome)
