@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mcs import metrics
+from mcs.config import Settings
 from mcs.models import SUBMIT_BATCH_MAX
+from tests.integration.conftest import ADMIN_TOKEN
+
+
+@pytest.fixture
+def settings(tmp_path: Any, request: Any) -> Settings:
+    """The usual test settings, plus what a test names (parametrize "settings" indirectly)."""
+    extra = getattr(request, "param", {})
+    return Settings.from_env({}, db=tmp_path / "mcs.db", admin_token=ADMIN_TOKEN, synchronous="NORMAL", **extra)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -149,3 +160,17 @@ async def test_a_wrong_secret_is_a_401_for_the_whole_batch(mesh):
     )
     assert response.status_code == 401
     assert mesh.store.conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("settings", [dict(quota_queued_tasks=5, rate_submits=0.0)], indirect=True)
+async def test_the_queued_tasks_quota_counts_each_task_of_the_batch(mesh):
+    agent = await mesh.agent("busy", ["q"])
+    for _ in range(2):
+        await mesh.submit(who=agent, type="q")
+    body = await batch(mesh, [{"type": "q", "idempotency_key": f"k{i}"} for i in range(5)], who=agent)
+    assert [r["status"] for r in body["results"]] == [201, 201, 201, 429, 429]
+    assert {r["error"]["code"] for r in body["results"][3:]} == {"too_many_queued_tasks"}
+    # At the quota, a replay still answers (it adds nothing); a new task does not.
+    again = await batch(mesh, [{"type": "q", "idempotency_key": "k0"}, {"type": "q"}], who=agent)
+    assert [r["status"] for r in again["results"]] == [200, 429]
+    assert again["results"][0]["task"]["id"] == body["results"][0]["task"]["id"]
