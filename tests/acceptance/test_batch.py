@@ -18,8 +18,14 @@ from tests.acceptance.conftest import Mesh, uid
 pytestmark = pytest.mark.acceptance
 
 
-def cli(mesh: Mesh, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    mesh: Mesh, *args: str, stdin: str | None = None, agent: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`mcs task submit ARGS` as the admin, or as `agent` (MCS_AGENT_ID and MCS_AGENT_SECRET)."""
     env = {k: v for k, v in mesh.env.items() if k != "MCS_DB"} | {"MCS_URL": mesh.url}
+    if agent is not None:
+        del env["MCS_ADMIN_TOKEN"]
+        env |= agent
     return subprocess.run(
         [sys.executable, "-m", "mcs", "task", "submit", *args],
         env=env,
@@ -134,3 +140,18 @@ def test_cli_from_file_reports_refused_lines_and_exits_1(mesh: Mesh, tmp_path: P
     assert count(mesh, kind) == 1
     mixed = cli(mesh, "--from-file", str(path), "--type", kind)
     assert mixed.returncode == 2 and "--from-file takes every task from the file; drop --type" in mixed.stderr
+
+
+def test_cli_from_file_as_an_agent_waits_out_the_submit_rate(mesh: Mesh, tmp_path: Path) -> None:
+    name = "filer-" + uid()
+    secret = mesh.admin.create_agent(name, [name])["secret"]
+    burst = 60  # MCS_RATE_SUBMITS_BURST's default; the rate is 20 a second
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps({"type": name, "payload": i}) + "\n" for i in range(burst + 15)))
+    done = cli(mesh, "--from-file", str(path), agent={"MCS_AGENT_ID": name, "MCS_AGENT_SECRET": secret})
+    assert done.returncode == 0, done.stderr
+    assert "15 tasks wait for the submit rate" in done.stderr
+    ids = done.stdout.split()
+    assert len(set(ids)) == burst + 15
+    assert [mesh.admin.get_task(ids[i])["payload"] for i in (0, burst, burst + 14)] == [0, burst, burst + 14]
+    assert count(mesh, name) == burst + 15

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -221,26 +222,44 @@ def _batches(bodies: list[tuple[int, dict[str, Any]]]) -> list[list[tuple[int, d
     return out
 
 
+RATE_WAIT = 1.0  # seconds before tasks refused by the submit rate (429 rate_limited) are sent again
+
+
 def _submit_file(url: str, path: str, as_json: bool) -> None:
-    """Submit a JSON Lines file in batches; ids (or --json results) on stdout, refusals on stderr by line.
-    A batch is one transaction; a request refused as a whole stops there, the batches before it stored."""
+    """Submit a JSON Lines file in batches; ids (or --json results) on stdout in file order, refusals on
+    stderr by line. A batch is one transaction; tasks the submit rate refused are sent again after
+    RATE_WAIT (the rate always lets them in); a request refused as a whole stops there, earlier batches in."""
     bodies = _read_jsonl(path)
     results: list[dict[str, Any]] = []
     refused = 0
     with client(url) as c:
         for batch in _batches(bodies):
-            try:
-                answer = c.submit_batch([body for _, body in batch])
-            except McsApiError as exc:
-                if as_json:
-                    emit({"results": results}, True)
-                sent = f"lines {bodies[0][0]}-{batch[0][0] - 1} were sent (see above); " if results else ""
-                _fail(
-                    f"{exc.message} ({exc.code}, HTTP {exc.status}); {sent}lines {batch[0][0]}-{bodies[-1][0]} "
-                    "were not submitted"
-                )
-            for (number, _), result in zip(batch, answer["results"], strict=True):
-                result = {"line": number} | result | {"index": len(results)}
+            final: dict[int, dict[str, Any]] = {}
+            pending = batch
+            while pending:
+                try:
+                    answer = c.submit_batch([body for _, body in pending])
+                except McsApiError as exc:
+                    if as_json:
+                        emit({"results": results}, True)
+                    sent = f"lines {bodies[0][0]}-{batch[0][0] - 1} were sent (see above); " if results else ""
+                    _fail(
+                        f"{exc.message} ({exc.code}, HTTP {exc.status}); {sent}lines {pending[0][0]}-"
+                        f"{bodies[-1][0]} were not submitted"
+                    )
+                again = []
+                for (number, body), result in zip(pending, answer["results"], strict=True):
+                    if result.get("error", {}).get("code") == "rate_limited":
+                        again.append((number, body))
+                    else:
+                        final[number] = result
+                if again:
+                    wait = f"{len(again)} tasks wait for the submit rate; sending them again in {RATE_WAIT:g} s"
+                    click.echo(wait, err=True)
+                    time.sleep(RATE_WAIT)
+                pending = again
+            for number, _ in batch:
+                result = {"line": number} | final[number] | {"index": len(results)}
                 results.append(result)
                 if "task" in result:
                     if not as_json:
