@@ -140,6 +140,8 @@ def test_cli_from_file_reports_refused_lines_and_exits_1(mesh: Mesh, tmp_path: P
     assert count(mesh, kind) == 1
     mixed = cli(mesh, "--from-file", str(path), "--type", kind)
     assert mixed.returncode == 2 and "--from-file takes every task from the file; drop --type" in mixed.stderr
+    neither = cli(mesh)
+    assert neither.returncode == 2 and "give --type (one task) or --from-file (many)" in neither.stderr
 
 
 def test_cli_from_file_as_an_agent_waits_out_the_submit_rate(mesh: Mesh, tmp_path: Path) -> None:
