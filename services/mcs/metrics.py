@@ -84,6 +84,22 @@ write_lock_timeouts = Counter(
 quota_refusals = Counter(
     "mcs_quota_refusals_total", "Requests refused with 429 by a rate limit or quota (see mcs.quotas)", ["quota"]
 )
+claim_wakeups = Counter(
+    "mcs_claim_wakeups_total",
+    "Long-poll claims (POST /v1/tasks/claim with wait) woken by a commit: idle (a read found nothing this agent"
+    " could take, so no write), claimed, raced (the read found work; another agent took it first)",
+    ["outcome"],
+)
+for _outcome in ("idle", "claimed", "raced"):
+    claim_wakeups.labels(_outcome)
+claims_waiting = Gauge("mcs_claims_waiting", "Long-poll claims waiting for work now in this api process")
+batch_items = Counter(
+    "mcs_batch_items_total",
+    "Items of POST /v1/tasks/batch by outcome: created, replayed (an idempotency key seen before), refused",
+    ["outcome"],
+)
+for _outcome in ("created", "replayed", "refused"):
+    batch_items.labels(_outcome)
 console_logins = Counter(
     "mcs_console_logins_total", "Web console login attempts by outcome: ok, wrong_token, throttled", ["outcome"]
 )
@@ -181,19 +197,3 @@ event_streams_dropped = Counter(
     "mcs_event_streams_dropped_total", "Event streams closed because the client fell too far behind"
 )
 task_progress = Counter("mcs_task_progress_total", "Progress reports from agents on claimed tasks")
-claim_wakeups = Counter(
-    "mcs_claim_wakeups_total",
-    "Long-poll claims (POST /v1/tasks/claim with wait) woken by a commit: idle (a read found nothing this agent"
-    " could take, so no write), claimed, raced (the read found work; another agent took it first)",
-    ["outcome"],
-)
-for _outcome in ("idle", "claimed", "raced"):
-    claim_wakeups.labels(_outcome)
-claims_waiting = Gauge("mcs_claims_waiting", "Long-poll claims waiting for work now in this api process")
-batch_items = Counter(
-    "mcs_batch_items_total",
-    "Items of POST /v1/tasks/batch by outcome: created, replayed (an idempotency key seen before), refused",
-    ["outcome"],
-)
-for _outcome in ("created", "replayed", "refused"):
-    batch_items.labels(_outcome)
