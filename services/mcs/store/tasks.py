@@ -573,14 +573,19 @@ def _next_for(conn: Connection, agent: Agent) -> Task | None:
     ).fetchone()
     best = Task.from_row(mine) if mine else None
     # Read lazily, only what the match needs, until the first task this agent can do (or one more urgent
-    # than the one assigned to it): a long queue of tasks it cannot do costs a scan, never a miss.
+    # than the one assigned to it): a long queue of tasks it cannot do costs a scan, never a miss. The
+    # capability match runs in SQL (every required one among the agent's): with 100,000 queued tasks
+    # nobody serves, 75 ms a scan here instead of 430 ms decoding each row's JSON in Python, and a
+    # waiting long poll scans at each commit.
     queued = conn.execute(
         "SELECT id, priority, seq, capabilities, concurrency_key, max_concurrency FROM tasks"
         f" WHERE state = 'queued' AND route != 'all' AND type != '{APPROVAL}'"
         " AND (route = 'any' OR route = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM json_each(tasks.capabilities) c"
+        " WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
         " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
         " ORDER BY priority, seq",
-        (agent.name, agent.name),
+        (agent.name, json.dumps(list(agent.usable_capabilities)), agent.name),
     )
     for row in queued:
         if best is not None and (row["priority"], row["seq"]) > (int(best.priority), best.seq):
