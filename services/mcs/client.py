@@ -364,6 +364,12 @@ class _Endpoints(Generic[R]):
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._call("POST", "/v1/tasks", json=body, headers=headers)
 
+    def submit_batch(self, tasks: list[dict[str, Any]]) -> R:
+        """Up to SUBMIT_BATCH_MAX tasks (each a `submit` body, with `idempotency_key` where wanted) in one
+        request and one transaction: `{"results": [{"index", "status", "task"} or {"index", "status",
+        "error"}, ...]}` in order. An item refused alone (422, 429, ...) does not stop the others."""
+        return self._call("POST", "/v1/tasks/batch", json={"tasks": tasks})
+
     def get_task(self, task_id: str) -> R:
         return self._call("GET", f"/v1/tasks/{_q(task_id)}")
 

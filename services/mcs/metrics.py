@@ -73,6 +73,10 @@ write_lock_waits = Histogram(
     "Waits for the database's write lock when another process held it (a free lock is not counted)",
     buckets=LATENCY_BUCKETS,
 )
+write_lock_acquisitions = Counter(
+    "mcs_write_lock_acquisitions_total",
+    "Write transactions this process began: each takes the database's write lock once (a group commit counts once)",
+)
 write_lock_timeouts = Counter(
     "mcs_write_lock_timeouts_total",
     "Writes refused with 503 database_busy: the write lock stayed taken past MCS_WRITE_LOCK_TIMEOUT",
@@ -80,6 +84,22 @@ write_lock_timeouts = Counter(
 quota_refusals = Counter(
     "mcs_quota_refusals_total", "Requests refused with 429 by a rate limit or quota (see mcs.quotas)", ["quota"]
 )
+claim_wakeups = Counter(
+    "mcs_claim_wakeups_total",
+    "Long-poll claims (POST /v1/tasks/claim with wait) woken by a commit: idle (a read found nothing this agent"
+    " could take, so no write), claimed, raced (the read found work; another agent took it first)",
+    ["outcome"],
+)
+for _outcome in ("idle", "claimed", "raced"):
+    claim_wakeups.labels(_outcome)
+claims_waiting = Gauge("mcs_claims_waiting", "Long-poll claims waiting for work now in this api process")
+batch_items = Counter(
+    "mcs_batch_items_total",
+    "Items of POST /v1/tasks/batch by outcome: created, replayed (an idempotency key seen before), refused",
+    ["outcome"],
+)
+for _outcome in ("created", "replayed", "refused"):
+    batch_items.labels(_outcome)
 console_logins = Counter(
     "mcs_console_logins_total", "Web console login attempts by outcome: ok, wrong_token, throttled", ["outcome"]
 )

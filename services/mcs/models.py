@@ -124,6 +124,7 @@ class Agent:
 
 
 APPROVAL = "approval"  # the task type a person decides (approve / deny); never routed to an agent
+SUBMIT_BATCH_MAX = 1000  # tasks one POST /v1/tasks/batch may hold (the CLI sends files in batches of this)
 
 
 @dataclass(frozen=True, kw_only=True)

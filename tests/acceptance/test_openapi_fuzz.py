@@ -158,6 +158,7 @@ BODIES = {
     ("patch", "/v1/agents/{name}"): {"notify_host": None},
     ("post", "/v1/agents/register"): {},
     ("post", "/v1/tasks"): {"type": "fuzz"},
+    ("post", "/v1/tasks/batch"): {"tasks": [{"type": "fuzz"}]},
     ("post", "/v1/tasks/claim"): {},
     ("post", "/v1/tasks/{task_id}/extend"): {"claim_token": "t"},
     ("post", "/v1/tasks/{task_id}/complete"): {"claim_token": "t"},

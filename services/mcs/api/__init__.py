@@ -96,15 +96,17 @@ class ChangeWatcher:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
-    async def wait_for_change(self, seen: int, *, timeout: float) -> None:
+    async def wait_for_change(self, seen: int, *, timeout: float) -> bool:
+        """Wait until a commit after `seen` (a `version` read earlier): True, or False after `timeout`."""
         self._waiters += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll())
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(lambda: self.version != seen), timeout)
+            return True
         except TimeoutError:
-            pass
+            return False
         finally:
             self._waiters -= 1
 

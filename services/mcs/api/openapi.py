@@ -185,6 +185,23 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
+class BatchItemResult(BaseModel):
+    """One item of a batch, by its place in the request: the task (201 created, 200 replayed for an
+    idempotency key seen before), or why this item alone was refused (its status, as POST /v1/tasks
+    would have answered it, and the error)."""
+
+    index: int
+    status: int
+    task: TaskView | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResult(BaseModel):
+    """One result per task sent, in order; the created ones were stored in one transaction."""
+
+    results: list[BatchItemResult]
+
+
 class TaskEvent(BaseModel):
     at: str
     kind: str

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from mcs import egress
+from mcs.models import SUBMIT_BATCH_MAX
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 # Words that mean something else where an agent name goes (routes, actors in the audit trail).
@@ -110,6 +111,18 @@ class SubmitTask(Strict):
         if self.run_at is not None:
             return datetime.fromisoformat(self.run_at).timestamp()
         return None if self.delay is None else now + self.delay
+
+
+class BatchTask(SubmitTask):
+    """One task of a batch: a `POST /v1/tasks` body, plus the Idempotency-Key that request would send."""
+
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, description="As the Idempotency-Key header of POST /v1/tasks"
+    )
+
+
+class SubmitBatch(Strict):
+    tasks: list[BatchTask] = Field(min_length=1, max_length=SUBMIT_BATCH_MAX)
 
 
 class Approve(Strict):

@@ -1,4 +1,4 @@
-"""/v1/tasks: submit, read, claim, extend, complete, fail, reject, cancel."""
+"""/v1/tasks: submit (one, or a batch), read, claim, extend, complete, fail, reject, cancel."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from quart_schema import validate_querystring, validate_request
 
 from mcs import metrics
 from mcs.api.auth import authed, credentials
-from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, TaskProgress, documented
+from mcs.api.openapi import NO_CONTENT, BatchResult, ClaimedTask, TaskEvents, TaskPage, TaskProgress, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import (
     Approve,
@@ -25,11 +25,12 @@ from mcs.api.schemas import (
     Fail,
     Progress,
     Reject,
+    SubmitBatch,
     SubmitTask,
     TaskQuery,
     TaskView,
 )
-from mcs.errors import BadRequest, Unauthorized, Unprocessable
+from mcs.errors import ApiError, BadRequest, QuotaExceeded, Unauthorized, Unprocessable
 from mcs.models import TaskSpec
 from mcs.store import tasks as tasks_store
 
@@ -51,14 +52,10 @@ def _not_before(data: SubmitTask) -> float | None:
     return data.not_before(time.time())
 
 
-@bp.post("")
-@documented(ok={201: TaskView}, body=True, writes=True)
-@validate_request(SubmitTask)
-async def submit(data: SubmitTask) -> Response:
-    creds = credentials()
+def _spec(data: SubmitTask, settings: Any) -> TaskSpec:
+    """The task a submit body asks for, with the server's defaults; 422 for combinations that make no sense."""
     if data.aggregate is not None and data.route != "all":
         raise Unprocessable("aggregate applies to fanout tasks (route=all) only", code="invalid_aggregate")
-    settings = _settings()
     spec = replace(
         TaskSpec.from_body(data.model_dump(), max_retries=settings.max_retries, claim_ttl=settings.claim_ttl),
         depends_on=tuple(dict.fromkeys(data.depends_on)),
@@ -67,10 +64,25 @@ async def submit(data: SubmitTask) -> Response:
     )
     if data.max_concurrency is not None and data.concurrency_key is None:
         raise Unprocessable("max_concurrency needs a concurrency_key", code="invalid_concurrency")
+    return spec
+
+
+def _body_hash(body: dict[str, Any]) -> str:
+    """What an idempotency key is bound to: the submit body (a batch item's, without its key)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@bp.post("")
+@documented(ok={201: TaskView}, body=True, writes=True)
+@validate_request(SubmitTask)
+async def submit(data: SubmitTask) -> Response:
+    creds = credentials()
+    settings = _settings()
+    spec = _spec(data, settings)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200):
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", code="bad_idempotency_key")
-    body_hash = hashlib.sha256(json.dumps(data.model_dump(), sort_keys=True).encode()).hexdigest()
+    body_hash = _body_hash(data.model_dump())
     rate = current_app.config["MCS_SUBMIT_RATE"]
     if not creds.is_admin:
         rate.take(creds.name, time.monotonic())  # the name is checked in the write; see give_back below
@@ -89,6 +101,58 @@ async def submit(data: SubmitTask) -> Response:
         rate.give_back(creds.name)
         raise
     return respond(task, 201, {"Idempotent-Replayed": "true" if replayed else "false"})
+
+
+@bp.post("/batch")
+@documented(ok={200: BatchResult}, body=True, writes=True)
+@validate_request(SubmitBatch)
+async def submit_batch(data: SubmitBatch) -> Response:
+    """Up to SUBMIT_BATCH_MAX tasks, each a POST /v1/tasks body (its Idempotency-Key as `idempotency_key`),
+    stored in one transaction. The body is checked as a whole first: an item that breaks the schema refuses
+    the request (422 naming it, `tasks.3.type`) and stores nothing. Past that each item stands alone: one
+    refused (unknown dependency or route, a reused key, the submit rate, the queued-tasks quota) gets its
+    own status and error in `results`, and the others are stored. Each task spends one submit token."""
+    creds = credentials()
+    settings = _settings()
+    rate = current_app.config["MCS_SUBMIT_RATE"]
+    items: list[tasks_store.BatchItem] = []
+    spent = 0
+    for entry in data.tasks:
+        try:
+            spec = _spec(entry, settings)
+            if not creds.is_admin:
+                rate.take(creds.name, time.monotonic())
+                spent += 1
+        except ApiError as exc:
+            items.append(tasks_store.BatchItem(None, refused=exc))
+            continue
+        body = entry.model_dump(exclude={"idempotency_key"})
+        items.append(tasks_store.BatchItem(spec, entry.idempotency_key, _body_hash(body)))
+    try:
+        outcomes: list[tasks_store.BatchOutcome] = await _db().write(
+            authed(tasks_store.submit_batch, need="any", pass_as="caller"),
+            creds,
+            items=items,
+            idempotency_ttl=settings.idempotency_ttl,
+            now=time.time(),
+            max_queued=settings.quota_queued_tasks,
+        )
+    except Unauthorized:
+        for _ in range(spent):
+            rate.give_back(creds.name)
+        raise
+    results: list[dict[str, Any]] = []
+    for index, outcome in enumerate(outcomes):
+        if outcome.error is not None:
+            if isinstance(outcome.error, QuotaExceeded):
+                metrics.quota_refusals.labels(outcome.error.quota).inc()
+            metrics.batch_items.labels("refused").inc()
+            error = {"code": outcome.error.code, "message": outcome.error.message}
+            results.append({"index": index, "status": outcome.error.status, "error": error})
+        else:
+            metrics.batch_items.labels("replayed" if outcome.replayed else "created").inc()
+            results.append({"index": index, "status": 200 if outcome.replayed else 201, "task": outcome.task})
+    return respond({"results": results})
 
 
 @bp.get("")
@@ -135,15 +199,30 @@ async def claim_next(data: ClaimNext) -> Response:
     creds = credentials()
     deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
+    claim = authed(tasks_store.claim_next, need="agent", pass_as="agent")
+    woken = False
     while True:
         version = watcher.version
-        task = await _db().write(authed(tasks_store.claim_next, need="agent", pass_as="agent"), creds, now=time.time())
-        if task is not None:
-            return respond(task)
+        # Woken by a commit (any commit, by anyone): a read first, and the write lock only when it shows
+        # a task this agent could take; most commits (heartbeats, other agents' work) concern it not.
+        if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
+            metrics.claim_wakeups.labels("idle").inc()
+        else:
+            task = await _db().write(claim, creds, now=time.time())
+            if woken:
+                metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
+            if task is not None:
+                return respond(task)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response("", status=204)
-        await watcher.wait_for_change(version, timeout=remaining)
+        metrics.claims_waiting.inc()
+        try:
+            woken = await watcher.wait_for_change(version, timeout=remaining)
+        finally:
+            metrics.claims_waiting.dec()
+        if not woken:
+            return Response("", status=204)  # nothing committed since the last look: nothing new to take
 
 
 @bp.post("/<task_id>/claim")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from mcs.cli.common import client, emit, json_option, load_payload, resolve_task_id, url_option
 from mcs.cli.root import main
 from mcs.client import TERMINAL, Client, McsApiError, serves
-from mcs.models import APPROVAL, TaskState
+from mcs.models import APPROVAL, SUBMIT_BATCH_MAX, TaskState
 
 STATES = [s.value for s in TaskState]
 
@@ -59,7 +62,7 @@ def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str 
 
 
 @task.command("submit")
-@click.option("--type", "-t", "type_", required=True, help="The task type (also the default capability).")
+@click.option("--type", "-t", "type_", default=None, help="The task type (also the default capability).")
 @click.option("--route", "-r", default=None, help="any (default), all (fan out), or an agent name.")
 @click.option("--priority", "-p", type=click.Choice(["urgent", "normal", "low"]), default=None)
 @click.option("--capability", "-c", "capabilities", multiple=True, help="A required capability (repeatable).")
@@ -72,10 +75,16 @@ def nobody_serves(c: Client, capabilities: list[str], route: str | None) -> str 
 @click.option("--max-concurrency", type=click.IntRange(1, 10000), default=None, help="With --concurrency-key (1).")
 @click.option("--wait", is_flag=True, help="Follow the task to its end and print its result.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option(
+    "--from-file",
+    default=None,
+    help="Submit every task of a JSON Lines file (- for stdin), one POST /v1/tasks body a line, in batches of "
+    f"up to {SUBMIT_BATCH_MAX}; prints their ids. Checked whole first: a bad line sends nothing.",
+)
 @url_option
 @json_option
 def task_submit(
-    type_: str,
+    type_: str | None,
     route: str | None,
     priority: str | None,
     capabilities: tuple[str, ...],
@@ -88,10 +97,25 @@ def task_submit(
     max_concurrency: int | None,
     wait: bool,
     timeout: float | None,
+    from_file: str | None,
     url: str,
     as_json: bool,
 ) -> None:
-    """Submit a task; prints its id (or, with --wait, its result)."""
+    """Submit a task; prints its id (or, with --wait, its result). --from-file submits many."""
+    if from_file is not None:
+        ctx = click.get_current_context()
+        given = [
+            f"--{p.name.replace('_', '-')}"
+            for p in ctx.command.params
+            if p.name not in ("from_file", "url", "as_json", "profile")
+            and ctx.get_parameter_source(p.name or "") is ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"--from-file takes every task from the file; drop {', '.join(given)}")
+        _submit_file(url, from_file, as_json)
+        return
+    if type_ is None:
+        raise click.UsageError("give --type (one task) or --from-file (many)")
     body = load_payload(payload, payload_file)
     with client(url) as c:
         t = c.submit(
@@ -138,6 +162,119 @@ def task_submit(
     why = "" if error is None else f": {error}" if isinstance(error, str) else f": {json.dumps(error)}"
     click.echo(f"task {t['id']} ended {t['state']}{why}", err=True)
     sys.exit(1)
+
+
+BATCH_BYTES = 512 * 1024  # JSON bytes per batch request at most: half the api's default MCS_MAX_BODY_BYTES
+
+
+def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, task body) for each non-blank line, every one checked against the api's own schema;
+    a bad line exits 1 with one line naming it, before anything is sent."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        _fail(f"{path} is not UTF-8 text")
+    from pydantic import ValidationError
+
+    from mcs.api.schemas import BatchTask  # here, not at the top: it costs a fraction of a second
+
+    source = "stdin" if path == "-" else path
+    bodies: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _fail(f"{source} line {number}: not valid JSON (column {exc.colno}): {exc.msg}; nothing was sent")
+        if not isinstance(body, dict):
+            _fail(f"{source} line {number}: a task is a JSON object (a POST /v1/tasks body); nothing was sent")
+        try:
+            BatchTask.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            _fail(f"{source} line {number}: {where}: {err.get('msg')}; nothing was sent")
+        bodies.append((number, body))
+    if not bodies:
+        _fail(f"{source} holds no task (one JSON object a line)")
+    return bodies
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _batches(bodies: list[tuple[int, dict[str, Any]]]) -> list[list[tuple[int, dict[str, Any]]]]:
+    """Runs of at most SUBMIT_BATCH_MAX tasks and BATCH_BYTES of JSON (a bigger task goes alone)."""
+    out: list[list[tuple[int, dict[str, Any]]]] = []
+    size = 0
+    for entry in bodies:
+        length = len(json.dumps(entry[1])) + 2
+        if not out or len(out[-1]) >= SUBMIT_BATCH_MAX or size + length > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(entry)
+        size += length
+    return out
+
+
+RATE_WAIT = 1.0  # seconds before tasks refused by the submit rate (429 rate_limited) are sent again
+
+
+def _submit_file(url: str, path: str, as_json: bool) -> None:
+    """Submit a JSON Lines file in batches; ids (or --json results) on stdout in file order, refusals on
+    stderr by line. A batch is one transaction; tasks the submit rate refused are sent again after
+    RATE_WAIT (the rate always lets them in); a request refused as a whole stops there, earlier batches in."""
+    bodies = _read_jsonl(path)
+    results: list[dict[str, Any]] = []
+    refused = 0
+    with client(url) as c:
+        for batch in _batches(bodies):
+            final: dict[int, dict[str, Any]] = {}
+            pending = batch
+            while pending:
+                try:
+                    answer = c.submit_batch([body for _, body in pending])
+                except McsApiError as exc:
+                    if as_json:
+                        emit({"results": results}, True)
+                    sent = f"lines {bodies[0][0]}-{batch[0][0] - 1} were sent (see above); " if results else ""
+                    _fail(
+                        f"{exc.message} ({exc.code}, HTTP {exc.status}); {sent}lines {pending[0][0]}-"
+                        f"{bodies[-1][0]} were not submitted"
+                    )
+                again = []
+                for (number, body), result in zip(pending, answer["results"], strict=True):
+                    if result.get("error", {}).get("code") == "rate_limited":
+                        again.append((number, body))
+                    else:
+                        final[number] = result
+                if again:
+                    wait = f"{len(again)} tasks wait for the submit rate; sending them again in {RATE_WAIT:g} s"
+                    click.echo(wait, err=True)
+                    time.sleep(RATE_WAIT)
+                pending = again
+            for number, _ in batch:
+                result = {"line": number} | final[number] | {"index": len(results)}
+                results.append(result)
+                if "task" in result:
+                    if not as_json:
+                        click.echo(result["task"]["id"])
+                else:
+                    refused += 1
+                    error = result["error"]
+                    click.echo(
+                        f"error: line {number}: {error['message']} ({error['code']}, HTTP {result['status']})",
+                        err=True,
+                    )
+    if as_json:
+        emit({"results": results}, True)
+    if refused:
+        _fail(f"{refused} of {len(bodies)} tasks were refused (the others were submitted)")
 
 
 @task.command("list")

@@ -245,6 +245,7 @@ class WriterLock:
         if not self._waiting:  # while the waiter is in flock, a try of ours would only look like success
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                metrics.write_lock_acquisitions.inc()
                 return True
             except BlockingIOError:
                 pass
@@ -262,9 +263,11 @@ class WriterLock:
                 self._requests.put(True)
         if self._granted.acquire(timeout=max(0.0, timeout)):
             metrics.write_lock_waits.observe(time.monotonic() - started)
+            metrics.write_lock_acquisitions.inc()
             return True
         with self._mutex:
             if self._granted.acquire(blocking=False):  # handed over just as the wait ran out
+                metrics.write_lock_acquisitions.inc()
                 return True
             self._wanted = False  # the waiter releases it as soon as it gets it
         metrics.write_lock_timeouts.inc()

@@ -35,3 +35,16 @@ def collecting() -> Iterator[list[Note]]:
         yield pending
     finally:
         _local.pending = outer
+
+
+def mark() -> int:
+    """Where this transaction's notes stand now, for `discard_since` when a savepoint rolls back."""
+    pending: list[Note] | None = getattr(_local, "pending", None)
+    return len(pending) if pending is not None else 0
+
+
+def discard_since(position: int) -> None:
+    """Forget the notes made since `mark()` returned `position`: their changes were rolled back."""
+    pending: list[Note] | None = getattr(_local, "pending", None)
+    if pending is not None:
+        del pending[position:]
