@@ -14,7 +14,7 @@ from quart_schema import validate_querystring, validate_request
 
 from mcs import metrics
 from mcs.api.auth import authed, credentials
-from mcs.api.openapi import NO_CONTENT, ClaimedTask, TaskEvents, TaskPage, TaskProgress, documented
+from mcs.api.openapi import NO_CONTENT, ClaimedTask, CompleteAnswer, TaskEvents, TaskPage, TaskProgress, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import (
     Approve,
@@ -193,19 +193,43 @@ async def progress(task_id: str, data: Progress) -> Response:
 
 
 @bp.post("/<task_id>/complete")
-@documented(ok={200: TaskView}, errors=(404, 409), auth="agent", body=True, writes=True)
+@documented(ok={200: CompleteAnswer}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Response:
+    """Complete a claimed task (the same token again: a no-op). With `next: true`, also claim this agent's
+    next task in the same transaction and answer `{task, next}` (next: the claimed task, or null when none
+    came within `wait` seconds): a pulling agent's one round trip per task."""
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
-        authed(tasks_store.complete, need="agent", pass_as="agent"),
+    if not data.next:
+        result: dict[str, Any] = await _db().write(
+            authed(tasks_store.complete, need="agent", pass_as="agent"),
+            creds,
+            task_id=task_id,
+            token=data.claim_token,
+            result=data.result,
+            now=time.time(),
+        )
+        return respond(result)
+    deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
+    watcher = current_app.config["MCS_CHANGES"]
+    version = watcher.version
+    done, claimed = await _db().write(
+        authed(tasks_store.complete_and_next, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
         token=data.claim_token,
         result=data.result,
         now=time.time(),
     )
-    return respond(result)
+    while claimed is None and (remaining := deadline - time.monotonic()) > 0:
+        await watcher.wait_for_change(version, timeout=remaining)
+        version = watcher.version
+        claimed = await _db().write(
+            authed(tasks_store.claim_next, need="agent", pass_as="agent"), creds, now=time.time()
+        )
+    if claimed is not None:
+        metrics.claims_with_completion.inc()
+    return respond({"task": done, "next": claimed})
 
 
 @bp.post("/<task_id>/fail")

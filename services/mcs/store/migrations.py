@@ -400,3 +400,10 @@ def m0015_event_log_pruned(db: Database) -> None:
             BEGIN DELETE FROM event_log WHERE stream = 'agent' AND ref = old.id; END;
         """,
     )
+
+
+@migrations(name="0016_claim_on_push")
+def m0016_claim_on_push(db: Database) -> None:
+    # An agent with claim_on_push gets its tasks claimed for it by the dispatcher, in the assignment's
+    # transaction: the webhook carries the claim_token and lease, so it completes without a claim request.
+    db.execute("ALTER TABLE agents ADD COLUMN claim_on_push INTEGER NOT NULL DEFAULT 0")
