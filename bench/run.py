@@ -278,7 +278,8 @@ def latency_phase(server: Server, gen: Helper, agents: Helper, n: int, rate: flo
     assigned = dict(
         server.query(
             "SELECT e.task_id, min(e.at) FROM task_events e JOIN tasks t ON t.id = e.task_id"
-            " WHERE e.kind = 'assigned' AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id"
+            " WHERE e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
+            " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id"
         )
     )
     stages: dict[str, list[float]] = {
@@ -540,7 +541,8 @@ def limits_evidence(res: dict[str, Any]) -> list[str]:
         f"Pipeline in the throughput run: submitting {tp['n']} tasks took {tp['n'] / tp['submit_rate']:.1f} s "
         f"({tp['submit_rate']:.0f}/s); by then {tp['at_submit_end'][0]} webhooks had arrived and "
         f"{tp['at_submit_end'][1]} tasks were completed. Submit -> webhook p50 {ms(tp['to_webhook'][0])}, "
-        f"webhook -> completed (claim + complete through the api) p50 {ms(tp['webhook_to_done'][0])}."
+        f"webhook -> completed ({'complete' if res['settings'].get('push_claim') else 'claim + complete'} through"
+        f" the api) p50 {ms(tp['webhook_to_done'][0])}."
     )
     c1 = res.get("throughput_c1")
     if c1 and c1["throughput"] > 0:
@@ -583,6 +585,12 @@ def _code(where: str) -> str:
     return f"`{text[:70]}`" if text else ""
 
 
+def _agents_do(st: dict[str, Any]) -> str:
+    if st.get("push_claim"):
+        return "complete each task with the claim its webhook brings, `claim_on_push`"
+    return "claim and complete each task"
+
+
 def write_results(res: dict[str, Any], path: Path) -> None:
     m, st, lat, tp = res["machine"], res["settings"], res["latency"], res["throughput"]
     n = tp["completed"] or 1
@@ -594,7 +602,7 @@ def write_results(res: dict[str, Any], path: Path) -> None:
         f"Python {m['python']}, SQLite {m['sqlite']}, database on {m['tmpfs']}. Code: {res.get('code', '?')}.",
         "",
         f"Settings: `MCS_SYNCHRONOUS={st['synchronous']}`, other settings default; {st['agents']} agents (one "
-        f"process, raw asyncio HTTP: webhook receivers that claim and complete each task), each registered with "
+        f"process, raw asyncio HTTP: webhook receivers that {_agents_do(st)}), each registered with "
         f"`concurrency={st['agent_concurrency']}` unless said otherwise; one submitter process "
         f"({'httpx AsyncClient' if st['submitter'] == 'httpx' else 'the bench minimal HTTP client'}, keep-alive,"
         f" submitting as the admin). Latency: {lat['n']} tasks at {lat['rate']:g}/s, "
@@ -627,6 +635,17 @@ def write_results(res: dict[str, Any], path: Path) -> None:
             f"{verdict(mem['put_ratio'], TARGETS['mem_put_ratio'], True)} |",
             f"| memory get over HTTP, as a share of GET /healthz | {mem['get']:.0f}/s = {mem['get_ratio']:.0%} | "
             f"≥ {TARGETS['mem_get_ratio']:.0%} | {verdict(mem['get_ratio'], TARGETS['mem_get_ratio'], True)} |",
+        ]
+    cl = res.get("throughput_claim")
+    if cl:
+        cl_cpu = sum(cl["cpu"].values()) / (cl["completed"] or 1)
+        lines += [
+            f"| the same throughput run with a claim request per task (agents without `claim_on_push`: submit, "
+            f"claim, complete) | {cl['throughput']:.0f} tasks/s, {cl_cpu * 1000:.2f} ms CPU per task "
+            f"({cl['completed']}/{cl['n']} completed) | | |",
+            f"| push-claim vs claim request, same run (tasks/s; CPU per task) | "
+            f"{tp['throughput'] / cl['throughput'] if cl['throughput'] else float('nan'):.2f}x; "
+            f"{total_cpu / n / cl_cpu if cl_cpu else float('nan'):.2f}x | ≥ 1.5x tasks/s | |",
         ]
     c1 = res.get("throughput_c1")
     if c1:
@@ -757,6 +776,12 @@ def main() -> int:
         default=8,
         help="concurrency each agent registers with (tasks it may hold at once); the server's default is 1",
     )
+    ap.add_argument(
+        "--no-push-claim",
+        dest="push_claim",
+        action="store_false",
+        help="agents claim each task themselves (no claim_on_push) for the main figures too",
+    )
     ap.add_argument("--latency-tasks", type=int)
     ap.add_argument("--rate", type=float, default=20.0, help="tasks/s in the latency run")
     ap.add_argument("--tasks", type=int, help="tasks in the throughput run")
@@ -793,6 +818,7 @@ def main() -> int:
             "agents": args.agents,
             "agent_concurrency": args.agent_concurrency,
             "submitter": args.submitter,
+            "push_claim": args.push_claim,
         },
     }
     exit_code = 0
@@ -812,7 +838,13 @@ def main() -> int:
         admin.close()
         agents = Helper(
             agentsim.main,
-            {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": args.agent_concurrency},
+            {
+                "api_url": server.url,
+                "agents": creds,
+                "concurrency": 4,
+                "capacity": args.agent_concurrency,
+                "push_claim": args.push_claim,
+            },
             "bench-agents",
         )
         helpers.append((agents, "stop"))
@@ -873,6 +905,26 @@ def main() -> int:
             res["wall_run"], res["wall_profile"] = profile_pass(
                 server, gen, agents, workdir, "wall", prof_n, args.concurrency, tp_timeout
             )
+
+        if args.push_claim:
+            say("agents register again without claim_on_push: submit, claim, complete (for comparison)")
+            answer = agents.call({"cmd": "register", "capacity": args.agent_concurrency, "push_claim": False})
+            if answer is not True:
+                raise RuntimeError(f"re-register failed: {answer}")
+            res["throughput_claim"] = throughput_phase(
+                server, gen, agents, tp_n, args.concurrency, tp_timeout, label="throughput, claim request"
+            )
+            tc, cl = res["throughput"], res["throughput_claim"]
+            cpu_push = sum(tc["cpu"].values()) / max(tc["completed"], 1)
+            cpu_claim = sum(cl["cpu"].values()) / max(cl["completed"], 1)
+            say(
+                f"push-claim vs claim request (same run): {tc['throughput']:.0f} vs {cl['throughput']:.0f} tasks/s"
+                f" = {tc['throughput'] / max(cl['throughput'], 1e-9):.2f}x; CPU per task {cpu_push * 1000:.2f} vs"
+                f" {cpu_claim * 1000:.2f} ms = {cpu_push / max(cpu_claim, 1e-9):.2f}x"
+            )
+            answer = agents.call({"cmd": "register", "capacity": args.agent_concurrency, "push_claim": True})
+            if answer is not True:
+                raise RuntimeError(f"re-register failed: {answer}")
 
         if args.agent_concurrency != 1:
             c1_n = max(100, tp_n // 4)
