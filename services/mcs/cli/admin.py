@@ -139,7 +139,7 @@ def admin_agent_update(
     if notify_host is not None and no_notify_host:
         raise click.UsageError("give --notify-host HOST or --no-notify-host, not both")
     if notify_host is None and not no_notify_host and claim_on_push is None:
-        raise click.UsageError("give --notify-host HOST, --no-notify-host or --[no-]claim-on-push")
+        raise click.UsageError("give --notify-host HOST or --no-notify-host, or --claim-on-push / --no-claim-on-push")
     pin: str | None | Unset = UNSET if notify_host is None and not no_notify_host else notify_host
     with client(url) as c:
         agent = c.update_agent(name, notify_host=pin, claim_on_push=claim_on_push)
