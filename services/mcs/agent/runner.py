@@ -172,6 +172,16 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _pushed_lease_left(claimed: Mapping[str, Any], sent_at: float) -> float | None:
+    """What is left of a lease MCS started at assignment (claim_on_push) when its webhook was sent: both
+    times are the server's clock, so clock skew does not matter (a retried webhook may come late)."""
+    try:
+        end = datetime.fromisoformat(str(claimed["lease_expires_at"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
+    return max(end - sent_at, MIN_EXTEND_INTERVAL)
+
+
 def _lease_seconds(claimed: Mapping[str, Any]) -> float:
     """How long the lease just granted lasts, from the server's own clock (so clock skew does not matter)."""
     ttl = claimed.get("claim_ttl")
@@ -306,7 +316,8 @@ class Agent:
         )
         self.client: AsyncClient | None = None
         self.receiver: Receiver | None = None
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # tasks announced (claimed, with push)
+        # Tasks announced, with when their webhook was sent (claimed already, with push).
+        self._inbox: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue()
         self._pending: set[str] = set()  # task ids announced by webhook and not yet done with
         self._seen_claims: dict[str, None] = {}  # claim tokens webhooks brought (oldest first, bounded)
         self._backlog: list[dict[str, Any]] = []  # tasks claimed at start, before any webhook
@@ -559,7 +570,7 @@ class Agent:
 
     # ------------------------------------------------------------ taking work
 
-    def _announce(self, task: dict[str, Any]) -> None:
+    def _announce(self, task: dict[str, Any], sent_at: float) -> None:
         """A verified webhook offered us this task (claimed for us already when it carries a claim_token)."""
         task_id = task["id"]
         token = task.get("claim_token")
@@ -572,7 +583,7 @@ class Agent:
         if self._stopping or task_id in self._pending:
             return
         self._pending.add(task_id)
-        self._inbox.put_nowait(task)
+        self._inbox.put_nowait((task, sent_at))
 
     def _canceled(self, task: dict[str, Any]) -> None:
         """A verified task.canceled webhook: stop the handler running that task (async handlers are
@@ -592,11 +603,11 @@ class Agent:
             finally:
                 self._pending.discard(claimed["id"])
         while True:
-            offered = await self._inbox.get()
+            offered, sent_at = await self._inbox.get()
             task_id = offered["id"]
             if isinstance(offered.get("claim_token"), str):  # claimed for us at assignment (claim_on_push)
                 try:
-                    await self._run_claimed(offered)
+                    await self._run_claimed(offered, lease_left=_pushed_lease_left(offered, sent_at))
                 finally:
                     self._pending.discard(task_id)
                 continue
@@ -652,16 +663,21 @@ class Agent:
 
     # ------------------------------------------------------------ running one task
 
-    async def _run_claimed(self, claimed: dict[str, Any], *, want_next: bool = False) -> None:
+    async def _run_claimed(
+        self, claimed: dict[str, Any], *, want_next: bool = False, lease_left: float | None = None
+    ) -> None:
         """Run the handler on a claimed task in its own asyncio task: when shutdown cancels the worker, the
         task runs on and shutdown waits for it. `want_next`: complete it with `next`, so the answer brings
-        this agent's next task, claimed (into `_handoff`)."""
+        this agent's next task, claimed (into `_handoff`). `lease_left`: what is left of the lease when it
+        was handed to us, if less than a whole one (the first extension comes sooner)."""
         token = str(claimed["claim_token"])
         assert self.client is not None
         reporter = _ProgressReporter(self.client, str(claimed["id"]), token, self.name)
         task = replace(Task.from_api(claimed), reporter=reporter)
         stop = asyncio.Event()
-        job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed), stop, want_next))
+        lease = _lease_seconds(claimed)
+        first = min(lease, lease_left) if lease_left is not None else lease
+        job = asyncio.create_task(self._execute(task, token, (lease, first), stop, want_next))
         self._running[task.id] = _Running(task=task, token=token, job=job, stop=stop)
 
         def finished(j: asyncio.Task[Any]) -> None:
@@ -674,7 +690,7 @@ class Agent:
         await asyncio.shield(job)
 
     async def _execute(
-        self, task: Task, token: str, lease: float, lease_lost: asyncio.Event, want_next: bool = False
+        self, task: Task, token: str, lease: tuple[float, float], lease_lost: asyncio.Event, want_next: bool = False
     ) -> None:
         """Run the handler until it returns, or `lease_lost` is set (the lease is gone, or MCS canceled it)."""
         log.info(
@@ -740,11 +756,14 @@ class Agent:
             return await result
         return result
 
-    async def _keep_lease(self, task: Task, token: str, lease: float, lost: asyncio.Event) -> None:
+    async def _keep_lease(self, task: Task, token: str, lease: tuple[float, float], lost: asyncio.Event) -> None:
+        """Extend every third of the lease (`lease`: its whole length, and what was left of it at the start)."""
         assert self.client is not None
-        interval = max(MIN_EXTEND_INTERVAL, lease * EXTEND_FRACTION)
+        interval = max(MIN_EXTEND_INTERVAL, lease[0] * EXTEND_FRACTION)
+        wait = max(MIN_EXTEND_INTERVAL, lease[1] * EXTEND_FRACTION)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
+            wait = interval
             try:
                 await self.client.extend(task.id, token)
                 log.debug("agent %s: extended the lease on %s", self.name, task.id)
