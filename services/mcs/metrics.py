@@ -60,6 +60,10 @@ tasks_push_claimed = Counter(
 claims_with_completion = Counter(
     "mcs_claims_with_completion_total", "Next tasks claimed in the answer to a completion (complete with next)"
 )
+webhooks_superseded = Counter(
+    "mcs_webhooks_superseded_total",
+    "Webhook retries not sent: the claim they carry (claim_on_push) is no longer held",
+)
 claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
 unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
 agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")

@@ -181,7 +181,7 @@ class Notifier:
                 and item.task_id
                 and not await self.db.read(tasks_store.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
             ):
-                metrics.webhook_deliveries.labels("webhook", "superseded").inc()
+                metrics.webhooks_superseded.inc()
                 raise Superseded(f"task {item.task_id} is no longer held with the claim this webhook carries")
         if target is None:
             raise DeliveryFailed(f"agent {item.agent} no longer exists", retryable=False)

@@ -43,8 +43,10 @@ def api_requests(mesh: Mesh) -> dict[tuple[str, str], float]:
     return counts
 
 
-def api_counter(mesh: Mesh, name: str) -> float:
-    text = httpx.get(f"{mesh.url}/metrics", timeout=10).text
+def api_counter(mesh: Mesh, name: str, process: str = "api") -> float:
+    """A counter's value on one process's /metrics (the api's, or a worker's status port)."""
+    base = mesh.url if process == "api" else f"http://127.0.0.1:{mesh.ports[process]}"
+    text = httpx.get(f"{base}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name:
@@ -191,12 +193,14 @@ def test_a_webhook_retried_after_the_agent_completed_mints_no_second_claim(mesh,
             agent.client.complete(task["id"], task["claim_token"], {"done": True})
 
     agent = push_agent([kind], on_task=complete_then_fail_the_answer, status=lambda n: 503 if n == 1 else 204)
+    skipped = api_counter(mesh, "mcs_webhooks_superseded_total", "notifier")
     task = mesh.admin.submit(kind, {})
     done = mesh.admin.wait_for(task["id"], timeout=DEADLINE)
     assert done["state"] == "completed" and done["attempts"] == 1
     # The retry finds the claim it carries gone: not sent, and no second claim anywhere.
     wait_until(lambda: outbox_states(mesh, task["id"]) == ["superseded"], timeout=DEADLINE, what="the retry dropped")
     assert len(agent.deliveries) == 1
+    assert api_counter(mesh, "mcs_webhooks_superseded_total", "notifier") == skipped + 1
     kinds = event_kinds(mesh.admin.events(task["id"]))
     assert kinds.count("claimed") == 1 and kinds[-1] == "completed", kinds
 
