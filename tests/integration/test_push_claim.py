@@ -3,6 +3,7 @@ and watchdog run pass by pass: the claim made at assignment keeps every promise 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -230,3 +231,20 @@ async def test_complete_with_next_claims_nothing_when_the_completion_is_refused(
     assert (await mesh.task(second["id"]))["state"] == "queued"
     bad = await mesh.call("POST", f"/v1/tasks/{first['id']}/complete", who=a, json={"claim_token": "t", "wait": 31})
     assert bad.status_code == 422
+
+
+async def test_complete_with_next_and_wait_holds_the_answer_until_work_comes(mesh):
+    a = await mesh.agent("a", ["x"], notify_url=None)
+    first = await mesh.submit(type="x")
+    claimed = await mesh.ok("POST", "/v1/tasks/claim", who=a, json={})
+
+    async def submit_soon() -> dict[str, Any]:
+        await asyncio.sleep(0.3)
+        return await mesh.submit(type="x")
+
+    later = asyncio.create_task(submit_soon())
+    body = {"claim_token": claimed["claim_token"], "result": 1, "next": True, "wait": 5}
+    answer = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    submitted = await later
+    assert answer["task"]["state"] == "completed"
+    assert answer["next"]["id"] == submitted["id"] and answer["next"]["state"] == "claimed"
