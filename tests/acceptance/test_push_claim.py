@@ -285,6 +285,7 @@ def test_push_claims_respect_the_agents_concurrency(mesh, sdk_agent):
         return "ok"
 
     runner = sdk_agent(slow, capabilities=[kind], concurrency=2)
+    before = api_requests(mesh)
     tasks = [mesh.admin.submit(kind, {"i": i}) for i in range(5)]
     wait_until(lambda: running == 2, timeout=DEADLINE, what="two handlers running")
     states = sorted(mesh.admin.get_task(t["id"])["state"] for t in tasks)
@@ -293,6 +294,8 @@ def test_push_claims_respect_the_agents_concurrency(mesh, sdk_agent):
     for t in tasks:
         assert mesh.admin.wait_for(t["id"], timeout=DEADLINE)["state"] == "completed"
     assert most == 2 and runner.agent.completed == 5
+    after = api_requests(mesh)  # every one of them claimed at assignment, within the agent's concurrency
+    assert delta(before, after, CLAIM_BY_ID) == 0 and delta(before, after, CLAIM_NEXT) == 0
 
 
 # ---------------------------------------------------------------- complete and next
