@@ -175,12 +175,12 @@ class Notifier:
             target: tuple[str | None, str] | None = (item.notify_url, item.webhook_secret or "")
         else:  # a retry: the agent may have moved or rotated its key meanwhile
             target = await self.db.read(agents_store.webhook_target, item.agent)
-            token = _claim_token(item.body)  # the claim is minted once, at assignment: is it still current?
-            if (
-                token is not None
-                and item.task_id
-                and not await self.db.read(tasks_store.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
-            ):
+        # The claim is minted once, at assignment: a retry (after a restart too: attempts are stored) whose
+        # claim is gone would only start the work again.
+        token = _claim_token(item.body) if attempt > 1 else None
+        if token is not None and item.task_id:
+            held = await self.db.read(tasks_store.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
+            if not held:
                 metrics.webhooks_superseded.inc()
                 raise Superseded(f"task {item.task_id} is no longer held with the claim this webhook carries")
         if target is None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -248,3 +250,56 @@ async def test_complete_with_next_and_wait_holds_the_answer_until_work_comes(mes
     submitted = await later
     assert answer["task"]["state"] == "completed"
     assert answer["next"]["id"] == submitted["id"] and answer["next"]["state"] == "claimed"
+
+
+async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
+    """A webhook with an attempt behind it (a notifier restarted since, say) is sent again with the same
+    claim while the agent holds it, and dropped, not sent, once the task was completed."""
+    from dataclasses import replace
+
+    from mcs.notifier import Notifier
+    from mcs.store import Store
+
+    calls: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            calls.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    who = await mesh.agent("a", ["x"], notify_url=url, concurrency=2)
+    await mesh.ok("POST", "/v1/agents/register", who=who, json={"capabilities": ["x"], "notify_url": url,
+                                                                 "concurrency": 2, "claim_on_push": True})  # fmt: skip
+    done, held = await mesh.submit(type="x"), await mesh.submit(type="x")
+    mesh.dispatch()
+    token = webhooks(mesh, done["id"])[0]["claim_token"]
+    await mesh.ok("POST", f"/v1/tasks/{done['id']}/complete", who=who, json={"claim_token": token})
+    mesh.store.conn.execute("UPDATE outbox SET attempts = 1 WHERE kind = 'webhook'")  # each tried once before
+    settings = replace(mesh.settings, webhook_retry_base=0.05, webhook_retry_max=0.2)
+    store = Store(settings.db, synchronous=settings.synchronous)
+    notifier = Notifier(store, settings)
+    runner = asyncio.create_task(notifier.run())
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = dict(mesh.store.conn.execute("SELECT task_id, state FROM outbox WHERE kind = 'webhook'"))
+            if states == {done["id"]: "superseded", held["id"]: "delivered"}:
+                break
+            await asyncio.sleep(0.02)
+        assert states == {done["id"]: "superseded", held["id"]: "delivered"}
+    finally:
+        notifier.stop()
+        await asyncio.wait_for(runner, 10)
+        store.close()
+        server.shutdown()
+        server.server_close()
+    assert [c["data"]["task"]["id"] for c in calls] == [held["id"]]
+    assert calls[0]["data"]["task"]["claim_token"] == webhooks(mesh, held["id"])[0]["claim_token"]
