@@ -170,6 +170,7 @@ def test_an_sdk_agent_completes_each_task_with_one_request(mesh, sdk_agent):
     runner = sdk_agent(lambda task: {"n": task.payload["n"]}, capabilities=[kind], concurrency=2)
     assert mesh.admin.get_agent(runner.agent.name)["claim_on_push"] is True  # the SDK's default
     before = api_requests(mesh)  # (after start-up, whose catch-up claim asks once per slot)
+    pushed = api_counter(mesh, "mcs_tasks_push_claimed_total", "dispatcher")
     tasks = [mesh.admin.submit(kind, {"n": i}) for i in range(6)]
     for i, t in enumerate(tasks):
         done = mesh.admin.wait_for(t["id"], timeout=DEADLINE)
@@ -177,6 +178,7 @@ def test_an_sdk_agent_completes_each_task_with_one_request(mesh, sdk_agent):
     after = api_requests(mesh)
     assert delta(before, after, CLAIM_BY_ID) == 0 and delta(before, after, CLAIM_NEXT) == 0
     assert delta(before, after, COMPLETE) == 6
+    assert api_counter(mesh, "mcs_tasks_push_claimed_total", "dispatcher") == pushed + 6
     for t in tasks:
         events = mesh.admin.events(t["id"])
         claims = [e for e in events if e["kind"] == "claimed"]
