@@ -414,7 +414,13 @@ def compare_push_claim(
         say(
             f"push-claim vs claim request, pair {i + 1}: {push['throughput']:.0f} vs {claim['throughput']:.0f}"
             f" tasks/s = {ratio[0]:.2f}x; CPU per task {_cpu_per_task(push) * 1000:.2f} vs"
-            f" {_cpu_per_task(claim) * 1000:.2f} ms = {ratio[1]:.2f}x"
+            f" {_cpu_per_task(claim) * 1000:.2f} ms = {ratio[1]:.2f}x ("
+            + ", ".join(
+                f"{k} {push['cpu'][k] / max(push['completed'], 1) * 1000:.2f} vs"
+                f" {claim['cpu'][k] / max(claim['completed'], 1) * 1000:.2f}"
+                for k in push["cpu"]
+            )
+            + ")"
         )
     _register(agents, args.agent_concurrency, True)
     assert first is not None
