@@ -107,8 +107,9 @@ class Sim:
                 "capabilities": ["bench"],
                 "notify_url": f"http://{notify_host}:{agent.port}/{agent.name}",
                 "ttl": 3600,
-                "claim_on_push": self.push_claim,
             }
+            if self.push_claim or push_claim is not None:  # (never sent otherwise: older builds refuse it)
+                fields["claim_on_push"] = self.push_claim
             if capacity is not None:
                 fields["concurrency"] = capacity
             body = json.dumps(fields).encode()
