@@ -1,7 +1,9 @@
 """The bench's agents: one OS process, one asyncio loop, one webhook server (own port) per agent.
 
 Each webhook is timestamped the moment its body has been read, answered 204 at once, and then (as a real
-agent would) the task is claimed and completed over kept-alive loopback connections. The parent process
+agent would) the task is claimed and completed over kept-alive loopback connections. Registered with
+`claim_on_push` (cfg "push_claim", or the `register` command's), a webhook carries the claim and the agent
+only completes: one request a task instead of two. The parent process
 drives it over a multiprocessing pipe: `reset`, `status`, `report`, `stop`.
 """
 
@@ -35,6 +37,7 @@ class Sim:
         api = (u.hostname or "127.0.0.1", u.port or 80)
         self.agents = [Agent(a["name"], a["secret"], api, cfg.get("concurrency", 4)) for a in cfg["agents"]]
         self.work = cfg.get("work", True)
+        self.push_claim = bool(cfg.get("push_claim", False))
         self.tasks: set[asyncio.Task[None]] = set()
         self.reset()
 
@@ -43,6 +46,7 @@ class Sim:
         self.webhooks = 0
         self.duplicates = 0
         self.claimed = 0
+        self.pushed = 0  # claims a webhook brought (claim_on_push)
         self.claim_refused: dict[int, int] = {}
         self.completed: dict[str, float] = {}  # task id -> when the complete call returned 200
         self.errors: list[str] = []
@@ -53,7 +57,9 @@ class Sim:
         now = time.time()
         self.webhooks += 1
         try:
-            task_id = json.loads(body)["data"]["task"]["id"]
+            task = json.loads(body)["data"]["task"]
+            task_id = task["id"]
+            token = task.get("claim_token")
         except (ValueError, KeyError, TypeError) as exc:
             self.errors.append(f"bad webhook body: {exc!r}")
             return
@@ -63,19 +69,23 @@ class Sim:
         self.arrivals[task_id] = now
         self.by_agent[agent.name] = self.by_agent.get(agent.name, 0) + 1
         if self.work:
-            task = asyncio.get_running_loop().create_task(self.claim_and_complete(agent, task_id))
-            self.tasks.add(task)  # a task nobody references can be garbage-collected mid-flight
-            task.add_done_callback(self.tasks.discard)
+            job = asyncio.get_running_loop().create_task(self.claim_and_complete(agent, task_id, token))
+            self.tasks.add(job)  # a task nobody references can be garbage-collected mid-flight
+            job.add_done_callback(self.tasks.discard)
 
-    async def claim_and_complete(self, agent: Agent, task_id: str) -> None:
+    async def claim_and_complete(self, agent: Agent, task_id: str, token: str | None = None) -> None:
+        """Claim (unless the webhook brought the claim: claim_on_push), then complete."""
         self.in_flight += 1
         try:
-            status, data = await agent.pool.request("POST", f"/v1/tasks/{task_id}/claim")
-            if status != 200:
-                self.claim_refused[status] = self.claim_refused.get(status, 0) + 1
-                return
+            if token is None:
+                status, data = await agent.pool.request("POST", f"/v1/tasks/{task_id}/claim")
+                if status != 200:
+                    self.claim_refused[status] = self.claim_refused.get(status, 0) + 1
+                    return
+                token = json.loads(data)["claim_token"]
+            else:
+                self.pushed += 1
             self.claimed += 1
-            token = json.loads(data)["claim_token"]
             body = json.dumps({"claim_token": token, "result": {"ok": True}}).encode()
             status, data = await agent.pool.request("POST", f"/v1/tasks/{task_id}/complete", body)
             if status == 200:
@@ -87,15 +97,19 @@ class Sim:
         finally:
             self.in_flight -= 1
 
-    async def register(self, notify_host: str, capacity: int | None) -> None:
+    async def register(self, notify_host: str, capacity: int | None, push_claim: bool | None = None) -> None:
         """Register (or re-register) every agent; `capacity` is the concurrency it declares (None: the
-        server's default)."""
+        server's default); `push_claim` turns claim_on_push on or off (None: as before)."""
+        if push_claim is not None:
+            self.push_claim = push_claim
         for agent in self.agents:
             fields: dict[str, Any] = {
                 "capabilities": ["bench"],
                 "notify_url": f"http://{notify_host}:{agent.port}/{agent.name}",
                 "ttl": 3600,
             }
+            if self.push_claim or push_claim is not None:  # (never sent otherwise: older builds refuse it)
+                fields["claim_on_push"] = self.push_claim
             if capacity is not None:
                 fields["concurrency"] = capacity
             body = json.dumps(fields).encode()
@@ -119,6 +133,7 @@ class Sim:
             "completed_at": self.completed,
             "duplicates": self.duplicates,
             "claimed": self.claimed,
+            "pushed": self.pushed,
             "claim_refused": self.claim_refused,
             "error_samples": self.errors[:5],
             "by_agent": self.by_agent,
@@ -152,9 +167,11 @@ async def amain(pipe: Connection, cfg: dict[str, Any]) -> None:
                 stop.set()
             elif isinstance(cmd, dict) and cmd.get("cmd") == "register":
 
-                async def reregister(capacity: int | None = cmd.get("capacity")) -> None:
+                async def reregister(
+                    capacity: int | None = cmd.get("capacity"), push: bool | None = cmd.get("push_claim")
+                ) -> None:
                     try:
-                        await sim.register(host, capacity)
+                        await sim.register(host, capacity, push)
                         pipe.send(True)
                     except Exception as exc:  # noqa: BLE001 - the parent reports it
                         pipe.send(repr(exc))

@@ -278,7 +278,8 @@ def latency_phase(server: Server, gen: Helper, agents: Helper, n: int, rate: flo
     assigned = dict(
         server.query(
             "SELECT e.task_id, min(e.at) FROM task_events e JOIN tasks t ON t.id = e.task_id"
-            " WHERE e.kind = 'assigned' AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id"
+            " WHERE e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
+            " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id"
         )
     )
     stages: dict[str, list[float]] = {
@@ -382,6 +383,54 @@ def throughput_phase(
         f" was answered {res['at_submit_end'][0]} webhooks had arrived, {res['at_submit_end'][1]} completed"
     )
     return res
+
+
+def _cpu_per_task(run: dict[str, Any]) -> float:
+    return sum(run["cpu"].values()) / max(run["completed"], 1)
+
+
+def compare_push_claim(
+    server: Server, gen: Helper, agents: Helper, args: Any, n: int, timeout: float, push: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+    """The throughput run again with the agents claiming each task themselves (no claim_on_push: submit,
+    claim, complete), alternating with push-claim runs `--compare-pairs` times, since the machine's other
+    load drifts: returns the first claim-request run and, per pair, (tasks/s ratio, CPU-per-task ratio),
+    push-claim over claim request."""
+    pairs: list[tuple[float, float]] = []
+    first: dict[str, Any] | None = None
+    for i in range(max(1, args.compare_pairs)):
+        if i > 0:
+            say(f"pair {i + 1}: agents register with claim_on_push again")
+            _register(agents, args.agent_concurrency, True)
+            push = throughput_phase(server, gen, agents, n, args.concurrency, timeout, label=f"push-claim {i + 1}")
+        say(f"pair {i + 1}: agents register without claim_on_push: submit, claim, complete (for comparison)")
+        _register(agents, args.agent_concurrency, False)
+        claim = throughput_phase(
+            server, gen, agents, n, args.concurrency, timeout, label=f"throughput, claim request {i + 1}"
+        )
+        first = first or claim
+        ratio = push["throughput"] / max(claim["throughput"], 1e-9), _cpu_per_task(push) / _cpu_per_task(claim)
+        pairs.append(ratio)
+        say(
+            f"push-claim vs claim request, pair {i + 1}: {push['throughput']:.0f} vs {claim['throughput']:.0f}"
+            f" tasks/s = {ratio[0]:.2f}x; CPU per task {_cpu_per_task(push) * 1000:.2f} vs"
+            f" {_cpu_per_task(claim) * 1000:.2f} ms = {ratio[1]:.2f}x ("
+            + ", ".join(
+                f"{k} {push['cpu'][k] / max(push['completed'], 1) * 1000:.2f} vs"
+                f" {claim['cpu'][k] / max(claim['completed'], 1) * 1000:.2f}"
+                for k in push["cpu"]
+            )
+            + ")"
+        )
+    _register(agents, args.agent_concurrency, True)
+    assert first is not None
+    return first, pairs
+
+
+def _register(agents: Helper, capacity: int | None, push_claim: bool) -> None:
+    answer = agents.call({"cmd": "register", "capacity": capacity, "push_claim": push_claim})
+    if answer is not True:
+        raise RuntimeError(f"re-register failed: {answer}")
 
 
 def profile_pass(
@@ -540,7 +589,8 @@ def limits_evidence(res: dict[str, Any]) -> list[str]:
         f"Pipeline in the throughput run: submitting {tp['n']} tasks took {tp['n'] / tp['submit_rate']:.1f} s "
         f"({tp['submit_rate']:.0f}/s); by then {tp['at_submit_end'][0]} webhooks had arrived and "
         f"{tp['at_submit_end'][1]} tasks were completed. Submit -> webhook p50 {ms(tp['to_webhook'][0])}, "
-        f"webhook -> completed (claim + complete through the api) p50 {ms(tp['webhook_to_done'][0])}."
+        f"webhook -> completed ({'complete' if res['settings'].get('push_claim') else 'claim + complete'} through"
+        f" the api) p50 {ms(tp['webhook_to_done'][0])}."
     )
     c1 = res.get("throughput_c1")
     if c1 and c1["throughput"] > 0:
@@ -583,6 +633,12 @@ def _code(where: str) -> str:
     return f"`{text[:70]}`" if text else ""
 
 
+def _agents_do(st: dict[str, Any]) -> str:
+    if st.get("push_claim"):
+        return "complete each task with the claim its webhook brings, `claim_on_push`"
+    return "claim and complete each task"
+
+
 def write_results(res: dict[str, Any], path: Path) -> None:
     m, st, lat, tp = res["machine"], res["settings"], res["latency"], res["throughput"]
     n = tp["completed"] or 1
@@ -594,7 +650,7 @@ def write_results(res: dict[str, Any], path: Path) -> None:
         f"Python {m['python']}, SQLite {m['sqlite']}, database on {m['tmpfs']}. Code: {res.get('code', '?')}.",
         "",
         f"Settings: `MCS_SYNCHRONOUS={st['synchronous']}`, other settings default; {st['agents']} agents (one "
-        f"process, raw asyncio HTTP: webhook receivers that claim and complete each task), each registered with "
+        f"process, raw asyncio HTTP: webhook receivers that {_agents_do(st)}), each registered with "
         f"`concurrency={st['agent_concurrency']}` unless said otherwise; one submitter process "
         f"({'httpx AsyncClient' if st['submitter'] == 'httpx' else 'the bench minimal HTTP client'}, keep-alive,"
         f" submitting as the admin). Latency: {lat['n']} tasks at {lat['rate']:g}/s, "
@@ -627,6 +683,19 @@ def write_results(res: dict[str, Any], path: Path) -> None:
             f"{verdict(mem['put_ratio'], TARGETS['mem_put_ratio'], True)} |",
             f"| memory get over HTTP, as a share of GET /healthz | {mem['get']:.0f}/s = {mem['get_ratio']:.0%} | "
             f"≥ {TARGETS['mem_get_ratio']:.0%} | {verdict(mem['get_ratio'], TARGETS['mem_get_ratio'], True)} |",
+        ]
+    cl = res.get("throughput_claim")
+    pairs = res.get("push_pairs") or []
+    if cl and pairs:
+        cl_cpu = sum(cl["cpu"].values()) / (cl["completed"] or 1)
+        lines += [
+            f"| the same throughput run with a claim request per task (agents without `claim_on_push`: submit, "
+            f"claim, complete) | {cl['throughput']:.0f} tasks/s, {cl_cpu * 1000:.2f} ms CPU per task "
+            f"({cl['completed']}/{cl['n']} completed) | | |",
+            f"| push-claim over claim request, same run, {len(pairs)} alternating pair(s) (tasks/s; CPU per task) | "
+            + ", ".join(f"{a:.2f}x; {b:.2f}x" for a, b in pairs)
+            + f" (mean {sum(a for a, _ in pairs) / len(pairs):.2f}x; {sum(b for _, b in pairs) / len(pairs):.2f}x)"
+            f" | ≥ 1.5x tasks/s | {'meets' if sum(a for a, _ in pairs) / len(pairs) >= 1.5 else 'misses'} |",
         ]
     c1 = res.get("throughput_c1")
     if c1:
@@ -757,6 +826,18 @@ def main() -> int:
         default=8,
         help="concurrency each agent registers with (tasks it may hold at once); the server's default is 1",
     )
+    ap.add_argument(
+        "--no-push-claim",
+        dest="push_claim",
+        action="store_false",
+        help="agents claim each task themselves (no claim_on_push) for the main figures too",
+    )
+    ap.add_argument(
+        "--compare-pairs",
+        type=int,
+        default=2,
+        help="push-claim / claim-request throughput pairs, alternating (the first push-claim run is the main one)",
+    )
     ap.add_argument("--latency-tasks", type=int)
     ap.add_argument("--rate", type=float, default=20.0, help="tasks/s in the latency run")
     ap.add_argument("--tasks", type=int, help="tasks in the throughput run")
@@ -793,6 +874,7 @@ def main() -> int:
             "agents": args.agents,
             "agent_concurrency": args.agent_concurrency,
             "submitter": args.submitter,
+            "push_claim": args.push_claim,
         },
     }
     exit_code = 0
@@ -812,7 +894,13 @@ def main() -> int:
         admin.close()
         agents = Helper(
             agentsim.main,
-            {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": args.agent_concurrency},
+            {
+                "api_url": server.url,
+                "agents": creds,
+                "concurrency": 4,
+                "capacity": args.agent_concurrency,
+                "push_claim": args.push_claim,
+            },
             "bench-agents",
         )
         helpers.append((agents, "stop"))
@@ -872,6 +960,11 @@ def main() -> int:
         if args.profile or args.profile_idle:
             res["wall_run"], res["wall_profile"] = profile_pass(
                 server, gen, agents, workdir, "wall", prof_n, args.concurrency, tp_timeout
+            )
+
+        if args.push_claim:
+            res["throughput_claim"], res["push_pairs"] = compare_push_claim(
+                server, gen, agents, args, tp_n, tp_timeout, res["throughput"]
             )
 
         if args.agent_concurrency != 1:

@@ -1,4 +1,5 @@
-"""A minimal MCS agent on the SDK: registers, verifies signed webhooks, claims, runs `work`, completes.
+"""A minimal MCS agent on the SDK: registers, verifies signed webhooks, runs `work` on the task each one
+carries (claimed for it by MCS: claim_on_push), completes.
 
     export MCS_URL=http://127.0.0.1:8080 MCS_AGENT_ID=echo MCS_AGENT_SECRET=... MCS_WEBHOOK_SECRET=whsec_...
     python examples/echo_agent.py --capability echo --port 8765

@@ -204,6 +204,13 @@ def _credentials_headers(agent_id: str | None, agent_secret: str | None, admin_t
 R = TypeVar("R")
 
 
+class Unset:
+    """The default of an optional argument whose None means something (unpin), to tell 'not given' apart."""
+
+
+UNSET = Unset()
+
+
 class _Endpoints(Generic[R]):
     """Every API call, once: `_call` sends it (sync or async) and shapes the answer."""
 
@@ -282,16 +289,34 @@ class _Endpoints(Generic[R]):
         """The mesh at a glance (admin): processes, queue, agents, unserved work, unreachable agents."""
         return self._call("GET", "/v1/status")
 
-    def create_agent(self, name: str, capabilities: list[str] | None = None, notify_host: str | None = None) -> R:
-        """A new agent (admin); `notify_host` pins the only host its notify_url may name."""
+    def create_agent(
+        self,
+        name: str,
+        capabilities: list[str] | None = None,
+        notify_host: str | None = None,
+        *,
+        claim_on_push: bool | None = None,
+    ) -> R:
+        """A new agent (admin); `notify_host` pins the only host its notify_url may name; `claim_on_push`:
+        the dispatcher claims its tasks for it and the webhook carries the claim."""
         body: dict[str, Any] = {"name": name, "capabilities": capabilities or []}
         if notify_host is not None:
             body["notify_host"] = notify_host
+        if claim_on_push is not None:
+            body["claim_on_push"] = claim_on_push
         return self._call("POST", "/v1/agents", json=body)
 
-    def update_agent(self, name: str, *, notify_host: str | None) -> R:
-        """Pin an agent's notify host, or unpin it with None (admin)."""
-        return self._call("PATCH", f"/v1/agents/{_q(name)}", json={"notify_host": notify_host})
+    def update_agent(
+        self, name: str, *, notify_host: str | None | Unset = UNSET, claim_on_push: bool | None = None
+    ) -> R:
+        """Change an agent (admin): pin its notify host, or unpin it with None; set `claim_on_push`. What is
+        not given stays."""
+        body: dict[str, Any] = {}
+        if not isinstance(notify_host, Unset):
+            body["notify_host"] = notify_host
+        if claim_on_push is not None:
+            body["claim_on_push"] = claim_on_push
+        return self._call("PATCH", f"/v1/agents/{_q(name)}", json=body)
 
     def rotate_agent(self, name: str) -> R:
         return self._call("POST", f"/v1/agents/{_q(name)}/rotate")
@@ -306,13 +331,17 @@ class _Endpoints(Generic[R]):
         notify_url: str | None = None,
         ttl: float | None = None,
         concurrency: int | None = None,
+        claim_on_push: bool | None = None,
     ) -> R:
-        """Registration and heartbeat in one: online for `ttl` seconds (server default 300)."""
+        """Registration and heartbeat in one: online for `ttl` seconds (server default 300). `claim_on_push`
+        (None: as stored): webhooks carry a claim, so no claim request is needed."""
         body: dict[str, Any] = {"capabilities": capabilities, "notify_url": notify_url}
         if ttl is not None:
             body["ttl"] = ttl
         if concurrency is not None:
             body["concurrency"] = concurrency
+        if claim_on_push is not None:
+            body["claim_on_push"] = claim_on_push
         return self._call("POST", "/v1/agents/register", json=body)
 
     def agents_page(self, *, limit: int | None = None, cursor: str | None = None) -> R:
@@ -409,6 +438,12 @@ class _Endpoints(Generic[R]):
         return self._call(
             "POST", f"/v1/tasks/{_q(task_id)}/complete", json={"claim_token": claim_token, "result": result}
         )
+
+    def complete_and_next(self, task_id: str, claim_token: str, result: Any = None, *, wait: float = 0) -> R:
+        """Complete, and claim this agent's next task in the same request: `{task, next}` (next: the claimed
+        task, or None when none came within `wait` seconds)."""
+        body = {"claim_token": claim_token, "result": result, "next": True, "wait": wait}
+        return self._call("POST", f"/v1/tasks/{_q(task_id)}/complete", json=body)
 
     def fail(self, task_id: str, claim_token: str, error: Any, *, retryable: bool = True) -> R:
         return self._call(

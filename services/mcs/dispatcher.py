@@ -66,6 +66,7 @@ class Dispatcher:
                 metrics.dispatch_latency.observe(max(0.0, done - eligible_at))
                 log.debug("assigned task", extra={"action": "assign", "task_id": task_id, "agent": agent})
             metrics.tasks_dispatched.inc(len(result.assigned))
+            metrics.tasks_push_claimed.inc(result.push_claimed)
             self.last_pass = time.monotonic()
             metrics.loop_last_pass.set(done)
             if not result.more:

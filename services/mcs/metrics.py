@@ -54,6 +54,16 @@ dispatcher_agent_reads = Counter(
     "Dispatcher reads of agents: `all` (every online one) or `changed` (named by an event, or past their TTL)",
     ["scope"],
 )
+tasks_push_claimed = Counter(
+    "mcs_tasks_push_claimed_total", "Tasks the dispatcher claimed for their agent at assignment (claim_on_push)"
+)
+claims_with_completion = Counter(
+    "mcs_claims_with_completion_total", "Next tasks claimed in the answer to a completion (complete with next)"
+)
+webhooks_superseded = Counter(
+    "mcs_webhooks_superseded_total",
+    "Webhook retries not sent: the claim they carry (claim_on_push) is no longer held",
+)
 claims_expired = Counter("mcs_claims_expired_total", "Leases that ran out before the agent finished")
 unclaimed_rerouted = Counter("mcs_unclaimed_rerouted_total", "Assignments nobody claimed, routed again")
 agents_marked_offline = Counter("mcs_agents_marked_offline_total", "Agents marked offline past their TTL")

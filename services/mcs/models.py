@@ -76,6 +76,7 @@ class Agent:
     last_seen: float | None
     created_at: float
     notify_host: str | None = None  # pinned by the admin: the only host its notify_url may name
+    claim_on_push: bool = False  # the dispatcher claims for it at assignment; the webhook carries the claim
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Agent:
@@ -90,6 +91,7 @@ class Agent:
             last_seen=row["last_seen"],
             created_at=row["created_at"],
             notify_host=row["notify_host"],
+            claim_on_push=bool(row["claim_on_push"]),
         )
 
     @property
@@ -116,6 +118,7 @@ class Agent:
             "expires_at": iso(self.expires_at) if self.effective_status(now) is AgentStatus.ONLINE else None,
             "notify_url": self.notify_url,
             "concurrency": self.concurrency,
+            "claim_on_push": self.claim_on_push,
         }
 
     def to_admin_api(self, now: float) -> dict[str, Any]:

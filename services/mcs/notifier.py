@@ -34,6 +34,7 @@ from mcs.store import AsyncStore, Store, data_version
 from mcs.store import a2a as a2a_store
 from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
+from mcs.store import tasks as tasks_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.notifier")
@@ -65,6 +66,23 @@ class DeliveryFailed(Exception):
         self.retry_after = retry_after
         self.public = public
         self.attempts = 0  # the attempt number it ended on, once the retry loop gives up
+
+
+class Superseded(DeliveryFailed):
+    """A retried webhook carries a claim (claim_on_push) that its agent no longer holds: the task was
+    completed, failed, canceled or claimed again since. Not sent: it would only start the work again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+def _claim_token(body: str) -> str | None:
+    """The claim_token a task.assigned webhook carries (claim_on_push), or None."""
+    try:
+        token = json.loads(body)["data"]["task"].get("claim_token")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 def _refused(exc: egress.EgressRefused) -> DeliveryFailed:
@@ -159,6 +177,14 @@ class Notifier:
             target: tuple[str | None, str] | None = (item.notify_url, item.webhook_secret or "")
         else:  # a retry: the agent may have moved or rotated its key meanwhile
             target = await self.db.read(agents_store.webhook_target, item.agent)
+        # The claim is minted once, at assignment: a retry (after a restart too: attempts are stored) whose
+        # claim is gone would only start the work again.
+        token = _claim_token(item.body) if attempt > 1 else None
+        if token is not None and item.task_id:
+            held = await self.db.read(tasks_store.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
+            if not held:
+                metrics.webhooks_superseded.inc()
+                raise Superseded(f"task {item.task_id} is no longer held with the claim this webhook carries")
         if target is None:
             raise DeliveryFailed(f"agent {item.agent} no longer exists", retryable=False)
         url, secret = target
@@ -391,6 +417,9 @@ class Notifier:
             crashed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, DeliveryFailed)]
             if crashed:
                 raise crashed[0]
+            gone = next((r for r in results if isinstance(r, Superseded)), None)
+            if gone is not None:
+                raise gone
             failed = {name: r for name, r in zip(channels, results, strict=True) if isinstance(r, DeliveryFailed)}
             numbers = [r if isinstance(r, int) else r.attempts for r in results]
             if failed:
@@ -412,6 +441,12 @@ class Notifier:
                 eligible = task.get("not_before") or task["created_at"]  # a retry counts from falling due
                 metrics.webhook_latency.observe(max(0.0, time.time() - _parse_iso(eligible)))
             log.debug("delivered", extra={"action": "deliver", "outbox_id": item.id, "task_id": item.task_id})
+        except Superseded as exc:
+            outcome |= {"state": "superseded", "attempts": exc.attempts, "error": str(exc)}
+            log.info(
+                "not delivered: the claim it carries is gone",
+                extra={"action": "deliver_superseded", "outbox_id": item.id, "task_id": item.task_id},
+            )
         except DeliveryFailed as exc:
             attempts = max(
                 [item.attempts + 1, *(r if isinstance(r, int) else getattr(r, "attempts", 0) for r in results)]

@@ -19,6 +19,7 @@ class Candidate:
     load: int  # tasks it holds now (assigned or claimed)
     last_assigned_at: float  # 0 when never
     capacity: int = 1  # tasks it takes at once (its registered concurrency)
+    claim_on_push: bool = False  # the dispatcher claims for it at assignment (the webhook carries the claim)
 
     @property
     def has_room(self) -> bool:

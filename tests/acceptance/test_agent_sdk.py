@@ -151,7 +151,10 @@ def test_webhooks_with_a_wrong_secret_are_rejected_and_nothing_is_claimed(mesh, 
     calls: list[str] = []
     # The agent verifies with a secret that is not the one MCS signs with.
     impostor = sdk_agent(
-        lambda task: calls.append(task.id), capabilities=[kind], webhook_secret=webhooks.SECRET_PREFIX + "AAAA"
+        lambda task: calls.append(task.id),
+        capabilities=[kind],
+        webhook_secret=webhooks.SECRET_PREFIX + "AAAA",
+        claim_on_push=False,  # (with it, tests/acceptance/test_push_claim.py)
     )
     task = mesh.admin.submit(kind, {"x": 1})
     app = impostor.agent.receiver.app  # type: ignore[union-attr]

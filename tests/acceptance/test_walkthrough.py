@@ -76,7 +76,7 @@ def test_readme_walkthrough_with_a_generated_admin_token(tmp_path):
         listed = json.loads(mcs("task", "list", "--json").stdout)["tasks"]
         assert [t["state"] for t in listed] == ["completed"]
         events = mcs("task", "events", listed[0]["id"][:8]).stdout  # README: the first 8 characters will do
-        for kind in ("submitted", "assigned", "claimed", "completed"):
+        for kind in ("submitted", "claimed", "completed"):  # claimed at assignment: the SDK registers claim_on_push
             assert kind in events
         elsewhere = tmp_path / "elsewhere"  # no data/ folder here: the config file leads to the mesh
         elsewhere.mkdir()

@@ -99,6 +99,18 @@ def test_admin_pins_an_agent_notify_host_and_the_real_api_refuses_its_own_port(m
     assert bad.exit_code == 1 and "not a host name" in bad.stderr and "Traceback" not in bad.output
 
 
+def test_admin_turns_claim_on_push_on_and_off(mcs):
+    created = json.loads(mcs("admin", "agent", "create", "pushy", "-c", "echo", "--claim-on-push", "--json").stdout)
+    assert created["claim_on_push"] is True
+    assert json.loads(mcs("agent", "show", "pushy", "--json").stdout)["claim_on_push"] is True
+    off = mcs("admin", "agent", "update", "pushy", "--no-claim-on-push")
+    assert off.exit_code == 0 and "claim on push off" in off.stdout, off.output
+    shown = json.loads(mcs("agent", "show", "pushy", "--json").stdout)
+    assert shown["claim_on_push"] is False and shown["notify_host"] is None  # the pin was left alone
+    both = mcs("admin", "agent", "update", "pushy", "--notify-host", "h.example.org", "--no-notify-host")
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
 def test_a_bad_allow_fetch_entry_is_a_usage_error(mcs):
     args = ["agent", "llm", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-c", "ask"]
     bad = mcs(*args, "--allow-fetch", "10.0.0.0/8", "--allow-fetch", "not a host")

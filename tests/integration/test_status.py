@@ -67,6 +67,23 @@ async def test_a_later_delivery_clears_unreachable_and_old_failures_age_out(mesh
     assert later.unreachable == []
 
 
+async def test_a_retry_skipped_because_its_claim_is_gone_is_not_unreachable(mesh):
+    """A webhook retry the notifier did not send (the agent completed the pushed task already) ends
+    `superseded`: the agent answered, so it is not listed as unreachable."""
+    await mesh.agent("quick", ["echo"], notify_url="http://127.0.0.1:9/hook")
+    await mesh.submit(type="echo")
+    mesh.dispatch()
+    now = time.time()
+    row = mesh.store.read(lambda c: c.execute("SELECT id, task_id FROM outbox WHERE agent = 'quick'").fetchone())
+    gone = {"id": row[0], "kind": "webhook", "agent": "quick", "task_id": row[1], "state": "superseded",
+            "attempts": 2, "error": "no longer held"}  # fmt: skip
+    mesh.store.write(outbox_store.record_outcomes, outcomes=[gone], now=now)
+    assert mesh.store.read(lambda c: c.execute("SELECT state FROM outbox WHERE id = ?", (row[0],)).fetchone()[0]) == (
+        "superseded"
+    )
+    assert mesh.store.read(status_store.read, now=now).unreachable == []
+
+
 async def test_openapi_documents_the_status(mesh):
     doc = await mesh.ok("GET", "/openapi.json")
     get = doc["paths"]["/v1/status"]["get"]

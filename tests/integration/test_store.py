@@ -45,6 +45,7 @@ ALL = [
     "0013_event_log",
     "0014_console_sessions",
     "0015_event_log_pruned",
+    "0016_claim_on_push",
     "0018_a2a",
     "0019_outbox_pending_by_agent",
 ]

@@ -42,14 +42,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class WebhookApp:
-    """The ASGI app. `on_task(task)` is called for every genuine `task.assigned` webhook, `on_cancel(task)`
+    """The ASGI app. `on_task(task, sent_at)` is called for every genuine `task.assigned` webhook (`sent_at`: its
+    signed webhook-timestamp, the server's clock when it was sent), `on_cancel(task)`
     for every genuine `task.canceled` one (a task this agent holds was canceled, e.g. with its workflow)."""
 
     def __init__(
         self,
         *,
         webhook_secret: str,
-        on_task: Callable[[dict[str, Any]], None],
+        on_task: Callable[[dict[str, Any], float], None],
         on_cancel: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.webhook_secret = webhook_secret
@@ -118,7 +119,7 @@ class WebhookApp:
             return 400, f"{kind} without a task id"
         self.accepted += 1
         if kind == "task.assigned":
-            self.on_task(task)
+            self.on_task(task, float(headers["webhook-timestamp"]))
         elif self.on_cancel is not None:
             self.on_cancel(task)
         return 204, ""

@@ -24,6 +24,7 @@ from mcs.client import (
     McsApiError,
     McsUnavailable,
     NotFoundError,
+    UnprocessableError,
 )
 from mcs.errors import ConfigError
 from mcs.process import network_namespace
@@ -48,6 +49,7 @@ MIN_EXTEND_INTERVAL = 0.05  # seconds
 REPORT_PATIENCE = 120.0  # seconds to keep trying to report a result while MCS cannot be reached
 BACKOFF_MAX = 30.0  # seconds between attempts while MCS cannot be reached
 OFFLINE_TTL = 1.0  # seconds: the registration sent on shutdown, so MCS stops offering work at once
+SEEN_CLAIMS_MAX = 4096  # claim tokens remembered, so a webhook delivered twice runs its task once
 
 
 def _transient(exc: McsUnavailable | McsApiError) -> bool:
@@ -170,6 +172,16 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _pushed_lease_left(claimed: Mapping[str, Any], sent_at: float) -> float | None:
+    """What is left of a lease MCS started at assignment (claim_on_push) when its webhook was sent: both
+    times are the server's clock, so clock skew does not matter (a retried webhook may come late)."""
+    try:
+        end = datetime.fromisoformat(str(claimed["lease_expires_at"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
+    return max(end - sent_at, MIN_EXTEND_INTERVAL)
+
+
 def _lease_seconds(claimed: Mapping[str, Any]) -> float:
     """How long the lease just granted lasts, from the server's own clock (so clock skew does not matter)."""
     ttl = claimed.get("claim_ttl")
@@ -237,7 +249,10 @@ class Agent:
     `listen="host:port"` (default `127.0.0.1:0`, a free port) serves a webhook receiver and registers its
     URL (or `notify_url`, when MCS must call another address, e.g. through a proxy or tunnel);
     `listen=None` pulls instead: long-polling `claim` with `wait`, no inbound connections needed.
-    `concurrency` handlers run at once at most.
+    `concurrency` handlers run at once at most. With webhooks the agent registers `claim_on_push` (default):
+    MCS claims each task for it as it assigns it and the webhook carries the claim, so a task costs one
+    request (complete), not two; against a server without it the agent claims as before. Pulling, each
+    completion also claims the next task (`complete` with `next`), so a busy agent makes one request a task.
 
     A handler object with an async `aclose()` method is closed when the agent stops.
 
@@ -263,6 +278,7 @@ class Agent:
         heartbeat: float = HEARTBEAT_INTERVAL,
         shutdown_grace: float = SHUTDOWN_GRACE,
         pull_wait: float = PULL_WAIT,
+        claim_on_push: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
         e = os.environ if env is None else env
@@ -293,14 +309,19 @@ class Agent:
             raise ConfigError("concurrency must be at least 1")
         self.concurrency = concurrency
         self.ttl, self.heartbeat, self.shutdown_grace, self.pull_wait = ttl, heartbeat, shutdown_grace, pull_wait
+        self.claim_on_push = claim_on_push and listen is not None  # (a pulling agent gets no webhooks)
+        self._complete_next = True  # pull mode: complete with next (False once an older server refused it)
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__  # an object with an async __call__
         )
         self.client: AsyncClient | None = None
         self.receiver: Receiver | None = None
-        self._inbox: asyncio.Queue[str] = asyncio.Queue()
+        # Tasks announced, with when their webhook was sent (claimed already, with push).
+        self._inbox: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue()
         self._pending: set[str] = set()  # task ids announced by webhook and not yet done with
+        self._seen_claims: dict[str, None] = {}  # claim tokens webhooks brought (oldest first, bounded)
         self._backlog: list[dict[str, Any]] = []  # tasks claimed at start, before any webhook
+        self._handoff: list[dict[str, Any]] = []  # pull mode: next tasks a completion claimed, not begun
         self._running: dict[str, _Running] = {}
         self._background: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
@@ -435,11 +456,10 @@ class Agent:
                 bg.cancel()  # workers wait for work or poll; running handlers live in their own tasks
             await asyncio.gather(*self._background, return_exceptions=True)
             self._background.clear()
-            for claimed in self._backlog:  # claimed at start, never begun
-                task = Task.from_api(claimed)
-                job = asyncio.create_task(asyncio.sleep(0))
-                await self._release(_Running(task=task, token=str(claimed["claim_token"]), job=job))
+            for claimed in [*self._backlog, *self._handoff]:  # claimed, never begun
+                await self._release_unstarted(claimed)
             self._backlog.clear()
+            self._handoff.clear()
             await self._go_offline()
             if self._running:
                 log.info(
@@ -459,6 +479,9 @@ class Agent:
                     if not r.job.done():
                         await self._release(r)
                 await all_done
+            for claimed in self._handoff:  # (a completion under way as shutdown began may have claimed one)
+                await self._release_unstarted(claimed)
+            self._handoff.clear()
         finally:
             await self._close_resources()
             log.info("agent %s stopped", self.name, extra={"action": "agent_stopped", "agent": self.name})
@@ -510,9 +533,22 @@ class Agent:
 
     async def _register(self) -> None:
         assert self.client is not None
-        await self.client.register(
-            self.capabilities, notify_url=self.notify_url, ttl=self.ttl, concurrency=self.concurrency
-        )
+        push = True if self.claim_on_push else None
+        try:
+            await self.client.register(
+                self.capabilities,
+                notify_url=self.notify_url,
+                ttl=self.ttl,
+                concurrency=self.concurrency,
+                claim_on_push=push,
+            )
+        except UnprocessableError as exc:
+            if push is None or "claim_on_push" not in exc.message:
+                raise
+            # An older server: it claims nothing for us, so we claim on each webhook as before.
+            log.info("agent %s: the server does not claim on push; claiming on each webhook", self.name)
+            self.claim_on_push = False
+            await self._register()
 
     async def _heartbeat_loop(self) -> None:
         delay = self.heartbeat
@@ -535,13 +571,20 @@ class Agent:
 
     # ------------------------------------------------------------ taking work
 
-    def _announce(self, task: dict[str, Any]) -> None:
-        """A verified webhook offered us this task."""
+    def _announce(self, task: dict[str, Any], sent_at: float) -> None:
+        """A verified webhook offered us this task (claimed for us already when it carries a claim_token)."""
         task_id = task["id"]
+        token = task.get("claim_token")
+        if isinstance(token, str):
+            if token in self._seen_claims:
+                return  # the same webhook again (its answer was lost): the task ran or runs already
+            self._seen_claims[token] = None
+            if len(self._seen_claims) > SEEN_CLAIMS_MAX:
+                del self._seen_claims[next(iter(self._seen_claims))]
         if self._stopping or task_id in self._pending:
             return
         self._pending.add(task_id)
-        self._inbox.put_nowait(task_id)
+        self._inbox.put_nowait((task, sent_at))
 
     def _canceled(self, task: dict[str, Any]) -> None:
         """A verified task.canceled webhook: stop the handler running that task (async handlers are
@@ -561,7 +604,14 @@ class Agent:
             finally:
                 self._pending.discard(claimed["id"])
         while True:
-            task_id = await self._inbox.get()
+            offered, sent_at = await self._inbox.get()
+            task_id = offered["id"]
+            if isinstance(offered.get("claim_token"), str):  # claimed for us at assignment (claim_on_push)
+                try:
+                    await self._run_claimed(offered, lease_left=_pushed_lease_left(offered, sent_at))
+                finally:
+                    self._pending.discard(task_id)
+                continue
             try:
                 claimed = await self.client.claim(task_id)
             except (ConflictError, ForbiddenError, NotFoundError) as exc:
@@ -597,6 +647,9 @@ class Agent:
         assert self.client is not None
         failures = 0
         while True:
+            if self._handoff:  # the last completion brought the next task, claimed: no claim request
+                await self._run_claimed(self._handoff.pop(0), want_next=True)
+                continue
             try:
                 claimed = await self.client.claim_next(wait=self.pull_wait)
                 failures = 0
@@ -607,19 +660,25 @@ class Agent:
                 await asyncio.sleep(delay)
                 continue
             if claimed is not None:
-                await self._run_claimed(claimed)
+                await self._run_claimed(claimed, want_next=True)
 
     # ------------------------------------------------------------ running one task
 
-    async def _run_claimed(self, claimed: dict[str, Any]) -> None:
+    async def _run_claimed(
+        self, claimed: dict[str, Any], *, want_next: bool = False, lease_left: float | None = None
+    ) -> None:
         """Run the handler on a claimed task in its own asyncio task: when shutdown cancels the worker, the
-        task runs on and shutdown waits for it."""
+        task runs on and shutdown waits for it. `want_next`: complete it with `next`, so the answer brings
+        this agent's next task, claimed (into `_handoff`). `lease_left`: what is left of the lease when it
+        was handed to us, if less than a whole one (the first extension comes sooner)."""
         token = str(claimed["claim_token"])
         assert self.client is not None
         reporter = _ProgressReporter(self.client, str(claimed["id"]), token, self.name)
         task = replace(Task.from_api(claimed), reporter=reporter)
         stop = asyncio.Event()
-        job = asyncio.create_task(self._execute(task, token, _lease_seconds(claimed), stop))
+        lease = _lease_seconds(claimed)
+        first = min(lease, lease_left) if lease_left is not None else lease
+        job = asyncio.create_task(self._execute(task, token, (lease, first), stop, want_next))
         self._running[task.id] = _Running(task=task, token=token, job=job, stop=stop)
 
         def finished(j: asyncio.Task[Any]) -> None:
@@ -631,7 +690,9 @@ class Agent:
         job.add_done_callback(finished)
         await asyncio.shield(job)
 
-    async def _execute(self, task: Task, token: str, lease: float, lease_lost: asyncio.Event) -> None:
+    async def _execute(
+        self, task: Task, token: str, lease: tuple[float, float], lease_lost: asyncio.Event, want_next: bool = False
+    ) -> None:
         """Run the handler until it returns, or `lease_lost` is set (the lease is gone, or MCS canceled it)."""
         log.info(
             "agent %s: running %s (%s, attempt %d)",
@@ -682,7 +743,7 @@ class Agent:
         exc = work.exception()
         took = time.monotonic() - started
         if exc is None:
-            await self._report_result(task, token, work.result(), took=took)
+            await self._report_result(task, token, work.result(), took=took, want_next=want_next)
         elif isinstance(exc, PermanentError):
             await self._report_failure(task, token, _error_text(exc), retryable=False, exc=exc, took=took)
         else:
@@ -696,11 +757,14 @@ class Agent:
             return await result
         return result
 
-    async def _keep_lease(self, task: Task, token: str, lease: float, lost: asyncio.Event) -> None:
+    async def _keep_lease(self, task: Task, token: str, lease: tuple[float, float], lost: asyncio.Event) -> None:
+        """Extend every third of the lease (`lease`: its whole length, and what was left of it at the start)."""
         assert self.client is not None
-        interval = max(MIN_EXTEND_INTERVAL, lease * EXTEND_FRACTION)
+        interval = max(MIN_EXTEND_INTERVAL, lease[0] * EXTEND_FRACTION)
+        wait = max(MIN_EXTEND_INTERVAL, lease[1] * EXTEND_FRACTION)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
+            wait = interval
             try:
                 await self.client.extend(task.id, token)
                 log.debug("agent %s: extended the lease on %s", self.name, task.id)
@@ -713,7 +777,9 @@ class Agent:
 
     # ------------------------------------------------------------ reporting
 
-    async def _report_result(self, task: Task, token: str, result: Any, *, took: float = 0.0) -> None:
+    async def _report_result(
+        self, task: Task, token: str, result: Any, *, took: float = 0.0, want_next: bool = False
+    ) -> None:
         try:
             json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -723,8 +789,12 @@ class Agent:
             return
         assert self.client is not None
         client = self.client
+        with_next = want_next and self._complete_next and not self._stopping
         try:
-            await self._with_patience(lambda: client.complete(task.id, token, result))
+            if with_next:
+                answer = await self._complete_with_next(task.id, token, result)
+            else:
+                answer = await self._with_patience(lambda: client.complete(task.id, token, result))
         except (McsUnavailable, McsApiError) as exc:
             if _transient(exc):
                 return  # logged; the lease runs out and MCS retries the task
@@ -736,6 +806,12 @@ class Agent:
             await self._report_failure(task, token, f"MCS refused the result: {exc.message}", retryable=False)
             return
         self.completed += 1
+        upcoming = answer.get("next") if with_next and isinstance(answer, dict) and "next" in answer else None
+        if isinstance(upcoming, dict):
+            if self._stopping:  # shutdown began meanwhile: give it back rather than start it
+                await self._release_unstarted(upcoming)
+            else:
+                self._handoff.append(upcoming)
         log.info(
             "agent %s: completed %s (%s) in %.2f s",
             self.name,
@@ -775,6 +851,25 @@ class Agent:
             log.warning("agent %s: could not report the failure of %s: %s", self.name, task.id, api_exc.message)
             return
         self.failed += 1
+
+    async def _complete_with_next(self, task_id: str, token: str, result: Any) -> Any:
+        """Complete with `next` (one request: the completion and the next task). An older server refuses the
+        field (422, nothing stored): complete plainly from then on."""
+        assert self.client is not None
+        client = self.client
+        try:
+            return await self._with_patience(lambda: client.complete_and_next(task_id, token, result))
+        except UnprocessableError as exc:
+            if "next" not in exc.message:
+                raise
+            log.info("agent %s: the server does not complete with next; claiming separately", self.name)
+            self._complete_next = False
+            return await self._with_patience(lambda: client.complete(task_id, token, result))
+
+    async def _release_unstarted(self, claimed: Mapping[str, Any]) -> None:
+        """Give back a task claimed for us that no handler began."""
+        job = asyncio.create_task(asyncio.sleep(0))
+        await self._release(_Running(task=Task.from_api(claimed), token=str(claimed["claim_token"]), job=job))
 
     async def _release(self, running: _Running) -> None:
         """Give a task back at shutdown: a retryable failure, so MCS hands it out again."""

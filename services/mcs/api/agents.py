@@ -35,6 +35,7 @@ async def create(data: CreateAgent) -> Response:
         name=data.name,
         capabilities=data.capabilities,
         notify_host=data.notify_host,
+        claim_on_push=data.claim_on_push,
         actor=ADMIN.actor,
         now=time.time(),
     )
@@ -47,10 +48,10 @@ async def create(data: CreateAgent) -> Response:
 async def update(name: str, data: UpdateAgent) -> Response:
     now = time.time()
     agent = await _db().write(
-        authed(agents_store.set_notify_host, need="admin"),
+        authed(agents_store.update, need="admin"),
         credentials(),
         name=name,
-        notify_host=data.notify_host,
+        changes=data.changes(),
         actor=ADMIN.actor,
         now=now,
     )
@@ -92,6 +93,7 @@ async def register(data: Register) -> Response:
         notify_url=data.notify_url,
         ttl=ttl,
         concurrency=data.concurrency,
+        claim_on_push=data.claim_on_push,
         now=now,
     )
     return respond(agent.to_api(now) | {"ttl": ttl})

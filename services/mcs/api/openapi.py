@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 from quart_schema import document_response
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing.rules import Rule
@@ -108,6 +108,9 @@ class AgentView(BaseModel):
     expires_at: str | None
     notify_url: str | None
     concurrency: int
+    claim_on_push: bool = Field(
+        description="The dispatcher claims its tasks for it at assignment; the webhook carries the claim."
+    )
     notify_host: str | None = Field(default=None, description="Admin only: the host notify_url must name.")
 
 
@@ -172,12 +175,24 @@ class AgentSecrets(BaseModel):
     secret: str
     webhook_secret: str
     notify_host: str | None = None
+    claim_on_push: bool | None = Field(default=None, description="On creation: as given.")
 
 
 class ClaimedTask(TaskView):
     """A task this agent holds: the task plus the claim token that fences its lease."""
 
     claim_token: str
+
+
+class CompletedAndNext(BaseModel):
+    """With `next: true`: the completed task and this agent's next task, claimed (null: none came)."""
+
+    task: TaskView
+    next: ClaimedTask | None
+
+
+class CompleteAnswer(RootModel[TaskView | CompletedAndNext]):
+    """The completed task; with `next: true`, `{task, next}`."""
 
 
 class TaskPage(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from mcs import egress
 from mcs.models import SUBMIT_BATCH_MAX
@@ -41,12 +41,19 @@ def _notify_host(value: str | None) -> str | None:
 NotifyHost = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 
+_CLAIM_ON_PUSH = (
+    "The dispatcher claims each task for the agent when it assigns it: the task.assigned webhook carries"
+    " claim_token and lease_expires_at, so the agent completes without a claim request."
+)
+
+
 class CreateAgent(Strict):
     name: Name
     capabilities: list[Capability] = Field(default_factory=list, max_length=100)
     notify_host: NotifyHost | None = Field(
         default=None, description="Pin the host its notify_url must name (a DNS name or an IP address)."
     )
+    claim_on_push: bool = Field(default=False, description=_CLAIM_ON_PUSH)
 
     @field_validator("notify_host")
     @classmethod
@@ -62,7 +69,21 @@ class CreateAgent(Strict):
 
 
 class UpdateAgent(Strict):
-    notify_host: NotifyHost | None = Field(description="The host its notify_url must name; null unpins.")
+    """Only the fields given change (at least one)."""
+
+    notify_host: NotifyHost | None = Field(default=None, description="The host its notify_url must name; null unpins.")
+    claim_on_push: bool | None = Field(default=None, description=_CLAIM_ON_PUSH)
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> UpdateAgent:
+        if not self.model_fields_set:
+            raise ValueError("give notify_host or claim_on_push")
+        if "claim_on_push" in self.model_fields_set and self.claim_on_push is None:
+            raise ValueError("claim_on_push is true or false")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("notify_host", "claim_on_push") if k in self.model_fields_set}
 
     @field_validator("notify_host")
     @classmethod
@@ -75,6 +96,7 @@ class Register(Strict):
     notify_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)] | None = None
     ttl: float | None = Field(default=None, gt=0, le=86400)
     concurrency: int = Field(default=1, ge=1, le=1000)
+    claim_on_push: bool | None = Field(default=None, description=_CLAIM_ON_PUSH + " Absent: as stored.")
 
 
 class SubmitTask(Strict):
@@ -182,6 +204,11 @@ class Progress(Strict):
 class Complete(Strict):
     claim_token: str = Field(min_length=1, max_length=200)
     result: Any = None
+    next: bool = Field(
+        default=False,
+        description="Also claim this agent's next task: the answer is {task, next} (next: the claimed task or null).",
+    )
+    wait: float = Field(default=0, ge=0, le=30, description="With next: wait up to this long for one, as a claim does.")
 
 
 class Fail(Strict):

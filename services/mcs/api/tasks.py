@@ -13,8 +13,17 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_querystring, validate_request
 
 from mcs import metrics
-from mcs.api.auth import authed, credentials
-from mcs.api.openapi import NO_CONTENT, BatchResult, ClaimedTask, TaskEvents, TaskPage, TaskProgress, documented
+from mcs.api.auth import Credentials, authed, credentials
+from mcs.api.openapi import (
+    NO_CONTENT,
+    BatchResult,
+    ClaimedTask,
+    CompleteAnswer,
+    TaskEvents,
+    TaskPage,
+    TaskProgress,
+    documented,
+)
 from mcs.api.responses import respond
 from mcs.api.schemas import (
     Approve,
@@ -196,33 +205,40 @@ async def claim_next(data: ClaimNext) -> Response:
     """The next task for this agent, claimed; with `wait`, hold the request until one comes (long poll).
     The wait is at most a third of MCS_API_READ_TIMEOUT (Settings.api_keep_alive), so the connection,
     silent meanwhile, is not dropped under it."""
-    creds = credentials()
     deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
+    task = await _claim_waiting(credentials(), deadline)
+    return respond(task) if task is not None else Response("", status=204)
+
+
+async def _claim_waiting(creds: Credentials, deadline: float, *, version: int | None = None) -> dict[str, Any] | None:
+    """Claim this agent's next task, waiting until `deadline` for one to come (None: none came). Woken by
+    a commit (any commit, by anyone): a read first, and the write lock only when it shows a task this agent
+    could take; most commits (heartbeats, other agents' work) concern it not. `version`: the commit version
+    a look was already made at (complete-and-next's own transaction), so the first step is to wait."""
     watcher = current_app.config["MCS_CHANGES"]
     claim = authed(tasks_store.claim_next, need="agent", pass_as="agent")
     woken = False
     while True:
-        version = watcher.version
-        # Woken by a commit (any commit, by anyone): a read first, and the write lock only when it shows
-        # a task this agent could take; most commits (heartbeats, other agents' work) concern it not.
-        if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
-            metrics.claim_wakeups.labels("idle").inc()
-        else:
-            task = await _db().write(claim, creds, now=time.time())
-            if woken:
-                metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
-            if task is not None:
-                return respond(task)
+        if version is None or woken:
+            version = watcher.version
+            if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
+                metrics.claim_wakeups.labels("idle").inc()
+            else:
+                task: dict[str, Any] | None = await _db().write(claim, creds, now=time.time())
+                if woken:
+                    metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
+                if task is not None:
+                    return task
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return Response("", status=204)
+            return None
         metrics.claims_waiting.inc()
         try:
             woken = await watcher.wait_for_change(version, timeout=remaining)
         finally:
             metrics.claims_waiting.dec()
         if not woken:
-            return Response("", status=204)  # nothing committed since the last look: nothing new to take
+            return None  # nothing committed since the last look: nothing new to take
 
 
 @bp.post("/<task_id>/claim")
@@ -272,19 +288,39 @@ async def progress(task_id: str, data: Progress) -> Response:
 
 
 @bp.post("/<task_id>/complete")
-@documented(ok={200: TaskView}, errors=(404, 409), auth="agent", body=True, writes=True)
+@documented(ok={200: CompleteAnswer}, errors=(404, 409), auth="agent", body=True, writes=True)
 @validate_request(Complete)
 async def complete(task_id: str, data: Complete) -> Response:
+    """Complete a claimed task (the same token again: a no-op). With `next: true`, also claim this agent's
+    next task in the same transaction and answer `{task, next}` (next: the claimed task, or null when none
+    came within `wait` seconds): a pulling agent's one round trip per task."""
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
-        authed(tasks_store.complete, need="agent", pass_as="agent"),
+    if not data.next:
+        result: dict[str, Any] = await _db().write(
+            authed(tasks_store.complete, need="agent", pass_as="agent"),
+            creds,
+            task_id=task_id,
+            token=data.claim_token,
+            result=data.result,
+            now=time.time(),
+        )
+        return respond(result)
+    deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
+    watcher = current_app.config["MCS_CHANGES"]
+    version = watcher.version
+    done, claimed = await _db().write(
+        authed(tasks_store.complete_and_next, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
         token=data.claim_token,
         result=data.result,
         now=time.time(),
     )
-    return respond(result)
+    if claimed is None and deadline > time.monotonic():
+        claimed = await _claim_waiting(creds, deadline, version=version)
+    if claimed is not None:
+        metrics.claims_with_completion.inc()
+    return respond({"task": done, "next": claimed})
 
 
 @bp.post("/<task_id>/fail")

@@ -10,6 +10,7 @@ import click
 
 from mcs.cli.common import client, emit, json_option, url_option
 from mcs.cli.root import main
+from mcs.client import UNSET, Unset
 
 
 @main.group()
@@ -85,6 +86,10 @@ def _secrets_options(fn: Any) -> Any:
 
 
 _NOTIFY_HOST_HELP = "Pin the host its notify URL must name (a DNS name or an IP address)."
+_CLAIM_ON_PUSH_HELP = (
+    "The dispatcher claims each task for the agent as it assigns it; the webhook carries the claim token, so the"
+    " agent completes without a claim request (the SDK's agents register so themselves)."
+)
 
 
 @admin_agent.command("create")
@@ -97,6 +102,7 @@ _NOTIFY_HOST_HELP = "Pin the host its notify URL must name (a DNS name or an IP 
     help="Grant a capability (repeatable): the agent may register only these. None: it may register any.",
 )
 @click.option("--notify-host", help=_NOTIFY_HOST_HELP)
+@click.option("--claim-on-push", is_flag=True, help=_CLAIM_ON_PUSH_HELP)
 @_secrets_options
 @url_option
 @json_option
@@ -104,6 +110,7 @@ def admin_agent_create(
     name: str,
     capabilities: tuple[str, ...],
     notify_host: str | None,
+    claim_on_push: bool,
     as_env: bool,
     out: Path | None,
     force: bool,
@@ -113,7 +120,7 @@ def admin_agent_create(
     """Create agent NAME; prints its secret and webhook secret once (--out FILE: into an env file)."""
     _check_out(out, force)
     with client(url) as c:
-        created = c.create_agent(name, list(capabilities), notify_host=notify_host)
+        created = c.create_agent(name, list(capabilities), notify_host=notify_host, claim_on_push=claim_on_push or None)
     _show_secrets(created, url, as_json=as_json, as_env=as_env, out=out)
 
 
@@ -121,15 +128,29 @@ def admin_agent_create(
 @click.argument("name")
 @click.option("--notify-host", help=_NOTIFY_HOST_HELP)
 @click.option("--no-notify-host", is_flag=True, help="Unpin: its notify URL may name any host the policy allows.")
+@click.option("--claim-on-push/--no-claim-on-push", default=None, help=_CLAIM_ON_PUSH_HELP)
 @url_option
 @json_option
-def admin_agent_update(name: str, notify_host: str | None, no_notify_host: bool, url: str, as_json: bool) -> None:
-    """Change agent NAME: pin its notify host (a notify URL on another host is dropped at once) or unpin it."""
-    if (notify_host is None) == (not no_notify_host):
-        raise click.UsageError("give --notify-host HOST or --no-notify-host")
+def admin_agent_update(
+    name: str, notify_host: str | None, no_notify_host: bool, claim_on_push: bool | None, url: str, as_json: bool
+) -> None:
+    """Change agent NAME: pin its notify host (a notify URL on another host is dropped at once) or unpin it;
+    turn claim-on-push on or off."""
+    if notify_host is not None and no_notify_host:
+        raise click.UsageError("give --notify-host HOST or --no-notify-host, not both")
+    if notify_host is None and not no_notify_host and claim_on_push is None:
+        raise click.UsageError("give --notify-host HOST or --no-notify-host, or --claim-on-push / --no-claim-on-push")
+    pin: str | None | Unset = UNSET if notify_host is None and not no_notify_host else notify_host
     with client(url) as c:
-        agent = c.update_agent(name, notify_host=None if no_notify_host else notify_host)
-    emit(agent, as_json, lambda a: f"agent {a['name']}: notify host {a['notify_host'] or 'not pinned'}")
+        agent = c.update_agent(name, notify_host=pin, claim_on_push=claim_on_push)
+    emit(
+        agent,
+        as_json,
+        lambda a: (
+            f"agent {a['name']}: notify host {a['notify_host'] or 'not pinned'},"
+            f" claim on push {'on' if a.get('claim_on_push') else 'off'}"
+        ),
+    )
 
 
 @admin_agent.command("rotate")

@@ -65,10 +65,12 @@ def create(
     actor: str,
     now: float,
     notify_host: str | None = None,
+    claim_on_push: bool = False,
 ) -> dict[str, Any]:
     """A new agent; its two secrets are returned here once and never again. The capabilities given are
     its grant: it may register only those (none given: it may register any). `notify_host` pins the host
-    its notify_url must name (normalized by the caller)."""
+    its notify_url must name (normalized by the caller). `claim_on_push`: the dispatcher claims its tasks
+    for it at assignment (the agent may change that when it registers)."""
     if conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"agent {name!r} already exists", code="agent_exists")
     secret, webhook_secret = auth.new_agent_secret(), auth.new_webhook_secret()
@@ -76,12 +78,15 @@ def create(
     granted = json.dumps(caps) if caps else None
     conn.execute(
         "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, granted, status, created_at,"
-        " notify_host) VALUES (?, ?, ?, ?, ?, 'offline', ?, ?)",
-        (name, auth.hash_secret(secret), webhook_secret, json.dumps(caps), granted, now, notify_host),
+        " notify_host, claim_on_push) VALUES (?, ?, ?, ?, ?, 'offline', ?, ?, ?)",
+        (name, auth.hash_secret(secret), webhook_secret, json.dumps(caps), granted, now, notify_host, claim_on_push),
     )
     detail: dict[str, Any] = {"granted": caps or None} | ({"notify_host": notify_host} if notify_host else {})
+    if claim_on_push:
+        detail["claim_on_push"] = True
     add_event(conn, name, "created", actor, now, detail)
     created: dict[str, Any] = {"name": name, "secret": secret, "webhook_secret": webhook_secret}
+    created["claim_on_push"] = claim_on_push
     return created | ({"notify_host": notify_host} if notify_host else {})
 
 
@@ -103,6 +108,37 @@ def set_notify_host(conn: Connection, *, name: str, notify_host: str | None, act
     updated = get(conn, name)
     assert updated is not None
     return updated
+
+
+def set_claim_on_push(conn: Connection, *, name: str, claim_on_push: bool, actor: str, now: float) -> Agent:
+    """Whether the dispatcher claims this agent's tasks for it at assignment (the webhook then carries the
+    claim). An `agent_events` row says so, which is also how the dispatcher's routing view learns of it."""
+    agent = get(conn, name)
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}")
+    if agent.claim_on_push != claim_on_push:
+        conn.execute("UPDATE agents SET claim_on_push = ? WHERE name = ?", (claim_on_push, name))
+        add_event(conn, name, "changed", actor, now, {"claim_on_push": claim_on_push})
+    return replace(agent, claim_on_push=claim_on_push)
+
+
+def update(
+    conn: Connection,
+    *,
+    name: str,
+    changes: dict[str, Any],
+    actor: str,
+    now: float,
+) -> Agent:
+    """The admin's changes to an agent: `notify_host` (None unpins), `claim_on_push`; those absent stay."""
+    agent = get(conn, name)
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}")
+    if "notify_host" in changes:
+        agent = set_notify_host(conn, name=name, notify_host=changes["notify_host"], actor=actor, now=now)
+    if "claim_on_push" in changes:
+        agent = set_claim_on_push(conn, name=name, claim_on_push=changes["claim_on_push"], actor=actor, now=now)
+    return agent
 
 
 def pin_refusal(notify_host: str | None, notify_url: str | None, *, name: str) -> str | None:
@@ -172,6 +208,7 @@ def register(
     concurrency: int = 1,
     now: float,
     before: Agent | None = None,
+    claim_on_push: bool | None = None,
 ) -> Agent:
     """Registration and heartbeat in one: the agent is online until now + ttl. An agent with a grant may
     claim only capabilities in it (422 otherwise). `before`: the agent as read in this transaction, when
@@ -179,7 +216,8 @@ def register(
 
     A heartbeat that changes nothing routing looks at (same capabilities, notify_url and concurrency,
     and already online) writes no event; one that does writes `online` or `changed`, which is how the
-    dispatcher learns that it must look at this agent again (see RoutingView)."""
+    dispatcher learns that it must look at this agent again (see RoutingView). `claim_on_push` None keeps
+    what is stored."""
     before = before if before is not None else get(conn, name)
     if before is None:
         raise NotFound(f"no agent named {name!r}")
@@ -196,18 +234,20 @@ def register(
                 f" (mcs admin agent create {name} --capability C ...)",
                 code="capability_not_granted",
             )
+    push = before.claim_on_push if claim_on_push is None else claim_on_push
     row = conn.execute(
         "UPDATE agents SET capabilities = ?, notify_url = ?, status = 'online', ttl = ?, expires_at = ?,"
-        " last_seen = ?, concurrency = ? WHERE name = ? RETURNING *",
-        (json.dumps(caps), notify_url, ttl, now + ttl, now, concurrency, name),
+        " last_seen = ?, concurrency = ?, claim_on_push = ? WHERE name = ? RETURNING *",
+        (json.dumps(caps), notify_url, ttl, now + ttl, now, concurrency, push, name),
     ).fetchone()
     agent = Agent.from_row(row)
     if before.effective_status(now) is AgentStatus.OFFLINE:
-        add_event(conn, name, "online", name, now, {"capabilities": caps})
-    elif (before.capabilities, before.notify_url, before.concurrency) != (
+        add_event(conn, name, "online", name, now, {"capabilities": caps, "claim_on_push": push})
+    elif (before.capabilities, before.notify_url, before.concurrency, before.claim_on_push) != (
         agent.capabilities,
         agent.notify_url,
         agent.concurrency,
+        agent.claim_on_push,
     ):
         add_event(
             conn,
@@ -215,7 +255,7 @@ def register(
             "changed",
             name,
             now,
-            {"capabilities": caps, "notify_url": notify_url, "concurrency": concurrency},
+            {"capabilities": caps, "notify_url": notify_url, "concurrency": concurrency, "claim_on_push": push},
         )
     return agent
 
@@ -235,7 +275,7 @@ def mark_expired_offline(conn: Connection, *, now: float, alert: bool = False) -
     return [r[0] for r in rows]
 
 
-_CANDIDATE_COLUMNS = "name, capabilities, granted, notify_url, last_assigned_at, concurrency, expires_at"
+_CANDIDATE_COLUMNS = "name, capabilities, granted, notify_url, last_assigned_at, concurrency, expires_at, claim_on_push"
 PARTIAL_READ_MAX = 500  # agents re-read by name in one pass at most; more than that, read them all
 
 
@@ -250,6 +290,7 @@ def _candidate(row: Any) -> Candidate:
         load=0,
         last_assigned_at=row["last_assigned_at"] or 0.0,
         capacity=row["concurrency"],
+        claim_on_push=bool(row["claim_on_push"]),
     )
 
 

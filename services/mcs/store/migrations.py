@@ -452,6 +452,13 @@ def m0015_event_log_pruned(db: Database) -> None:
     )
 
 
+@migrations(name="0016_claim_on_push")
+def m0016_claim_on_push(db: Database) -> None:
+    # An agent with claim_on_push gets its tasks claimed for it by the dispatcher, in the assignment's
+    # transaction: the webhook carries the claim_token and lease, so it completes without a claim request.
+    db.execute("ALTER TABLE agents ADD COLUMN claim_on_push INTEGER NOT NULL DEFAULT 0")
+
+
 @migrations(name="0018_a2a")
 def m0018_a2a(db: Database) -> None:
     # The A2A face (mcs.a2a): the context and first message of a task submitted through A2A, and the push

@@ -60,6 +60,12 @@ def record_outcomes(conn: Connection, *, outcomes: list[dict[str, Any]], now: fl
                 add_event(
                     conn, o["task_id"], "notified", "notifier", now, {"agent": o["agent"], "attempts": o["attempts"]}
                 )
+        elif o["state"] == "superseded":  # a retried webhook whose claim is gone: not sent (see the notifier)
+            conn.execute(
+                "UPDATE outbox SET state = 'superseded', attempts = max(attempts, ?), last_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                (o["attempts"], o["error"], now, o["id"]),
+            )
         elif o["state"] == "retry":
             conn.execute(
                 "UPDATE outbox SET attempts = max(attempts, ?), last_error = ?, next_attempt_at = ?, updated_at = ?"

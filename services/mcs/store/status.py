@@ -145,7 +145,8 @@ def read(conn: Connection, *, now: float) -> MeshStatus:
             " FROM (SELECT agent, max(id) AS id FROM outbox WHERE kind = 'webhook' AND agent IS NOT NULL"
             "       GROUP BY agent) latest"
             " JOIN outbox o ON o.id = latest.id JOIN agents a ON a.name = o.agent"
-            " WHERE o.state != 'delivered' AND o.attempts > 0 AND o.last_error IS NOT NULL AND o.updated_at > ?"
+            " WHERE o.state NOT IN ('delivered', 'superseded') AND o.attempts > 0 AND o.last_error IS NOT NULL"
+            " AND o.updated_at > ?"
             " ORDER BY o.agent",
             (now - UNREACHABLE_WINDOW,),
         )

@@ -512,7 +512,9 @@ def _check_may_take(task: Task, agent: Agent) -> None:
         raise Forbidden(f"agent lacks required capabilities: {', '.join(missing)}", code="missing_capability")
 
 
-def _claim(conn: Connection, task: Task, agent: Agent, now: float) -> dict[str, Any]:
+def _claim(conn: Connection, task: Task, agent: str, now: float, *, pushed: bool = False) -> dict[str, Any]:
+    """Claim `task` for `agent`: a new claim_token, the lease started, the attempt counted. `pushed`: the
+    dispatcher claims it at assignment for an agent with claim_on_push (its event says so)."""
     token = uuid.uuid4().hex
     lease = now + task.claim_ttl
     task = _set(
@@ -520,14 +522,17 @@ def _claim(conn: Connection, task: Task, agent: Agent, now: float) -> dict[str, 
         task,
         now,
         state=TaskState.CLAIMED,
-        assigned_to=agent.name,
-        assigned_at=task.assigned_at if task.assigned_to == agent.name else now,
+        assigned_to=agent,
+        assigned_at=task.assigned_at if task.assigned_to == agent and not pushed else now,
         claim_token=token,
         lease_expires_at=lease,
         attempts=task.attempts + 1,
         parked=0,
     )
-    add_event(conn, task.id, "claimed", agent.name, now, {"attempt": task.attempts, "lease_expires_at": iso(lease)})
+    detail: dict[str, Any] = {"attempt": task.attempts, "lease_expires_at": iso(lease)}
+    if pushed:
+        detail = {"agent": agent, "push": True} | detail
+    add_event(conn, task.id, "claimed", "dispatcher" if pushed else agent, now, detail)
     body = to_api(conn, task)
     body["claim_token"] = token
     return body
@@ -551,13 +556,13 @@ def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[s
             f"{task.max_concurrency} task(s) with concurrency key {task.concurrency_key!r} already running",
             code="concurrency_limit",
         )
-    return _claim(conn, task, agent, now)
+    return _claim(conn, task, agent.name, now)
 
 
 def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] | None:
     """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do."""
     best = _next_for(conn, agent)
-    return _claim(conn, best, agent, now) if best else None
+    return _claim(conn, best, agent.name, now) if best else None
 
 
 def has_claimable(conn: Connection, *, agent: Agent) -> bool:
@@ -608,6 +613,15 @@ def _held(conn: Connection, task_id: str, agent: Agent, token: str) -> Task:
     return task
 
 
+def holds_claim(conn: Connection, *, task_id: str, agent: str | None, token: str) -> bool:
+    """Whether `agent` still holds `task_id` with this claim_token (a claimed task)."""
+    row = conn.execute(
+        "SELECT 1 FROM tasks WHERE id = ? AND state = 'claimed' AND assigned_to = ? AND claim_token = ?",
+        (task_id, agent, token),
+    ).fetchone()
+    return row is not None
+
+
 def extend(
     conn: Connection, *, task_id: str, agent: Agent, token: str, ttl: float | None, now: float
 ) -> dict[str, Any]:
@@ -656,6 +670,15 @@ def complete(conn: Connection, *, task_id: str, agent: Agent, token: str, result
     add_event(conn, task.id, "completed", agent.name, now)
     settle_parent(conn, task.parent_id, now)
     return to_api(conn, task)
+
+
+def complete_and_next(
+    conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`complete`, then `claim_next` for the same agent, in one transaction: (the completed task, the next
+    task claimed, or None)."""
+    done = complete(conn, task_id=task_id, agent=agent, token=token, result=result, now=now)
+    return done, claim_next(conn, agent=agent, now=now)
 
 
 def _fail(
@@ -850,6 +873,7 @@ class DispatchResult:
     routable: int = -1  # the view's `routable` count when parked tasks were last looked at again
     next_due: float | None = None
     more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows: run another at once
+    push_claimed: int = 0  # of `assigned`, those claimed for their agent at once (claim_on_push)
 
 
 def has_work(conn: Connection, *, now: float, view: agents_store.RoutingView, unparked_at: int) -> bool:
@@ -966,15 +990,23 @@ def dispatch(
             name = _route(conn, task_id, route, required, agents.candidates(route, required), out)
             if name is None:
                 continue
-            task = _set(conn, must_get(conn, task_id), now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
-            add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
+            task = must_get(conn, task_id)
+            if agents.view.agents[name].claim_on_push:
+                # Claimed for it here, in the assignment's transaction: the webhook carries the claim, once
+                # (a retried delivery sends this same body, so never a second token).
+                view_of_task = _claim(conn, task, name, now, pushed=True)
+                out.push_claimed += 1
+            else:
+                task = _set(conn, task, now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
+                add_event(conn, task.id, "assigned", "dispatcher", now, {"agent": name})
+                view_of_task = to_api(conn, task)
             conn.execute("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
             outbox_rows.enqueue(
                 conn,
                 kind="webhook",
                 agent=name,
-                task_id=task.id,
-                body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": to_api(conn, task)}},
+                task_id=task_id,
+                body={"type": "task.assigned", "timestamp": iso(now), "data": {"task": view_of_task}},
                 now=now,
             )
             agents.took(name, now)
@@ -1058,6 +1090,43 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
         )
         _set(conn, task, now, state=TaskState.QUEUED, assigned_to=None, assigned_at=None, parked=0)
         add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to})
+    return [r["id"] for r in rows] + _reroute_undelivered_claims(conn, now=now, limit=limit - len(rows))
+
+
+# Tasks claimed at assignment (claim_on_push) whose webhook, the one carrying their current claim, the
+# notifier gave up delivering: read from the dead rows (few), not from every claimed task.
+_UNDELIVERED_CLAIMS = (
+    "SELECT t.* FROM outbox o JOIN tasks t ON t.id = o.task_id WHERE o.state = 'dead' AND o.kind = 'webhook'"
+    " AND t.state = 'claimed' AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at"
+    " AND json_extract(o.body, '$.data.task.claim_token') = t.claim_token ORDER BY t.seq LIMIT ?"
+)
+
+
+def _reroute_undelivered_claims(conn: Connection, *, now: float, limit: int) -> list[str]:
+    """A claim the agent was never told of goes back to the queue at once, as an undelivered assignment
+    does: its token is revoked (a late completion with it gets 409), the attempt it counted is given back,
+    and another agent is preferred."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(_UNDELIVERED_CLAIMS, (limit,)).fetchall()
+    for row in rows:
+        task = Task.from_row(row)
+        conn.execute(
+            "INSERT OR IGNORE INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 0)", (task.id, task.assigned_to)
+        )
+        _set(
+            conn,
+            task,
+            now,
+            state=TaskState.QUEUED,
+            assigned_to=None,
+            assigned_at=None,
+            claim_token=None,
+            lease_expires_at=None,
+            attempts=max(task.attempts - 1, 0),
+            parked=0,
+        )
+        add_event(conn, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to, "push": True})
     return [r["id"] for r in rows]
 
 
