@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ from quart import Quart
 
 MCP_PATH = "/mcp"
 A2A_RPC_PATH = "/a2a"
+ARRIVED = "mcs.arrived"  # the scope key: time.monotonic() when the request reached the api, before any start-up
 A2A_CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")  # the second: 0.2/0.3 clients
 
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
@@ -49,6 +51,7 @@ class LazyFaces:
         if module is None:
             await self.inner(scope, receive, send)
             return
+        scope[ARRIVED] = time.monotonic()
         face = self.started.get(module) or await self._start(module)
         await face(scope, receive, send)
 

@@ -31,7 +31,7 @@ from quart import Quart
 from mcs import auth, metrics
 from mcs.api.auth import Credentials, verify
 from mcs.api.events import EventHub
-from mcs.api.faces import MCP_PATH
+from mcs.api.faces import ARRIVED, MCP_PATH
 from mcs.client import AsyncClient
 from mcs.config import Settings
 from mcs.errors import ApiError, StoreError, Unauthorized
@@ -110,7 +110,18 @@ class ApiBackend:
         self.app = app
         self.http: httpx.AsyncClient | None = None
         # Hypercorn's read timeout counts while a response streams: a wait ends before it would cut it.
-        self.max_wait = settings.events_stream_max
+        self.stream_max = settings.events_stream_max
+
+    def max_wait(self, ctx: Context) -> float | None:
+        """What is left of the request's budget: the read timeout counts from its arrival, which the first
+        /mcp request reaches only after the face's start-up (mcs.api.faces stamps ARRIVED)."""
+        request = ctx.request_context.request
+        scope = getattr(request, "scope", None) or {}
+        arrived = scope.get(ARRIVED)
+        if self.stream_max is None:  # no read timeout
+            return None
+        spent = time.monotonic() - arrived if arrived is not None else 0.0
+        return self.stream_max - spent
 
     def _caller(self, ctx: Context) -> dict[str, str]:
         request = ctx.request_context.request

@@ -79,7 +79,9 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_
 class Backend(Protocol):
     """Where a tool call's MCS client comes from, and how `wait_task` hears that a task changed."""
 
-    max_wait: float | None  # seconds one wait_task may last at most here (None: as long as asked)
+    def max_wait(self, ctx: Context) -> float | None:
+        """Seconds this call's wait_task may last at most (None: as long as asked)."""
+        ...
 
     def client(self, ctx: Context) -> contextlib.AbstractAsyncContextManager[AsyncClient]:
         """A client acting for whoever called the tool."""
@@ -302,7 +304,8 @@ def build_server(backend: Backend) -> MCPServer[Any]:
         `{done, task}` with the task as it is then. Sends progress notifications while it waits. Over
         HTTP (/mcp) one wait lasts at most two thirds of the api's read timeout (60 s): call it again."""
 
-        limit = timeout if backend.max_wait is None else min(timeout, backend.max_wait)
+        cap = backend.max_wait(ctx)
+        limit = timeout if cap is None else max(min(timeout, cap), 0.0)
 
         async def wait(c: AsyncClient) -> dict[str, Any]:
             started = noted = time.monotonic()
@@ -455,10 +458,11 @@ def build_server(backend: Backend) -> MCPServer[Any]:
 class ClientBackend:
     """One client for the whole server (stdio: one user), and the event stream over HTTP for waits."""
 
-    max_wait: float | None = None
-
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+
+    def max_wait(self, ctx: Context) -> float | None:
+        return None  # stdio: no read timeout between the client and this process
 
     @contextlib.asynccontextmanager
     async def client(self, ctx: Context) -> AsyncIterator[AsyncClient]:
