@@ -45,6 +45,7 @@ ALL = [
     "0013_event_log",
     "0014_console_sessions",
     "0015_event_log_pruned",
+    "0017_scale",
 ]
 
 
