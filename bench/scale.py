@@ -89,7 +89,6 @@ def http_queries(cursor_mid: str) -> list[tuple[str, str]]:
 def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
     """(label, SQL, parameters) the dispatcher and watchdog run on every pass or sweep (copied from the store:
     mcs.store.tasks, agents, stats)."""
-    from mcs.store import agents as agents_store
     from mcs.store import stats as stats_store
     from mcs.store import tasks as tasks_store
 
@@ -98,7 +97,6 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
         "SELECT id, type, route, capabilities, priority, seq, concurrency_key, max_concurrency FROM tasks"
         " WHERE state = 'queued' AND parked = 0 ORDER BY priority, seq LIMIT 200"
     )
-    del agents_store, stats_store
     return [
         ("dispatcher: queue page (unparked, 200)", queue_page, ()),
         ("dispatcher: has work (queued)", "SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1", ()),
@@ -131,11 +129,12 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
         (
             "watchdog: unclaimed",
             "SELECT * FROM tasks t WHERE t.state = 'assigned' AND (t.assigned_at + t.claim_ttl <= ? OR EXISTS ("
-            " SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = 'webhook' AND o.state = 'dead'"
+            " SELECT 1 FROM outbox AS o INDEXED BY outbox_task WHERE o.task_id = t.id AND o.kind = 'webhook'"
+            " AND o.state = 'dead'"
             " AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT 500",
             (now,),
         ),
-        ("start-up: task types", "SELECT DISTINCT type FROM tasks ORDER BY type LIMIT 500", ()),
+        ("start-up: task types", stats_store._TYPES_SQL, (500,)),
     ]
 
 

@@ -393,7 +393,8 @@ def resolve_blocked(conn: Connection, task: Task, now: float) -> None:
 def release_dependents(conn: Connection, task: Task, now: float) -> None:
     """`task` just ended: look again at every blocked task that depends on it (in this transaction)."""
     rows = conn.execute(
-        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'"
+        # CROSS JOIN fixes the order: this task's few dependents first, not every blocked task in seq order
+        "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'"
         " ORDER BY t.seq",
         (task.id,),
     ).fetchall()
@@ -413,8 +414,8 @@ def reopen_dependents(conn: Connection, task: Task, now: float) -> None:
     """`task` ended but runs again (a retry): the dependents its failure canceled are blocked again (their
     own dependents follow, through `_set`), and its workflow, if that failed, is running again."""
     rows = conn.execute(
-        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'canceled'"
-        " AND t.error = ? ORDER BY t.seq",
+        "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
+        " AND t.state = 'canceled' AND t.error = ? ORDER BY t.seq",
         (task.id, json.dumps(f"upstream {task.id} failed")),
     ).fetchall()
     for row in rows:
@@ -1008,9 +1009,10 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
     """Assigned tasks nobody claimed within their claim TTL go back to the queue, preferring another agent;
     so do tasks whose webhook the notifier gave up delivering (no need to wait out the TTL)."""
     rows = conn.execute(
+        # INDEXED BY: the task's own few outbox rows, never the agent's whole history (outbox_agent, 0017)
         "SELECT * FROM tasks t WHERE t.state = 'assigned' AND (t.assigned_at + t.claim_ttl <= ? OR EXISTS ("
-        " SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = 'webhook' AND o.state = 'dead'"
-        " AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT ?",
+        " SELECT 1 FROM outbox AS o INDEXED BY outbox_task WHERE o.task_id = t.id AND o.kind = 'webhook'"
+        " AND o.state = 'dead' AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT ?",
         (now, limit),
     ).fetchall()
     for row in rows:
