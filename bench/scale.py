@@ -43,6 +43,7 @@ from run import (
     Helper,
     Server,
     code_version,
+    cpu_snapshot,
     latency_phase,
     say,
     start_load,
@@ -134,7 +135,11 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
             " AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT 500",
             (now,),
         ),
-        ("start-up: task types", stats_store._TYPES_SQL, (500,)),
+        (
+            "start-up: task types",
+            getattr(stats_store, "_TYPES_SQL", "SELECT DISTINCT type FROM tasks ORDER BY type LIMIT ?"),
+            (500,),
+        ),
     ]
 
 
@@ -319,6 +324,19 @@ def wait_parked(server: Server, started: float, label: str) -> float | None:
     return None
 
 
+def join_agent(server: Server) -> None:
+    """An agent with a capability nobody submits registers: the set of who could take what changed."""
+    admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=30)
+    try:
+        r = admin.post("/v1/agents", json={"name": "joiner", "capabilities": ["joiner"]})
+        r.raise_for_status()
+        headers = {"X-Agent-ID": "joiner", "X-Agent-Secret": r.json()["secret"]}
+        body = {"capabilities": ["joiner"], "notify_url": "http://127.0.0.1:9/hook"}
+        httpx.post(f"{server.url}/v1/agents/register", headers=headers, json=body, timeout=30).raise_for_status()
+    finally:
+        admin.close()
+
+
 def run_one(label: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     server = Server(workdir, "FULL")
     t = time.monotonic()
@@ -332,7 +350,13 @@ def run_one(label: str, workdir: Path, args: argparse.Namespace) -> dict[str, An
         helpers += started
         res["parked_after"] = wait_parked(server, t, label) if backlog(server)[0] else 0.0
         throughput_phase(server, gen, agents, args.warmup, 4, 120, f"{label} warm-up")
+        before = cpu_snapshot(server.pids)
         res["latency"] = latency_phase(server, gen, agents, args.latency_tasks, args.rate)
+        after = cpu_snapshot(server.pids)
+        res["cpu"] = {name: after[name] - before[name] for name in server.pids}
+        say(f"{label}: an agent of another capability comes online, then {args.join_tasks} tasks at once")
+        join_agent(server)
+        res["after_join"] = latency_phase(server, gen, agents, args.join_tasks, args.rate)
         say(f"{label}: queries over HTTP")
         res["http"] = time_http(server, args.repeats)
         say(f"{label}: the processes' queries on a read connection")
@@ -355,6 +379,7 @@ def main() -> int:
     ap.add_argument("--latency-tasks", type=int, default=400)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--join-tasks", type=int, default=60, help="tasks submitted right after an agent joins")
     ap.add_argument("--agents", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of each query after a first one")
     ap.add_argument("--note", default="", help="a remark printed with the figures (e.g. the machine was busy)")
@@ -435,7 +460,21 @@ def report(code: str, res: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {name} | {_ms(le[key])} ms | {_ms(lf[key])} ms | {ratio:.2f}x "
             f"| <= {LATENCY_RATIO_TARGET}x | {verdict} |"
         )
+    je, jf = empty["after_join"], full["after_join"]
+    for key in ("p50", "p99"):
+        ratio = jf[key] / je[key] if je[key] else float("nan")
+        lines.append(
+            f"| submit -> webhook {key}, {args.join_tasks} tasks right after an agent joined | {_ms(je[key])} ms "
+            f"| {_ms(jf[key])} ms | {ratio:.2f}x | | |"
+        )
     lines.append(f"| webhooks received | {le['received']}/{le['n']} | {lf['received']}/{lf['n']} | | | |")
+    n_e, n_f = max(1, le["received"]), max(1, lf["received"])
+    for name in sorted(full["cpu"]):
+        ce, cf = empty["cpu"].get(name, float("nan")) / n_e, full["cpu"][name] / n_f
+        lines.append(
+            f"| CPU per task in the latency run, {name} | {ce * 1000:.2f} ms | {cf * 1000:.2f} ms "
+            f"| {cf / ce if ce else float('nan'):.2f}x | | |"
+        )
     lines.append(f"| `mcs up` healthy after | {empty['startup']:.1f} s | {full['startup']:.1f} s | | | |")
     if full.get("parked_after") is not None:
         lines.append(
