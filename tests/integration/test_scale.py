@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from mcs import dispatcher as dispatcher_module
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
@@ -49,7 +50,8 @@ async def test_an_agent_that_can_serve_part_of_a_parked_backlog_gets_that_part(m
 
 
 async def test_tasks_waiting_for_a_full_agent_do_not_starve_the_work_behind_them(mesh, monkeypatch):
-    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 10)
+    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 10)  # a pass reads at most 10 queued rows,
+    monkeypatch.setattr(dispatcher_module, "PAGE", 5)  # 5 at a time
     await mesh.agent("a", ["a"])  # concurrency 1: it holds one task, the rest wait for it, not parked
     first = await mesh.submit(type="a")
     mesh.dispatch()
@@ -58,20 +60,19 @@ async def test_tasks_waiting_for_a_full_agent_do_not_starve_the_work_behind_them
         await mesh.submit(type="a")
     await mesh.agent("b", ["b"], concurrency=2)
     task = await mesh.submit(type="b")  # behind 30 rows that wait: more than a pass reads
-    view = mesh.dispatcher.view
-    result, passes = None, 0
-    while (await mesh.task(task["id"]))["state"] == "queued" and passes < 10:
-        result = mesh.store.write(
-            tasks_store.dispatch,
-            now=time.time(),
-            view=view,
-            unparked_at=view.routable,
-            limit=5,
-            resume=result.resume if result else None,
-        )
-        passes += 1
+    passes = []
+    dispatch = tasks_store.dispatch
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        if len(passes) > 50:  # before: every pass started at the head again, without end
+            raise RuntimeError("the dispatcher keeps reading the same rows")
+        return dispatch(*args, **kwargs)
+
+    monkeypatch.setattr(tasks_store, "dispatch", counted)
+    mesh.dispatch()  # passes until the whole queue had one look, then it returns
     assert (await mesh.task(task["id"]))["state"] == "assigned"
-    # and the dispatcher's own loop stops after one look at the whole queue instead of starting over
+    assert len(passes) <= 8  # 31 rows, 5 new ones a pass after the head's page
     late = await mesh.submit(type="b")
     mesh.dispatch()
     assert (await mesh.task(late["id"]))["state"] == "assigned"

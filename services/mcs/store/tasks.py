@@ -773,7 +773,7 @@ class DispatchResult:
     requeued: int = 0
     routable: int = -1  # the view's `routable` count when parked tasks were last looked at again
     next_due: float | None = None
-    more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows: run another at once
+    more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows, before the queue's end: another at once
     resume: tuple[int, int] | None = None  # (priority, seq) where that next pass continues, after the head
 
 
@@ -868,6 +868,7 @@ def dispatch(
     after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
     scanned = 0
     jumped = False
+    at_end = False  # the pass read to the end of the queue (rather than stopping at its scan limit)
     full_keys: set[tuple[str, int | None]] = (
         set()
     )  # concurrency keys found at their limit: nothing frees one during a pass
@@ -891,6 +892,7 @@ def dispatch(
             args += [v for pair in skip for v in pair]
         rows = conn.execute(sql + " ORDER BY priority, seq LIMIT ?", (*args, limit)).fetchall()
         if not rows:
+            at_end = True
             break
         scanned += len(rows)
         after = (rows[-1]["priority"], rows[-1]["seq"])
@@ -938,13 +940,14 @@ def dispatch(
             # Latency counts from when the task could first go out: submission, or its retry falling due.
             out.assigned.append((task.id, name, task.not_before or task.created_at))
         if len(rows) < limit:
+            at_end = True
             break
         if not jumped and resume is not None and resume > after:
             # The head of the queue had its look (new and urgent work goes out at once); the rest of the
             # budget continues where the last pass stopped, so a task behind more than DISPATCH_SCAN_MAX
             # rows that wait (for room on their agents, or their concurrency key) is reached too.
             after, jumped = resume, True
-    out.more = scanned >= DISPATCH_SCAN_MAX
+    out.more = not at_end
     out.resume = after if out.more else None
     out.next_due = next_retry_due(conn)
     return out
