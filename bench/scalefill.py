@@ -145,11 +145,13 @@ SELECT 'webhook', 'msg_' || lower(hex(randomblob(16))), agent, id,
         'data', json_object('task', json_object('id', id, 'type', type, 'state', 'assigned', 'assigned_to', agent,
         'payload', json_object('n', n, 'source', 'history', 'input', blob)))),
     'delivered', 1, created_at + 0.004, created_at + 0.004, created_at + 0.006
-FROM chunk WHERE state != 'canceled' ORDER BY n
+FROM chunk WHERE state != 'canceled' AND created_at > :kept_since ORDER BY n
 """
 
 
 def fill_terminal(conn: sqlite3.Connection, total: int, now: float, t0: float) -> None:
+    from mcs.maintenance.retention import OUTBOX_KEEP
+
     start_at = now - HISTORY_DAYS * DAY
     span = HISTORY_DAYS * DAY - 3600  # the newest finished an hour ago: the bench's own are the recent ones
     for start in range(0, total, CHUNK):
@@ -166,7 +168,8 @@ def fill_terminal(conn: sqlite3.Connection, total: int, now: float, t0: float) -
                 f"INSERT INTO task_events (task_id, at, kind, actor, detail) SELECT id, created_at + {offset},"
                 f" '{kind}', {actor}, {detail} FROM chunk WHERE {where} ORDER BY n"
             )
-        conn.execute(_OUTBOX_SQL)
+        # only the webhooks a running mesh still keeps: else the pruner clears a backlog during the bench
+        conn.execute(_OUTBOX_SQL, {"kept_since": now - OUTBOX_KEEP})
         conn.execute("DROP TABLE chunk")
         conn.execute("DROP TABLE raw")
         conn.execute("COMMIT")
