@@ -269,17 +269,24 @@ def run_load(gen: Helper, agents: Helper, cmd: dict[str, Any], timeout: float, l
 
 def latency_phase(server: Server, gen: Helper, agents: Helper, n: int, rate: float) -> dict[str, Any]:
     say(f"latency: {n} tasks at {rate:g}/s ({n / rate:.0f} s)")
+    # the stage queries below read only this run's tasks: with a million stored (scale.py) a scan takes minutes
+    ((floor,),) = server.query("SELECT coalesce(max(seq), 0) FROM tasks")
     load, rep = run_load(gen, agents, {"mode": "paced", "n": n, "rate": rate, "tag": "lat"}, n / rate + 30, "latency")
     sent = {tid: t for tid, t, _, status in load["records"] if tid}
     answered = {tid: a - t for tid, t, a, status in load["records"] if tid}
     lat = [rep["arrivals"][tid] - t for tid, t in sent.items() if tid in rep["arrivals"]]
     # where the time goes, from the rows the processes wrote (their own time.time() stamps)
-    created = dict(server.query("SELECT id, created_at FROM tasks WHERE json_extract(payload, '$.run') = 'lat'"))
+    created = dict(
+        server.query(
+            "SELECT id, created_at FROM tasks WHERE seq > ? AND json_extract(payload, '$.run') = 'lat'", (floor,)
+        )
+    )
     assigned = dict(
         server.query(
-            "SELECT e.task_id, min(e.at) FROM task_events e JOIN tasks t ON t.id = e.task_id"
-            " WHERE e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
-            " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id"
+            "SELECT e.task_id, min(e.at) FROM tasks t CROSS JOIN task_events e ON e.task_id = t.id"
+            " WHERE t.seq > ? AND e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
+            " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id",
+            (floor,),
         )
     )
     stages: dict[str, list[float]] = {

@@ -34,6 +34,7 @@ class Dispatcher:
         self.heartbeat = Heartbeat(store, "dispatcher")
         self.last_pass = time.monotonic()
         self.watcher = CommitWatcher(store.path)
+        self.resume: tuple[int, int] | None = None  # where the next pass reads on, when one stopped at its limit
 
     def stop(self) -> None:
         self._stop.set()
@@ -42,8 +43,9 @@ class Dispatcher:
         return time.monotonic() - self.last_pass < 30
 
     def run_once(self, now: float | None = None) -> tasks_store.DispatchResult:
-        """One pass (the store pages through the queue); another at once if it stopped at its scan limit.
-        `now` (tests): the clock the pass reads, instead of the time."""
+        """One pass (the store pages through the queue); another at once if it stopped at its scan limit,
+        going on from where it stopped, until the whole queue had a look. `now` (tests): the clock the pass
+        reads, instead of the time."""
         while True:
             now = time.time() if now is None else now
             reads = (self.view.full_reads, self.view.partial_reads)
@@ -55,12 +57,17 @@ class Dispatcher:
                     )
                 metrics.dispatcher_passes.inc()
                 result = self.store.write(
-                    tasks_store.dispatch, now=now, view=self.view, unparked_at=self.unparked_at, limit=PAGE
+                    tasks_store.dispatch,
+                    now=now,
+                    view=self.view,
+                    unparked_at=self.unparked_at,
+                    limit=PAGE,
+                    resume=self.resume,
                 )
             finally:
                 metrics.dispatcher_agent_reads.labels("all").inc(self.view.full_reads - reads[0])
                 metrics.dispatcher_agent_reads.labels("changed").inc(self.view.partial_reads - reads[1])
-            self.unparked_at = result.routable
+            self.unparked_at, self.resume = result.routable, result.resume
             done = time.time()
             for task_id, agent, eligible_at in result.assigned:
                 metrics.dispatch_latency.observe(max(0.0, done - eligible_at))

@@ -46,6 +46,7 @@ ALL = [
     "0014_console_sessions",
     "0015_event_log_pruned",
     "0016_claim_on_push",
+    "0017_scale",
     "0018_a2a",
     "0019_outbox_pending_by_agent",
 ]

@@ -459,6 +459,68 @@ def m0016_claim_on_push(db: Database) -> None:
     db.execute("ALTER TABLE agents ADD COLUMN claim_on_push INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations(name="0017_scale")
+def m0017_scale(db: Database) -> None:
+    # What a million stored tasks need (bench/scale.py; EXPLAIN QUERY PLAN before and after in bench/README.md).
+    # Task counts by state, priority, capabilities and route, kept by triggers in the same transaction as
+    # every write to tasks (any process, any path, the retention pruner's deletes included), so the
+    # metrics' queue depth, GET /v1/status and the dispatcher read a few rows instead of counting a
+    # backlog row by row (100,000 queued tasks: 53 ms a count). As memory_usage (0008) does for memory.
+    _run_script(
+        db,
+        """
+        CREATE TABLE task_counts (
+            state TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            capabilities TEXT NOT NULL,
+            route TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (state, priority, capabilities, route)
+        ) WITHOUT ROWID;
+        INSERT INTO task_counts (state, priority, capabilities, route, n)
+            SELECT state, priority, capabilities, route, count(*) FROM tasks
+            GROUP BY state, priority, capabilities, route;
+        -- GET /v1/tasks?state=X newest first, and its pages: the index's rows are in seq order within a
+        -- state, so the query reads `limit` rows instead of sorting every task in that state.
+        CREATE INDEX tasks_state ON tasks(state);
+        -- GET /v1/tasks?agent=X newest first (tasks_agent is ordered by state first).
+        CREATE INDEX tasks_assigned ON tasks(assigned_to) WHERE assigned_to IS NOT NULL;
+        -- Finished tasks by when they ended: the console's "completed in the last 5 minutes", ?state=failed
+        -- &updated_after=1d, the failures-of-the-last-15-minutes metric. A task enters it once, when it
+        -- ends; queries repeat its WHERE verbatim (SQLite uses a partial index only when the query implies it).
+        CREATE INDEX tasks_ended ON tasks(state, updated_at) WHERE state IN ('completed', 'failed', 'canceled');
+        -- Queued tasks by what they need: which groups an agent change can unpark, without reading the
+        -- backlog (the dispatcher), and the groups nobody serves (GET /v1/status).
+        CREATE INDEX tasks_queued ON tasks(capabilities, route, parked) WHERE state = 'queued';
+        -- The oldest queued task per priority (mcs_queue_oldest_age_seconds): one index step per priority.
+        CREATE INDEX tasks_queued_since ON tasks(priority, coalesce(not_before, created_at)) WHERE state = 'queued';
+        -- Queued tasks with a concurrency key (mcs_queue_keyed), without counting the rest of the queue.
+        CREATE INDEX tasks_queued_keyed ON tasks(concurrency_key)
+            WHERE state = 'queued' AND concurrency_key IS NOT NULL;
+        -- Each agent's latest webhook (GET /v1/status, "unreachable"), without reading every delivered one.
+        CREATE INDEX outbox_agent ON outbox(agent, kind);
+        """,
+    )
+    # Not in the script: a trigger's body holds ";\n", where _run_script splits statements.
+    upsert = (
+        "INSERT INTO task_counts (state, priority, capabilities, route, n)"
+        " VALUES (new.state, new.priority, new.capabilities, new.route, 1)"
+        " ON CONFLICT (state, priority, capabilities, route) DO UPDATE SET n = n + 1"
+    )
+    remove = (
+        "UPDATE task_counts SET n = n - 1 WHERE state = old.state AND priority = old.priority"
+        " AND capabilities = old.capabilities AND route = old.route"
+    )
+    db.execute(f"CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN {upsert}; END")
+    db.execute(f"CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN {remove}; END")
+    db.execute(
+        "CREATE TRIGGER task_counts_update AFTER UPDATE OF state, priority, capabilities, route ON tasks"
+        " WHEN old.state IS NOT new.state OR old.priority IS NOT new.priority"
+        " OR old.capabilities IS NOT new.capabilities OR old.route IS NOT new.route"
+        f" BEGIN {remove}; {upsert}; END"
+    )
+
+
 @migrations(name="0018_a2a")
 def m0018_a2a(db: Database) -> None:
     # The A2A face (mcs.a2a): the context and first message of a task submitted through A2A, and the push

@@ -10,7 +10,7 @@ from typing import Any
 from mcs import routing
 from mcs.models import HEARTBEAT_MAX_AGE, Agent, iso
 from mcs.store.connection import Connection
-from mcs.store.stats import _PRIORITY_LABELS, QUEUE_STATES
+from mcs.store.stats import _PRIORITY_LABELS, QUEUE_STATES, queue_counts
 
 UNREACHABLE_WINDOW = 3600.0  # seconds: a webhook that failed longer ago than this is old news
 
@@ -112,18 +112,14 @@ def read(conn: Connection, *, now: float) -> MeshStatus:
         for r in conn.execute("SELECT process, pid, started_at, beat_at FROM heartbeats ORDER BY process")
     ]
     queue = {state: {label: 0 for label in _PRIORITY_LABELS.values()} for state in QUEUE_STATES}
-    for state, priority, count in conn.execute(
-        f"SELECT state, priority, count(*) FROM tasks WHERE state IN ({','.join('?' * len(QUEUE_STATES))})"
-        " GROUP BY state, priority",
-        QUEUE_STATES,
-    ):
+    for (state, priority), count in queue_counts(conn).items():
         queue.setdefault(state, {})[_PRIORITY_LABELS.get(priority, str(priority))] = count
     agents = [Agent.from_row(r) for r in conn.execute("SELECT * FROM agents ORDER BY name")]
     online = [a for a in agents if a.effective_status(now).value == "online"]
     unserved = []
-    for caps_json, route, count in conn.execute(
-        "SELECT capabilities, route, count(*) FROM tasks WHERE state = 'queued' GROUP BY capabilities, route"
-        " ORDER BY count(*) DESC"
+    for caps_json, route, count in conn.execute(  # from the counts 0017's triggers keep, not the queue itself
+        "SELECT capabilities, route, sum(n) FROM task_counts WHERE state = 'queued' GROUP BY capabilities, route"
+        " HAVING sum(n) > 0 ORDER BY sum(n) DESC"
     ):
         caps = tuple(json.loads(caps_json))
         if any(_serves(a, caps, route) for a in online):
@@ -141,10 +137,9 @@ def read(conn: Connection, *, now: float) -> MeshStatus:
             task_id=r["task_id"],
         )
         for r in conn.execute(
-            "SELECT o.agent, a.notify_url, o.last_error, o.attempts, o.state, o.updated_at, o.task_id"
-            " FROM (SELECT agent, max(id) AS id FROM outbox WHERE kind = 'webhook' AND agent IS NOT NULL"
-            "       GROUP BY agent) latest"
-            " JOIN outbox o ON o.id = latest.id JOIN agents a ON a.name = o.agent"
+            # each agent's latest webhook, one step down outbox_agent per agent (not a pass over every row)
+            "SELECT o.agent, a.notify_url, o.last_error, o.attempts, o.state, o.updated_at, o.task_id FROM agents a"
+            " JOIN outbox o ON o.id = (SELECT max(id) FROM outbox WHERE agent = a.name AND kind = 'webhook')"
             " WHERE o.state NOT IN ('delivered', 'superseded') AND o.attempts > 0 AND o.last_error IS NOT NULL"
             " AND o.updated_at > ?"
             " ORDER BY o.agent",

@@ -74,6 +74,10 @@ def decode_cursor(cursor: str) -> int:
         raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
 
 
+TERMINAL_STATES = ("completed", "failed", "canceled")
+# The WHERE of the partial index tasks_ended (0017), repeated verbatim: SQLite uses a partial index only
+# for a query that names its condition (`state = 'failed'` alone does not imply this IN list to it).
+ENDED = "state IN ('completed', 'failed', 'canceled')"
 SEARCH_SCAN_ROWS = 10_000  # a `q=` search looks at this many of the newest tasks at most
 
 
@@ -113,6 +117,8 @@ def list_tasks(
     if updated_after is not None:
         where.append("updated_at >= ?")
         args.append(updated_after)
+        if state in TERMINAL_STATES:
+            where.append(ENDED)  # the partial index tasks_ended: only the tasks that ended since then
     if cursor:
         where.append("seq < ?")
         args.append(decode_cursor(cursor))
@@ -126,6 +132,10 @@ def list_tasks(
         )
         args.extend((pattern, pattern, pattern))
     sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
+    if updated_after is not None:
+        # The page's seqs first, from the index alone, then their rows: tens of thousands of tasks may have
+        # changed since then (a busy 5 minutes), and reading each row only to sort it out costs seconds.
+        sql = f"SELECT * FROM tasks WHERE seq IN ({sql.replace('SELECT *', 'SELECT seq', 1)}) ORDER BY seq DESC"
     rows = conn.execute(sql, (*args, limit + 1)).fetchall()
     tasks = [Task.from_row(r) for r in rows[:limit]]
     return {
@@ -454,7 +464,8 @@ def resolve_blocked(conn: Connection, task: Task, now: float) -> None:
 def release_dependents(conn: Connection, task: Task, now: float) -> None:
     """`task` just ended: look again at every blocked task that depends on it (in this transaction)."""
     rows = conn.execute(
-        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'"
+        # CROSS JOIN fixes the order: this task's few dependents first, not every blocked task in seq order
+        "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'"
         " ORDER BY t.seq",
         (task.id,),
     ).fetchall()
@@ -474,8 +485,8 @@ def reopen_dependents(conn: Connection, task: Task, now: float) -> None:
     """`task` ended but runs again (a retry): the dependents its failure canceled are blocked again (their
     own dependents follow, through `_set`), and its workflow, if that failed, is running again."""
     rows = conn.execute(
-        "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'canceled'"
-        " AND t.error = ? ORDER BY t.seq",
+        "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
+        " AND t.state = 'canceled' AND t.error = ? ORDER BY t.seq",
         (task.id, json.dumps(f"upstream {task.id} failed")),
     ).fetchall()
     for row in rows:
@@ -872,7 +883,8 @@ class DispatchResult:
     requeued: int = 0
     routable: int = -1  # the view's `routable` count when parked tasks were last looked at again
     next_due: float | None = None
-    more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows: run another at once
+    more: bool = False  # the pass stopped at DISPATCH_SCAN_MAX rows, before the queue's end: another at once
+    resume: tuple[int, int] | None = None  # (priority, seq) where that next pass continues, after the head
     push_claimed: int = 0  # of `assigned`, those claimed for their agent at once (claim_on_push)
 
 
@@ -910,14 +922,45 @@ def next_retry_due(conn: Connection) -> float | None:
     return min(due) if due else None
 
 
+def _unpark(conn: Connection, agents: agents_store.PassAgents) -> None:
+    """The agents changed: give back to the queue the parked tasks that some online agent could take now.
+    Queued tasks are looked at by group (capabilities, route: a handful of rows in task_counts), so a backlog
+    of tasks nobody serves is not read, unparked and parked again, row by row, at every agent change."""
+    groups = conn.execute("SELECT capabilities, route FROM task_counts WHERE state = 'queued' AND n > 0").fetchall()
+    for caps_json, route in groups:
+        required = tuple(json.loads(caps_json))
+        candidates = agents.candidates(route, required)
+        if route == routing.ROUTE_ALL:
+            servable = bool(routing.fanout_targets(required=required, candidates=candidates))
+        else:
+            servable = (
+                routing.pick_agent(route=route, required=required, candidates=candidates, respect_capacity=False)
+                is not None
+            )
+        if servable:
+            conn.execute(
+                "UPDATE tasks INDEXED BY tasks_queued SET parked = 0"
+                " WHERE state = 'queued' AND capabilities = ? AND route = ? AND parked = 1",
+                (caps_json, route),
+            )
+
+
 def dispatch(
-    conn: Connection, *, now: float, view: agents_store.RoutingView, unparked_at: int, limit: int
+    conn: Connection,
+    *,
+    now: float,
+    view: agents_store.RoutingView,
+    unparked_at: int,
+    limit: int,
+    resume: tuple[int, int] | None = None,
 ) -> DispatchResult:
     """One pass: due retries back to the queue, then route queued tasks (urgent first, oldest first).
 
     A task nobody can take now is parked, so later passes skip it; when the set of online agents or
-    their capabilities changes, every parked task is looked at again. A task whose agents are all at
-    capacity is not parked: it goes out, in order, when one of them finishes something.
+    their capabilities changes, the parked tasks some agent could now take are looked at again. A task
+    whose agents are all at capacity is not parked: it goes out, in order, when one of them finishes
+    something. A pass reads at most DISPATCH_SCAN_MAX rows: the first page from the head of the queue,
+    the rest from `resume` (where the previous pass stopped) when given.
     """
     out = DispatchResult()
     for (task_id,) in conn.execute(
@@ -930,11 +973,13 @@ def dispatch(
     out.requeued += len(release_due(conn, now))
     view.refresh(conn, now=now)
     out.routable = view.routable
-    if view.routable != unparked_at:
-        conn.execute("UPDATE tasks SET parked = 0 WHERE state = 'queued' AND parked = 1")
     agents = view.for_pass(conn)
+    if view.routable != unparked_at:
+        _unpark(conn, agents)
     after: tuple[int, int] | None = None  # (priority, seq) of the last row read: the queue is read in pages
     scanned = 0
+    jumped = False
+    at_end = False  # the pass read to the end of the queue (rather than stopping at its scan limit)
     full_keys: set[tuple[str, int | None]] = (
         set()
     )  # concurrency keys found at their limit: nothing frees one during a pass
@@ -958,6 +1003,7 @@ def dispatch(
             args += [v for pair in skip for v in pair]
         rows = conn.execute(sql + " ORDER BY priority, seq LIMIT ?", (*args, limit)).fetchall()
         if not rows:
+            at_end = True
             break
         scanned += len(rows)
         after = (rows[-1]["priority"], rows[-1]["seq"])
@@ -1013,8 +1059,15 @@ def dispatch(
             # Latency counts from when the task could first go out: submission, or its retry falling due.
             out.assigned.append((task.id, name, task.not_before or task.created_at))
         if len(rows) < limit:
+            at_end = True
             break
-    out.more = scanned >= DISPATCH_SCAN_MAX
+        if not jumped and resume is not None and resume > after:
+            # The head of the queue had its look (new and urgent work goes out at once); the rest of the
+            # budget continues where the last pass stopped, so a task behind more than DISPATCH_SCAN_MAX
+            # rows that wait (for room on their agents, or their concurrency key) is reached too.
+            after, jumped = resume, True
+    out.more = not at_end
+    out.resume = after if out.more else None
     out.next_due = next_retry_due(conn)
     return out
 
@@ -1078,9 +1131,10 @@ def reroute_unclaimed(conn: Connection, *, now: float, limit: int = 500) -> list
     """Assigned tasks nobody claimed within their claim TTL go back to the queue, preferring another agent;
     so do tasks whose webhook the notifier gave up delivering (no need to wait out the TTL)."""
     rows = conn.execute(
+        # INDEXED BY: the task's own few outbox rows, never the agent's whole history (outbox_agent, 0017)
         "SELECT * FROM tasks t WHERE t.state = 'assigned' AND (t.assigned_at + t.claim_ttl <= ? OR EXISTS ("
-        " SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = 'webhook' AND o.state = 'dead'"
-        " AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT ?",
+        " SELECT 1 FROM outbox AS o INDEXED BY outbox_task WHERE o.task_id = t.id AND o.kind = 'webhook'"
+        " AND o.state = 'dead' AND o.agent = t.assigned_to AND o.created_at >= t.assigned_at)) ORDER BY t.seq LIMIT ?",
         (now, limit),
     ).fetchall()
     for row in rows:
