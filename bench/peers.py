@@ -489,7 +489,8 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
             "rss_kib": rss + agents_mem[0],
             "pss_kib": pss + agents_mem[1],
             "server_rss_kib": rss,
-            "check": f"webhooks {tp['webhooks']} ({tp['pushed']} carrying their claim), claims refused {tp['claim_refused']}, agent errors {tp['errors']}",
+            "check": f"webhooks {tp['webhooks']} ({tp['pushed']} carrying their claim), claims refused "
+            f"{tp['claim_refused']}, agent errors {tp['errors']}",
             "processes": "`mcs up` (api, dispatcher, watchdog, notifier), `MCS_SYNCHRONOUS=FULL`; 4 agents in 1 "
             f"process (bench/agentsim.py: webhook receivers, {agents_claim(args.push_claim)}, that complete over "
             "raw keep-alive HTTP, 8 tasks each at once)",
