@@ -251,7 +251,8 @@ class Agent:
     `listen=None` pulls instead: long-polling `claim` with `wait`, no inbound connections needed.
     `concurrency` handlers run at once at most. With webhooks the agent registers `claim_on_push` (default):
     MCS claims each task for it as it assigns it and the webhook carries the claim, so a task costs one
-    request (complete), not two; against a server without it the agent claims as before. Pulling, each
+    request (complete), not two; against a server without it the agent claims as before; with
+    `claim_on_push=False` it registers `claim_on_push: false` and claims each webhook's task itself. Pulling, each
     completion also claims the next task (`complete` with `next`), so a busy agent makes one request a task.
 
     A handler object with an async `aclose()` method is closed when the agent stops.
