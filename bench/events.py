@@ -26,7 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import procinfo
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, say, start_load, throughput_phase
+from run import (
+    NOTES_END,
+    NOTES_START,
+    RESULTS,
+    Helper,
+    Server,
+    add_push_claim_flag,
+    agents_claim,
+    code_version,
+    say,
+    start_load,
+    throughput_phase,
+)
 
 CPU_TARGET = 0.10  # extra CPU per task with 100 watchers, as a share of the CPU per task without
 IDLE_TARGET = 0.02  # cores the api may use with 500 idle streams open
@@ -85,6 +97,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=500, help="idle streams for the idle measurement (default 500)")
     ap.add_argument("--idle-seconds", type=float, default=30.0, help="idle measurement (default 30 s)")
     ap.add_argument("--agents", type=int, default=4)
+    add_push_claim_flag(ap)
     ap.add_argument("--note", default="", help="a remark printed with the figures (e.g. the machine was busy)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true", help="print only")
@@ -98,7 +111,9 @@ def main() -> int:
     helpers: list[tuple[Helper, Any]] = []
     res: dict[str, Any] = {}
     try:
-        agents, gen, started = start_load(server, agents=args.agents, submitters=args.concurrency, prefix="bench")
+        agents, gen, started = start_load(
+            server, agents=args.agents, submitters=args.concurrency, prefix="bench", push_claim=args.push_claim
+        )
         helpers += started
         say("warm-up (not reported)")
         throughput_phase(server, gen, agents, min(300, args.tasks), args.concurrency, 120, "warm-up")
@@ -167,7 +182,8 @@ def report(code: str, res: dict[str, Any], args: argparse.Namespace) -> str:
         f"### Live event stream (issue 13; `python bench/events.py {' '.join(sys.argv[1:])}`, {when})",
         "",
         f"Code: {code}. The throughput scenario ({args.tasks} tasks, {args.concurrency} submitters, "
-        f"{args.agents} agents) twice in one `mcs up`: without watchers, then with {args.watchers} clients "
+        f"{args.agents} agents, {agents_claim(args.push_claim)}) twice in one `mcs up`: without watchers, "
+        f"then with {args.watchers} clients "
         "following GET /v1/events (each gets every event: admin, no filter)." + (f" {args.note}" if args.note else ""),
         "",
         "| figure | measured | target | verdict |",

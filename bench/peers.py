@@ -51,6 +51,8 @@ from run import (
     RESULTS,
     Helper,
     Server,
+    add_push_claim_flag,
+    agents_claim,
     code_version,
     free_ports,
     latency_phase,
@@ -450,7 +452,7 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
     res: dict[str, Any] = {"system": "mcs", "code": code}
     try:
         server.start()
-        agents, gen, helpers = start_load(server, agents=4, submitters=args.concurrency)
+        agents, gen, helpers = start_load(server, agents=4, submitters=args.concurrency, push_claim=args.push_claim)
         run_load(gen, agents, {"mode": "paced", "n": 50, "rate": 50, "tag": "warm"}, 20, "mcs warm-up")
         lat = latency_phase(server, gen, agents, lat_n, args.rate)
         before = (procinfo.cpu_seconds(agents.proc.pid), procinfo.machine_cpu())
@@ -487,10 +489,12 @@ def run_mcs(workdir: Path, args: argparse.Namespace, lat_n: int, tp_n: int) -> d
             "rss_kib": rss + agents_mem[0],
             "pss_kib": pss + agents_mem[1],
             "server_rss_kib": rss,
-            "check": f"webhooks {tp['webhooks']}, claims refused {tp['claim_refused']}, agent errors {tp['errors']}",
+            "check": f"webhooks {tp['webhooks']} ({tp['pushed']} carrying their claim), claims refused "
+            f"{tp['claim_refused']}, agent errors {tp['errors']}",
             "processes": "`mcs up` (api, dispatcher, watchdog, notifier), `MCS_SYNCHRONOUS=FULL`; 4 agents in 1 "
-            "process (bench/agentsim.py: webhook receivers that claim and complete over raw keep-alive HTTP, "
-            "8 tasks each at once)",
+            f"process (bench/agentsim.py: webhook receivers, {agents_claim(args.push_claim)}, that complete over "
+            "raw keep-alive HTTP, 8 tasks each at once)",
+            "requests": 2 if args.push_claim else 3,
         }
         say(
             f"mcs: CPU {res['cpu_ms']:.2f} ms/task (server {res['server_cpu_ms']:.2f}, agents "
@@ -682,7 +686,7 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[str]:
                 )
             out.append(
                 f"  What limits it in this run: CPU. MCS spent {mcs['cpu_ms']:.2f} ms per task over its processes "
-                f"(api {mcs['api_cpu_ms']:.2f}: three HTTP requests per task, and a webhook), huey "
+                f"(api {mcs['api_cpu_ms']:.2f}: {mcs.get('requests', 3)} HTTP requests per task, and a webhook), huey "
                 f"{huey['cpu_ms'] + huey['submitter_cpu_ms']:.2f} ms (consumer and submitter: SQLite, no HTTP). "
                 f"The {cores} cores alone would allow MCS {ceiling:.0f} tasks/s, {then}. During the throughput runs "
                 f"MCS's processes and submitter got {mcs['own_cores']:.2f} cores (other work "
@@ -718,6 +722,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20.0, help="tasks/s in the latency run")
     ap.add_argument("--concurrency", type=int, default=16, help="concurrent submitters in the throughput run")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a throughput run")
+    add_push_claim_flag(ap)
     ap.add_argument("--huey-workers", type=int, default=4, help="worker threads in the huey consumer")
     ap.add_argument("--huey-delay", type=float, default=0.005, help="huey's polling interval, seconds")
     ap.add_argument("--rq-workers", type=int, default=4, help="`rq worker` processes (default 4, as MCS's 4 agents)")

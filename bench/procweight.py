@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import procinfo
-from run import Server, code_version, run_load, say, start_load
+from run import Server, add_push_claim_flag, code_version, run_load, say, start_load
 
 
 def pss_kib(pid: int) -> int:
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000, help="tasks in the load (default 1000)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds idle before the idle reading")
     parser.add_argument("--label", default="this build")
+    add_push_claim_flag(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcs-procweight-") as tmp:
         server = Server(Path(tmp), "FULL")
@@ -117,7 +118,7 @@ def main() -> None:
             ready, cpu = start_timed(server)
             time.sleep(args.settle)
             idle = memory(server.pids)
-            agents, gen, helpers = start_load(server, agents=4, submitters=8)
+            agents, gen, helpers = start_load(server, agents=4, submitters=8, push_claim=args.push_claim)
             n = args.tasks
             run_load(gen, agents, {"mode": "flood", "n": n, "concurrency": 8, "tag": "weight"}, n / 20 + 60, "load")
             loaded = memory(server.pids)

@@ -5,11 +5,12 @@
     python bench/retention.py --batch-rows 1000000   # also time prune batches on a million finished tasks
 
 Starts a real `mcs up` with a tiny retention (MCS_RETENTION_DAYS worth `--retention` seconds) and a short
-watchdog interval, registers agents (bench/agentsim.py: webhook receivers that claim and complete each
-task) and submits a steady stream (bench/loadgen.py), sampling the database and WAL file sizes, SQLite's
-page and freelist counts and the row counts every few seconds. With retention working, rows plateau
-after about one retention period and the file stops growing: SQLite puts the pages freed by the pruner on
-its freelist and fills them with new rows before it extends the file.
+watchdog interval, registers agents (bench/agentsim.py: webhook receivers that complete each task with the
+claim its webhook brings, `claim_on_push`; `--no-push-claim`: they claim it first) and submits a steady
+stream (bench/loadgen.py), sampling the database and WAL file sizes, SQLite's page and freelist counts and
+the row counts every few seconds. With retention working, rows plateau after about one retention period and
+the file stops growing: SQLite puts the pages freed by the pruner on its freelist and fills them with new
+rows before it extends the file.
 
 `--batch-rows N` first builds a database of N finished tasks (two events each) and times the pruner's
 batches on it: the first ones (every row old), and one over a table where nothing is old. Results are
@@ -32,7 +33,19 @@ from typing import Any
 
 import httpx
 import procinfo
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, machine, say, start_load
+from run import (
+    NOTES_END,
+    NOTES_START,
+    RESULTS,
+    Helper,
+    Server,
+    add_push_claim_flag,
+    agents_claim,
+    code_version,
+    machine,
+    say,
+    start_load,
+)
 
 from mcs.maintenance.retention import TASK_BATCH
 
@@ -95,7 +108,9 @@ def steady_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _, out["code"] = code_version(server.env)
         say(f"starting mcs up in {workdir}: retention {args.retention:g} s, watchdog every {args.watchdog_interval} s")
         server.start()
-        agents, gen, started = start_load(server, agents=args.agents, submitters=4, prefix="keep")
+        agents, gen, started = start_load(
+            server, agents=args.agents, submitters=4, prefix="keep", push_claim=args.push_claim
+        )
         helpers += started
         n = int(args.rate * args.duration)
         say(f"{args.agents} agents; submitting {n} tasks at {args.rate:g}/s for {args.duration:g} s")
@@ -201,7 +216,8 @@ def write_results(res: dict[str, Any], path: Path) -> None:
         f"Machine: {m['nproc']} cores, SQLite {m['sqlite']}, database on {m['tmpfs']}. Code: {run.get('code', '?')}."
         f" A real `mcs up` with `MCS_RETENTION_DAYS` = {res['retention']:g} s,"
         f" `MCS_WATCHDOG_INTERVAL={res['interval']}`, `MCS_SYNCHRONOUS={res['synchronous']}`; {res['agents']} agents"
-        f" completing every task; {res['rate']:g} tasks/s for {res['duration']:g} s ({run['submitted']} submitted,"
+        f" ({agents_claim(res.get('push_claim', True))}) completing every task; {res['rate']:g} tasks/s for"
+        f" {res['duration']:g} s ({run['submitted']} submitted,"
         f" {run['completed']} completed).",
         "",
         "| t (s) | mcs.db (KiB) | WAL (KiB) | pages | free pages | tasks | task events | outbox | tasks pruned |",
@@ -250,6 +266,7 @@ def main() -> int:
     ap.add_argument("--watchdog-interval", type=float, default=1.0)
     ap.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--agents", type=int, default=4)
+    add_push_claim_flag(ap)
     ap.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     ap.add_argument("--batch-rows", type=int, default=0, help="also time prune batches on this many tasks")
     ap.add_argument("--output", type=Path, default=RESULTS)
@@ -264,6 +281,7 @@ def main() -> int:
         "interval": args.watchdog_interval,
         "synchronous": args.synchronous,
         "agents": args.agents,
+        "push_claim": args.push_claim,
         "rate": args.rate,
         "duration": args.duration,
     }

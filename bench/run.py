@@ -215,10 +215,12 @@ class Helper:
 
 
 def start_load(
-    server: Server, *, agents: int, submitters: int, prefix: str = "bench"
+    server: Server, *, agents: int, submitters: int, prefix: str = "bench", push_claim: bool = True
 ) -> tuple[Helper, Helper, list[tuple[Helper, Any]]]:
     """Create `agents` agents with the capability `bench`, start agentsim (their webhooks) and loadgen (the
-    submitter); returns both and the (helper, stop command) pairs to stop them with."""
+    submitter); returns both and the (helper, stop command) pairs to stop them with. The agents register
+    with `claim_on_push` (each webhook carries the claim: submit and complete per task) unless `push_claim`
+    is False (submit, claim, complete, as before push-claim)."""
     admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
     creds = []
     for i in range(agents):
@@ -227,7 +229,9 @@ def start_load(
         creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
     admin.close()
     sim = Helper(
-        agentsim.main, {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8}, "bench-agents"
+        agentsim.main,
+        {"api_url": server.url, "agents": creds, "concurrency": 4, "capacity": 8, "push_claim": push_claim},
+        "bench-agents",
     )
     gen = Helper(
         loadgen.main,
@@ -235,6 +239,21 @@ def start_load(
         "bench-loadgen",
     )
     return sim, gen, [(sim, "stop"), (gen, {"mode": "stop"})]
+
+
+def add_push_claim_flag(ap: argparse.ArgumentParser) -> None:
+    """`--no-push-claim`, the same in every bench that starts agents with `start_load`."""
+    ap.add_argument(
+        "--no-push-claim",
+        dest="push_claim",
+        action="store_false",
+        help="agents claim each task themselves (no claim_on_push: submit, claim, complete per task)",
+    )
+
+
+def agents_claim(push_claim: bool) -> str:
+    """How the bench's agents get their claims, for the reports."""
+    return "claim_on_push: each webhook carries the claim" if push_claim else "a claim request per task"
 
 
 def run_load(gen: Helper, agents: Helper, cmd: dict[str, Any], timeout: float, label: str) -> tuple[dict, dict]:
@@ -353,6 +372,7 @@ def throughput_phase(
         "unique_webhooks": rep["unique"],
         "duplicates": rep["duplicates"],
         "claim_refused": rep["claim_refused"],
+        "pushed": rep["pushed"],  # claims the webhooks brought (claim_on_push)
         "errors": rep["errors"],
         "error_samples": rep["error_samples"],
         "submit_failed": sum(1 for r in recs if r[3] != 201),

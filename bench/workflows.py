@@ -30,7 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from run import NOTES_END, NOTES_START, RESULTS, Helper, Server, code_version, latency_phase, ms, pct, say, start_load
+from run import (
+    NOTES_END,
+    NOTES_START,
+    RESULTS,
+    Helper,
+    Server,
+    add_push_claim_flag,
+    agents_claim,
+    code_version,
+    latency_phase,
+    ms,
+    pct,
+    say,
+    start_load,
+)
 
 TARGET_RATIO = 1.5  # per-step overhead / submit -> webhook, at p50 and at p99
 WIDTH = 10  # steps of the fan-out
@@ -126,6 +140,7 @@ def main() -> int:
     ap.add_argument("--latency-tasks", type=int, default=200, help="single tasks for submit -> webhook (default 200)")
     ap.add_argument("--task-rate", type=float, default=20.0, help="single tasks per second (default 20)")
     ap.add_argument("--agents", type=int, default=4, help="agents (default 4, each taking 8 tasks at once)")
+    add_push_claim_flag(ap)
     ap.add_argument("--note", default="", help="a remark printed with the figures (e.g. the machine was busy)")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true", help="print only")
@@ -138,7 +153,9 @@ def main() -> int:
     server.start()
     helpers: list[tuple[Helper, Any]] = []
     try:
-        agents, gen, started = start_load(server, agents=args.agents, submitters=2, prefix="bench")
+        agents, gen, started = start_load(
+            server, agents=args.agents, submitters=2, prefix="bench", push_claim=args.push_claim
+        )
         helpers += started
         say("warm-up (not reported): the first deliveries open the notifier's connections")
         latency_phase(server, gen, agents, 40, args.task_rate)
@@ -191,8 +208,9 @@ def report(code: str, single: dict[str, Any], flows: dict[str, Any], args: argpa
     head = (
         f"### Workflows (`python bench/workflows.py`, {when}, {code})\n\n"
         f"{args.chains} 3-step chains and {args.fanouts} fan-outs of {WIDTH} + a synthesis step, submitted at"
-        f" {args.rate:g} workflows/s to a fresh `mcs up`, {args.agents} agents (bench/agentsim.py) completing each"
-        f" step as its webhook arrives; single tasks: {args.latency_tasks} at {args.task_rate:g}/s in the same run."
+        f" {args.rate:g} workflows/s to a fresh `mcs up`, {args.agents} agents (bench/agentsim.py,"
+        f" {agents_claim(args.push_claim)}) completing each step as its webhook arrives; single tasks:"
+        f" {args.latency_tasks} at {args.task_rate:g}/s in the same run."
         f" Workflows not completed: {flows['not_completed']}; agent errors: {len(flows['errors'])}."
         + (f" {args.note}" if args.note else "")
         + "\n\n"

@@ -493,6 +493,51 @@ def test_mcs_agent_run_serves_a_module_function_and_stops_on_sigterm(mesh, tmp_p
     assert "Traceback" not in log_path.read_text()
 
 
+@pytest.mark.parametrize("flag", [None, "--no-claim-on-push"])
+def test_mcs_agent_run_claims_on_push_unless_told_not_to(mesh, tmp_path: Path, flag: str | None):
+    """By default MCS claims for the agent at assignment (queued -> claimed by the dispatcher); with
+    --no-claim-on-push the agent claims each task itself (assigned, then claimed by the agent), even when
+    it is stored with push-claim on from an earlier run."""
+    kind = f"cli-claim-{uid()}"
+    name = f"cli-{uid()}"
+    module = f"handlers_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(HANDLER_MODULE))
+    creds = mesh.admin.create_agent(name, [kind], claim_on_push=True)
+    args = [sys.executable, "-m", "mcs", "agent", "run", f"{module}:handle", "--capability", kind]
+    args += [flag] if flag else []
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args, cwd=tmp_path, env=_agent_env(mesh, name, creds), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: mesh.admin.get_agent(name)["status"] == "online" or proc.poll() is not None,
+            timeout=DEADLINE,
+            what="the agent to register",
+        )
+        assert proc.poll() is None, log_path.read_text()
+        assert mesh.admin.get_agent(name)["claim_on_push"] is (flag is None)
+        task = mesh.admin.submit(kind, {"n": 2})
+        done = mesh.admin.wait_for(task["id"], timeout=DEADLINE)
+        assert done["state"] == "completed" and done["result"] == {"doubled": 4, "by": name}, done
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    events = mesh.admin.events(task["id"])
+    kinds = [e["kind"] for e in events if e["kind"] in ("assigned", "claimed", "completed")]
+    claims = [e["actor"] for e in events if e["kind"] == "claimed"]
+    if flag is None:
+        assert kinds == ["claimed", "completed"] and claims == ["dispatcher"], events
+    else:
+        assert kinds == ["assigned", "claimed", "completed"] and claims == [name], events
+    assert "Traceback" not in log_path.read_text()
+
+
 def test_mcs_agent_run_bad_arguments_are_one_line_errors(mesh, tmp_path: Path):
     name = f"cli-{uid()}"
     creds = mesh.admin.create_agent(name, ["x"])

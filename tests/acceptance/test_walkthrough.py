@@ -78,6 +78,9 @@ def test_readme_walkthrough_with_a_generated_admin_token(tmp_path):
         events = mcs("task", "events", listed[0]["id"][:8]).stdout  # README: the first 8 characters will do
         for kind in ("submitted", "claimed", "completed"):  # claimed at assignment: the SDK registers claim_on_push
             assert kind in events
+        trail = json.loads(mcs("task", "events", listed[0]["id"][:8], "--json").stdout)
+        claims = [(e["kind"], e["actor"]) for e in trail if e["kind"] in ("assigned", "claimed")]
+        assert claims == [("claimed", "dispatcher")], trail  # queued -> claimed: no `assigned` step
         elsewhere = tmp_path / "elsewhere"  # no data/ folder here: the config file leads to the mesh
         elsewhere.mkdir()
         status = mcs("status", cwd=elsewhere)

@@ -251,7 +251,8 @@ class Agent:
     `listen=None` pulls instead: long-polling `claim` with `wait`, no inbound connections needed.
     `concurrency` handlers run at once at most. With webhooks the agent registers `claim_on_push` (default):
     MCS claims each task for it as it assigns it and the webhook carries the claim, so a task costs one
-    request (complete), not two; against a server without it the agent claims as before. Pulling, each
+    request (complete), not two; against a server without it the agent claims as before; with
+    `claim_on_push=False` it registers `claim_on_push: false` and claims each webhook's task itself. Pulling, each
     completion also claims the next task (`complete` with `next`), so a busy agent makes one request a task.
 
     A handler object with an async `aclose()` method is closed when the agent stops.
@@ -310,6 +311,7 @@ class Agent:
         self.concurrency = concurrency
         self.ttl, self.heartbeat, self.shutdown_grace, self.pull_wait = ttl, heartbeat, shutdown_grace, pull_wait
         self.claim_on_push = claim_on_push and listen is not None  # (a pulling agent gets no webhooks)
+        self._server_claims_on_push = True  # False once an older server refused the field
         self._complete_next = True  # pull mode: complete with next (False once an older server refused it)
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__  # an object with an async __call__
@@ -533,7 +535,9 @@ class Agent:
 
     async def _register(self) -> None:
         assert self.client is not None
-        push = True if self.claim_on_push else None
+        # Said on every registration, either way: the server keeps the stored setting when the field is
+        # absent, so an agent that once ran with push-claim would otherwise keep it after opting out.
+        push = self.claim_on_push if self.listen is not None and self._server_claims_on_push else None
         try:
             await self.client.register(
                 self.capabilities,
@@ -546,8 +550,10 @@ class Agent:
             if push is None or "claim_on_push" not in exc.message:
                 raise
             # An older server: it claims nothing for us, so we claim on each webhook as before.
-            log.info("agent %s: the server does not claim on push; claiming on each webhook", self.name)
+            if self.claim_on_push:
+                log.info("agent %s: the server does not claim on push; claiming on each webhook", self.name)
             self.claim_on_push = False
+            self._server_claims_on_push = False
             await self._register()
 
     async def _heartbeat_loop(self) -> None:

@@ -126,6 +126,13 @@ def _agent_options(fn: Callable[..., Any], *, capability_required: bool = True) 
             help="The URL MCS should call, when it is not the listen address (proxy, tunnel, container).",
         ),
         click.option(
+            "--claim-on-push/--no-claim-on-push",
+            default=True,
+            show_default=True,
+            help="With webhooks: MCS claims each task for the agent as it assigns it and the webhook carries "
+            "the claim (one request a task). --no-claim-on-push: the agent claims each task itself.",
+        ),
+        click.option(
             "--concurrency", type=click.IntRange(1, 1000), default=1, show_default=True, help="Tasks at once."
         ),
         click.option(
@@ -177,6 +184,7 @@ def make_agent(handler: Any, opts: dict[str, Any], capabilities: list[str] | Non
         notify_url=opts["notify_url"],
         concurrency=opts["concurrency"],
         shutdown_grace=opts["shutdown_grace"],
+        claim_on_push=opts["claim_on_push"],
     )
 
 
