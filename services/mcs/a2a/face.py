@@ -78,9 +78,10 @@ from quart import Quart
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from mcs import __version__, auth, egress, metrics
+from mcs import __version__, egress, metrics
 from mcs.a2a import convert
-from mcs.api.auth import Credentials, verify
+from mcs.api.auth import face_credentials as request_credentials
+from mcs.api.auth import verify
 from mcs.api.events import EventHub, Subscriber
 from mcs.api.faces import A2A_CARD_PATHS, A2A_RPC_PATH
 from mcs.api.schemas import SubmitTask
@@ -105,25 +106,6 @@ _base_url: contextvars.ContextVar[str] = contextvars.ContextVar("mcs_a2a_base_ur
 
 
 # ---------------------------------------------------------------- auth
-
-
-def request_credentials(headers: dict[str, str], admin_token: str | None) -> Credentials:
-    """Who an A2A request says it is: `Authorization: Bearer <admin token>`, `Bearer NAME:SECRET` for an
-    agent (agent names never hold a colon), or X-Agent-ID/X-Agent-Secret. 401 when none is given or the
-    admin token is wrong; an agent's secret is checked against the database afterwards (`verify`)."""
-    header = headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        token = header[7:].strip()
-        if auth.token_matches(token, admin_token):
-            return Credentials(is_admin=True)
-        name, sep, secret = token.partition(":")
-        if sep and name and secret:
-            return Credentials(is_admin=False, name=name, secret=secret)
-        raise Unauthorized("invalid bearer token: send the admin token, or NAME:SECRET for an agent")
-    agent, agent_secret = headers.get("x-agent-id"), headers.get("x-agent-secret")
-    if not agent or not agent_secret:
-        raise Unauthorized("send Authorization: Bearer <admin token> (or Bearer NAME:SECRET for an agent)")
-    return Credentials(is_admin=False, name=agent, secret=agent_secret)
 
 
 def _json_error(status: int, code: str, message: str, extra: dict[str, str] | None = None) -> tuple[Any, ...]:
