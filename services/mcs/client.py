@@ -534,7 +534,12 @@ class _Endpoints(Generic[R]):
     @staticmethod
     def _mem_path(ns: str, key: str | None = None) -> str:
         path = "/v1/memory/" + quote(ns, safe=":")
-        return path if key is None else path + "/" + quote(key, safe="/")
+        if key is None:
+            return path
+        # A key may hold `/`, but a `.` or `..` segment would walk to another endpoint (httpx, as any URL
+        # parser, resolves dot segments): sent percent-encoded, the api reads them back as part of the key.
+        segments = (s.replace(".", "%2E") if s in (".", "..") else s for s in quote(key, safe="/").split("/"))
+        return path + "/" + "/".join(segments)
 
     def mem_get(self, ns: str, key: str) -> R:
         """The key's value and metadata (NotFoundError when absent)."""

@@ -456,3 +456,20 @@ def test_mcp_takes_the_credential_forms_a2a_takes(mesh: Mesh, agent_factory):
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"]["code"] == "unauthorized"
         assert agent.secret not in refused.text and mesh.admin_token not in refused.text
+
+
+def test_a_memory_key_with_dot_segments_never_reaches_another_endpoint(mesh: Mesh, agent_factory):
+    """Keys may hold `/`, so a key like `../../agents/NAME` must stay a key: a memory_delete told that by a
+    model must not become DELETE /v1/agents/NAME with the caller's (here the admin's) rights."""
+    victim = agent_factory(mesh, capabilities=[f"mcp-dots-{uid()}"], push=False)
+    key = f"../../agents/{victim.name}"
+
+    async def scenario() -> None:
+        async with http_session(mesh, {"Authorization": f"Bearer {mesh.admin_token}"}) as session:
+            await call(session, "memory_put", namespace="mesh", key=key, value="just a key")
+            assert (await call(session, "memory_get", namespace="mesh", key=key))["value"] == "just a key"
+            await call(session, "memory_delete", namespace="mesh", key=key)
+            assert (await tool_error(session, "memory_delete", namespace="mesh", key=key)).startswith("no_such_key: ")
+
+    anyio.run(scenario)
+    assert mesh.admin.get_agent(victim.name)["name"] == victim.name  # still there
