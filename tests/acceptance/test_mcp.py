@@ -470,6 +470,9 @@ def test_a_memory_key_with_dot_segments_never_reaches_another_endpoint(mesh: Mes
             assert (await call(session, "memory_get", namespace="mesh", key=key))["value"] == "just a key"
             await call(session, "memory_delete", namespace="mesh", key=key)
             assert (await tool_error(session, "memory_delete", namespace="mesh", key=key)).startswith("no_such_key: ")
+            # A namespace of dots is no namespace: a 400, not DELETE /v1/agents/NAME.
+            refused = await tool_error(session, "memory_delete", namespace="..", key=f"agents/{victim.name}")
+            assert refused.startswith("bad_namespace: "), refused
 
     anyio.run(scenario)
     assert mesh.admin.get_agent(victim.name)["name"] == victim.name  # still there
