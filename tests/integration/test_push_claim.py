@@ -334,3 +334,26 @@ def tasks_store_holds() -> Any:
     from mcs.store import tasks as tasks_store
 
     return tasks_store.holds_claim
+
+
+async def test_a_repeated_complete_with_next_answers_the_same_next_task_and_claims_no_other(mesh):
+    """The SDK repeats a completion whose answer was lost (a proxy's 504, a restart): the repeat must hand
+    back the task the first one claimed, not claim a second one and leave the first to a lease nobody
+    will ever extend (its attempt spent on nothing)."""
+    a = await mesh.agent("a", ["x"], notify_url=None)
+    first = await mesh.submit(type="x")
+    second, third = await mesh.submit(type="x"), await mesh.submit(type="x")
+    claimed = await mesh.ok("POST", "/v1/tasks/claim", who=a, json={})
+    assert claimed["id"] == first["id"]
+    body = {"claim_token": claimed["claim_token"], "result": 1, "next": True}
+    lost = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    again = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    assert again["task"]["state"] == "completed"
+    assert again["next"] is not None and again["next"]["id"] == lost["next"]["id"] == second["id"]
+    assert again["next"]["claim_token"] == lost["next"]["claim_token"]
+    assert (await mesh.task(third["id"]))["state"] == "queued"  # no second claim
+    # Once that task moved on (completed), a repeat claims nothing in its name either.
+    nxt = lost["next"]
+    await mesh.ok("POST", f"/v1/tasks/{nxt['id']}/complete", who=a, json={"claim_token": nxt["claim_token"]})
+    late = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    assert late["next"] is None and (await mesh.task(third["id"]))["state"] == "queued"
