@@ -34,7 +34,7 @@ from mcs.api.events import EventHub
 from mcs.api.faces import MCP_PATH
 from mcs.client import AsyncClient
 from mcs.config import Settings
-from mcs.errors import ApiError, StoreError, Unauthorized
+from mcs.errors import ApiError, PayloadTooLarge, StoreError, Unauthorized
 from mcs.faces.mcp_server import PollWatch, Watch, build_server
 
 PATH = MCP_PATH
@@ -219,8 +219,10 @@ class McpFace:
         started = time.perf_counter()
         method = scope["method"] if scope["method"] in ("GET", "POST", "DELETE") else "other"
         try:
+            headers = _decoded(scope)
             try:
-                caller = await authenticate(self.app, _decoded(scope))
+                caller = await authenticate(self.app, headers)
+                _check_length(headers, self.app.config["MCS_SETTINGS"].max_body_bytes)
             except (ApiError, StoreError) as exc:
                 await _refuse(counted, exc)
                 return
@@ -228,6 +230,14 @@ class McpFace:
         finally:
             metrics.http_requests.labels(method, PATH, str(status)).inc()
             metrics.http_duration.labels(method, PATH).observe(time.perf_counter() - started)
+
+
+def _check_length(headers: Mapping[str, str], limit: int) -> None:
+    """A declared body over MCS_MAX_BODY_BYTES is the api's JSON 413 (the SDK's own, for a body that
+    declares no length, is plain text)."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
 
 
 async def _refuse(send: Any, exc: ApiError | StoreError) -> None:
