@@ -63,8 +63,14 @@ def serves(agent: Mapping[str, Any], capabilities: list[str], route: str = "any"
 
 
 def _q(segment: str) -> str:
-    """One path segment, encoded: an id like `../agents` must not walk to another endpoint."""
-    return quote(segment, safe="")
+    """One path segment, encoded: an id like `../agents` (or `..`: URL parsers resolve dot segments) must not
+    walk to another endpoint."""
+    return _no_dots(quote(segment, safe=""))
+
+
+def _no_dots(segment: str) -> str:
+    """A `.` or `..` segment percent-encoded, which URL parsers leave alone and the api reads back as is."""
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 class McsApiError(McsError):
@@ -533,8 +539,11 @@ class _Endpoints(Generic[R]):
 
     @staticmethod
     def _mem_path(ns: str, key: str | None = None) -> str:
-        path = "/v1/memory/" + quote(ns, safe=":")
-        return path if key is None else path + "/" + quote(key, safe="/")
+        # A key may hold `/`, but a `.` or `..` segment (of it or as the namespace) would walk to another
+        # endpoint (httpx, as any URL parser, resolves dot segments): sent percent-encoded, the api reads
+        # them back as written (and refuses such a namespace).
+        segments = [quote(ns, safe=":"), *([] if key is None else quote(key, safe="/").split("/"))]
+        return "/v1/memory/" + "/".join(map(_no_dots, segments))
 
     def mem_get(self, ns: str, key: str) -> R:
         """The key's value and metadata (NotFoundError when absent)."""

@@ -399,3 +399,39 @@ async def test_list_tasks_filters_by_context_and_a2a_status(mesh):
     finally:
         await client.close()
         await http.aclose()
+
+
+def test_malformed_json_rpc_gets_a_clear_error_and_stores_nothing(mesh, agent_factory):
+    """Bad input to /a2a: a JSON-RPC error that says what is wrong, never an internal error (-32603, a
+    traceback in the log) and never a task made of it."""
+    only = agent_factory(mesh, capabilities=[f"a2a-bad-{uid()}"], push=False)  # one skill: it needs no naming
+    headers = {"Authorization": f"Bearer {only.name}:{only.secret}", "A2A-Version": "1.0"}
+
+    def rpc(body: Any) -> dict[str, Any]:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = httpx.post(f"{mesh.url}/a2a", content=content, headers=headers, timeout=30)
+        assert response.status_code in (200, 400), response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def mine() -> int:
+        return len(mesh.admin.list_tasks(type=only.capabilities[0])["tasks"])
+
+    deep = rpc(b"[" * 5000 + b"]" * 5000)
+    assert deep["error"]["code"] == -32600 and "deeper than 64 levels" in deep["error"]["message"], deep
+    part = {"data": json.loads("[" * 100 + "]" * 100)}
+    deep_part = rpc(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [part]}},
+        }  # fmt: skip
+    )
+    assert deep_part["error"]["code"] == -32600 and "deeper than" in deep_part["error"]["message"], deep_part
+    token = rpc({"jsonrpc": "2.0", "id": 2, "method": "ListTasks", "params": {"pageToken": "9" * 30}})
+    assert token["error"]["code"] == -32602 and "pageToken" in token["error"]["message"], token
+    for empty in ("not a message", {"messageId": "m", "role": "ROLE_USER", "parts": []}):
+        refused = rpc({"jsonrpc": "2.0", "id": 3, "method": "SendMessage", "params": {"message": empty}})
+        assert refused["error"]["code"] in (-32602, -32600), refused
+    assert mine() == 0

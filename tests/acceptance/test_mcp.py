@@ -429,3 +429,54 @@ def test_agent_mcp_stops_when_its_mcp_server_dies(mesh: Mesh, tmp_path: Path):
     retried = mesh.admin.get_task(task["id"])  # failed retryably: it waits for another agent
     assert retried["state"] in ("retrying", "queued") and retried["attempts"] == 1, retried
     assert "is gone" in retried["error"], retried
+
+
+def test_mcp_takes_the_credential_forms_a2a_takes(mesh: Mesh, agent_factory):
+    """MCP clients can often send only a bearer token: /mcp takes `Bearer NAME:SECRET` for an agent, as
+    /a2a does (and any case of "bearer"); a wrong secret in that form is a 401 like any other."""
+    agent = agent_factory(mesh, capabilities=[f"mcp-bearer-{uid()}"], push=False)
+    other = agent_factory(mesh, capabilities=[f"mcp-bearer-{uid()}"], push=False)
+    other.client.mem_put(f"private:{other.name}", "b", "theirs")
+
+    async def scenario() -> None:
+        async with http_session(mesh, {"Authorization": f"Bearer {agent.name}:{agent.secret}"}) as session:
+            await call(session, "memory_put", namespace=f"private:{agent.name}", key="b", value="by bearer")
+            task = await call(session, "submit_task", type=f"mcp-bearer-{uid()}")
+            assert task["submitted_by"] == agent.name
+            denied = await tool_error(session, "memory_get", namespace=f"private:{other.name}", key="b")
+            assert denied.startswith("no_such_key: "), denied  # another agent's private key: as if absent
+        async with http_session(mesh, {"Authorization": f"bearer {mesh.admin_token}"}) as session:
+            got = await call(session, "memory_get", namespace=f"private:{agent.name}", key="b")
+            assert got["value"] == "by bearer"
+
+    anyio.run(scenario)
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for token in (f"{agent.name}:wrong", f"nobody:{agent.secret}", "not-the-token"):
+        refused = httpx.post(f"{mesh.url}/mcp", json=hello, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "unauthorized"
+        assert agent.secret not in refused.text and mesh.admin_token not in refused.text
+    # Too big a body: the api's JSON 413, as /a2a and every route answer it (the SDK's own is plain text).
+    admin = {"Authorization": f"Bearer {mesh.admin_token}", "Content-Type": "application/json"}
+    big = httpx.post(f"{mesh.url}/mcp", content=b'{"a":"' + b"x" * 2_000_000 + b'"}', headers=admin, timeout=10)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large", big.text
+
+
+def test_a_memory_key_with_dot_segments_never_reaches_another_endpoint(mesh: Mesh, agent_factory):
+    """Keys may hold `/`, so a key like `../../agents/NAME` must stay a key: a memory_delete told that by a
+    model must not become DELETE /v1/agents/NAME with the caller's (here the admin's) rights."""
+    victim = agent_factory(mesh, capabilities=[f"mcp-dots-{uid()}"], push=False)
+    key = f"../../agents/{victim.name}"
+
+    async def scenario() -> None:
+        async with http_session(mesh, {"Authorization": f"Bearer {mesh.admin_token}"}) as session:
+            await call(session, "memory_put", namespace="mesh", key=key, value="just a key")
+            assert (await call(session, "memory_get", namespace="mesh", key=key))["value"] == "just a key"
+            await call(session, "memory_delete", namespace="mesh", key=key)
+            assert (await tool_error(session, "memory_delete", namespace="mesh", key=key)).startswith("no_such_key: ")
+            # A namespace of dots is no namespace: a 400, not DELETE /v1/agents/NAME.
+            refused = await tool_error(session, "memory_delete", namespace="..", key=f"agents/{victim.name}")
+            assert refused.startswith("bad_namespace: "), refused
+
+    anyio.run(scenario)
+    assert mesh.admin.get_agent(victim.name)["name"] == victim.name  # still there

@@ -303,3 +303,57 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
         server.server_close()
     assert [c["data"]["task"]["id"] for c in calls] == [held["id"]]
     assert calls[0]["data"]["task"]["claim_token"] == webhooks(mesh, held["id"])[0]["claim_token"]
+
+
+async def test_deleting_an_agent_requeues_its_push_claimed_tasks_with_their_tokens_revoked(mesh):
+    """A deleted agent can never complete what it holds: its claims go back to the queue at once (not at
+    lease expiry), the attempt given back, the token refused, the requeue audited."""
+    await push_agent(mesh, "a", ["x"])
+    task = await mesh.submit(type="x", claim_ttl=3600)
+    mesh.dispatch()
+    token = webhooks(mesh, task["id"])[0]["claim_token"]
+    assert (await mesh.task(task["id"]))["state"] == "claimed"
+    gone = await mesh.ok("DELETE", "/v1/agents/a", who="admin")
+    assert gone["tasks_requeued"] == 1
+    back = await mesh.task(task["id"])
+    assert (back["state"], back["assigned_to"], back["attempts"], back["lease_expires_at"]) == ("queued", None, 0, None)
+    kinds = await events(mesh, task["id"])
+    assert kinds[-1]["kind"] == "requeued" and kinds[-1]["actor"] == "admin"
+    assert kinds[-1]["detail"] == {"reason": "agent a was deleted", "claimed": True}
+    assert not mesh.store.read(tasks_store_holds(), task_id=task["id"], agent="a", token=token)
+    b = await push_agent(mesh, "b", ["x"])
+    mesh.dispatch()
+    now_held = await mesh.task(task["id"])
+    assert (now_held["state"], now_held["assigned_to"], now_held["attempts"]) == ("claimed", "b", 1)
+    new_token = webhooks(mesh, task["id"])[-1]["claim_token"]
+    assert new_token != token
+    await mesh.ok("POST", f"/v1/tasks/{task['id']}/complete", who=b, json={"claim_token": new_token})
+
+
+def tasks_store_holds() -> Any:
+    from mcs.store import tasks as tasks_store
+
+    return tasks_store.holds_claim
+
+
+async def test_a_repeated_complete_with_next_answers_the_same_next_task_and_claims_no_other(mesh):
+    """The SDK repeats a completion whose answer was lost (a proxy's 504, a restart): the repeat must hand
+    back the task the first one claimed, not claim a second one and leave the first to a lease nobody
+    will ever extend (its attempt spent on nothing)."""
+    a = await mesh.agent("a", ["x"], notify_url=None)
+    first = await mesh.submit(type="x")
+    second, third = await mesh.submit(type="x"), await mesh.submit(type="x")
+    claimed = await mesh.ok("POST", "/v1/tasks/claim", who=a, json={})
+    assert claimed["id"] == first["id"]
+    body = {"claim_token": claimed["claim_token"], "result": 1, "next": True}
+    lost = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    again = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    assert again["task"]["state"] == "completed"
+    assert again["next"] is not None and again["next"]["id"] == lost["next"]["id"] == second["id"]
+    assert again["next"]["claim_token"] == lost["next"]["claim_token"]
+    assert (await mesh.task(third["id"]))["state"] == "queued"  # no second claim
+    # Once that task moved on (completed), a repeat claims nothing in its name either.
+    nxt = lost["next"]
+    await mesh.ok("POST", f"/v1/tasks/{nxt['id']}/complete", who=a, json={"claim_token": nxt["claim_token"]})
+    late = await mesh.ok("POST", f"/v1/tasks/{first['id']}/complete", who=a, json=body)
+    assert late["next"] is None and (await mesh.task(third["id"]))["state"] == "queued"

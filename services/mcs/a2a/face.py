@@ -78,9 +78,11 @@ from quart import Quart
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from mcs import __version__, auth, egress, metrics
+from mcs import __version__, egress, metrics
 from mcs.a2a import convert
-from mcs.api.auth import Credentials, verify
+from mcs.api import MAX_JSON_DEPTH, too_deep
+from mcs.api.auth import face_credentials as request_credentials
+from mcs.api.auth import verify
 from mcs.api.events import EventHub, Subscriber
 from mcs.api.faces import A2A_CARD_PATHS, A2A_RPC_PATH
 from mcs.api.schemas import SubmitTask
@@ -98,6 +100,7 @@ CARD_CACHE = 1.0  # seconds the card's skills are reused before the agents table
 RECHECK = 5.0  # seconds a stream waits for an event about its task before it reads the task anyway
 LIST_PAGE = 50  # tasks one ListTasks page holds unless pageSize says otherwise
 LIST_PAGE_MAX = 100
+PAGE_TOKEN_DIGITS = 18  # a task's seq, as ListTasks gives it: more digits would overflow SQLite's INTEGER
 DEFAULT_PUSH_ID = "default"  # a push config's id when the client gives none
 CALLER_KEY = "mcs.caller"  # where A2aMount leaves the verified caller in the ASGI scope
 
@@ -105,25 +108,6 @@ _base_url: contextvars.ContextVar[str] = contextvars.ContextVar("mcs_a2a_base_ur
 
 
 # ---------------------------------------------------------------- auth
-
-
-def request_credentials(headers: dict[str, str], admin_token: str | None) -> Credentials:
-    """Who an A2A request says it is: `Authorization: Bearer <admin token>`, `Bearer NAME:SECRET` for an
-    agent (agent names never hold a colon), or X-Agent-ID/X-Agent-Secret. 401 when none is given or the
-    admin token is wrong; an agent's secret is checked against the database afterwards (`verify`)."""
-    header = headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        token = header[7:].strip()
-        if auth.token_matches(token, admin_token):
-            return Credentials(is_admin=True)
-        name, sep, secret = token.partition(":")
-        if sep and name and secret:
-            return Credentials(is_admin=False, name=name, secret=secret)
-        raise Unauthorized("invalid bearer token: send the admin token, or NAME:SECRET for an agent")
-    agent, agent_secret = headers.get("x-agent-id"), headers.get("x-agent-secret")
-    if not agent or not agent_secret:
-        raise Unauthorized("send Authorization: Bearer <admin token> (or Bearer NAME:SECRET for an agent)")
-    return Credentials(is_admin=False, name=agent, secret=agent_secret)
 
 
 def _json_error(status: int, code: str, message: str, extra: dict[str, str] | None = None) -> tuple[Any, ...]:
@@ -160,14 +144,18 @@ class A2aMount:
                 if refusal is not None:
                     await _respond(send, *refusal)
                     return
-                receive = await self._bounded_body(receive, headers)
-                if receive is None:
+                body = await self._bounded_body(receive, headers)
+                if body is None:
                     limit = self.quart_app.config["MCS_SETTINGS"].max_body_bytes
                     await _respond(
                         send,
                         *_json_error(413, "payload_too_large", f"the request body is larger than {limit} bytes"),
                     )
                     return
+                if _nests_too_deep(body):
+                    await _respond(send, *_rpc_error(-32600, f"the request nests deeper than {MAX_JSON_DEPTH} levels"))
+                    return
+                receive = _replay(body, receive)
             await self.a2a_app(scope, receive, send)
         finally:
             _base_url.reset(token)
@@ -190,8 +178,8 @@ class A2aMount:
         scope[CALLER_KEY] = caller
         return None
 
-    async def _bounded_body(self, receive: Any, headers: dict[str, str]) -> Any:
-        """Read the whole body (at most MCS_MAX_BODY_BYTES, else None) and hand it on in one message."""
+    async def _bounded_body(self, receive: Any, headers: dict[str, str]) -> bytes | None:
+        """The whole body (at most MCS_MAX_BODY_BYTES, else None)."""
         limit = self.quart_app.config["MCS_SETTINGS"].max_body_bytes
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -209,18 +197,41 @@ class A2aMount:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
-        sent = False
+        return b"".join(chunks)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            after: dict[str, Any] = await receive()  # after the body: the disconnect, when it comes
-            return after
 
-        return replay
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive callable handing on the body read in one message, then what the client sends after it."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        after: dict[str, Any] = await receive()  # after the body: the disconnect, when it comes
+        return after
+
+    return replay
+
+
+def _nests_too_deep(body: bytes) -> bool:
+    """Whether the body is JSON nesting deeper than the api allows (MAX_JSON_DEPTH): the SDK's parser would
+    answer an internal error with a RecursionError traceback in the log, or pass it on to be stored. Not
+    JSON at all is left to the SDK, which says so."""
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return too_deep(value, MAX_JSON_DEPTH)
+
+
+def _rpc_error(code: int, message: str) -> tuple[Any, ...]:
+    """A JSON-RPC error answered before the SDK sees the request (HTTP 200, as the SDK answers its own)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+    return 200, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -424,6 +435,8 @@ class MeshHandler(RequestHandler):
         message = params.message
         if message.task_id:
             return await self._continue(method, message, caller)
+        if not message.parts:
+            raise InvalidParamsError(message="the message has no parts: send the work as text or data parts")
         meta = convert.metadata(message, params.metadata if params.HasField("metadata") else None)
         capability = await self._capability(meta)
         try:
@@ -614,7 +627,7 @@ class MeshHandler(RequestHandler):
             raise InvalidParamsError(message=f"pageSize must be 1 to {LIST_PAGE_MAX}")
         before = None
         if params.page_token:
-            if not params.page_token.isdigit():
+            if not params.page_token.isdigit() or len(params.page_token) > PAGE_TOKEN_DIGITS:
                 raise InvalidParamsError(message="pageToken is not one this server gave")
             before = int(params.page_token)
         states = convert.mcs_filter(params.status) if params.status else []

@@ -48,7 +48,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _too_deep(value: Any, limit: int) -> bool:
+def too_deep(value: Any, limit: int) -> bool:
     """Whether `value` nests deeper than `limit` (iterative: a deep value must not exhaust the stack here)."""
     stack = [(value, 1)]
     while stack:
@@ -80,7 +80,7 @@ class LenientJsonRequest(Request):
             raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="bad_json") from exc
         except ValueError as exc:
             raise BadRequest(f"the request body is not valid JSON: {exc}", code="bad_json") from exc
-        if _too_deep(value, MAX_JSON_DEPTH):
+        if too_deep(value, MAX_JSON_DEPTH):
             raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="bad_json")
         return value
 

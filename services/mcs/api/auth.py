@@ -8,7 +8,7 @@ not two, and a secret rotated a moment ago is refused at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,9 @@ from mcs.store.connection import Connection
 
 BAD_CREDENTIALS = "unknown agent or wrong secret"
 ADMIN_ONLY = "this needs the admin token"
+FACE_CREDENTIALS = (
+    "send Authorization: Bearer <admin token>, Bearer NAME:SECRET for an agent, or X-Agent-ID and X-Agent-Secret"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,26 @@ def credentials() -> Credentials:
     if not name or not secret:
         raise Unauthorized("send X-Agent-ID and X-Agent-Secret, or Authorization: Bearer <admin token>")
     return Credentials(is_admin=False, name=name, secret=secret)
+
+
+def face_credentials(headers: Mapping[str, str], admin_token: str | None) -> Credentials:
+    """Who a request to a protocol face (/mcp, /a2a) says it is, from its lower-cased headers:
+    `Authorization: Bearer <admin token>`, `Bearer NAME:SECRET` for an agent (agent names never hold a
+    colon; MCP and A2A clients can send only a bearer token), or X-Agent-ID + X-Agent-Secret. 401 when none
+    is given or the bearer token is neither; an agent's secret is checked against the database by `verify`."""
+    header = headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        token = header[7:].strip()
+        if auth.token_matches(token, admin_token):
+            return Credentials(is_admin=True)
+        name, sep, secret = token.partition(":")
+        if sep and name and secret:
+            return Credentials(is_admin=False, name=name, secret=secret)
+        raise Unauthorized("invalid bearer token: send the admin token, or NAME:SECRET for an agent")
+    agent, agent_secret = headers.get("x-agent-id"), headers.get("x-agent-secret")
+    if not agent or not agent_secret:
+        raise Unauthorized(FACE_CREDENTIALS)
+    return Credentials(is_admin=False, name=agent, secret=agent_secret)
 
 
 def verify(conn: Connection, creds: Credentials) -> tuple[Caller, Agent | None]:

@@ -210,11 +210,14 @@ async def claim_next(data: ClaimNext) -> Response:
     return respond(task) if task is not None else Response("", status=204)
 
 
-async def _claim_waiting(creds: Credentials, deadline: float, *, version: int | None = None) -> dict[str, Any] | None:
+async def _claim_waiting(
+    creds: Credentials, deadline: float, *, version: int | None = None, after: str | None = None
+) -> dict[str, Any] | None:
     """Claim this agent's next task, waiting until `deadline` for one to come (None: none came). Woken by
     a commit (any commit, by anyone): a read first, and the write lock only when it shows a task this agent
     could take; most commits (heartbeats, other agents' work) concern it not. `version`: the commit version
-    a look was already made at (complete-and-next's own transaction), so the first step is to wait."""
+    a look was already made at (complete-and-next's own transaction), so the first step is to wait; `after`:
+    the task that complete-and-next completed (recorded with the claim, for a repeat of that request)."""
     watcher = current_app.config["MCS_CHANGES"]
     claim = authed(tasks_store.claim_next, need="agent", pass_as="agent")
     woken = False
@@ -224,7 +227,7 @@ async def _claim_waiting(creds: Credentials, deadline: float, *, version: int | 
             if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
                 metrics.claim_wakeups.labels("idle").inc()
             else:
-                task: dict[str, Any] | None = await _db().write(claim, creds, now=time.time())
+                task: dict[str, Any] | None = await _db().write(claim, creds, now=time.time(), after=after)
                 if woken:
                     metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
                 if task is not None:
@@ -308,7 +311,7 @@ async def complete(task_id: str, data: Complete) -> Response:
     deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
     version = watcher.version
-    done, claimed = await _db().write(
+    done, claimed, repeat = await _db().write(
         authed(tasks_store.complete_and_next, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -316,8 +319,8 @@ async def complete(task_id: str, data: Complete) -> Response:
         result=data.result,
         now=time.time(),
     )
-    if claimed is None and deadline > time.monotonic():
-        claimed = await _claim_waiting(creds, deadline, version=version)
+    if claimed is None and not repeat and deadline > time.monotonic():
+        claimed = await _claim_waiting(creds, deadline, version=version, after=task_id)
     if claimed is not None:
         metrics.claims_with_completion.inc()
     return respond({"task": done, "next": claimed})

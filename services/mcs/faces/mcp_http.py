@@ -2,10 +2,10 @@
 
 mcs.api.faces routes requests for exactly `/mcp` here (`start`, on the first one) and everything else to
 Quart as before (so /openapi.json and every other route are untouched); here they go to the `mcp` SDK's
-Starlette app. Each /mcp request is authenticated the way the api authenticates any request
-(`Authorization: Bearer <admin token>`, or
-`X-Agent-ID` + `X-Agent-Secret` checked against the stored hash) before the SDK sees it: 401 with the api's
-JSON error otherwise. A tool then acts with that caller's credentials: its MCS calls go straight into the
+Starlette app. Each /mcp request is authenticated as /a2a authenticates (`Authorization: Bearer <admin
+token>`, `Bearer NAME:SECRET` for an agent, or `X-Agent-ID` + `X-Agent-Secret`; an agent's secret checked
+against the stored hash: mcs.api.auth.face_credentials) before the SDK sees it: 401 with the api's JSON
+error otherwise. A tool then acts with that caller's credentials: its MCS calls go straight into the
 Quart app in process (httpx's ASGI transport, no socket), where the api checks and audits them like any
 other request.
 
@@ -28,19 +28,18 @@ from mcp.server.mcpserver import Context
 from mcp.server.transport_security import TransportSecuritySettings
 from quart import Quart
 
-from mcs import auth, metrics
-from mcs.api.auth import Credentials, verify
+from mcs import metrics
+from mcs.api.auth import FACE_CREDENTIALS, face_credentials, verify
 from mcs.api.events import EventHub
 from mcs.api.faces import ARRIVED, MCP_PATH
 from mcs.client import AsyncClient
 from mcs.config import Settings
-from mcs.errors import ApiError, StoreError, Unauthorized
+from mcs.errors import ApiError, PayloadTooLarge, StoreError, Unauthorized
 from mcs.faces.mcp_server import PollWatch, Watch, build_server
 
 PATH = MCP_PATH
 CALLER = "mcs.caller_headers"  # the ASGI scope key holding the verified caller's credential headers
 INTERNAL_URL = "http://mcs.internal"  # the base URL of in-process calls (never resolved: no socket)
-NO_CREDENTIALS = "send Authorization: Bearer <admin token>, or X-Agent-ID and X-Agent-Secret"
 
 
 class _CallerClient(AsyncClient):
@@ -128,7 +127,7 @@ class ApiBackend:
         scope = getattr(request, "scope", None) or {}
         caller: dict[str, str] | None = scope.get(CALLER)
         if caller is None:  # cannot happen behind `mount`'s check; refuse rather than act as nobody
-            raise Unauthorized(NO_CREDENTIALS)
+            raise Unauthorized(FACE_CREDENTIALS)
         return caller
 
     @contextlib.asynccontextmanager
@@ -142,18 +141,14 @@ class ApiBackend:
 
 
 async def authenticate(app: Quart, headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller's credential headers once verified, exactly as the api verifies them (Unauthorized)."""
+    """The caller's credential headers once verified (Unauthorized otherwise): the forms /a2a takes
+    (`face_credentials`), as the headers the api's routes take for the in-process calls."""
     settings: Settings = app.config["MCS_SETTINGS"]
-    header = headers.get("authorization", "")
-    if header.startswith("Bearer "):
-        if auth.token_matches(header[7:].strip(), settings.admin_token):
-            return {"authorization": header}
-        raise Unauthorized("invalid admin token")
-    name, secret = headers.get("x-agent-id"), headers.get("x-agent-secret")
-    if not name or not secret:
-        raise Unauthorized(NO_CREDENTIALS)
-    await app.config["MCS_DB"].read(verify, Credentials(is_admin=False, name=name, secret=secret))
-    return {"x-agent-id": name, "x-agent-secret": secret}
+    creds = face_credentials(headers, settings.admin_token)
+    if creds.is_admin:
+        return {"authorization": f"Bearer {settings.admin_token}"}
+    await app.config["MCS_DB"].read(verify, creds)
+    return {"x-agent-id": creds.name, "x-agent-secret": creds.secret}
 
 
 def _decoded(scope: Mapping[str, Any]) -> dict[str, str]:
@@ -235,8 +230,10 @@ class McpFace:
         started = time.perf_counter()
         method = scope["method"] if scope["method"] in ("GET", "POST", "DELETE") else "other"
         try:
+            headers = _decoded(scope)
             try:
-                caller = await authenticate(self.app, _decoded(scope))
+                caller = await authenticate(self.app, headers)
+                _check_length(headers, self.app.config["MCS_SETTINGS"].max_body_bytes)
             except (ApiError, StoreError) as exc:
                 await _refuse(counted, exc)
                 return
@@ -244,6 +241,14 @@ class McpFace:
         finally:
             metrics.http_requests.labels(method, PATH, str(status)).inc()
             metrics.http_duration.labels(method, PATH).observe(time.perf_counter() - started)
+
+
+def _check_length(headers: Mapping[str, str], limit: int) -> None:
+    """A declared body over MCS_MAX_BODY_BYTES is the api's JSON 413 (the SDK's own, for a body that
+    declares no length, is plain text)."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
 
 
 async def _refuse(send: Any, exc: ApiError | StoreError) -> None:

@@ -171,29 +171,36 @@ def rotate(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, 
 
 def delete(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, Any]:
     """Remove an agent and its memory (`private:NAME` and `agent:NAME`), so an agent created later under
-    the same name starts with none of it. Work assigned to it but not claimed goes back to the queue at
-    once; a lease it holds runs out and the watchdog retries the task, since the agent can no longer
-    complete it. Tasks routed to it by name (fanout children too) fail: nobody else may take them.
-    Returns what was removed."""
+    the same name starts with none of it. Work assigned to it or claimed by it goes back to the queue at
+    once (it can no longer complete it): claim tokens revoked, a claim's attempt given back. Tasks routed
+    to it by name (fanout children too) fail: nobody else may take them. Returns what was removed."""
     if conn.execute("DELETE FROM agents WHERE name = ?", (name,)).rowcount == 0:
         raise NotFound(f"no agent named {name!r}")
     memory = {Namespace(kind, name).name: 0 for kind in (Kind.PRIVATE, Kind.AGENT)}
     for (ns,) in conn.execute("DELETE FROM memory WHERE ns IN (?, ?) RETURNING ns", tuple(memory)).fetchall():
         memory[ns] += 1
-    rows = conn.execute(
-        "UPDATE tasks SET state = 'queued', assigned_to = NULL, assigned_at = NULL, parked = 0, updated_at = ?"
-        " WHERE assigned_to = ? AND state = 'assigned' RETURNING id",
-        (now, name),
+    # Its claims too (push-claimed or pulled): their tokens revoked, so a late completion gets 409, and the
+    # attempt given back, since the task did not fail: its agent was removed.
+    held = conn.execute(
+        "SELECT id, state FROM tasks WHERE assigned_to = ? AND state IN ('assigned', 'claimed')", (name,)
     ).fetchall()
-    for (task_id,) in rows:
+    conn.execute(
+        "UPDATE tasks SET state = 'queued', assigned_to = NULL, assigned_at = NULL, parked = 0, updated_at = ?,"
+        " claim_token = NULL, lease_expires_at = NULL,"
+        " attempts = CASE WHEN state = 'claimed' THEN max(attempts - 1, 0) ELSE attempts END"
+        " WHERE assigned_to = ? AND state IN ('assigned', 'claimed')",
+        (now, name),
+    )
+    for task_id, state in held:
+        detail = {"reason": f"agent {name} was deleted"} | ({"claimed": True} if state == "claimed" else {})
         conn.execute(
             "INSERT INTO task_events (task_id, at, kind, actor, detail) VALUES (?, ?, 'requeued', ?, ?)",
-            (task_id, now, actor, json.dumps({"reason": f"agent {name} was deleted"})),
+            (task_id, now, actor, json.dumps(detail)),
         )
     from mcs.store import tasks as tasks_store  # tasks imports this module
 
     failed = tasks_store.fail_routed_to(conn, agent=name, error=f"agent {name} was deleted", actor=actor, now=now)
-    removed = {"memory_keys": memory, "tasks_requeued": len(rows), "tasks_failed": len(failed)}
+    removed = {"memory_keys": memory, "tasks_requeued": len(held), "tasks_failed": len(failed)}
     add_event(conn, name, "deleted", actor, now, removed)
     return {"deleted": name} | removed
 

@@ -523,9 +523,12 @@ def _check_may_take(task: Task, agent: Agent) -> None:
         raise Forbidden(f"agent lacks required capabilities: {', '.join(missing)}", code="missing_capability")
 
 
-def _claim(conn: Connection, task: Task, agent: str, now: float, *, pushed: bool = False) -> dict[str, Any]:
+def _claim(
+    conn: Connection, task: Task, agent: str, now: float, *, pushed: bool = False, after: str | None = None
+) -> dict[str, Any]:
     """Claim `task` for `agent`: a new claim_token, the lease started, the attempt counted. `pushed`: the
-    dispatcher claims it at assignment for an agent with claim_on_push (its event says so)."""
+    dispatcher claims it at assignment for an agent with claim_on_push (its event says so). `after`: the
+    task whose completion (complete-and-next) asked for this one (its event says so, for a repeat)."""
     token = uuid.uuid4().hex
     lease = now + task.claim_ttl
     task = _set(
@@ -543,6 +546,8 @@ def _claim(conn: Connection, task: Task, agent: str, now: float, *, pushed: bool
     detail: dict[str, Any] = {"attempt": task.attempts, "lease_expires_at": iso(lease)}
     if pushed:
         detail = {"agent": agent, "push": True} | detail
+    if after is not None:
+        detail["after"] = after
     add_event(conn, task.id, "claimed", "dispatcher" if pushed else agent, now, detail)
     body = to_api(conn, task)
     body["claim_token"] = token
@@ -570,10 +575,11 @@ def claim(conn: Connection, *, task_id: str, agent: Agent, now: float) -> dict[s
     return _claim(conn, task, agent.name, now)
 
 
-def claim_next(conn: Connection, *, agent: Agent, now: float) -> dict[str, Any] | None:
-    """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do."""
+def claim_next(conn: Connection, *, agent: Agent, now: float, after: str | None = None) -> dict[str, Any] | None:
+    """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do.
+    `after`: the task complete-and-next completed to ask for it."""
     best = _next_for(conn, agent)
-    return _claim(conn, best, agent.name, now) if best else None
+    return _claim(conn, best, agent.name, now, after=after) if best else None
 
 
 def has_claimable(conn: Connection, *, agent: Agent) -> bool:
@@ -685,11 +691,31 @@ def complete(conn: Connection, *, task_id: str, agent: Agent, token: str, result
 
 def complete_and_next(
     conn: Connection, *, task_id: str, agent: Agent, token: str, result: Any, now: float
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
     """`complete`, then `claim_next` for the same agent, in one transaction: (the completed task, the next
-    task claimed, or None)."""
+    task claimed or None, whether this was a repeat). A repeat (the completion was made already with this
+    token: its answer was lost) claims nothing new: it answers the task the first one claimed, while this
+    agent still holds it, so a retried request never leaves a claim nobody knows of."""
+    repeat = must_get(conn, task_id).state is TaskState.COMPLETED
     done = complete(conn, task_id=task_id, agent=agent, token=token, result=result, now=now)
-    return done, claim_next(conn, agent=agent, now=now)
+    if repeat:
+        return done, _claimed_after(conn, task_id, agent), True
+    return done, claim_next(conn, agent=agent, now=now, after=task_id), False
+
+
+def _claimed_after(conn: Connection, task_id: str, agent: Agent) -> dict[str, Any] | None:
+    """The task `agent` holds by the claim complete-and-next made when it completed `task_id`, if any."""
+    for row in conn.execute("SELECT * FROM tasks WHERE state = 'claimed' AND assigned_to = ?", (agent.name,)):
+        last = conn.execute(
+            "SELECT detail FROM task_events WHERE task_id = ? AND kind = 'claimed' ORDER BY rowid DESC LIMIT 1",
+            (row["id"],),
+        ).fetchone()
+        if last is not None and last[0] is not None and json.loads(last[0]).get("after") == task_id:
+            task = Task.from_row(row)
+            body = to_api(conn, task)
+            body["claim_token"] = task.claim_token
+            return body
+    return None
 
 
 def _fail(
