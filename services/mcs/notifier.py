@@ -28,7 +28,7 @@ from mcs import egress, metrics, webhooks
 from mcs.alerts import Alert
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced
-from mcs.models import OutboxItem
+from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.store import AsyncStore, Store, data_version
 from mcs.store import a2a as a2a_store
@@ -208,10 +208,11 @@ class Notifier:
         config, task, origin = found
         if not push.worth_sending(change, task.type):
             return
-        agent_secret = await self.db.read(a2a_store.signing_key, config.owner)
-        secret = push.signing_secret(config.owner, agent_secret=agent_secret, admin_token=self.settings.admin_token)
-        if secret is None:
-            raise DeliveryFailed(f"no key to sign for {config.owner} (deleted, or no admin token)", retryable=False)
+        secret = None  # the admin's pushes are not signed (mcs.a2a.push: the admin token never leaves MCS)
+        if config.owner != ADMIN.name:
+            secret = await self.db.read(a2a_store.signing_key, config.owner) or None
+            if secret is None:
+                raise DeliveryFailed(f"no key to sign for {config.owner} (the agent was deleted)", retryable=False)
         body = push.render(change, task, origin)
         headers = push.headers(config, secret=secret, message_id=item.message_id, timestamp=int(time.time()), body=body)
         await self._post(client, config.url, body, headers, kind="a2a_push")

@@ -252,7 +252,7 @@ async def test_a_push_config_gets_signed_notifications_through_to_the_result(mes
     assert done["id"] == task_id and done["artifacts"][0]["parts"][0]["text"] == "pushed"
 
 
-async def test_a_push_config_set_later_by_the_admin_is_signed_with_the_admin_token(mesh):
+async def test_a_push_config_set_later_by_the_admin_carries_its_token_and_never_the_admin_token(mesh):
     capability = f"later-{uid()}"  # nobody serves it
     receiver = PushReceiver()
     client, http = await a2a_client(mesh.url, mesh.admin_token, streaming=False)
@@ -262,7 +262,7 @@ async def test_a_push_config_set_later_by_the_admin_is_signed_with_the_admin_tok
         [first] = [e async for e in client.send_message(request)]
         task_id = first.task.id
         made = await client.create_task_push_notification_config(
-            TaskPushNotificationConfig(task_id=task_id, url=receiver.url)
+            TaskPushNotificationConfig(task_id=task_id, url=receiver.url, token="receiver-checks-this")
         )
         assert made.id == "default" and made.task_id == task_id
         await client.cancel_task(CancelTaskRequest(id=task_id))
@@ -272,7 +272,9 @@ async def test_a_push_config_set_later_by_the_admin_is_signed_with_the_admin_tok
         await http.aclose()
         receiver.close()
     [(headers, body)] = receiver.received
-    Webhook(mesh.admin_token.encode()).verify(body, headers)
+    assert headers["x-a2a-notification-token"] == "receiver-checks-this"
+    # the admin token is no signing key a receiver could be given: the push is not signed with it (or at all)
+    assert "webhook-signature" not in headers and mesh.admin_token not in json.dumps(dict(headers)) + body.decode()
     assert json.loads(body)["task"]["status"]["state"] == "TASK_STATE_CANCELED"
     events = [e["kind"] for e in mesh.admin.events(task_id)]
     assert "push_config_set" in events

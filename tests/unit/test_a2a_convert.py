@@ -14,6 +14,7 @@ from mcs.agent.a2a import capability_for
 from mcs.errors import Unauthorized
 from mcs.models import Priority, Task
 from mcs.models import TaskState as S
+from mcs.store.a2a import PushConfig
 
 
 def data(value):
@@ -100,8 +101,12 @@ def test_push_skips_changes_inside_one_a2a_state_and_renders_the_rest():
     assert '"statusUpdate"' in working and "TASK_STATE_WORKING" in working
     done = push.render(push.Change("c", "claimed", "completed"), task(S.COMPLETED, result="ok"), None)
     assert done.startswith('{"task"') and '"text":"ok"' in done
-    assert push.signing_secret("admin", agent_secret=None, admin_token="tok") == "whsec_dG9r"
-    assert push.signing_secret("gone", agent_secret=None, admin_token="tok") is None
+    config = PushConfig(
+        task_id="t", id="c", url="http://x", token="tok", auth_scheme=None, auth_credentials=None, owner="admin"
+    )
+    unsigned = push.headers(config, secret=None, message_id="m", timestamp=1, body="{}")
+    assert unsigned["x-a2a-notification-token"] == "tok" and "webhook-signature" not in unsigned
+    assert "webhook-signature" in push.headers(config, secret="whsec_dG9r", message_id="m", timestamp=1, body="{}")
 
 
 def test_approval_answers():

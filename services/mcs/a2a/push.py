@@ -7,14 +7,13 @@ A2A state (queued -> assigned: both `submitted`) sends nothing.
 
 Headers: `X-A2A-Notification-Token` (the config's token) and `Authorization` (its authentication), as A2A
 receivers expect, and the Standard Webhooks signature of MCS's own webhooks (`webhook-id`, stable across
-retries, `webhook-timestamp`, `webhook-signature`), signed with the key of whoever set the config: an
-agent's `webhook_secret`, or for the admin the admin token (its UTF-8 bytes as the HMAC key:
-`standardwebhooks.Webhook(token.encode())` verifies it).
+retries, `webhook-timestamp`, `webhook-signature`), signed with the `webhook_secret` of the agent that set the
+config. A config the admin set is not signed (the admin token is the admin's only key and never leaves
+MCS): its receiver checks the config's `token`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,6 @@ from google.protobuf.json_format import MessageToDict
 
 from mcs import webhooks
 from mcs.a2a import convert
-from mcs.models import ADMIN
 from mcs.models import Task as McsTask
 from mcs.store.a2a import PushConfig
 
@@ -62,17 +60,12 @@ def render(change: Change, task: McsTask, origin: convert.Origin | None) -> str:
     return json.dumps(MessageToDict(response), separators=(",", ":"))
 
 
-def signing_secret(owner: str, *, agent_secret: str | None, admin_token: str | None) -> str | None:
-    """The Standard Webhooks key for a config's owner: an agent's webhook_secret, else the admin token's."""
-    if agent_secret:
-        return agent_secret
-    if owner == ADMIN.name and admin_token:
-        return webhooks.SECRET_PREFIX + base64.b64encode(admin_token.encode()).decode()
-    return None
-
-
-def headers(config: PushConfig, *, secret: str, message_id: str, timestamp: int, body: str) -> dict[str, str]:
-    out = webhooks.headers(secret=secret, message_id=message_id, timestamp=timestamp, body=body)
+def headers(config: PushConfig, *, secret: str | None, message_id: str, timestamp: int, body: str) -> dict[str, str]:
+    out = (
+        webhooks.headers(secret=secret, message_id=message_id, timestamp=timestamp, body=body)
+        if secret is not None
+        else {"webhook-id": message_id, "webhook-timestamp": str(timestamp)}
+    )
     if config.token:
         out["x-a2a-notification-token"] = config.token
     if config.auth_scheme and config.auth_credentials:

@@ -31,7 +31,7 @@ class PushConfig:
     token: str | None
     auth_scheme: str | None
     auth_credentials: str | None = field(repr=False)
-    owner: str  # who set it: its notifications are signed with that caller's key
+    owner: str  # who set it: an agent's notifications are signed with its webhook_secret; the admin's are not
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PushConfig:
