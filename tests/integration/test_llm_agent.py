@@ -285,7 +285,9 @@ async def test_a_server_that_answers_a_stream_request_with_json_is_read_as_a_who
 
 async def test_a_server_that_refuses_to_stream_fails_for_good_and_works_without_streaming(fake):
     fake.streaming = "refuse"
-    with pytest.raises(PermanentError, match="HTTP 400: streaming is not supported"):
+    with pytest.raises(
+        PermanentError, match=r"HTTP 400 \(if this server cannot stream, use --no-stream\): streaming is not"
+    ):
         await ask(ChatAgent(base_url=fake.url, model="m"), "hello")
     result = await ask(ChatAgent(base_url=fake.url, model="m", stream=False), "hello")
     assert result["answer"] == "echo: hello"

@@ -308,7 +308,7 @@ class ChatAgent:
             async with self._client().stream("POST", url, json=body, headers=self._headers()) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    self._check_status(response)
+                    self._check_status(response, streaming=True)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     await response.aread()  # a server that does not stream answers with the whole completion
                     return self._completion(response)
@@ -365,12 +365,14 @@ class ChatAgent:
             f"(after {answer.chars} characters)"
         )
 
-    def _check_status(self, response: httpx.Response) -> None:
+    def _check_status(self, response: httpx.Response, *, streaming: bool = False) -> None:
         status = response.status_code
         if status == 429 or status >= 500:
             raise ModelUnavailable(f"the model server answered HTTP {status}: {_server_message(response)}")
         if status >= 400:
             hint = {401: " (check the API key)", 403: " (check the API key)", 404: " (check the base URL and model)"}
+            if streaming:  # a server that cannot stream may refuse `stream` or `stream_options`
+                hint |= dict.fromkeys((400, 422), " (if this server cannot stream, use --no-stream)")
             raise PermanentError(
                 f"the model server answered HTTP {status}{hint.get(status, '')}: {_server_message(response)}"
             )
