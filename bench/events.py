@@ -203,11 +203,19 @@ def report(code: str, res: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def write(path: Path, table: str) -> None:
+    """Replace this script's section inside the notes markers (which bench/run.py keeps); what was written
+    by hand after the previous table (an analysis of the figures) stays, after the new one."""
     text = path.read_text()
     section = f"{SECTION_START}\n{table}\n{SECTION_END}"
     if SECTION_START in text:
         head, rest = text.split(SECTION_START, 1)
-        text = head + section + rest.split(SECTION_END, 1)[1]
+        old, tail = rest.split(SECTION_END, 1)
+        lines = old.strip("\n").splitlines()
+        last_row = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
+        notes = "\n".join(lines[last_row + 1 :]).strip("\n")
+        if notes:
+            section = f"{SECTION_START}\n{table}\n\n{notes}\n{SECTION_END}"
+        text = head + section + tail
     else:
         text = text.replace(NOTES_END, f"{section}\n{NOTES_END}")
     assert NOTES_START in text

@@ -8,6 +8,16 @@ contains a directive:
 - `[hang]`       do not answer until the server is closed (the client's timeout must fire);
 - `[garbage]`    answer 200 with a body that is not a chat completion.
 
+A request with `"stream": true` is answered as real servers do, with Server-Sent Events over a chunked body:
+a role chunk, the answer one word per chunk (`chunk_delay` seconds apart, so progress can be watched), a
+chunk with the finish reason, a usage chunk when `stream_options.include_usage` asks for it, then
+`data: [DONE]`. `streaming = "json"` makes it a server that ignores `stream` (the whole completion as JSON),
+`streaming = "refuse"` one that answers such a request HTTP 400. Directives for streamed answers:
+
+- `[cut=N]`      after N words, close the connection in the middle of the chunked body;
+- `[end=N]`      after N words, end the body cleanly, but without finish reason or `[DONE]`;
+- `[oops=N]`     after N words, send an error event (`data: {"error": {...}}`) and stop.
+
 `GET /material/NAME` serves `materials[NAME]` as text (404 when absent); `GET /redirect/NAME` answers 302
 to `redirects[NAME]`. Every chat request is recorded (headers lower-cased, JSON body) in `requests`, every
 material or redirect GET's path in `fetched`.
@@ -22,8 +32,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def words(text: str) -> list[str]:
+    """`text` in the pieces a streamed answer sends: each word with the spaces after it (joined: `text`)."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, *, chunk_delay: float = 0.0) -> None:
+        self.chunk_delay = chunk_delay  # seconds between two chunks of a streamed answer
+        self.streaming = "sse"  # or "json" (ignores `stream`), or "refuse" (400 to a stream request)
         self.requests: list[dict[str, Any]] = []
         self.materials: dict[str, str] = {}
         self.redirects: dict[str, str] = {}
@@ -87,6 +104,12 @@ class FakeOpenAI:
                 if "[garbage]" in user:
                     self._send(200, "<html>not json</html>", "text/html")
                     return
+                if body.get("stream") and outer.streaming == "refuse":
+                    self._send(400, {"error": {"message": "streaming is not supported", "type": "fake_error"}})
+                    return
+                if body.get("stream") and outer.streaming == "sse":
+                    self._stream(body, user)
+                    return
                 self._send(
                     200,
                     {
@@ -103,6 +126,54 @@ class FakeOpenAI:
                         "usage": {"prompt_tokens": len(user.split()), "completion_tokens": 2, "total_tokens": 9},
                     },
                 )
+
+            def _chunk(self, data: str) -> None:
+                """One Server-Sent Event as one HTTP chunk."""
+                raw = f"data: {data}\n\n".encode()
+                self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                self.wfile.flush()
+
+            def _stream(self, body: dict[str, Any], user: str) -> None:
+                self.protocol_version = "HTTP/1.1"  # for a chunked body; this connection closes after it
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("transfer-encoding", "chunked")
+                self.send_header("connection", "close")
+                self.end_headers()
+                model = body["model"] + "-fake"
+
+                def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+                    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                    return json.dumps(
+                        {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
+                        | {"choices": [choice]}
+                        | extra
+                    )
+
+                stop = {k: int(m.group(1)) for k in ("cut", "end", "oops") if (m := re.search(rf"\[{k}=(\d+)\]", user))}
+                self._chunk(chunk({"role": "assistant", "content": ""}))
+                for i, piece in enumerate(words(f"echo: {user}")):
+                    if i == stop.get("cut"):
+                        self.wfile.write(b'ff\r\ndata: {"choi')  # half a chunk, then the connection drops
+                        self.wfile.flush()
+                        return
+                    if i == stop.get("end"):
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    if i == stop.get("oops"):
+                        self._chunk(json.dumps({"error": {"message": "fake ran out of memory", "type": "fake_error"}}))
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    if outer.closing.wait(outer.chunk_delay):
+                        return
+                    self._chunk(chunk({"content": piece}))
+                self._chunk(chunk({}, "stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": len(user.split()), "completion_tokens": 2, "total_tokens": 9}
+                    self._chunk(json.dumps({"id": "chatcmpl-fake", "model": model, "choices": [], "usage": usage}))
+                self._chunk("[DONE]")
+                self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass

@@ -3,7 +3,9 @@ returns, and how each kind of model-server trouble becomes a retryable or a perm
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import socket
 from collections.abc import Iterator
 
@@ -11,7 +13,7 @@ import pytest
 
 from mcs.agent import PermanentError, Task
 from mcs.agent.llm import ChatAgent, ModelUnavailable
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, words
 
 
 @pytest.fixture
@@ -47,7 +49,8 @@ async def test_answers_with_the_model_reply_usage_and_sends_system_material_and_
     assert result["usage"]["total_tokens"] == 9
     (sent,) = fake.requests
     assert sent["headers"]["authorization"] == "Bearer sk-secret-123"
-    assert sent["body"]["model"] == "tiny" and sent["body"]["stream"] is False and sent["body"]["max_tokens"] == 50
+    assert sent["body"]["model"] == "tiny" and sent["body"]["stream"] is True and sent["body"]["max_tokens"] == 50
+    assert sent["body"]["stream_options"] == {"include_usage": True}  # so a streamed answer still has its usage
     assert sent["body"]["messages"][0] == {"role": "system", "content": "You review code"}
     assert "sk-secret" not in repr(agent)
 
@@ -210,3 +213,108 @@ async def test_inputs_beyond_the_budget_are_cut_fairly_and_the_prompt_says_so(fa
     assert prompt.count("q") == 1000 and prompt.count("z") == 1000  # the rest of the budget, split evenly
     assert "[... cut: 4000 of 5000 characters of this input left out to fit the context budget]" in prompt
     assert "[... cut: 8000 of 9000 characters" in prompt
+
+
+# ------------------------------------------------------------------ streamed answers and progress
+
+
+class Reports:
+    """What a handler reported with `task.progress`, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str | None, float | None]] = []
+
+    def __call__(self, message: str | None, percent: float | None) -> None:
+        self.sent.append((message, percent))
+
+
+def reporting_task(payload: object, reports: Reports) -> Task:
+    return Task(id="t-s", type="ask", payload=payload, attempts=1, priority="normal", reporter=reports)
+
+
+LONG_PROMPT = " ".join(f"word{i}" for i in range(20))
+
+
+async def test_a_streamed_answer_is_the_whole_answer_and_reports_progress_at_most_every_interval(fake):
+    whole = await ask(ChatAgent(base_url=fake.url, model="m", stream=False), LONG_PROMPT)
+    ticks = itertools.count(step=0.5)  # the clock moves half a second per look: once at the start, once per chunk
+    reports = Reports()
+    agent = ChatAgent(base_url=fake.url, model="m", progress_interval=2.0, clock=lambda: next(ticks))
+    try:
+        streamed = await agent(reporting_task({"prompt": LONG_PROMPT, "max_tokens": 40}, reports))
+    finally:
+        await agent.aclose()
+    assert (
+        streamed
+        == whole
+        == {
+            "answer": f"echo: {LONG_PROMPT}",
+            "model": "m-fake",
+            "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 9},
+            "finish_reason": "stop",
+        }
+    )
+    assert [r["body"]["stream"] for r in fake.requests] == [False, True]
+    pieces = words(f"echo: {LONG_PROMPT}")  # 21 chunks at 0.5 s each: a report every 4th, at 2, 4, 6, 8, 10 s
+    assert reports.sent == [
+        (f"streaming: {len(''.join(pieces[:n]))} chars", round(100 * n / 40, 1)) for n in (4, 8, 12, 16, 20)
+    ]
+
+
+async def test_no_progress_is_reported_before_the_interval_has_passed(fake):
+    reports = Reports()
+    agent = ChatAgent(base_url=fake.url, model="m", progress_interval=2.0, clock=lambda: 0.0)
+    try:
+        result = await agent(reporting_task(LONG_PROMPT, reports))
+    finally:
+        await agent.aclose()
+    assert result["answer"] == f"echo: {LONG_PROMPT}" and reports.sent == []
+
+
+async def test_a_server_that_answers_a_stream_request_with_json_is_read_as_a_whole_completion(fake):
+    fake.streaming = "json"
+    result = await ask(ChatAgent(base_url=fake.url, model="m"), "hello there")
+    assert fake.requests[0]["body"]["stream"] is True
+    assert result == {
+        "answer": "echo: hello there",
+        "model": "m-fake",
+        "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 9},
+        "finish_reason": "stop",
+    }
+
+
+async def test_a_server_that_refuses_to_stream_fails_for_good_and_works_without_streaming(fake):
+    fake.streaming = "refuse"
+    with pytest.raises(
+        PermanentError, match=r"HTTP 400 \(if this server cannot stream, use --no-stream\): streaming is not"
+    ):
+        await ask(ChatAgent(base_url=fake.url, model="m"), "hello")
+    result = await ask(ChatAgent(base_url=fake.url, model="m", stream=False), "hello")
+    assert result["answer"] == "echo: hello"
+    assert [r["body"]["stream"] for r in fake.requests] == [True, False]
+    assert "stream_options" not in fake.requests[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("directive", "message"),
+    [
+        ("[cut=4]", "stream broke off after {n} characters of the answer: RemoteProtocolError"),
+        ("[end=4]", "stream ended after {n} characters of the answer without finishing it"),
+        ("[oops=4]", "reported an error in the middle of its answer (after {n} characters): fake ran out of memory"),
+    ],
+)
+async def test_a_stream_that_breaks_off_fails_retryably_saying_how_far_it_got(fake, directive, message):
+    prompt = f"{directive} one two three"
+    n = len("".join(words(f"echo: {prompt}")[:4]))  # what arrived before the trouble: 4 words
+    with pytest.raises(ModelUnavailable, match=re.escape(message.format(n=n))) as caught:
+        await ask(ChatAgent(base_url=fake.url, model="m"), prompt)
+    assert not isinstance(caught.value, PermanentError)
+
+
+async def test_a_model_that_goes_silent_mid_stream_is_a_retryable_timeout():
+    slow = FakeOpenAI(chunk_delay=5.0)
+    try:
+        with pytest.raises(ModelUnavailable, match=r"went silent for 0.3 s in the middle of its answer \(after 0 char"):
+            await ask(ChatAgent(base_url=slow.url, model="m", timeout=0.3), "hello")
+    finally:
+        slow.close()

@@ -8,6 +8,14 @@ Task payload (a plain string is taken as the prompt):
 
 Result: `{"answer": "...", "model": "...", "usage": {...} | null, "finish_reason": "stop"}`.
 
+The answer is streamed (`"stream": true`, Server-Sent Events) unless `stream=False` (`--no-stream`): while it
+comes, the task reports progress (`streaming: 1234 chars`) at most every PROGRESS_INTERVAL seconds, so
+`mcs watch` shows a long answer growing; the result is the same as without streaming. A server that
+answers a stream request with a plain JSON completion is read as such. `timeout` is how long the model may
+stay silent: before its first word and, when streaming, between two chunks. A stream that breaks off (the
+connection drops, it ends without `[DONE]` or a finish reason, or it sends an error) fails the task
+retryably, saying how much had arrived.
+
 A task with dependencies (or a workflow's step) brings their results in `inputs`; they go into the
 prompt after it, one delimited block each (`=== input <id> ===` ... `=== end of input <id> ===`; a fanout
 dependency's children each get a `--- from <agent> ---` part; an LLM answer as its text, anything else as
@@ -27,7 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -44,6 +53,7 @@ MAX_MATERIAL = 200_000  # characters of fetched material passed to the model; th
 MAX_INPUT_CHARS = 100_000  # characters of a task's `inputs` put into the prompt (all blocks together)
 ERROR_EXCERPT = 300  # characters of a model server's error body quoted in the task's error
 API_KEY_ENV = ("MCS_LLM_API_KEY", "OPENAI_API_KEY")  # where `mcs agent llm` looks for a key, in order
+PROGRESS_INTERVAL = 2.0  # seconds: the least time between two progress reports while an answer streams
 
 
 def _next_hop(current: httpx.URL, location: str) -> httpx.URL:
@@ -149,10 +159,14 @@ class ChatAgent:
         transport: httpx.AsyncBaseTransport | None = None,
         allow_fetch: Sequence[str] = (),
         max_input_chars: int = MAX_INPUT_CHARS,
+        stream: bool = True,
+        progress_interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`transport` is for the model server (tests); a task's `url` is always fetched through the egress
         policy: public addresses, plus the `allow_fetch` entries (CIDRs, addresses, host names, each with an
-        optional :PORT; ValueError names a bad one)."""
+        optional :PORT; ValueError names a bad one). `stream` asks for the answer as it is generated and
+        reports progress every `progress_interval` seconds of `clock` (tests pass their own)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"the base URL must start with http:// or https://, not {base_url!r}")
         self.fetch_policy = egress.fetch_policy(allow_fetch)
@@ -163,6 +177,9 @@ class ChatAgent:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_input_chars = max_input_chars
+        self.stream = stream
+        self.progress_interval = progress_interval
+        self.clock = clock
         self._api_key = api_key
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -195,12 +212,14 @@ class ChatAgent:
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user})
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": False}
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": self.stream}
+        if self.stream:
+            body["stream_options"] = {"include_usage": True}  # the usage comes in a last chunk
         for key, default in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
             value = request.get(key, default)
             if value is not None:
                 body[key] = value
-        return await self._complete(body)
+        return await (self._stream(body, task) if self.stream else self._complete(body))
 
     @staticmethod
     def _parse(payload: Any) -> dict[str, Any]:
@@ -267,25 +286,99 @@ class ChatAgent:
             text = text[:MAX_MATERIAL] + "\n[... cut: the rest of the document was not read]"
         return text
 
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}/chat/completions"
-        headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            response = await self._client().post(url, json=body, headers=headers)
+            response = await self._client().post(url, json=body, headers=self._headers())
         except httpx.TimeoutException as exc:
-            raise ModelUnavailable(
-                f"the model server at {self.base_url} did not answer within {self.timeout:g} s"
-            ) from exc
+            raise self._silent(None) from exc
         except httpx.TransportError as exc:
             raise ModelUnavailable(f"cannot reach the model server at {self.base_url}: {exc}") from exc
+        self._check_status(response)
+        return self._completion(response)
+
+    async def _stream(self, body: dict[str, Any], task: Task) -> dict[str, Any]:
+        """The answer asked for with `"stream": true`, read chunk by chunk, reporting progress on `task`."""
+        url = f"{self.base_url}/chat/completions"
+        answer: _StreamedAnswer | None = None  # set once the server has started answering
+        try:
+            async with self._client().stream("POST", url, json=body, headers=self._headers()) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._check_status(response, streaming=True)
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    await response.aread()  # a server that does not stream answers with the whole completion
+                    return self._completion(response)
+                answer = _StreamedAnswer()
+                await self._read_stream(response, answer, task, body.get("max_tokens"))
+        except httpx.TimeoutException as exc:
+            raise self._silent(answer) from exc
+        except httpx.RequestError as exc:
+            if answer is None:
+                raise ModelUnavailable(f"cannot reach the model server at {self.base_url}: {exc}") from exc
+            raise ModelUnavailable(
+                f"the model server's stream broke off after {answer.chars} characters of the answer: {_error_text(exc)}"
+            ) from exc
+        if not answer.done and answer.finish_reason is None:
+            raise ModelUnavailable(
+                f"the model server's stream ended after {answer.chars} characters of the answer without "
+                "finishing it (no finish reason, no [DONE]): the answer is incomplete"
+            )
+        return {
+            "answer": "".join(answer.parts),
+            "model": answer.model or self.model,
+            "usage": answer.usage,
+            "finish_reason": answer.finish_reason,
+        }
+
+    async def _read_stream(
+        self, response: httpx.Response, answer: _StreamedAnswer, task: Task, max_tokens: Any
+    ) -> None:
+        last_report = self.clock()
+        async for data in _sse_data(response):
+            if data.strip() == "[DONE]":
+                answer.done = True
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise ModelUnavailable(
+                    f"the model server's stream holds something that is not a chat completion chunk after "
+                    f"{answer.chars} characters of the answer: {data[:ERROR_EXCERPT]!r}"
+                ) from None
+            grew = answer.add(chunk)
+            if grew and (now := self.clock()) - last_report >= self.progress_interval:
+                last_report = now
+                percent = None
+                if isinstance(max_tokens, int) and max_tokens > 0:  # one chunk is about one token
+                    percent = min(99.0, round(100.0 * answer.chunks / max_tokens, 1))
+                task.progress(message=f"streaming: {answer.chars} chars", percent=percent)
+
+    def _silent(self, answer: _StreamedAnswer | None) -> ModelUnavailable:
+        if answer is None:
+            return ModelUnavailable(f"the model server at {self.base_url} did not answer within {self.timeout:g} s")
+        return ModelUnavailable(
+            f"the model server went silent for {self.timeout:g} s in the middle of its answer "
+            f"(after {answer.chars} characters)"
+        )
+
+    def _check_status(self, response: httpx.Response, *, streaming: bool = False) -> None:
         status = response.status_code
         if status == 429 or status >= 500:
             raise ModelUnavailable(f"the model server answered HTTP {status}: {_server_message(response)}")
         if status >= 400:
             hint = {401: " (check the API key)", 403: " (check the API key)", 404: " (check the base URL and model)"}
+            if streaming:  # a server that cannot stream may refuse `stream` or `stream_options`
+                hint |= dict.fromkeys((400, 422), " (if this server cannot stream, use --no-stream)")
             raise PermanentError(
                 f"the model server answered HTTP {status}{hint.get(status, '')}: {_server_message(response)}"
             )
+
+    def _completion(self, response: httpx.Response) -> dict[str, Any]:
+        """The result from a whole (non-streamed) chat completion."""
         try:
             data = response.json()
             choice = data["choices"][0]
@@ -300,6 +393,72 @@ class ChatAgent:
             "usage": data.get("usage"),
             "finish_reason": choice.get("finish_reason"),
         }
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The `data` of each Server-Sent Event in the body (multi-line data joined with newlines; comments,
+    `event:`, `id:` and `retry:` lines skipped)."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+class _StreamedAnswer:
+    """A streamed chat completion put together from its chunks, as the whole completion would have said it."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.chars = 0
+        self.chunks = 0  # chunks that carried text
+        self.model: str | None = None
+        self.usage: Any = None
+        self.finish_reason: str | None = None
+        self.done = False  # `data: [DONE]` seen
+
+    def add(self, chunk: Any) -> bool:
+        """Take in one chunk; True when it carried text. A chunk that is an error, or is no chunk at all,
+        raises ModelUnavailable."""
+        if not isinstance(chunk, dict):
+            raise ModelUnavailable(f"the model server's stream holds a chunk that is not an object: {chunk!r:.300}")
+        if chunk.get("error") is not None:
+            err = chunk["error"]
+            message = err.get("message", err) if isinstance(err, dict) else err
+            raise ModelUnavailable(
+                f"the model server reported an error in the middle of its answer (after {self.chars} "
+                f"characters): {str(message)[:ERROR_EXCERPT]}"
+            )
+        if isinstance(chunk.get("model"), str) and chunk["model"] and self.model is None:
+            self.model = chunk["model"]
+        if chunk.get("usage") is not None:
+            self.usage = chunk["usage"]
+        grew = False
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # only the first choice, as the whole completion's result takes
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(content, str) and content:
+                self.parts.append(content)
+                self.chars += len(content)
+                grew = True
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        self.chunks += grew
+        return grew
 
 
 def check_model_server(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 5.0) -> str | None:

@@ -235,7 +235,15 @@ def agent_run(handler: str, **opts: Any) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
-    help="Seconds to wait for one answer; longer fails the task (retryably).",
+    help="Seconds the model may stay silent (before its answer starts, or between two streamed chunks); "
+    "longer fails the task (retryably).",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=True,
+    show_default=True,
+    help="Stream the answer, reporting progress on the task while it comes; --no-stream for servers that "
+    "cannot stream.",
 )
 @click.option("--temperature", type=float, help="Sampling temperature, unless the task says otherwise.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Answer length limit, unless the task says otherwise.")
@@ -264,14 +272,16 @@ def agent_llm(
     max_tokens: int | None,
     max_input_chars: int | None,
     allow_fetch: tuple[str, ...],
+    stream: bool,
     **opts: Any,
 ) -> None:
     """Answer tasks with a model behind any OpenAI-compatible chat API (Ollama, vLLM, llama.cpp, OpenAI).
 
     A task's payload is {"prompt": ..., "system"?: ..., "url"?: material to fetch and include}; the result
     is {"answer": ..., "model": ..., "usage": ...}. A task's inputs (its dependencies' results: every child's
-    of a fanout) follow the prompt, one delimited block each. The model server's timeouts, 429 and 5xx fail the task
-    retryably; its other 4xx (wrong key, unknown model) fail it for good.
+    of a fanout) follow the prompt, one delimited block each. The answer is streamed, and the task reports
+    progress ("streaming: 1234 chars") while it comes. The model server's timeouts, 429, 5xx and a stream that
+    breaks off fail the task retryably; its other 4xx (wrong key, unknown model) fail it for good.
     """
 
     from mcs import egress
@@ -293,6 +303,7 @@ def agent_llm(
             temperature=temperature,
             max_tokens=max_tokens,
             allow_fetch=allow_fetch,
+            stream=stream,
             **budget,
         )
     except ValueError as exc:
