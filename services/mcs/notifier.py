@@ -146,6 +146,7 @@ class Notifier:
         self.transport = transport
         self.heartbeat = Heartbeat(store, "notifier")
         self.in_flight: dict[int, str] = {}  # outbox id -> agent (or "alert")
+        self.deliveries: set[asyncio.Task[None]] = set()  # kept until done; canceled if still running at stop
         self.per_agent: dict[str, int] = defaultdict(int)
         self.outcomes: list[dict[str, Any]] = []
         self.last_pass = time.monotonic()
@@ -528,7 +529,9 @@ class Notifier:
                 continue
             self.in_flight[item.id] = key
             self.per_agent[key] += 1
-            asyncio.create_task(self._deliver(self._client(item), item))
+            task = asyncio.create_task(self._deliver(self._client(item), item), name=f"deliver-{item.id}")
+            self.deliveries.add(task)
+            task.add_done_callback(self.deliveries.discard)
         return await self.db.read(outbox_store.next_due, after=now)
 
     async def run(self) -> None:
@@ -615,6 +618,10 @@ class Notifier:
         while self.in_flight and time.time() < deadline:
             await self._flush()
             await asyncio.sleep(0.05)
+        late = list(self.deliveries)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         await self._flush()
 
 
@@ -624,7 +631,7 @@ def _parse_iso(value: str) -> float:
 
 def main(settings: Settings | None = None) -> None:
     setup_logging()
-    settings = (settings or Settings.from_env()).with_admin_token_file()  # signs the admin's A2A pushes
+    settings = settings or Settings.from_env()  # no admin token here: nothing the notifier sends is signed with it
     store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     store.migrate()
     notifier = Notifier(store, settings)
