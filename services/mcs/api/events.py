@@ -33,7 +33,11 @@ log = logging.getLogger("mcs.api")
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
 
-POLL_INTERVAL = 0.1  # seconds between commit checks while a stream is open: events batch per check
+POLL_INTERVAL = 0.1  # seconds between commit checks while a stream is open and the mesh is quiet
+# Seconds after a check that found events before the next: under load each write to a stream carries the
+# events of this long (a write costs far more than an event in it), while the first event after a quiet
+# spell still goes out within POLL_INTERVAL.
+BUSY_INTERVAL = 0.3
 KEEPALIVE = 15.0  # seconds between keep-alive comments on a quiet stream
 RETRY_MS = 1000  # what an EventSource waits before reconnecting after the server ends a stream
 
@@ -106,9 +110,11 @@ class EventHub:
 
     async def _run(self) -> None:
         seen = await self._call(self.store.data_version)
+        busy = False
         try:
             while self._subscribers:
-                await asyncio.sleep(POLL_INTERVAL)
+                await asyncio.sleep(BUSY_INTERVAL if busy else POLL_INTERVAL)
+                busy = False
                 version = await self._call(self.store.data_version)
                 if version == seen:
                     continue
@@ -118,6 +124,7 @@ class EventHub:
                     if not page:
                         break
                     self._fan_out(page)
+                    busy = True
                     self.last = page[-1].id
                     if len(page) < events_store.PAGE:
                         break

@@ -46,7 +46,7 @@ class Event:
     at: float
     kind: str
     actor: str
-    detail: Any
+    raw_detail: str | None  # the row's detail as stored (JSON text): the frame sends it as it is
     subject: str  # the task id, workflow id or agent name
     type: str | None  # a task's type; a workflow's name
     state: str | None  # the task's or workflow's state when read
@@ -54,7 +54,16 @@ class Event:
     submitter: str | None
     workflow_id: str | None = None
 
+    @cached_property
+    def detail(self) -> Any:
+        return None if self.raw_detail is None else json.loads(self.raw_detail)
+
     def as_json(self) -> dict[str, Any]:
+        body = self.as_json_without_detail()
+        body["detail"] = self.detail
+        return body
+
+    def as_json_without_detail(self) -> dict[str, Any]:
         key = {"task": "task_id", "workflow": "workflow_id", "agent": "agent"}[self.stream]
         body: dict[str, Any] = {"id": self.id, "at": iso(self.at), "kind": self.kind, "actor": self.actor}
         body[key] = self.subject
@@ -62,13 +71,19 @@ class Event:
             body["type"] = self.type
         if self.state is not None:
             body["state"] = self.state
-        body["detail"] = self.detail
         return body
 
     @cached_property
     def frame(self) -> bytes:
-        """The event as one Server-Sent Event, rendered once however many streams send it."""
-        return f"id: {self.id}\nevent: {self.stream}\ndata: {json.dumps(self.as_json())}\n\n".encode()
+        """The event as one Server-Sent Event, rendered once however many streams send it. The detail goes
+        out as stored (written by json.dumps: one line), not decoded only to be encoded again."""
+        raw = self.raw_detail
+        if raw is None or "\n" in raw or "\r" in raw:
+            data = json.dumps(self.as_json())
+        else:
+            body = self.as_json_without_detail()
+            data = f'{json.dumps(body)[:-1]}, "detail": {raw}}}'
+        return f"id: {self.id}\nevent: {self.stream}\ndata: {data}\n\n".encode()
 
     def visible_to(self, agent: str | None) -> bool:
         """Admins (None) see all; an agent its own tasks' and workflows' events and every agent change."""
@@ -97,7 +112,7 @@ def after(conn: Connection, after: int, *, upto: int | None = None, limit: int =
             at=r[2],
             kind=r[3],
             actor=r[4],
-            detail=None if r[5] is None else json.loads(r[5]),
+            raw_detail=r[5],
             subject=r[6],
             type=r[7],
             state=r[8],
