@@ -83,6 +83,11 @@ write_lock_waits = Histogram(
     "Waits for the database's write lock when another process held it (a free lock is not counted)",
     buckets=LATENCY_BUCKETS,
 )
+write_lock_holds = Histogram(
+    "mcs_write_lock_hold_seconds",
+    "How long this process held the database's write lock per write transaction (work and commit)",
+    buckets=LATENCY_BUCKETS,
+)
 write_lock_acquisitions = Counter(
     "mcs_write_lock_acquisitions_total",
     "Write transactions this process began: each takes the database's write lock once (a group commit counts once)",
