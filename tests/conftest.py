@@ -4,9 +4,16 @@ writes) $XDG_CONFIG_HOME/mcs/config.toml, and a developer's own file must neithe
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 
 def pytest_configure(config: object) -> None:
+    # Started in the background by a non-interactive shell (a CI runner's `cmd &`), pytest inherits SIGINT
+    # ignored, and so would every process a test starts (an ignored signal survives exec): the tests that
+    # press Ctrl-C on `mcs task watch` or `mcs up` would wait forever. A handler is reset to the default
+    # at exec, so each child gets Ctrl-C as a user's terminal would give it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mcs-test-config-")
     os.environ.pop("MCS_PROFILE", None)
