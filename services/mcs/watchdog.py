@@ -173,14 +173,6 @@ class Watchdog:
             if tick is not None and tick <= time.time():
                 self.fire_schedules(time.time())
                 self.heartbeat.maybe_beat()
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        """Keep the WAL short off the write path (Store.checkpoint): once a second, between sweeps."""
-        try:
-            self.store.checkpoint()
-        except McsError as exc:  # busy or full: the next one, a second later, tries again
-            log.warning("WAL checkpoint failed", extra={"action": "checkpoint_failed", "error": str(exc)})
 
 
 def main(settings: Settings | None = None) -> None:

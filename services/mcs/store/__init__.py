@@ -129,17 +129,6 @@ class Store:
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return in_read(self.conn, fn, *args, **kwargs)
 
-    def checkpoint(self) -> tuple[int, int]:
-        """Copy committed WAL pages into the database file (PRAGMA wal_checkpoint(PASSIVE)): without the
-        writer lock and without waiting for anyone, so no write stalls behind it, as it would behind the
-        checkpoint a commit runs itself. Returns (pages in the WAL, pages checkpointed). The watchdog runs it
-        every second (connection.WAL_AUTOCHECKPOINT_PAGES is the fallback)."""
-        try:
-            _busy, in_wal, done = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except DatabaseError as exc:
-            raise translate(exc, self.path.parent) from exc
-        return int(in_wal), int(done)
-
     def data_version(self) -> int:
         """Changes whenever another connection commits: how a process learns of new work cheaply."""
         return data_version(self.conn)

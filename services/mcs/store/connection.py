@@ -30,11 +30,6 @@ from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, Stor
 from mcs.store import effects
 
 log = logging.getLogger("mcs.store")
-# A commit that finds the WAL past this many pages checkpoints it, holding the writer lock (every writer of
-# the mesh waits: measured 120-470 ms stalls at SQLite's default of 1000 pages). The watchdog checkpoints
-# every second instead (Store.checkpoint, PASSIVE: no writer waits); this is only the fallback for when it
-# is not running: 20000 pages of 4 KiB, 80 MiB of WAL.
-WAL_AUTOCHECKPOINT_PAGES = 20000
 SLOW_WRITE = 0.1  # seconds: a write transaction that held the writer lock longer is logged (what, work vs commit)
 
 MIN_SQLITE = (3, 51, 3)
@@ -98,7 +93,6 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: could not switch to WAL (journal_mode is {mode}); is it on a network disk?")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
         if isinstance(translate(exc, path.parent), DiskFull):
