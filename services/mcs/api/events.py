@@ -49,13 +49,15 @@ class Subscriber:
     limit: int
     pending: deque[Event] = field(default_factory=deque)
     dropped: bool = False
+    writing: bool = False  # its last events are still being written to the client (a slow one blocks here)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def push(self, events: list[Event]) -> bool:
-        """Queue the events and wake the stream; False (nothing queued) when the stream has not taken what
-        was queued before and these would make more than the limit (one batch to a stream keeping up always
-        goes: a client is dropped for being slow, not because many events came at once)."""
-        if self.pending and len(self.pending) + len(events) > self.limit:
+        """Queue the events and wake the stream; False (nothing queued) when the stream is still busy with
+        what it had (not taken, or still being written) and these would make more than the limit. One batch
+        to a stream keeping up always goes: a client is dropped for being slow, not because many events came
+        at once."""
+        if (self.pending or self.writing) and len(self.pending) + len(events) > self.limit:
             return False
         self.pending.extend(events)
         self.wake.set()
@@ -281,7 +283,9 @@ async def stream() -> Response:
                 chunk = filters.select(sub.take(), start if start > upto else None)  # the hub sends ids > upto
                 if chunk:
                     metrics.events_streamed.inc(len(chunk))
+                    sub.writing = True  # until the server asks for more: the client has taken these
                     yield b"".join(chunk)
+                    sub.writing = False
         finally:
             hub.unsubscribe(sub)
 
