@@ -18,6 +18,10 @@ class SqlTx:
     """One transaction of one engine. Only `mcs.engines` builds these; `mcs.state` receives them."""
 
     dialect: ClassVar[Literal["sqlite", "postgres"]]
+    # Appended to a SELECT that reads a row this transaction will decide on (docs/design/engines.md 4.1).
+    # Empty on SQLite, whose write transaction already holds the whole database.
+    FOR_UPDATE: ClassVar[str] = ""  # " FOR UPDATE": wait for the row
+    SKIP_LOCKED: ClassVar[str] = ""  # " FOR UPDATE SKIP LOCKED": take rows nobody else is deciding on
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         raise NotImplementedError

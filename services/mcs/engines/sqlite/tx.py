@@ -5,21 +5,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mcs.engines.sql.a2a import A2aSql
-from mcs.engines.sql.agents import AgentSql
 from mcs.engines.sql.base import Params, Row
-from mcs.engines.sql.events import EventSql
-from mcs.engines.sql.maintenance import MaintenanceSql
-from mcs.engines.sql.memory import MemorySql
-from mcs.engines.sql.outbox import OutboxSql
-from mcs.engines.sql.queue import QueueSql
-from mcs.engines.sql.schedules import ScheduleSql
-from mcs.engines.sql.tasks import TaskSql
-from mcs.engines.sql.workflows import WorkflowSql
+from mcs.engines.sqlite.a2a import A2aSqlite
+from mcs.engines.sqlite.agents import AgentSqlite
+from mcs.engines.sqlite.events import EventSqlite
+from mcs.engines.sqlite.maintenance import MaintenanceSqlite
+from mcs.engines.sqlite.memory import MemorySqlite
+from mcs.engines.sqlite.outbox import OutboxSqlite
+from mcs.engines.sqlite.queue import QueueSqlite
+from mcs.engines.sqlite.schedules import ScheduleSqlite
+from mcs.engines.sqlite.tasks import TaskSqlite
+from mcs.engines.sqlite.workflows import WorkflowSqlite
 
 
 class SqliteTx(
-    TaskSql, QueueSql, AgentSql, MemorySql, WorkflowSql, ScheduleSql, OutboxSql, EventSql, A2aSql, MaintenanceSql
+    TaskSqlite,
+    QueueSqlite,
+    AgentSqlite,
+    MemorySqlite,
+    WorkflowSqlite,
+    ScheduleSqlite,
+    OutboxSqlite,
+    EventSqlite,
+    A2aSqlite,
+    MaintenanceSqlite,
 ):
     """Wraps the connection a write or read transaction runs on (BEGIN/COMMIT stay the Store's).
 
