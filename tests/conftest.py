@@ -6,6 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests import pg
 
 
 def pytest_configure(config: object) -> None:
@@ -17,3 +22,26 @@ def pytest_configure(config: object) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mcs-test-config-")
     os.environ.pop("MCS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.PgCluster]:
+    """One throwaway PostgreSQL server for the session (skips, saying how to install it, when absent)."""
+    why = pg.missing()
+    if why:
+        pytest.skip(why)
+    cluster = pg.PgCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_database(pg_cluster: pg.PgCluster) -> Iterator[str]:
+    """The URL of an empty database of this test's own on the session's server."""
+    url = pg_cluster.create_database()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(url)

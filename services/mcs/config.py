@@ -25,7 +25,8 @@ def _env(env: Mapping[str, str], name: str, cast: Callable[[str], Any], default:
     try:
         return cast(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
+        shown = "..." if name == "MCS_DATABASE_URL" else repr(raw)  # a URL may carry a password
+        raise ConfigError(f"{name}={shown} is not a valid {cast.__name__}") from exc
 
 
 def _positive(cast: Callable[[str], float]) -> Callable[[str], float]:
@@ -98,6 +99,15 @@ def _deny_list(raw: str) -> tuple[egress.Rule, ...]:
         raise ConfigError(f"MCS_EGRESS_DENY: {exc}") from None
 
 
+def _database_url(raw: str) -> str:
+    if raw.strip().split("://", 1)[0] not in {"postgresql", "postgres"}:
+        raise ValueError("****")  # never echo the URL: it may carry a password
+    return raw.strip()
+
+
+_database_url.__name__ = "postgresql:// URL"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db: Path = Path("data/mcs.db")
@@ -148,6 +158,11 @@ class Settings:
     review_timeout: float = 300.0  # seconds of wall time one analyzer may take over one review (0: no limit)
     review_cpu: float = 300.0  # seconds of CPU time one analyzer may use over one review (0: no limit)
     review_memory_bytes: int = 4 * 1024**3  # address space one analyzer may map (0: no limit)
+    # PostgreSQL instead of the SQLite file at `db` (issue 16): postgresql://user:password@host:port/name
+    database_url: str | None = field(default=None, repr=False)
+    pg_pool_size: int = 8  # connections one process keeps to PostgreSQL
+    outbox_lease: float = 30.0  # seconds a notifier holds the webhooks it took before another may send them
+    instance: str | None = None  # this replica's name in heartbeats (None: host name and pid)
 
     @property
     def data_dir(self) -> Path:
@@ -233,6 +248,10 @@ class Settings:
             review_timeout=_env(e, "MCS_REVIEW_TIMEOUT", num, 300.0),
             review_cpu=_env(e, "MCS_REVIEW_CPU", num, 300.0),
             review_memory_bytes=int(_env(e, "MCS_REVIEW_MEMORY_BYTES", whole, 4 * 1024**3)),
+            database_url=_env(e, "MCS_DATABASE_URL", _database_url, None) or None,
+            pg_pool_size=max(1, int(_env(e, "MCS_PG_POOL_SIZE", whole, cls.pg_pool_size))),
+            outbox_lease=_env(e, "MCS_OUTBOX_LEASE", num, cls.outbox_lease),
+            instance=_env(e, "MCS_INSTANCE", str.strip, None) or None,
         )
         settings = replace(settings, **overrides) if overrides else settings
         if bool(settings.telegram_bot_token) != bool(settings.telegram_chat_id):

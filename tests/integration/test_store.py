@@ -49,6 +49,7 @@ ALL = [
     "0017_scale",
     "0018_a2a",
     "0019_outbox_pending_by_agent",
+    "0020_replicas",
 ]
 
 

@@ -26,6 +26,7 @@ except ImportError:  # not through sqlite_utils.utils: that imports all of sqlit
     sqlite3 = importlib.import_module("sqlite3")
 
 from mcs import metrics
+from mcs.engines.sqlite.tx import SqliteTx
 from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
 from mcs.store import effects
 
@@ -360,7 +361,7 @@ def in_write(conn: Connection, fn: Callable[..., T], *args: Any, lock: WriterLoc
     """Run fn(conn, ...) in one BEGIN IMMEDIATE transaction, translating driver errors at the boundary."""
     try:
         with effects.collecting() as noted, immediate(conn, lock, what=getattr(fn, "__qualname__", "write")):
-            result = fn(conn, *args, **kwargs)
+            result = fn(SqliteTx(conn), *args, **kwargs)
     except (sqlite3.Error, OSError) as exc:
         raise translate(exc, lock.path.parent if lock is not None else None) from exc
     metrics.count_transitions(noted)  # committed: now they happened
@@ -394,6 +395,7 @@ def in_write_batch(
             lock.check_file()
         with effects.collecting() as noted:
             conn.execute("BEGIN IMMEDIATE")
+            tx = SqliteTx(conn)
             for job in jobs:
                 if not conn.in_transaction:
                     outcomes = lost_with_transaction(outcomes)
@@ -401,7 +403,7 @@ def in_write_batch(
                 conn.execute("SAVEPOINT job")
                 mark = len(noted)
                 try:
-                    outcomes.append(job(conn))
+                    outcomes.append(job(tx))
                     conn.execute("RELEASE job")
                 except Exception as exc:
                     del noted[mark:]  # its changes are rolled back, so are its counts
@@ -439,7 +441,7 @@ def in_read(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -
     try:
         conn.execute("BEGIN")
         try:
-            return fn(conn, *args, **kwargs)
+            return fn(SqliteTx(conn), *args, **kwargs)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -452,9 +454,10 @@ def in_read_batch(conn: Connection, jobs: list[Callable[[Connection], Any]]) -> 
     outcomes: list[Any] = []
     try:
         conn.execute("BEGIN")
+        tx = SqliteTx(conn)
         for job in jobs:
             try:
-                outcomes.append(job(conn))
+                outcomes.append(job(tx))
             except sqlite3.Error as exc:
                 outcomes.append(translate(exc))
             except Exception as exc:

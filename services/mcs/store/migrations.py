@@ -570,3 +570,35 @@ def m0019_outbox_pending_by_agent(db: Database) -> None:
     # with pending rows to the next and reads each one's oldest rows, instead of numbering every pending
     # row (measured: 78 ms a pass with 50,000 pending rows for one dead agent, on the notifier's loop).
     db.execute("CREATE INDEX outbox_pending_agent ON outbox(agent, id) WHERE state = 'pending'")
+
+
+@migrations(name="0020_replicas")
+def m0020_replicas(db: Database) -> None:
+    # Several replicas of each process on one database (issue 16; PostgreSQL has the same migration):
+    # - a notifier leases the webhooks it takes (lease_owner, lease_until), so two notifiers never send one
+    #   row at once, and a killed one's rows go out again once its lease lapses;
+    # - heartbeats are kept per (process, instance): each replica writes its own row (instance '' is the
+    #   only replica, as before);
+    # - mcs_meta holds database_id, written once: a process that finds another id behind its connection
+    #   (a restored or re-created database) exits and restarts, as it does when the SQLite file is replaced.
+    _run_script(
+        db,
+        """
+        ALTER TABLE outbox ADD COLUMN lease_owner TEXT;
+        ALTER TABLE outbox ADD COLUMN lease_until REAL;
+        CREATE TABLE heartbeats_by_instance (
+            process TEXT NOT NULL,
+            instance TEXT NOT NULL DEFAULT '',
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            beat_at REAL NOT NULL,
+            PRIMARY KEY (process, instance)
+        );
+        INSERT INTO heartbeats_by_instance (process, instance, pid, started_at, beat_at)
+            SELECT process, '', pid, started_at, beat_at FROM heartbeats;
+        DROP TABLE heartbeats;
+        ALTER TABLE heartbeats_by_instance RENAME TO heartbeats;
+        CREATE TABLE mcs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO mcs_meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
+        """,
+    )

@@ -105,7 +105,7 @@ def unreachable_message(agent: str | None, url: str | None, error: str, attempts
 def beat(conn: Connection, *, process: str, pid: int, started_at: float, now: float) -> None:
     conn.execute(
         "INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(process) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
+        " ON CONFLICT(process, instance) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,"
         " beat_at = excluded.beat_at",
         (process, pid, started_at, now),
     )

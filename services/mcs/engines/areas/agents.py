@@ -1,0 +1,9 @@
+"""AgentTx: the agents area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class AgentTx(Protocol):
+    """Methods are added as the agents state moves onto the seam (docs/design/engines.md, 2.3)."""

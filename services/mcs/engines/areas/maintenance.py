@@ -1,0 +1,9 @@
+"""MaintenanceTx: the maintenance area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class MaintenanceTx(Protocol):
+    """Methods are added as the maintenance state moves onto the seam (docs/design/engines.md, 2.3)."""

@@ -1,0 +1,9 @@
+"""OutboxTx: the outbox area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class OutboxTx(Protocol):
+    """Methods are added as the outbox state moves onto the seam (docs/design/engines.md, 2.3)."""

@@ -1,0 +1,9 @@
+"""ScheduleTx: the schedules area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ScheduleTx(Protocol):
+    """Methods are added as the schedules state moves onto the seam (docs/design/engines.md, 2.3)."""

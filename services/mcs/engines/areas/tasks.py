@@ -1,0 +1,9 @@
+"""TaskTx: the tasks area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class TaskTx(Protocol):
+    """Methods are added as the tasks state moves onto the seam (docs/design/engines.md, 2.3)."""

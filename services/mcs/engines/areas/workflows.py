@@ -1,0 +1,9 @@
+"""WorkflowTx: the workflows area of one transaction's data access (see mcs.engines.base)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class WorkflowTx(Protocol):
+    """Methods are added as the workflows state moves onto the seam (docs/design/engines.md, 2.3)."""

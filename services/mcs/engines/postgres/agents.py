@@ -1,0 +1,9 @@
+"""PostgreSQL's own SQL for the agents area: overrides of mcs.engines.sql.agents where the dialects differ."""
+
+from __future__ import annotations
+
+from mcs.engines.sql.agents import AgentSql
+
+
+class AgentPg(AgentSql):
+    """Methods whose shared SQL does not run on PostgreSQL (json_each, INDEXED BY, jsonb operators, ...)."""

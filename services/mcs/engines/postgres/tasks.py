@@ -1,0 +1,9 @@
+"""PostgreSQL's own SQL for the tasks area: overrides of mcs.engines.sql.tasks where the dialects differ."""
+
+from __future__ import annotations
+
+from mcs.engines.sql.tasks import TaskSql
+
+
+class TaskPg(TaskSql):
+    """Methods whose shared SQL does not run on PostgreSQL (json_each, INDEXED BY, jsonb operators, ...)."""
