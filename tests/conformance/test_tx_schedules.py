@@ -4,6 +4,7 @@ once and counts once."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -174,3 +175,24 @@ def test_a_tick_handled_already_does_not_hold_up_another_due_schedule(store: Sto
     fired = store.write(schedules_state.fire_next_due, now=HOUR + 5, defaults=DEFAULTS)
     assert fired is not None and fired.schedule == "b"
     assert counts(store) == (1, 2)
+
+
+def test_two_watchdogs_firing_one_tick_together_submit_once(store: Store, tmp_path: Any) -> None:
+    """Site 10 with two writers (two Stores, as two watchdog processes) started together."""
+    store.write(lambda tx: tx.schedule_insert(schedule()))
+    start = threading.Barrier(2)
+    fired: list[Any] = []
+
+    def watchdog() -> None:
+        writer = Store(tmp_path / "mcs.db")
+        start.wait()
+        fired.append(writer.write(schedules_state.fire_next_due, now=HOUR + 5, defaults=DEFAULTS))
+        writer.close()
+
+    threads = [threading.Thread(target=watchdog) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(fired) == 2 and sorted(r is None for r in fired) == [False, True]
+    assert counts(store) == (1, 1)

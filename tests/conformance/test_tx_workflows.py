@@ -3,6 +3,7 @@ whether they changed the row), and the workflow state the steps settle it into (
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -133,3 +134,29 @@ def test_settle_ends_the_workflow_once_when_every_step_ended(store: Store) -> No
     assert view.steps["b"]["state"] == TaskState.FAILED.value
     kinds = [(e.kind, e.detail) for e in store.read(workflows_state.events, wf)]
     assert kinds == [("submitted", {"steps": 2}), ("failed", {"steps": ["b"]})]
+
+
+def test_last_two_steps_ending_together_settle_the_workflow_once(store: Store, tmp_path: Any) -> None:
+    """Site 7: two writers (two Stores, as two processes) each end one of the last two steps and settle."""
+    wf = submit(store, [{"id": "a", "type": "t"}, {"id": "b", "type": "t"}])
+    start = threading.Barrier(2)
+
+    def end(step: str) -> None:
+        writer = Store(tmp_path / "mcs.db")
+        start.wait()
+
+        def job(tx: Any) -> None:
+            tx.run("UPDATE tasks SET state = 'completed' WHERE workflow_id = ? AND step_id = ?", (wf, step))
+            workflows_state.settle(tx, wf, 5.0)
+
+        writer.write(job)
+        writer.close()
+
+    threads = [threading.Thread(target=end, args=(s,)) for s in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert store.read(workflows_state.show, wf).workflow.state == "completed"
+    kinds = [e.kind for e in store.read(workflows_state.events, wf)]
+    assert kinds == ["submitted", "completed"]
