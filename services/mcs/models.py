@@ -326,6 +326,90 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Workflow:
+    """A workflow's own row: a DAG of steps (tasks) submitted together; its state follows its steps."""
+
+    seq: int
+    id: str
+    name: str
+    state: str  # "running", "completed", "failed" or "canceled"
+    inputs: Any
+    submitted_by: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Workflow:
+        return cls(
+            seq=row["seq"],
+            id=row["id"],
+            name=row["name"],
+            state=row["state"],
+            inputs=_json(row["inputs"]),
+            submitted_by=row["submitted_by"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowView:
+    """A workflow with its steps, each under its step id as the tasks area shows a task."""
+
+    workflow: Workflow
+    steps: Mapping[str, Any]
+
+    def to_api(self) -> dict[str, Any]:
+        w = self.workflow
+        return {
+            "id": w.id,
+            "name": w.name,
+            "state": w.state,
+            "inputs": w.inputs,
+            "submitted_by": w.submitted_by,
+            "created_at": iso(w.created_at),
+            "updated_at": iso(w.updated_at),
+            "finished_at": iso(w.finished_at),
+            "steps": dict(self.steps),
+        }
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What the A2A face recorded when it created a task: its context and the client's message (JSON)."""
+
+    context_id: str
+    message: dict[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushConfig:
+    """An A2A push-notification config set on a task."""
+
+    task_id: str
+    id: str
+    url: str
+    token: str | None
+    auth_scheme: str | None
+    auth_credentials: str | None = field(repr=False)
+    owner: str  # who set it: an agent's notifications are signed with its webhook_secret; the admin's are not
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> PushConfig:
+        return cls(
+            task_id=row["task_id"],
+            id=row["id"],
+            url=row["url"],
+            token=row["token"],
+            auth_scheme=row["auth_scheme"],
+            auth_credentials=row["auth_credentials"],
+            owner=row["owner"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Schedule:
     """A cron schedule that submits a task (or a workflow) at each tick."""
 

@@ -18,10 +18,10 @@ from mcs.errors import DatabaseReplaced, McsError
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import schedules as schedules_state
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
-from mcs.store import schedules as schedules_store
 from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
@@ -61,7 +61,7 @@ class Watchdog:
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
         self.alert_offline = alert_offline
         # A tick later than this (the watchdog was down) counts as missed for catch_up "none".
-        self.schedule_defaults = schedules_store.Defaults(
+        self.schedule_defaults = schedules_state.Defaults(
             max_retries=max_retries, claim_ttl=claim_ttl, grace=max(60.0, 2 * interval)
         )
         self._stop = threading.Event()
@@ -80,7 +80,7 @@ class Watchdog:
         handled: list[ScheduleRun] = []
         while len(handled) < SCHEDULES_PER_PASS:
             try:
-                run = self.store.write(schedules_store.fire_next_due, now=now, defaults=self.schedule_defaults)
+                run = self.store.write(schedules_state.fire_next_due, now=now, defaults=self.schedule_defaults)
             except DatabaseReplaced:
                 raise
             except McsError as exc:  # a schedule whose body no longer submits: say so, keep the others going
@@ -98,7 +98,7 @@ class Watchdog:
 
     def _next_tick(self) -> float | None:
         try:
-            due: float | None = self.store.read(schedules_store.next_due)
+            due: float | None = self.store.read(schedules_state.next_due)
         except McsError:
             return None
         return due

@@ -8,14 +8,14 @@ import json
 import pytest
 
 from mcs.errors import Forbidden
-from mcs.models import ADMIN, Caller, TaskSpec
+from mcs.models import ADMIN, Caller, PushConfig, TaskSpec
+from mcs.state import a2a as a2a_state
 from mcs.store import Store
-from mcs.store import a2a as a2a_store
 from mcs.store import tasks as tasks_store
 
 
-def push(task_id: str = "", config_id: str = "c1") -> a2a_store.PushConfig:
-    return a2a_store.PushConfig(
+def push(task_id: str = "", config_id: str = "c1") -> PushConfig:
+    return PushConfig(
         task_id=task_id,
         id=config_id,
         url="http://127.0.0.1:9/x",
@@ -31,7 +31,7 @@ def test_state_changes_become_push_rows_and_the_rows_follow_their_task(tmp_path)
     store.migrate()
     spec = TaskSpec.from_body({"type": "echo", "payload": "hi"}, max_retries=3, claim_ttl=300)
     task, origin = store.write(
-        a2a_store.submit,
+        a2a_state.submit,
         caller=ADMIN,
         spec=spec,
         context_id="ctx",
@@ -40,10 +40,10 @@ def test_state_changes_become_push_rows_and_the_rows_follow_their_task(tmp_path)
         now=1.0,
         max_queued=0,
     )
-    assert origin.context_id == "ctx" and store.read(a2a_store.origin, task.id) == origin
-    store.write(a2a_store.set_push, caller=ADMIN, config=push(task.id, "c2"), now=2.0)
+    assert origin.context_id == "ctx" and store.read(a2a_state.origin, task.id) == origin
+    store.write(a2a_state.set_push, caller=ADMIN, config=push(task.id, "c2"), now=2.0)
     with pytest.raises(Forbidden):
-        store.write(a2a_store.set_push, caller=Caller(name="mallory"), config=push(task.id, "c3"), now=2.0)
+        store.write(a2a_state.set_push, caller=Caller(name="mallory"), config=push(task.id, "c3"), now=2.0)
     assert store.read(lambda c: c.execute("SELECT count(*) FROM outbox WHERE kind = 'a2a_push'").fetchone()[0]) == 0
 
     store.write(tasks_store.cancel, task_id=task.id, caller=ADMIN, now=3.0)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from mcs import metrics
+from mcs.state import schedules as schedules_state
 from mcs.store import Store
-from mcs.store import schedules as schedules_store
 from mcs.watchdog import Watchdog
 
-DEFAULTS = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
+DEFAULTS = schedules_state.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
 DAY = 86400.0
 
 
@@ -29,7 +29,7 @@ def next_run(store: Store, name: str) -> float:
 
 
 def fire(store: Store, now: float) -> Any:
-    return store.write(schedules_store.fire_next_due, now=now, defaults=DEFAULTS)
+    return store.write(schedules_state.fire_next_due, now=now, defaults=DEFAULTS)
 
 
 async def test_create_show_list_pause_resume_delete(mesh):

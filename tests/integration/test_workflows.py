@@ -323,14 +323,14 @@ async def test_an_agent_may_submit_a_workflow_and_its_steps_count_against_its_qu
 
 
 async def test_a_schedule_with_a_workflow_submits_the_workflow_at_each_tick(mesh):
-    from mcs.store import schedules as schedules_store
+    from mcs.state import schedules as schedules_state
 
-    defaults = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
+    defaults = schedules_state.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
     body = {"name": "nightly", "cron": "0 3 * * *", "workflow": PIPELINE}
     created = await mesh.ok("POST", "/v1/schedules", who="admin", json=body, status=201)
     assert created["workflow"]["name"] == "research"
     tick = float(mesh.store.conn.execute("SELECT next_run_at FROM schedules").fetchone()[0])
-    run = mesh.store.write(schedules_store.fire_next_due, now=tick + 1, defaults=defaults)
+    run = mesh.store.write(schedules_state.fire_next_due, now=tick + 1, defaults=defaults)
     assert run.outcome == "fired"
     wf = await mesh.ok("GET", f"/v1/workflows/{run.task_id}", who="admin")
     assert (
@@ -346,7 +346,7 @@ async def test_a_schedule_with_a_workflow_submits_the_workflow_at_each_tick(mesh
     events = await mesh.ok("GET", f"/v1/workflows/{wf['id']}/events", who="admin")
     assert events["events"][0]["detail"]["schedule"] == "nightly"
     # overlap "skip": the next tick does not start a second run while this one has not ended
-    skipped = mesh.store.write(schedules_store.fire_next_due, now=tick + 86400 + 1, defaults=defaults)
+    skipped = mesh.store.write(schedules_state.fire_next_due, now=tick + 86400 + 1, defaults=defaults)
     assert skipped.outcome == "skipped" and wf["id"] in skipped.detail["reason"]
 
 

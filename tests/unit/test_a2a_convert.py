@@ -12,9 +12,8 @@ from mcs.a2a import convert, push
 from mcs.a2a.face import _decision, request_credentials
 from mcs.agent.a2a import capability_for
 from mcs.errors import Unauthorized
-from mcs.models import Priority, Task
+from mcs.models import Priority, PushConfig, Task
 from mcs.models import TaskState as S
-from mcs.store.a2a import PushConfig
 
 
 def data(value):

@@ -18,9 +18,9 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mcs.models import APPROVAL
+from mcs.models import Origin as Origin  # re-exported: the face and push name it convert.Origin
 from mcs.models import Task as McsTask
 from mcs.models import TaskState as S
-from mcs.store.a2a import Origin as Origin  # re-exported: the face and push name it convert.Origin
 
 RESULT_ARTIFACT = "result"  # the artifact id (and name) a completed task's result is published as
 

@@ -87,10 +87,10 @@ from mcs.api.events import EventHub, Subscriber
 from mcs.api.faces import A2A_CARD_PATHS, A2A_RPC_PATH
 from mcs.api.schemas import SubmitTask
 from mcs.errors import ApiError, QuotaExceeded, StoreError, Unauthorized
-from mcs.models import APPROVAL, Caller, TaskSpec
+from mcs.models import APPROVAL, Caller, PushConfig, TaskSpec
 from mcs.models import Task as McsTask
 from mcs.models import TaskState as McsState
-from mcs.store import a2a as a2a_store
+from mcs.state import a2a as a2a_state
 from mcs.store import tasks as tasks_store
 
 RPC_PATH = A2A_RPC_PATH
@@ -287,7 +287,7 @@ class Card:
     async def skills(self) -> list[AgentSkill]:
         async with self._lock:
             if time.monotonic() - self._read_at >= CARD_CACHE:
-                serving = await self.app.config["MCS_DB"].read(a2a_store.online_capabilities, now=time.time())
+                serving = await self.app.config["MCS_DB"].read(a2a_state.online_capabilities, now=time.time())
                 self._skills = [
                     AgentSkill(
                         id=capability,
@@ -383,7 +383,7 @@ class MeshHandler(RequestHandler):
 
     async def _task(self, method: str, task_id: str) -> tuple[McsTask, convert.Origin | None]:
         found: tuple[McsTask, convert.Origin | None] = await self._call(
-            method, a2a_store.task_with_origin, task_id=task_id
+            method, a2a_state.task_with_origin, task_id=task_id
         )
         return found
 
@@ -395,7 +395,7 @@ class MeshHandler(RequestHandler):
             if not isinstance(chosen, str):
                 raise InvalidParamsError(message="metadata.capability must be a string")
             return chosen
-        serving: dict[str, list[str]] = await self.db.read(a2a_store.online_capabilities, now=time.time())
+        serving: dict[str, list[str]] = await self.db.read(a2a_state.online_capabilities, now=time.time())
         if len(serving) == 1:
             return next(iter(serving))
         raise InvalidParamsError(
@@ -403,7 +403,7 @@ class MeshHandler(RequestHandler):
             + convert.capability_choices(serving)
         )
 
-    async def _push_config(self, config: TaskPushNotificationConfig, task_id: str) -> a2a_store.PushConfig:
+    async def _push_config(self, config: TaskPushNotificationConfig, task_id: str) -> PushConfig:
         """A client's push config, its URL checked against the egress policy for notify URLs."""
         url = config.url
         policy: egress.Policy = self.app.config["MCS_NOTIFY_POLICY"]
@@ -417,7 +417,7 @@ class MeshHandler(RequestHandler):
         except egress.Unresolvable as exc:
             raise InvalidParamsError(message=f"push url host: {exc}", data={"code": "egress_refused"}) from None
         has_auth = config.HasField("authentication")
-        return a2a_store.PushConfig(
+        return PushConfig(
             task_id=task_id,
             id=config.id or DEFAULT_PUSH_ID,
             url=url,
@@ -469,7 +469,7 @@ class MeshHandler(RequestHandler):
             raise _a2a_error(exc) from None
         created: tuple[McsTask, convert.Origin] = await self._call(
             method,
-            a2a_store.submit,
+            a2a_state.submit,
             write=True,
             caller=caller,
             spec=spec,
@@ -633,7 +633,7 @@ class MeshHandler(RequestHandler):
         states = convert.mcs_filter(params.status) if params.status else []
         found: tuple[list[tuple[McsTask, convert.Origin | None]], int, int | None] = await self._call(
             "ListTasks",
-            a2a_store.list_tasks,
+            a2a_state.list_tasks,
             states=states,
             context_id=params.context_id or None,
             limit=size,
@@ -657,7 +657,7 @@ class MeshHandler(RequestHandler):
     # -------------------------------------------------------- push configs
 
     @staticmethod
-    def _config_proto(config: a2a_store.PushConfig) -> TaskPushNotificationConfig:
+    def _config_proto(config: PushConfig) -> TaskPushNotificationConfig:
         out = TaskPushNotificationConfig(task_id=config.task_id, id=config.id, url=config.url, token=config.token or "")
         if config.auth_scheme:
             out.authentication.CopyFrom(AuthenticationInfo(scheme=config.auth_scheme))  # never echo credentials
@@ -670,9 +670,9 @@ class MeshHandler(RequestHandler):
         if not params.task_id:
             raise InvalidParamsError(message="taskId is required")
         config = await self._push_config(params, params.task_id)
-        stored: a2a_store.PushConfig = await self._call(
+        stored: PushConfig = await self._call(
             "CreateTaskPushNotificationConfig",
-            a2a_store.set_push,
+            a2a_state.set_push,
             write=True,
             caller=caller,
             config=config,
@@ -685,9 +685,9 @@ class MeshHandler(RequestHandler):
         self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
         caller = _caller(context)
-        config: a2a_store.PushConfig = await self._call(
+        config: PushConfig = await self._call(
             "GetTaskPushNotificationConfig",
-            a2a_store.get_push,
+            a2a_state.get_push,
             caller=caller,
             task_id=params.task_id,
             config_id=params.id,
@@ -699,8 +699,8 @@ class MeshHandler(RequestHandler):
         self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> ListTaskPushNotificationConfigsResponse:
         caller = _caller(context)
-        configs: list[a2a_store.PushConfig] = await self._call(
-            "ListTaskPushNotificationConfigs", a2a_store.list_push, caller=caller, task_id=params.task_id
+        configs: list[PushConfig] = await self._call(
+            "ListTaskPushNotificationConfigs", a2a_state.list_push, caller=caller, task_id=params.task_id
         )
         metrics.a2a_requests.labels("ListTaskPushNotificationConfigs", "ok").inc()
         return ListTaskPushNotificationConfigsResponse(configs=[self._config_proto(c) for c in configs])
@@ -711,7 +711,7 @@ class MeshHandler(RequestHandler):
         caller = _caller(context)
         await self._call(
             "DeleteTaskPushNotificationConfig",
-            a2a_store.delete_push,
+            a2a_state.delete_push,
             write=True,
             caller=caller,
             task_id=params.task_id,

@@ -23,8 +23,8 @@ from google.protobuf.json_format import MessageToDict
 
 from mcs import webhooks
 from mcs.a2a import convert
+from mcs.models import PushConfig
 from mcs.models import Task as McsTask
-from mcs.store.a2a import PushConfig
 
 
 @dataclass(frozen=True)

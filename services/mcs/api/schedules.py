@@ -15,8 +15,8 @@ from mcs.api.responses import respond
 from mcs.api.schemas import CreateSchedule, SubmitWorkflow
 from mcs.errors import Unprocessable
 from mcs.schedules import Cron
-from mcs.store import schedules as schedules_store
-from mcs.store import workflows as workflows_store
+from mcs.state import schedules as schedules_state
+from mcs.state import workflows as workflows_state
 
 bp = Blueprint("schedules", __name__, url_prefix="/v1/schedules")
 
@@ -34,7 +34,7 @@ def _workflow_body(raw: dict[str, Any]) -> dict[str, Any]:
         where = ".".join(str(p) for p in first["loc"])
         raise Unprocessable(f"workflow: {where}: {first['msg']}", code="invalid_schedule") from exc
     body = workflow.model_dump()
-    workflows_store.order_steps(body["steps"])
+    workflows_state.order_steps(body["steps"])
     return body
 
 
@@ -62,7 +62,7 @@ async def create(data: CreateSchedule) -> Response:
             data.task.model_dump(exclude_none=True, exclude={"depends_on", "run_if", "run_at", "delay"}),
         )
     schedule = await _db().write(
-        authed(schedules_store.create, need="admin", pass_as="caller"),
+        authed(schedules_state.create, need="admin", pass_as="caller"),
         creds,
         name=data.name,
         cron=cron,
@@ -78,21 +78,21 @@ async def create(data: CreateSchedule) -> Response:
 @bp.get("")
 @documented(ok={200: ScheduleList}, auth="admin")
 async def list_schedules() -> Response:
-    schedules = await _db().read(authed(schedules_store.list_all, need="admin"), credentials())
+    schedules = await _db().read(authed(schedules_state.list_all, need="admin"), credentials())
     return respond({"schedules": [s.to_api() for s in schedules]})
 
 
 @bp.get("/<name>")
 @documented(ok={200: ScheduleView}, errors=(404,), auth="admin")
 async def show(name: str) -> Response:
-    schedule, runs = await _db().read(authed(schedules_store.get, need="admin"), credentials(), name=name)
+    schedule, runs = await _db().read(authed(schedules_state.get, need="admin"), credentials(), name=name)
     return respond(schedule.to_api() | {"runs": [r.to_api() for r in runs]})
 
 
 @bp.delete("/<name>")
 @documented(ok={204: NO_CONTENT}, errors=(404,), auth="admin", writes=True)
 async def delete(name: str) -> Response:
-    await _db().write(authed(schedules_store.delete, need="admin"), credentials(), name=name)
+    await _db().write(authed(schedules_state.delete, need="admin"), credentials(), name=name)
     return Response("", status=204)
 
 
@@ -110,6 +110,6 @@ async def resume(name: str) -> Response:
 
 async def _set_paused(name: str, *, paused: bool) -> dict[str, Any]:
     schedule = await _db().write(
-        authed(schedules_store.set_paused, need="admin"), credentials(), name=name, paused=paused, now=time.time()
+        authed(schedules_state.set_paused, need="admin"), credentials(), name=name, paused=paused, now=time.time()
     )
     return dict(schedule.to_api())

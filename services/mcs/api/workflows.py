@@ -13,7 +13,7 @@ from mcs.api.openapi import WorkflowEvents, documented
 from mcs.api.responses import respond
 from mcs.api.schemas import SubmitWorkflow, WorkflowPage, WorkflowQuery, WorkflowView
 from mcs.errors import Unauthorized, Unprocessable
-from mcs.store import workflows as workflows_store
+from mcs.state import workflows as workflows_state
 
 bp = Blueprint("workflows", __name__, url_prefix="/v1/workflows")
 
@@ -38,7 +38,7 @@ async def submit(data: SubmitWorkflow) -> Response:
         rate.take(creds.name, time.monotonic())  # one submission, as for a task; the steps count in the quota
     try:
         workflow = await _db().write(
-            authed(workflows_store.submit, need="any", pass_as="caller"),
+            authed(workflows_state.submit, need="any", pass_as="caller"),
             creds,
             name=data.name,
             steps=[s.model_dump() for s in data.steps],
@@ -51,46 +51,44 @@ async def submit(data: SubmitWorkflow) -> Response:
     except Unauthorized:
         rate.give_back(creds.name)
         raise
-    return respond(workflow, 201)
+    return respond(workflow.to_api(), 201)
 
 
 @bp.get("")
 @documented(ok={200: WorkflowPage}, errors=(400, 422))
 @validate_querystring(WorkflowQuery)
 async def list_workflows(query_args: WorkflowQuery) -> Response:
-    result: dict[str, Any] = await _db().read(
-        authed(workflows_store.list_workflows, need="any"),
+    views, cursor = await _db().read(
+        authed(workflows_state.list_workflows, need="any"),
         credentials(),
         state=query_args.state,
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
-    return respond(result)
+    return respond({"workflows": [v.to_api() for v in views], "next_cursor": cursor})
 
 
 @bp.get("/<workflow_id>")
 @documented(ok={200: WorkflowView}, errors=(404,))
 async def show(workflow_id: str) -> Response:
-    result: dict[str, Any] = await _db().read(
-        authed(workflows_store.show, need="any"), credentials(), workflow_id=workflow_id
-    )
-    return respond(result)
+    view = await _db().read(authed(workflows_state.show, need="any"), credentials(), workflow_id=workflow_id)
+    return respond(view.to_api())
 
 
 @bp.get("/<workflow_id>/events")
 @documented(ok={200: WorkflowEvents}, errors=(404,))
 async def events(workflow_id: str) -> Response:
-    rows = await _db().read(authed(workflows_store.events, need="any"), credentials(), workflow_id=workflow_id)
-    return respond({"events": rows})
+    rows = await _db().read(authed(workflows_state.events, need="any"), credentials(), workflow_id=workflow_id)
+    return respond({"events": [e.to_api() for e in rows]})
 
 
 @bp.post("/<workflow_id>/cancel")
 @documented(ok={200: WorkflowView}, errors=(403, 404, 409), writes=True)
 async def cancel(workflow_id: str) -> Response:
-    result: dict[str, Any] = await _db().write(
-        authed(workflows_store.cancel, need="any", pass_as="caller"),
+    view = await _db().write(
+        authed(workflows_state.cancel, need="any", pass_as="caller"),
         credentials(),
         workflow_id=workflow_id,
         now=time.time(),
     )
-    return respond(result)
+    return respond(view.to_api())

@@ -476,7 +476,7 @@ def release_dependents(conn: Connection, task: Task, now: float) -> None:
         if current is not None:
             resolve_blocked(conn, current, now)
     if task.workflow_id is not None:
-        from mcs.store import workflows as workflows_store  # a workflow's state follows its steps
+        from mcs.state import workflows as workflows_store  # a workflow's state follows its steps
 
         workflows_store.settle(conn, task.workflow_id, now)
 
@@ -493,7 +493,7 @@ def reopen_dependents(conn: Connection, task: Task, now: float) -> None:
         _set(conn, Task.from_row(row), now, state=TaskState.BLOCKED, error=None)
         add_event(conn, row["id"], "reopened", "mcs", now, {"upstream": task.id})
     if task.workflow_id is not None:
-        from mcs.store import workflows as workflows_store
+        from mcs.state import workflows as workflows_store
 
         workflows_store.reopen(conn, task.workflow_id, now, step=task.step_id)
 
