@@ -200,16 +200,16 @@ def _pick(
     counted: set[str],
     out: DispatchResult,
 ) -> str | None:
-    """The agent to assign this task to now, or None. The first time a pass picks an agent, its load is
-    counted again under its lock (site 3): an agent's own claims since the pass began count against its
-    room, and it then claims nothing more until the pass commits. On SQLite the count never differs."""
+    """The agent to assign this task to now, or None. The first time a pass picks an agent it locks the
+    agent (site 3): its own claims then wait until the pass commits. Where other writers ran since the pass
+    read the loads (PostgreSQL), its load is counted again under the lock, and the task routed again if it
+    moved; SQLite's transaction holds the database, so the loads it read still hold and nothing is read."""
     while True:
         name = _route(tx, task_id, route, required, agents.candidates(route, required), out)
         if name is None or name in counted:
             return name
         counted.add(name)
-        tx.agent_lock(name, share=False)
-        if not _recount(agents, name, tx.agent_load(name)):
+        if not tx.agent_lock(name, share=False) or not _recount(agents, name, tx.agent_load(name)):
             return name
         # its load moved since the pass read it: route again with the count as it is now
 

@@ -90,9 +90,10 @@ class QueueTx(Protocol):
         """Tasks one agent holds now (assigned or claimed)."""
         ...
 
-    def agent_lock(self, name: str, *, share: bool) -> None:
+    def agent_lock(self, name: str, *, share: bool) -> bool:
         """Hold an agent's load still until commit: exclusive (the dispatcher, before counting it) or shared
-        (the agent's own claims). A no-op where the transaction holds the whole database (SQLite)."""
+        (the agent's own claims). True: other transactions may have changed its load since this one read
+        it, so count it again now; False: this transaction holds the whole database (SQLite: a no-op)."""
         ...
 
     def agent_mark_assigned(self, name: str, now: float) -> None:

@@ -16,10 +16,11 @@ class QueuePg(QueueSql):
 
     CAPABLE: ClassVar[str] = "tasks.capabilities::jsonb <@ ?::jsonb"
 
-    def agent_lock(self, name: str, *, share: bool) -> None:
+    def agent_lock(self, name: str, *, share: bool) -> bool:
         # An advisory lock, not the agents row: heartbeats update that row and must not wait for a pass.
         fn = "pg_advisory_xact_lock_shared" if share else "pg_advisory_xact_lock"
         self.rows(f"SELECT {fn}(hashtextextended(?, 0))", ("agent:" + name,))
+        return True  # READ COMMITTED: claims may have committed since the pass read the loads
 
     def undelivered_claims(self, limit: int) -> list[Task]:
         # OF t: the task rows are the ones decided on; the dead outbox rows stay free for the notifier.

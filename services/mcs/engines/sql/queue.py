@@ -168,8 +168,10 @@ class QueueSql(SqlTx):
             self.value("SELECT count(*) FROM tasks WHERE assigned_to = ? AND state IN ('assigned', 'claimed')", (name,))
         )
 
-    def agent_lock(self, name: str, *, share: bool) -> None:
-        """A no-op here: SQLite's write transaction holds the whole database (PostgreSQL overrides it)."""
+    def agent_lock(self, name: str, *, share: bool) -> bool:
+        """A no-op: SQLite's write transaction holds the whole database, so loads read in it still hold
+        (PostgreSQL overrides it)."""
+        return False
 
     def agent_mark_assigned(self, name: str, now: float) -> None:
         self.run("UPDATE agents SET last_assigned_at = ? WHERE name = ?", (now, name))
