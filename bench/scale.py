@@ -90,9 +90,9 @@ def http_queries(cursor_mid: str) -> list[tuple[str, str]]:
 
 def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
     """(label, SQL, parameters) the dispatcher and watchdog run on every pass or sweep (copied from the store:
-    mcs.store.tasks, agents, stats)."""
+    mcs.engines.sql.queue and sqlite.queue, mcs.store.agents, stats)."""
+    from mcs.engines.sql import queue as queue_sql
     from mcs.store import stats as stats_store
-    from mcs.store import tasks as tasks_store
 
     now = time.time()
     queue_page = (
@@ -109,7 +109,7 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
         ),
         (
             "dispatcher: has work, agents full (fan-outs/approvals only)",
-            f"SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0 AND {tasks_store.NEEDS_NO_AGENT} LIMIT 1",
+            f"SELECT 1 FROM tasks WHERE state = 'queued' AND parked = 0 AND {queue_sql.NEEDS_NO_AGENT} LIMIT 1",
             (),
         ),
         (

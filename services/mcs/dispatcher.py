@@ -13,10 +13,10 @@ from mcs import metrics
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced, StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import dispatch as dispatch_state
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import stats as stats_store
-from mcs.store import tasks as tasks_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.dispatcher")
@@ -42,7 +42,7 @@ class Dispatcher:
     def alive(self) -> bool:
         return time.monotonic() - self.last_pass < 30
 
-    def run_once(self, now: float | None = None) -> tasks_store.DispatchResult:
+    def run_once(self, now: float | None = None) -> dispatch_state.DispatchResult:
         """One pass (the store pages through the queue); another at once if it stopped at its scan limit,
         going on from where it stopped, until the whole queue had a look. `now` (tests): the clock the pass
         reads, instead of the time."""
@@ -50,14 +50,14 @@ class Dispatcher:
             now = time.time() if now is None else now
             reads = (self.view.full_reads, self.view.partial_reads)
             try:
-                if not self.store.read(tasks_store.has_work, now=now, view=self.view, unparked_at=self.unparked_at):
+                if not self.store.read(dispatch_state.has_work, now=now, view=self.view, unparked_at=self.unparked_at):
                     self.last_pass = time.monotonic()
-                    return tasks_store.DispatchResult(
-                        routable=self.unparked_at, next_due=self.store.read(tasks_store.next_retry_due)
+                    return dispatch_state.DispatchResult(
+                        routable=self.unparked_at, next_due=self.store.read(dispatch_state.next_retry_due)
                     )
                 metrics.dispatcher_passes.inc()
                 result = self.store.write(
-                    tasks_store.dispatch,
+                    dispatch_state.dispatch,
                     now=now,
                     view=self.view,
                     unparked_at=self.unparked_at,

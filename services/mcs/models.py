@@ -491,3 +491,43 @@ class ScheduleRun:
         return {"tick": iso(self.tick_at), "outcome": self.outcome, "task_id": self.task_id, "at": iso(self.at)} | (
             {"detail": self.detail} if self.detail is not None else {}
         )
+
+
+# ---------------------------------------------------------------- the queue as the dispatcher reads it
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueuedRow:
+    """A queued task as one page of a dispatch pass reads it: only what routing needs."""
+
+    id: str
+    type: str
+    route: str
+    capabilities: tuple[str, ...]
+    priority: int
+    seq: int
+    concurrency_key: str | None
+    max_concurrency: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueuedRow:
+        return cls(
+            id=row["id"],
+            type=row["type"],
+            route=row["route"],
+            capabilities=tuple(json.loads(row["capabilities"])),
+            priority=row["priority"],
+            seq=row["seq"],
+            concurrency_key=row["concurrency_key"],
+            max_concurrency=row["max_concurrency"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueGroup:
+    """Queued tasks that need the same capabilities on the same route: they are unparked together.
+    `key` is the capabilities as stored (the JSON text), which names the group back to the engine."""
+
+    capabilities: tuple[str, ...]
+    route: str
+    key: str

@@ -19,11 +19,11 @@ from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.state import schedules as schedules_state
+from mcs.state import sweeps
 from mcs.store import Store
 from mcs.store import agents as agents_store
 from mcs.store import memory as memory_store
 from mcs.store import stats as stats_store
-from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")
 
@@ -111,12 +111,12 @@ class Watchdog:
         for task_type, priority in self.store.read(stats_store.claimed_kinds):
             metrics.init_task_series([task_type], priorities=[priority])
         expired: list[str] = []
-        while batch := self.store.write(tasks_store.expire_leases, now=now, base=self.retry_base, cap=self.retry_max):
+        while batch := self.store.write(sweeps.expire_leases, now=now, base=self.retry_base, cap=self.retry_max):
             expired += batch
             if len(batch) < 500:
                 break
         rerouted: list[str] = []
-        while batch := self.store.write(tasks_store.reroute_unclaimed, now=now):
+        while batch := self.store.write(sweeps.reroute_unclaimed, now=now):
             rerouted += batch
             if len(batch) < 500:
                 break

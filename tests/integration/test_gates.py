@@ -10,6 +10,7 @@ import time
 import pytest
 
 from mcs.alerts import Alert
+from mcs.state import dispatch as dispatch_state
 from mcs.store import tasks as tasks_store
 from tests.integration.test_alerts import TOKEN, alert_row, start_notifier, telegram  # noqa: F401
 from tests.integration.test_notifier import until
@@ -335,11 +336,11 @@ async def test_a_key_hands_its_slot_out_by_priority_then_age(mesh):
 
 async def test_a_long_backlog_on_a_full_key_does_not_hide_the_work_behind_it(mesh, monkeypatch):
     await mesh.agent("a", ["deploy"], concurrency=10)
-    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 4)  # a pass reads at most 4 queued rows
+    monkeypatch.setattr(dispatch_state, "DISPATCH_SCAN_MAX", 4)  # a pass reads at most 4 queued rows
     keyed = [(await mesh.submit(type="deploy", concurrency_key="k"))["id"] for _ in range(8)]
     free = (await mesh.submit(type="deploy"))["id"]
     view = mesh.dispatcher.view
-    result = mesh.store.write(tasks_store.dispatch, now=time.time(), view=view, unparked_at=-1, limit=2)
+    result = mesh.store.write(dispatch_state.dispatch, now=time.time(), view=view, unparked_at=-1, limit=2)
     assert await running(mesh, keyed) == keyed[:1]
     assert (await mesh.task(free))["state"] == "assigned"  # behind 7 blocked rows, past the scan limit
     assert not result.more

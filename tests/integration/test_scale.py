@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mcs import dispatcher as dispatcher_module
+from mcs.state import dispatch as dispatch_state
 from mcs.store import stats as stats_store
-from mcs.store import tasks as tasks_store
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,7 +21,7 @@ def parked(mesh) -> int:
 
 
 async def test_a_task_behind_a_backlog_nobody_serves_goes_out_in_the_first_pass_after_an_agent_joins(mesh, monkeypatch):
-    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 40)  # a pass reads at most 40 queued rows
+    monkeypatch.setattr(dispatch_state, "DISPATCH_SCAN_MAX", 40)  # a pass reads at most 40 queued rows
     await mesh.agent("a", ["a"])
     for i in range(100):  # five types nobody serves
         await mesh.submit(type=f"orphan-{i % 5}")
@@ -31,7 +31,7 @@ async def test_a_task_behind_a_backlog_nobody_serves_goes_out_in_the_first_pass_
     task = await mesh.submit(type="b")
     view = mesh.dispatcher.view
     mesh.store.write(
-        tasks_store.dispatch, now=time.time(), view=view, unparked_at=mesh.dispatcher.unparked_at, limit=20
+        dispatch_state.dispatch, now=time.time(), view=view, unparked_at=mesh.dispatcher.unparked_at, limit=20
     )
     assert (await mesh.task(task["id"]))["state"] == "assigned"  # one pass, though 100 older rows are queued
     assert parked(mesh) == 100  # nobody serves them still: not read, unparked and parked again
@@ -50,7 +50,7 @@ async def test_an_agent_that_can_serve_part_of_a_parked_backlog_gets_that_part(m
 
 
 async def test_tasks_waiting_for_a_full_agent_do_not_starve_the_work_behind_them(mesh, monkeypatch):
-    monkeypatch.setattr(tasks_store, "DISPATCH_SCAN_MAX", 10)  # a pass reads at most 10 queued rows,
+    monkeypatch.setattr(dispatch_state, "DISPATCH_SCAN_MAX", 10)  # a pass reads at most 10 queued rows,
     monkeypatch.setattr(dispatcher_module, "PAGE", 5)  # 5 at a time
     await mesh.agent("a", ["a"])  # concurrency 1: it holds one task, the rest wait for it, not parked
     first = await mesh.submit(type="a")
@@ -61,7 +61,7 @@ async def test_tasks_waiting_for_a_full_agent_do_not_starve_the_work_behind_them
     await mesh.agent("b", ["b"], concurrency=2)
     task = await mesh.submit(type="b")  # behind 30 rows that wait: more than a pass reads
     passes = []
-    dispatch = tasks_store.dispatch
+    dispatch = dispatch_state.dispatch
 
     def counted(*args, **kwargs):
         passes.append(1)
@@ -69,7 +69,7 @@ async def test_tasks_waiting_for_a_full_agent_do_not_starve_the_work_behind_them
             raise RuntimeError("the dispatcher keeps reading the same rows")
         return dispatch(*args, **kwargs)
 
-    monkeypatch.setattr(tasks_store, "dispatch", counted)
+    monkeypatch.setattr(dispatch_state, "dispatch", counted)
     mesh.dispatch()  # passes until the whole queue had one look, then it returns
     assert (await mesh.task(task["id"]))["state"] == "assigned"
     assert len(passes) <= 8  # 31 rows, 5 new ones a pass after the head's page
