@@ -1,0 +1,208 @@
+"""One schema on both engines (docs/design/engines.md, section 3): `mcs migrate` on a SQLite file and on a
+real PostgreSQL database (tests/pg.py) give the same tables, columns, keys, indexes and triggers as the
+checked-in schema.json; a migration written for one engine only fails that check; the PostgreSQL runner
+records the baseline, takes turns with a second migrator, and its triggers do what SQLite's do."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlite_utils import Database
+
+from mcs.cli import main
+from mcs.engines.migrations import catalog, describe
+from mcs.engines.migrations.catalog import MIGRATIONS, Migration, apply_postgres, pending_postgres
+from mcs.store import migrations as sqlite_migrations
+from mcs.store.connection import connect
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "mcs.db"
+    monkeypatch.setenv("MCS_DB", str(path))
+    monkeypatch.delenv("MCS_DATABASE_URL", raising=False)
+    return path
+
+
+def test_mcs_migrate_gives_both_engines_the_schema_of_schema_json(sqlite_db, pg_database, monkeypatch):
+    code, out, err = run("migrate", "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == [m.name for m in MIGRATIONS]
+
+    monkeypatch.setenv("MCS_DATABASE_URL", pg_database)
+    code, out, err = run("migrate", "--check")
+    assert code == 1 and out.startswith("pending 0001_core, ") and "0020_replicas" in out
+    code, out, err = run("migrate", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["engine"] == "postgres" and result["applied"] == [m.name for m in MIGRATIONS]
+    code, out, err = run("migrate")
+    assert (code, out) == (0, "up to date\n")
+    code, out, err = run("migrate", "--check", "--json")
+    assert code == 0 and json.loads(out)["pending"] == []
+
+    conn = connect(sqlite_db)
+    sqlite = describe.comparable(describe.describe(conn))
+    conn.close()
+    with psycopg.connect(pg_database) as pg_conn:
+        raw = describe.describe(pg_conn)
+    postgres = describe.comparable(raw)
+    assert describe.differences(sqlite, postgres, names=("sqlite", "postgres")) == []
+    assert sqlite == describe.load()
+    assert postgres == describe.load()
+    # What PostgreSQL has on purpose (the sequencer's event_log) is really there before comparable() hides it.
+    assert [c["name"] for c in raw["tables"]["event_log"]["columns"]] == ["id", "stream", "ref", "tmp"]
+    assert raw["tables"]["event_log"]["primary_key"] == []
+    # And the schema is the one the design names: a few spot checks a reader can follow.
+    tables = describe.load()["tables"]
+    assert len(tables) == 21
+    assert "a2a_push_on_state" in tables["tasks"]["triggers"] and "task_counts_update" in tables["tasks"]["triggers"]
+    since = next(i for i in tables["tasks"]["indexes"] if i["name"] == "tasks_queued_since")
+    assert since == {
+        "name": "tasks_queued_since",
+        "columns": ["priority", "coalesce(not_before,created_at)"],
+        "unique": False,
+        "partial": True,
+    }
+
+
+def test_a_migration_with_one_side_only_fails_the_check(tmp_path, pg_database):
+    def m0021_nickname(db: Database) -> None:
+        db.execute("ALTER TABLE agents ADD COLUMN nickname TEXT")
+
+    lopsided = [*MIGRATIONS, Migration("0021_nickname", m0021_nickname, "0021_nickname.sql")]
+    with pytest.raises(Exception, match="0021_nickname"):  # the catalog says so before anything runs
+        catalog.check(lopsided)
+    catalog.check(MIGRATIONS)
+
+    # Applied anyway on SQLite only, the drift check names the difference.
+    conn = connect(tmp_path / "mcs.db")
+    sqlite_migrations.apply(conn)
+    m0021_nickname(Database(conn))
+    sqlite = describe.comparable(describe.describe(conn))
+    conn.close()
+    with psycopg.connect(pg_database, autocommit=True) as pg_conn:
+        apply_postgres(pg_conn)
+        postgres = describe.comparable(describe.describe(pg_conn))
+    diff = describe.differences(sqlite, postgres, names=("sqlite", "postgres"))
+    assert len(diff) == 1 and diff[0].startswith("table agents columns:") and "nickname" in diff[0]
+    assert describe.differences(describe.load(), sqlite) != []
+
+
+def test_the_baseline_records_0001_to_0019_and_0020_keeps_the_rows_it_reshapes(pg_database):
+    baseline = [m for m in MIGRATIONS if isinstance(m.postgres, type(catalog.BASELINE))]
+    assert [m.name for m in baseline] == [f"{n:04d}" + m.name[4:] for n, m in enumerate(baseline, 1)]
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        assert apply_postgres(conn, baseline) == [m.name for m in baseline]
+        recorded = conn.execute("SELECT name FROM mcs_migrations ORDER BY name").fetchall()
+        assert [r[0] for r in recorded] == [m.name for m in baseline]
+        assert pending_postgres(conn) == ["0020_replicas"]
+        # A database at the baseline with rows in it, as one made before 0020 would be.
+        conn.execute("INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES ('api', 7, 1.5, 2.5)")
+        conn.execute("INSERT INTO agent_events (agent, at, kind, actor) VALUES ('ann', 1, 'created', 'admin')")
+        assert conn.execute("SELECT id, stream FROM event_log").fetchall() == [(1, "agent")]
+
+        assert apply_postgres(conn) == ["0020_replicas"]
+        assert conn.execute("SELECT * FROM heartbeats").fetchall() == [("api", "", 7, 1.5, 2.5)]
+        database_id = conn.execute("SELECT value FROM mcs_meta WHERE key = 'database_id'").fetchone()[0]
+        assert len(database_id) == 32 and int(database_id, 16) >= 0
+        conn.execute(
+            "INSERT INTO outbox (kind, message_id, body, next_attempt_at, created_at, updated_at,"
+            " lease_owner, lease_until) VALUES ('webhook', 'm1', '{}', 0, 0, 0, 'n1', 30)"
+        )
+        # The old event keeps its id; a new one waits for the sequencer (id NULL), in insertion order.
+        conn.execute("INSERT INTO task_events (task_id, at, kind, actor) VALUES ('t1', 2, 'submitted', 'ann')")
+        rows = conn.execute("SELECT id, stream, ref FROM event_log ORDER BY tmp").fetchall()
+        assert rows == [(1, "agent", 1), (None, "task", 1)]
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("UPDATE event_log SET id = 1 WHERE id IS NULL")
+        assert apply_postgres(conn) == [] and pending_postgres(conn) == []
+
+
+def test_migrators_starting_together_take_turns(pg_cluster):
+    url = pg_cluster.create_database()
+    try:
+        barrier = threading.Barrier(3)
+        results: list[list[str]] = []
+
+        def migrate() -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                barrier.wait()
+                results.append(apply_postgres(conn))
+
+        threads = [threading.Thread(target=migrate) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(len(r) for r in results) == [0, 0, len(MIGRATIONS)]
+    finally:
+        pg_cluster.drop_database(url)
+
+
+# The same writes on both engines, and what the triggers made of them (ids and random message ids aside).
+WRITES = [
+    "INSERT INTO memory (ns, key, value, version, updated_by, updated_at) VALUES ('n', 'k', 'vé', 1, 'a', 1)",
+    "INSERT INTO memory (ns, key, value, version, updated_by, updated_at) VALUES ('n', 'k2', 'xyz', 1, 'a', 1)",
+    "UPDATE memory SET value = 'longer value' WHERE key = 'k2'",
+    "DELETE FROM memory WHERE key = 'k2'",
+    "INSERT INTO tasks (id, type, priority, capabilities, route, state, max_retries, claim_ttl, submitted_by,"
+    " created_at, updated_at) VALUES ('t1', 'x', 1, '[]', 'any', 'queued', 0, 60, 'ann', 1, 1)",
+    "INSERT INTO tasks (id, type, priority, capabilities, route, state, max_retries, claim_ttl, submitted_by,"
+    " created_at, updated_at) VALUES ('t2', 'x', 1, '[]', 'any', 'queued', 0, 60, 'ann', 1, 1)",
+    "INSERT INTO a2a_tasks (task_id, context_id, message, created_at) VALUES ('t1', 'c', '{}', 1)",
+    "INSERT INTO a2a_push_configs (task_id, id, url, owner, created_at) VALUES ('t1', 'p1', 'http://h/', 'bob', 1)",
+    "UPDATE tasks SET state = 'assigned', updated_at = 2.5 WHERE id = 't1'",
+    "UPDATE tasks SET priority = 1, updated_at = 3 WHERE id = 't1'",  # no change of state: no push
+    "INSERT INTO task_events (task_id, at, kind, actor) VALUES ('t1', 2, 'assigned', 'dispatcher')",
+    "INSERT INTO workflow_events (workflow_id, at, kind, actor) VALUES ('w1', 2, 'started', 'ann')",
+    "INSERT INTO agent_events (agent, at, kind, actor) VALUES ('ann', 2, 'created', 'admin')",
+    "DELETE FROM task_events",
+    "DELETE FROM tasks WHERE id = 't2'",
+    "DELETE FROM tasks WHERE id = 't1'",
+]
+READS = [
+    "SELECT ns, bytes FROM memory_usage ORDER BY ns",
+    "SELECT state, priority, capabilities, route, n FROM task_counts ORDER BY state",
+    "SELECT kind, agent, task_id, body, substr(message_id, 1, 4), length(message_id), next_attempt_at FROM outbox",
+    "SELECT stream, ref FROM event_log ORDER BY stream",
+    "SELECT count(*) FROM a2a_tasks",
+    "SELECT count(*) FROM a2a_push_configs",
+]
+
+
+def test_the_triggers_do_the_same_on_both_engines(tmp_path, pg_database):
+    conn = connect(tmp_path / "mcs.db")
+    sqlite_migrations.apply(conn)
+    for sql in WRITES:
+        conn.execute(sql)
+    sqlite = [[tuple(r) for r in conn.execute(sql).fetchall()] for sql in READS]
+    conn.close()
+    with psycopg.connect(pg_database, autocommit=True) as pg_conn:
+        apply_postgres(pg_conn)
+        for sql in WRITES:
+            pg_conn.execute(sql.encode())
+        postgres = [pg_conn.execute(sql.encode()).fetchall() for sql in READS]
+
+    # The push body is JSON on both (PostgreSQL's json_build_object spaces it differently).
+    for rows in (sqlite[2], postgres[2]):
+        assert len(rows) == 1
+        kind, agent, task_id, body, prefix, length, due = rows[0]
+        assert (kind, agent, task_id, prefix, length, due) == ("a2a_push", "a2a:bob", "t1", "msg_", 36, 2.5)
+        assert json.loads(body) == {"config_id": "p1", "from": "queued", "state": "assigned", "at": 2.5}
+    sqlite[2] = postgres[2] = []
+    assert sqlite == postgres
+    assert sqlite[0] == [("n", len("k") + len("vé".encode()))]  # bytes, not characters
+    assert sqlite[1] == [("assigned", 1, "[]", "any", 0), ("queued", 1, "[]", "any", 0)]
+    assert sqlite[3] == [("agent", 1), ("workflow", 1)]
+    assert sqlite[4:] == [[(0,)], [(0,)]]
