@@ -152,16 +152,40 @@ def notifier() -> None:
 
 
 @main.command()
+@click.option("--check", is_flag=True, help="Only list the pending migrations; exit 1 if there are any.")
 @json_option
-def migrate(as_json: bool) -> None:
-    """Apply pending database migrations (env: MCS_DB)."""
-    from mcs.store import Store, sqlite_version
+def migrate(check: bool, as_json: bool) -> None:
+    """Apply pending database migrations (env: MCS_DB, or MCS_DATABASE_URL for PostgreSQL).
 
+    Several processes migrating one database at once take turns; the later ones find nothing to do."""
     settings = _settings()
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
-    applied = store.migrate()
-    store.close()
-    data = {"db": str(settings.db), "applied": applied, "sqlite_version": sqlite_version()}
+    if settings.database_url:
+        from mcs.engines.migrations.catalog import migrate_url
+        from mcs.engines.migrations.connection import redact
+
+        names, version = migrate_url(settings.database_url, check=check)
+        data: dict[str, Any] = {"engine": "postgres", "database": redact(settings.database_url)}
+        data.update({"engine_version": version})
+    else:
+        from mcs.store import Store, sqlite_version
+        from mcs.store import migrations as sqlite_migrations
+
+        if check and not settings.db.exists():  # a check creates no database
+            names = list(sqlite_migrations.migrations.names)
+        else:
+            store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+            try:
+                names = store.pending_migrations() if check else store.migrate()
+            finally:
+                store.close()
+        data = {"engine": "sqlite", "db": str(settings.db), "sqlite_version": sqlite_version()}
+    if check:
+        data["pending"] = names
+        emit(data, as_json, lambda d: f"pending {', '.join(d['pending'])}" if d["pending"] else "up to date")
+        if names:
+            sys.exit(1)
+        return
+    data["applied"] = names
     emit(data, as_json, lambda d: f"applied {', '.join(d['applied'])}" if d["applied"] else "up to date")
 
 
