@@ -1,4 +1,5 @@
-"""The server processes: `mcs up`, `api`, `dispatcher`, `watchdog`, `notifier`, `migrate`, `check`."""
+"""The server processes: `mcs up`, `api`, `dispatcher`, `watchdog`, `notifier`, `migrate`, `check`,
+`migrate-to-postgres`."""
 
 from __future__ import annotations
 
@@ -229,3 +230,45 @@ def check(process: str, max_age: float) -> None:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)
     click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
+
+
+@main.command("migrate-to-postgres")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The SQLite database to copy [default: MCS_DB, ./data/mcs.db].",
+)
+@click.option("--to", "target", required=True, help="The empty PostgreSQL database: postgresql://user:pw@host/name.")
+@json_option
+def migrate_to_postgres(source: Path | None, target: str, as_json: bool) -> None:
+    """Copy a SQLite database into an empty PostgreSQL one and verify the copy (row counts and a SHA-256
+    per table); exit 1 if any table differs.
+
+    Stop MCS first: it refuses while a process uses the SQLite file, unless that file is fully migrated,
+    and if the target already holds MCS data. The copy is one transaction: a failure leaves the target
+    empty. Then set MCS_DATABASE_URL and start MCS on PostgreSQL."""
+    from mcs.engines.copy import migrate_to_postgres as copy
+
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter("a postgresql:// URL", param_hint="--to")
+    report = copy(source if source is not None else _settings().db, target)
+    emit(report.as_json(), as_json, _copy_table)
+    if not report.ok:
+        bad = ", ".join(t.table for t in report.tables if not t.ok)
+        click.echo(f"the copy differs from the source in: {bad} (the target is left as it is for inspection)", err=True)
+        sys.exit(1)
+
+
+def _copy_table(data: dict[str, Any]) -> str:
+    lines = [f"{'table':<20} {'rows':>10} {'in target':>10}  sha256 (source / target, first 16)"]
+    for t in data["tables"]:
+        mark = "" if t["ok"] else "  DIFFERS"
+        lines.append(
+            f"{t['table']:<20} {t['source_rows']:>10} {t['target_rows']:>10}"
+            f"  {t['source_sha256'][:16]} / {t['target_sha256'][:16]}{mark}"
+        )
+    verdict = "counts and checksums match" if data["ok"] else "DIFFERENCES FOUND"
+    lines.append(f"copied {data['rows']} rows of {len(data['tables'])} tables in {data['seconds']} s: {verdict}")
+    return "\n".join(lines)

@@ -26,6 +26,10 @@ def redact(url: str) -> str:
 def reason(exc: Exception) -> str:
     """A driver error in one line, without the connection string."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    diag = getattr(exc, "diag", None)
+    where = getattr(diag, "context", None) if diag is not None else None
+    if where:  # e.g. "COPY agents, line 1": which table, which row
+        text += f" ({where.splitlines()[-1].strip()})"
     return text
 
 
