@@ -206,3 +206,24 @@ def test_the_triggers_do_the_same_on_both_engines(tmp_path, pg_database):
     assert sqlite[1] == [("assigned", 1, "[]", "any", 0), ("queued", 1, "[]", "any", 0)]
     assert sqlite[3] == [("agent", 1), ("workflow", 1)]
     assert sqlite[4:] == [[(0,)], [(0,)]]
+
+
+def test_a_failing_migration_leaves_nothing_behind(pg_database, monkeypatch):
+    real = catalog.script
+    monkeypatch.setattr(
+        catalog,
+        "script",
+        lambda file: "CREATE TABLE half (a int); SELECT 1 / 0;" if file == "0021_x.sql" else real(file),
+    )
+    broken = [*MIGRATIONS, Migration("0021_x", lambda db: None, "0021_x.sql")]
+    with psycopg.connect(pg_database) as conn:  # not autocommit: the runner switches, and switches back
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            apply_postgres(conn, broken)
+        assert conn.autocommit is False
+        conn.rollback()
+        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
+        assert pending_postgres(conn, broken) == ["0021_x"]  # the ones before it stay applied
+        conn.rollback()
+        # The lock went with the failure: another migrator gets it at once.
+        with psycopg.connect(pg_database, autocommit=True) as other:
+            assert other.execute("SELECT pg_try_advisory_lock(%s)", (catalog.LOCK_KEY,)).fetchone() == (True,)

@@ -118,20 +118,19 @@ def _pending(conn: psycopg.Connection[Any], catalog: Sequence[Migration]) -> lis
 
 
 def pending_postgres(conn: psycopg.Connection[Any], catalog: Sequence[Migration] = MIGRATIONS) -> list[str]:
-    """The names of the migrations this PostgreSQL database lacks, oldest first (reads only)."""
-    try:
-        return [m.name for m in _pending(conn, catalog)]
-    finally:
-        if not conn.autocommit:
-            conn.rollback()
+    """The names of the migrations this PostgreSQL database lacks, oldest first (two reads, in the caller's
+    transaction if it has one open)."""
+    return [m.name for m in _pending(conn, catalog)]
 
 
 def apply_postgres(conn: psycopg.Connection[Any], catalog: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Apply pending migrations to a PostgreSQL database; return the names applied.
 
-    `conn` must be in autocommit mode (the session lock outlives the migrations' transactions) and is
-    left in it; a migration that fails is rolled back whole and raised."""
-    if not conn.autocommit:
+    Runs in autocommit mode (the session lock outlives the migrations' transactions; a transaction the
+    caller left open is rolled back first) and gives the connection back in the mode it came in. A
+    migration that fails is rolled back whole, its record included, and raised."""
+    was_autocommit = conn.autocommit
+    if not was_autocommit:
         conn.rollback()
         conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
@@ -158,7 +157,9 @@ def apply_postgres(conn: psycopg.Connection[Any], catalog: Sequence[Migration] =
             applied.append(m.name)
         return applied
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        if not conn.closed and not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            conn.autocommit = was_autocommit
 
 
 def _run(conn: psycopg.Connection[Any], file: str, names: list[str]) -> None:
