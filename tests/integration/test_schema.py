@@ -34,6 +34,21 @@ def sqlite_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def test_the_catalog_is_the_sqlite_list_with_a_postgresql_side_for_each():  # (no server needed)
+    catalog.check()
+    assert [m.name for m in catalog.MIGRATIONS] == sqlite_migrations.migrations.names
+    assert all(m.sqlite is getattr(sqlite_migrations, f"m{m.name}") for m in catalog.MIGRATIONS)
+    baseline = [m.name for m in catalog.MIGRATIONS if m.postgres is catalog.BASELINE]
+    assert baseline[0] == "0001_core" and baseline[-1] == "0019_outbox_pending_by_agent" and len(baseline) == 19
+    assert "CREATE TABLE tasks" in catalog.script("0019_baseline.sql")
+
+
+def test_schema_json_is_what_sqlite_migrations_make(tmp_path):
+    made = describe.comparable(describe.migrated_sqlite(tmp_path))
+    assert describe.differences(describe.load(), made, names=("schema.json", "sqlite")) == []
+    assert describe.dumps(made) == describe.SCHEMA_JSON.read_text(encoding="utf-8")  # generated, not edited
+
+
 def test_mcs_migrate_gives_both_engines_the_schema_of_schema_json(sqlite_db, pg_database, monkeypatch):
     code, out, err = run("migrate", "--json")
     assert code == 0, err
