@@ -78,6 +78,14 @@ def test_mcs_migrate_gives_both_engines_the_schema_of_schema_json(sqlite_db, pg_
     # What PostgreSQL has on purpose (the sequencer's event_log) is really there before comparable() hides it.
     assert [c["name"] for c in raw["tables"]["event_log"]["columns"]] == ["id", "stream", "ref", "tmp"]
     assert raw["tables"]["event_log"]["primary_key"] == []
+    with psycopg.connect(pg_database) as pg_conn:  # text sorts as SQLite's BINARY does: collation "C"
+        other = pg_conn.execute(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            " AND a.atttypid = 'text'::regtype AND a.attcollation <> (SELECT oid FROM pg_collation"
+            " WHERE collname = 'C' AND collnamespace = 'pg_catalog'::regnamespace)"
+        ).fetchall()
+    assert other == []
     # And the schema is the one the design names: a few spot checks a reader can follow.
     tables = describe.load()["tables"]
     assert len(tables) == 21

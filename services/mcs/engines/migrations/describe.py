@@ -50,15 +50,9 @@ def _kind_sqlite(declared: str) -> str:
     return f"unknown:{declared}"
 
 
-_PG_KINDS = {
-    "text": "text",
-    "character varying": "text",
-    "bigint": "int",
-    "integer": "int",
-    "smallint": "int",
-    "double precision": "real",
-    "real": "real",
-}
+# Only the types that hold what SQLite's do: 64-bit integers, doubles, unbounded text. Any other type (an
+# `integer`, a float4 `real`, a varchar(n)) is reported as itself and so differs from SQLite's description.
+_PG_KINDS = {"text": "text", "bigint": "int", "double precision": "real"}
 
 
 def _default(raw: str | None) -> str | None:
