@@ -179,6 +179,8 @@ WRITES = [
     "INSERT INTO memory (ns, key, value, version, updated_by, updated_at) VALUES ('n', 'k2', 'xyz', 1, 'a', 1)",
     "UPDATE memory SET value = 'longer value' WHERE key = 'k2'",
     "DELETE FROM memory WHERE key = 'k2'",
+    "INSERT INTO memory (ns, key, value, version, updated_by, updated_at) VALUES ('n', 'k', 'wörld', 2, 'a', 2)"
+    " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = excluded.version",  # a put's upsert
     "INSERT INTO tasks (id, type, priority, capabilities, route, state, max_retries, claim_ttl, submitted_by,"
     " created_at, updated_at) VALUES ('t1', 'x', 1, '[]', 'any', 'queued', 0, 60, 'ann', 1, 1)",
     "INSERT INTO tasks (id, type, priority, capabilities, route, state, max_retries, claim_ttl, submitted_by,"
@@ -225,7 +227,7 @@ def test_the_triggers_do_the_same_on_both_engines(tmp_path, pg_database):
         assert json.loads(body) == {"config_id": "p1", "from": "queued", "state": "assigned", "at": 2.5}
     sqlite[2] = postgres[2] = []
     assert sqlite == postgres
-    assert sqlite[0] == [("n", len("k") + len("vé".encode()))]  # bytes, not characters
+    assert sqlite[0] == [("n", len("k") + len("wörld".encode()))]  # bytes, not characters
     assert sqlite[1] == [("assigned", 1, "[]", "any", 0), ("queued", 1, "[]", "any", 0)]
     assert sqlite[3] == [("agent", 1), ("workflow", 1)]
     assert sqlite[4:] == [[(0,)], [(0,)]]
@@ -250,3 +252,13 @@ def test_a_failing_migration_leaves_nothing_behind(pg_database, monkeypatch):
         # The lock went with the failure: another migrator gets it at once.
         with psycopg.connect(pg_database, autocommit=True) as other:
             assert other.execute("SELECT pg_try_advisory_lock(%s)", (catalog.LOCK_KEY,)).fetchone() == (True,)
+
+
+def test_the_describe_command_checks_both_engines_against_schema_json(pg_database, capsys):
+    assert describe.main(["--postgres", pg_database, "--check"]) == 0
+    assert capsys.readouterr().out == "schema.json is up to date\n"
+    with psycopg.connect(pg_database, autocommit=True) as conn:  # drift made by hand on the PostgreSQL side
+        conn.execute("DROP INDEX tasks_queued_keyed")
+    assert describe.main(["--postgres", pg_database, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("the engines' schemas differ:") and "table tasks indexes:" in err
