@@ -78,6 +78,11 @@ def test_mcs_migrate_gives_both_engines_the_schema_of_schema_json(sqlite_db, pg_
     # What PostgreSQL has on purpose (the sequencer's event_log) is really there before comparable() hides it.
     assert [c["name"] for c in raw["tables"]["event_log"]["columns"]] == ["id", "stream", "ref", "tmp"]
     assert raw["tables"]["event_log"]["primary_key"] == []
+    assert [i["name"] for i in raw["tables"]["event_log"]["indexes"]] == [
+        "event_log_id",
+        "event_log_ref",
+        "event_log_unnumbered",
+    ]
     with psycopg.connect(pg_database) as pg_conn:  # text sorts as SQLite's BINARY does: collation "C"
         other = pg_conn.execute(
             "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"

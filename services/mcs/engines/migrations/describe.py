@@ -233,7 +233,8 @@ def describe_postgres(conn: Any) -> Description:
 def _sequenced_event_log(t: dict[str, Any]) -> dict[str, Any]:
     """PostgreSQL's event_log (migration 0020, design 5.3) seen as SQLite's: the sequencer fills `id` after
     commit (so it is nullable, not an identity, unique through the index `event_log_id` rather than the
-    primary key), and `tmp` keeps insertion order. Anything else about the table is left to compare."""
+    primary key), `tmp` keeps insertion order, and `event_log_unnumbered` finds the rows still to number.
+    Anything else about the table is left to compare."""
     cols = {c["name"]: c for c in t["columns"]}
     shaped = (
         t["primary_key"] == []
@@ -241,13 +242,14 @@ def _sequenced_event_log(t: dict[str, Any]) -> dict[str, Any]:
         and cols.get("id", {}).get("not_null") is False
         and cols.get("id", {}).get("auto") is False
         and {"name": "event_log_id", "columns": ["id"], "unique": True, "partial": False} in t["indexes"]
+        and {"name": "event_log_unnumbered", "columns": ["tmp"], "unique": False, "partial": True} in t["indexes"]
     )
     if not shaped:
         return t
     columns = [
         {**c, "not_null": True, "auto": True} if c["name"] == "id" else c for c in t["columns"] if c["name"] != "tmp"
     ]
-    indexes = [i for i in t["indexes"] if i["name"] != "event_log_id"]
+    indexes = [i for i in t["indexes"] if i["name"] not in ("event_log_id", "event_log_unnumbered")]
     return {**t, "columns": columns, "primary_key": ["id"], "indexes": indexes}
 
 

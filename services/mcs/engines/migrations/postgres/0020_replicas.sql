@@ -36,3 +36,7 @@ ALTER TABLE event_log ALTER COLUMN id DROP IDENTITY;
 ALTER TABLE event_log ALTER COLUMN id DROP NOT NULL;
 ALTER TABLE event_log ADD COLUMN tmp bigint GENERATED ALWAYS AS IDENTITY;
 CREATE UNIQUE INDEX event_log_id ON event_log (id);
+-- The rows the sequencer has still to number, in insertion order: it finds them without reading the log
+-- (measured here with 300,000 numbered rows: 0.2 ms a run with this index and `e.id IS NULL` in the
+-- UPDATE, 1.9 ms through event_log_id alone, 90 ms with neither).
+CREATE INDEX event_log_unnumbered ON event_log (tmp) WHERE id IS NULL;
