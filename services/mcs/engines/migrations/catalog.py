@@ -9,6 +9,11 @@ and are recorded together when it runs. Every later migration is a pair: a SQLit
 PostgreSQL runner: a session advisory lock, so several replicas starting at once serialise and the later
 ones find nothing pending; then each migration in its own transaction together with its row in
 `mcs_migrations` (DDL is transactional: a failed migration leaves nothing behind).
+
+Adding migration N: its SQLite function at the end of `mcs/store/migrations.py` as today; its PostgreSQL
+script as `postgres/N_name.sql` (text COLLATE "C", times double precision, integers bigint); a line
+`Migration("N_name", sqlite_migrations.mN_name, "N_name.sql")` at the end of MIGRATIONS; then
+`python -m mcs.engines.migrations.describe` rewrites schema.json (review its diff).
 """
 
 from __future__ import annotations
