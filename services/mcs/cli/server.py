@@ -1,4 +1,5 @@
-"""The server processes: `mcs up`, `api`, `dispatcher`, `watchdog`, `notifier`, `migrate`, `check`."""
+"""The server processes: `mcs up`, `api`, `dispatcher`, `watchdog`, `notifier`, `migrate`, `check`,
+`migrate-to-postgres`."""
 
 from __future__ import annotations
 
@@ -152,16 +153,40 @@ def notifier() -> None:
 
 
 @main.command()
+@click.option("--check", is_flag=True, help="Only list the pending migrations; exit 1 if there are any.")
 @json_option
-def migrate(as_json: bool) -> None:
-    """Apply pending database migrations (env: MCS_DB)."""
-    from mcs.store import Store, sqlite_version
+def migrate(check: bool, as_json: bool) -> None:
+    """Apply pending database migrations (env: MCS_DB, or MCS_DATABASE_URL for PostgreSQL).
 
+    Several processes migrating one database at once take turns; the later ones find nothing to do."""
     settings = _settings()
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
-    applied = store.migrate()
-    store.close()
-    data = {"db": str(settings.db), "applied": applied, "sqlite_version": sqlite_version()}
+    if settings.database_url:
+        from mcs.engines.migrations.catalog import migrate_url
+        from mcs.engines.migrations.connection import redact
+
+        names, version = migrate_url(settings.database_url, check=check)
+        data: dict[str, Any] = {"engine": "postgres", "database": redact(settings.database_url)}
+        data.update({"engine_version": version})
+    else:
+        from mcs.store import Store, sqlite_version
+        from mcs.store import migrations as sqlite_migrations
+
+        if check and not settings.db.exists():  # a check creates no database
+            names = list(sqlite_migrations.migrations.names)
+        else:
+            store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+            try:
+                names = store.pending_migrations() if check else store.migrate()
+            finally:
+                store.close()
+        data = {"engine": "sqlite", "db": str(settings.db), "sqlite_version": sqlite_version()}
+    if check:
+        data["pending"] = names
+        emit(data, as_json, lambda d: f"pending {', '.join(d['pending'])}" if d["pending"] else "up to date")
+        if names:
+            sys.exit(1)
+        return
+    data["applied"] = names
     emit(data, as_json, lambda d: f"applied {', '.join(d['applied'])}" if d["applied"] else "up to date")
 
 
@@ -205,3 +230,45 @@ def check(process: str, max_age: float) -> None:
         click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)
     click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
+
+
+@main.command("migrate-to-postgres")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The SQLite database to copy [default: MCS_DB, ./data/mcs.db].",
+)
+@click.option("--to", "target", required=True, help="The empty PostgreSQL database: postgresql://user:pw@host/name.")
+@json_option
+def migrate_to_postgres(source: Path | None, target: str, as_json: bool) -> None:
+    """Copy a SQLite database into an empty PostgreSQL one and verify the copy (row counts and a SHA-256
+    per table); exit 1 if any table differs.
+
+    Stop MCS first: it refuses while a process uses the SQLite file, unless that file is fully migrated,
+    and if the target already holds MCS data. The copy is one transaction: a failure leaves the target
+    empty. Then set MCS_DATABASE_URL and start MCS on PostgreSQL."""
+    from mcs.engines.copy import migrate_to_postgres as copy
+
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter("a postgresql:// URL", param_hint="--to")
+    report = copy(source if source is not None else _settings().db, target)
+    emit(report.as_json(), as_json, _copy_table)
+    if not report.ok:
+        bad = ", ".join(t.table for t in report.tables if not t.ok)
+        click.echo(f"the copy differs from the source in: {bad} (the target is left as it is for inspection)", err=True)
+        sys.exit(1)
+
+
+def _copy_table(data: dict[str, Any]) -> str:
+    lines = [f"{'table':<20} {'rows':>10} {'in target':>10}  sha256 (source / target, first 16)"]
+    for t in data["tables"]:
+        mark = "" if t["ok"] else "  DIFFERS"
+        lines.append(
+            f"{t['table']:<20} {t['source_rows']:>10} {t['target_rows']:>10}"
+            f"  {t['source_sha256'][:16]} / {t['target_sha256'][:16]}{mark}"
+        )
+    verdict = "counts and checksums match" if data["ok"] else "DIFFERENCES FOUND"
+    lines.append(f"copied {data['rows']} rows of {len(data['tables'])} tables in {data['seconds']} s: {verdict}")
+    return "\n".join(lines)
