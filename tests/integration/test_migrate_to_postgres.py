@@ -20,7 +20,7 @@ from sqlite_utils.migrations import Migrations
 
 from mcs.cli import main
 from mcs.engines.migrations.catalog import MIGRATIONS, apply_postgres
-from mcs.store import schedules as schedules_store
+from mcs.state import schedules as schedules_store
 from mcs.store.connection import connect
 
 DEFAULTS = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
