@@ -90,8 +90,8 @@ from mcs.errors import ApiError, QuotaExceeded, StoreError, Unauthorized
 from mcs.models import APPROVAL, Caller, TaskSpec
 from mcs.models import Task as McsTask
 from mcs.models import TaskState as McsState
+from mcs.state import tasks as tasks_store
 from mcs.store import a2a as a2a_store
-from mcs.store import tasks as tasks_store
 
 RPC_PATH = A2A_RPC_PATH
 CARD_PATHS = A2A_CARD_PATHS

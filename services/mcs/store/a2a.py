@@ -10,8 +10,8 @@ from typing import Any
 
 from mcs.errors import Forbidden, NotFound
 from mcs.models import APPROVAL, Agent, AgentStatus, Caller, Task, TaskSpec
+from mcs.state import tasks as tasks_store
 from mcs.store import agents as agents_store
-from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
 
 
@@ -81,11 +81,11 @@ def submit(
     )
     conn.execute(
         "INSERT INTO a2a_tasks (task_id, context_id, message, created_at) VALUES (?, ?, ?, ?)",
-        (body["id"], context_id, json.dumps(message), now),
+        (body.id, context_id, json.dumps(message), now),
     )
     if push is not None:
-        _insert_push(conn, caller=caller, config=push, task_id=body["id"], now=now)
-    return tasks_store.must_get(conn, body["id"]), Origin(context_id=context_id, message=message)
+        _insert_push(conn, caller=caller, config=push, task_id=body.id, now=now)
+    return tasks_store.must_get(conn, body.id), Origin(context_id=context_id, message=message)
 
 
 def _may_manage(task: Task, caller: Caller) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from mcs.errors import Conflict, NotFound, Unprocessable
 from mcs.models import Caller, Schedule, ScheduleRun, TaskSpec, iso
 from mcs.schedules import Cron, iso_local
-from mcs.store import tasks as tasks_store
+from mcs.state import tasks as tasks_store
 from mcs.store import workflows as workflows_store
 from mcs.store.connection import Connection
 
@@ -171,9 +171,9 @@ def _submit(
         conn, caller=caller, spec=spec, idempotency_key=None, body_hash="", idempotency_ttl=0, now=now
     )
     tasks_store.add_event(
-        conn, task["id"], "scheduled", caller.actor, now, {"schedule": schedule.name, "tick": iso(tick)} | detail
+        conn, task.id, "scheduled", caller.actor, now, {"schedule": schedule.name, "tick": iso(tick)} | detail
     )
-    return str(task["id"])
+    return task.id
 
 
 def _submit_workflow(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mcs.engines.sql.tasks import ENDED
 from mcs.models import APPROVAL, Priority
 from mcs.store.connection import Connection
-from mcs.store.tasks import ENDED
 from mcs.store.workflows import STATES as WORKFLOW_STATES
 
 QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")

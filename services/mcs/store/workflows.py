@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from mcs import quotas, routing
+from mcs import quotas, render, routing
 from mcs.errors import Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Caller, Task, TaskSpec, TaskState, iso
+from mcs.state import tasks as tasks_store
 from mcs.store import agents as agents_store
 from mcs.store import effects
-from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
 
 STATES = ("running", "completed", "failed", "canceled")
@@ -116,7 +116,7 @@ def _view(conn: Connection, row: Any, steps: list[Task]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "finished_at": iso(row["finished_at"]),
-        "steps": {t.step_id or t.id: tasks_store.to_api(conn, t) for t in steps},
+        "steps": {t.step_id or t.id: render.task(tasks_store.view(conn, t)) for t in steps},
     }
 
 
@@ -150,13 +150,13 @@ def list_workflows(conn: Connection, *, state: str | None, limit: int, cursor: s
         args.append(state)
     if cursor:
         where.append("seq < ?")
-        args.append(tasks_store.decode_cursor(cursor))
+        args.append(render.decode_cursor(cursor))
     sql = "SELECT * FROM workflows" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
     rows = conn.execute(sql, (*args, limit + 1)).fetchall()
     shown = rows[:limit]
     return {
         "workflows": [_view(conn, r, steps_of(conn, r["id"])) for r in shown],
-        "next_cursor": tasks_store.encode_cursor(shown[-1]["seq"]) if len(rows) > limit else None,
+        "next_cursor": render.encode_cursor(shown[-1]["seq"]) if len(rows) > limit else None,
     }
 
 
