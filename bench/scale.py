@@ -270,10 +270,11 @@ def traced(store: Any, fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[t
     """Each statement `fn` runs (its bound values in), with its plan, each statement timed alone."""
     seen: list[str] = []
 
-    def run(conn: Any) -> list[tuple[str, list[str]]]:
+    def run(tx: Any) -> list[tuple[str, list[str]]]:
+        conn = getattr(tx, "conn", tx)  # the SQLite connection under the engine's Tx
         conn.set_trace_callback(seen.append)
         try:
-            fn(conn, **kwargs)
+            fn(tx, **kwargs)
         finally:
             conn.set_trace_callback(None)
         return [(sql, plan(conn, sql)) for sql in dict.fromkeys(seen) if sql.lstrip().upper().startswith("SELECT")]
