@@ -318,3 +318,23 @@ def test_task_workflow_name_and_inputs(store: Store) -> None:
     assert store.read(lambda tx: tx.task_workflow_name("gone")) is None
     assert store.read(lambda tx: tx.task_workflow_inputs("w")) == (True, {"day": 3})
     assert store.read(lambda tx: tx.task_workflow_inputs("gone")) == (False, None)
+
+
+def test_savepoint_rollback_undoes_only_what_came_after_it(store: Store) -> None:
+    def job(tx: Any) -> None:
+        tx.task_insert(task_id="kept", spec=spec(), state=TaskState.QUEUED, submitted_by="a", now=1.0)
+        tx.savepoint("item")
+        tx.task_insert(task_id="undone", spec=spec(), state=TaskState.QUEUED, submitted_by="a", now=1.0)
+        tx.savepoint_rollback("item")
+        tx.savepoint("item")
+        tx.task_insert(task_id="released", spec=spec(), state=TaskState.QUEUED, submitted_by="a", now=1.0)
+        tx.savepoint_release("item")
+
+    store.write(job)
+    assert [store.read(lambda tx, i=i: tx.task_get(i)) is not None for i in ("kept", "undone", "released")] == [
+        True,
+        False,
+        True,
+    ]
+    with pytest.raises(ValueError):
+        store.write(lambda tx: tx.savepoint("x; DROP TABLE tasks"))

@@ -212,7 +212,7 @@ def submit_batch(
         if item.refused is not None or item.spec is None:
             out.append(BatchOutcome(None, error=item.refused or Unprocessable("no task given")))
             continue
-        tx.execute("SAVEPOINT batch_item")
+        tx.savepoint("batch_item")
         noted = effects.mark()
         try:
             task, replayed = submit(
@@ -227,12 +227,11 @@ def submit_batch(
                 unfinished=unfinished,
             )
         except ApiError as exc:
-            tx.execute("ROLLBACK TO batch_item")
-            tx.execute("RELEASE batch_item")
+            tx.savepoint_rollback("batch_item")
             effects.discard_since(noted)
             out.append(BatchOutcome(None, error=exc))
             continue
-        tx.execute("RELEASE batch_item")
+        tx.savepoint_release("batch_item")
         if unfinished is not None and not replayed:
             unfinished += 1
         out.append(BatchOutcome(task, replayed))

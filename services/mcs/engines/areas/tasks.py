@@ -171,6 +171,18 @@ class TaskTx(Protocol):
         """Tasks matching `f`, newest first, older than `before_seq`, at most `limit`."""
         ...
 
+    def savepoint(self, name: str) -> None:
+        """Start a savepoint (one item of a batch): undone alone by `savepoint_rollback`."""
+        ...
+
+    def savepoint_rollback(self, name: str) -> None:
+        """Undo everything since `savepoint(name)` and end that savepoint."""
+        ...
+
+    def savepoint_release(self, name: str) -> None:
+        """Keep everything since `savepoint(name)` and end that savepoint."""
+        ...
+
     def task_workflow_name(self, workflow_id: str) -> str | None:
         """The name of the workflow a step belongs to (None when it is gone)."""
         ...

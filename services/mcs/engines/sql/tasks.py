@@ -59,6 +59,13 @@ _JSON_COLUMNS = ("result", "error")
 _NON_TERMINAL_IN = f"state IN ({','.join('?' * len(NON_TERMINAL))})"
 
 
+def _identifier(name: str) -> str:
+    """A savepoint name goes into the SQL text: letters, digits and underscores only."""
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"not a savepoint name: {name!r}")
+    return name
+
+
 def _task(row: Any) -> Task | None:
     return Task.from_row(row) if row is not None else None
 
@@ -326,6 +333,16 @@ class TaskSql(SqlTx):
             # seconds.
             sql = f"SELECT * FROM tasks WHERE seq IN ({sql.replace('SELECT *', 'SELECT seq', 1)}) ORDER BY seq DESC"
         return [Task.from_row(r) for r in self.rows(sql, (*args, limit))]
+
+    def savepoint(self, name: str) -> None:
+        self.run(f"SAVEPOINT {_identifier(name)}")
+
+    def savepoint_rollback(self, name: str) -> None:
+        self.run(f"ROLLBACK TO SAVEPOINT {_identifier(name)}")
+        self.run(f"RELEASE SAVEPOINT {_identifier(name)}")
+
+    def savepoint_release(self, name: str) -> None:
+        self.run(f"RELEASE SAVEPOINT {_identifier(name)}")
 
     def task_workflow_name(self, workflow_id: str) -> str | None:
         found = self.value("SELECT name FROM workflows WHERE id = ?", (workflow_id,))
