@@ -441,6 +441,15 @@ class TaskReplay:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProgressNote:
+    """A holder's progress report, as recorded on its task (`message` and `percent` each optional)."""
+
+    task_id: str
+    state: TaskState
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskPage:
     """One page of a task listing, newest first; `next_seq` is where the next page starts (None: the last)."""
 

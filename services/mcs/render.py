@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mcs.errors import BadRequest
-from mcs.models import TaskEvent, TaskPage, TaskReplay, TaskView
+from mcs.models import ProgressNote, TaskEvent, TaskPage, TaskReplay, TaskView
 
 
 def task(view: TaskView | TaskReplay) -> dict[str, Any]:
@@ -25,6 +25,10 @@ def task(view: TaskView | TaskReplay) -> dict[str, Any]:
 
 def task_or_none(view: TaskView | None) -> dict[str, Any] | None:
     return None if view is None else task(view)
+
+
+def progress(note: ProgressNote) -> dict[str, Any]:
+    return {"task_id": note.task_id, "state": note.state.value} | dict(note.detail)
 
 
 def events(items: Iterable[TaskEvent]) -> list[dict[str, Any]]:

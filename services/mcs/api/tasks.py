@@ -40,7 +40,7 @@ from mcs.api.schemas import (
     TaskView,
 )
 from mcs.errors import ApiError, BadRequest, QuotaExceeded, Unauthorized, Unprocessable
-from mcs.models import TaskSpec
+from mcs.models import ProgressNote, TaskSpec
 from mcs.models import TaskView as TaskModel
 from mcs.state import tasks as tasks_store
 
@@ -286,7 +286,7 @@ async def progress(task_id: str, data: Progress) -> Response:
     """The holder's progress on a claimed task (`message`, `percent` 0-100): a `progress` event on the task,
     seen live on GET /v1/events. 409 when the claim token is stale, 403 when another agent holds it."""
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
+    note: ProgressNote = await _db().write(
         authed(tasks_store.progress, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -296,7 +296,7 @@ async def progress(task_id: str, data: Progress) -> Response:
         now=time.time(),
     )
     metrics.task_progress.inc()
-    return respond(result)
+    return respond(render.progress(note))
 
 
 @bp.post("/<task_id>/complete")

@@ -26,6 +26,7 @@ from mcs.models import (
     Agent,
     Caller,
     IdemRecord,
+    ProgressNote,
     Task,
     TaskEvent,
     TaskPage,
@@ -412,9 +413,8 @@ def progress(
     message: str | None,
     percent: float | None,
     now: float,
-) -> dict[str, Any]:
-    """Record the holder's progress on a claimed task as a `progress` event (it changes no state); the
-    answer is the event's detail with the task's id and state."""
+) -> ProgressNote:
+    """Record the holder's progress on a claimed task as a `progress` event (it changes no state)."""
     task = _held(tx, task_id, agent, token)
     if task.state is not TaskState.CLAIMED:
         raise Conflict(f"task is {task.state.value}; only a claimed task reports progress", code="not_claimed")
@@ -424,7 +424,7 @@ def progress(
     if percent is not None:
         detail["percent"] = percent
     add_event(tx, task.id, "progress", agent.name, now, detail)
-    return {"task_id": task.id, "state": task.state.value} | detail
+    return ProgressNote(task_id=task.id, state=task.state, detail=detail)
 
 
 def complete(tx: Tx, *, task_id: str, agent: Agent, token: str, result: Any, now: float) -> TaskView:
