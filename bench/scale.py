@@ -171,7 +171,7 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, float]:
 def time_http(servers: list[Server], repeats: int) -> list[list[dict[str, Any]]]:
     """Each query on each server in turn (so the machine's other work falls on both alike); one result list
     per server."""
-    from mcs.store.tasks import encode_cursor
+    from mcs.render import encode_cursor
 
     clients = [
         httpx.Client(base_url=s.url, headers={"authorization": f"Bearer {s.token}"}, timeout=60) for s in servers
@@ -270,10 +270,11 @@ def traced(store: Any, fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[t
     """Each statement `fn` runs (its bound values in), with its plan, each statement timed alone."""
     seen: list[str] = []
 
-    def run(conn: Any) -> list[tuple[str, list[str]]]:
+    def run(tx: Any) -> list[tuple[str, list[str]]]:
+        conn = getattr(tx, "conn", tx)  # the SQLite connection under the engine's Tx
         conn.set_trace_callback(seen.append)
         try:
-            fn(conn, **kwargs)
+            fn(tx, **kwargs)
         finally:
             conn.set_trace_callback(None)
         return [(sql, plan(conn, sql)) for sql in dict.fromkeys(seen) if sql.lstrip().upper().startswith("SELECT")]
@@ -286,14 +287,15 @@ def http_plans(db: Path) -> dict[str, list[tuple[str, list[str]]]]:
     from urllib.parse import parse_qs, urlsplit
 
     from mcs.api.tasks import since
+    from mcs.render import encode_cursor
+    from mcs.state import tasks as tasks_state
     from mcs.store import Store
-    from mcs.store import tasks as tasks_store
 
     store = Store(db)
     (max_seq,) = store.read(lambda c: c.execute("SELECT coalesce(max(seq), 0) FROM tasks").fetchone())
     out = {}
     try:
-        for label, path in http_queries(tasks_store.encode_cursor(max(1, max_seq // 2))):
+        for label, path in http_queries(encode_cursor(max(1, max_seq // 2))):
             u = urlsplit(path)
             if u.path != "/v1/tasks":
                 continue
@@ -308,7 +310,7 @@ def http_plans(db: Path) -> dict[str, list[tuple[str, list[str]]]]:
                 "updated_after": since(q["updated_after"], time.time()) if "updated_after" in q else None,
                 "q": q.get("q"),
             }
-            out[label] = [p for p in traced(store, tasks_store.list_tasks, kwargs) if "FROM tasks" in p[0]][:1]
+            out[label] = [p for p in traced(store, tasks_state.list_tasks, kwargs) if "FROM tasks" in p[0]][:1]
     finally:
         store.close()
     return out

@@ -531,3 +531,63 @@ class QueueGroup:
     capabilities: tuple[str, ...]
     route: str
     key: str
+
+
+# ---------------------------------------------------------------- task views (state -> render)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskView:
+    """A task as a read or a transition returns it: the task, its fanout children's ids (a fanout parent
+    only), its dependencies' ids and the inputs they hand it; `claim_token` only for the claimer's answer.
+    `mcs.render.task` turns it into the API's JSON."""
+
+    task: Task
+    children: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    claim_token: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskReplay:
+    """A submit answered from its Idempotency-Key: the response stored the first time, as it was."""
+
+    body: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.body["id"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressNote:
+    """A holder's progress report, as recorded on its task (`message` and `percent` each optional)."""
+
+    task_id: str
+    state: TaskState
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskPage:
+    """One page of a task listing, newest first; `next_seq` is where the next page starts (None: the last)."""
+
+    tasks: tuple[TaskView, ...]
+    next_seq: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdemRecord:
+    """A stored Idempotency-Key: the body it came with (a hash) and the response it got."""
+
+    caller: str
+    key: str
+    body_hash: str
+    response: str  # the response's JSON text, replayed byte for byte
+    expires_at: float
+    status: int = 201

@@ -31,10 +31,10 @@ from mcs.errors import DatabaseReplaced
 from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.state import a2a as a2a_store
+from mcs.state import tasks as tasks_state
 from mcs.store import AsyncStore, Store, data_version
 from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
-from mcs.store import tasks as tasks_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.notifier")
@@ -182,7 +182,7 @@ class Notifier:
         # claim is gone would only start the work again.
         token = _claim_token(item.body) if attempt > 1 else None
         if token is not None and item.task_id:
-            held = await self.db.read(tasks_store.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
+            held = await self.db.read(tasks_state.holds_claim, task_id=item.task_id, agent=item.agent, token=token)
             if not held:
                 metrics.webhooks_superseded.inc()
                 raise Superseded(f"task {item.task_id} is no longer held with the claim this webhook carries")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from mcs.models import ADMIN, APPROVAL, Origin, PushConfig, TaskSpec
+from mcs.state import tasks as tasks_store
 from mcs.store import Store
 from mcs.store import agents as agents_store  # moving to mcs.state.agents (issue 16)
-from mcs.store import tasks as tasks_store  # moving to mcs.state.tasks (issue 16)
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def task(store: Store, type_: str = "echo", now: float = 1.0) -> str:
     body, _ = store.write(
         tasks_store.submit, caller=ADMIN, spec=spec, idempotency_key=None, body_hash="", idempotency_ttl=0, now=now
     )
-    return str(body["id"])
+    return body.id
 
 
 def config(task_id: str, config_id: str = "c1", **kw: Any) -> PushConfig:

@@ -10,8 +10,8 @@ import pytest
 from mcs.errors import Forbidden
 from mcs.models import ADMIN, Caller, PushConfig, TaskSpec
 from mcs.state import a2a as a2a_state
+from mcs.state import tasks as tasks_store
 from mcs.store import Store
-from mcs.store import tasks as tasks_store
 
 
 def push(task_id: str = "", config_id: str = "c1") -> PushConfig:
@@ -50,7 +50,7 @@ def test_state_changes_become_push_rows_and_the_rows_follow_their_task(tmp_path)
     rows = store.read(lambda c: c.execute("SELECT agent, task_id, body FROM outbox WHERE kind = 'a2a_push'").fetchall())
     bodies = sorted((r[0], r[1], json.loads(r[2])["config_id"], json.loads(r[2])["state"]) for r in rows)
     assert bodies == [("a2a:admin", task.id, "c1", "canceled"), ("a2a:admin", task.id, "c2", "canceled")]
-    kinds = [e["kind"] for e in store.read(tasks_store.events, task.id)]
+    kinds = [e.kind for e in store.read(tasks_store.events, task.id)]
     assert kinds.count("push_config_set") == 2
 
     store.write(lambda c: c.execute("DELETE FROM tasks WHERE id = ?", (task.id,)))

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from mcs.alerts import Alert
+from mcs.engines.sql.tasks import KEY_RUNNING_SQL
 from mcs.state import dispatch as dispatch_state
-from mcs.store import tasks as tasks_store
 from tests.integration.test_alerts import TOKEN, alert_row, start_notifier, telegram  # noqa: F401
 from tests.integration.test_notifier import until
 
@@ -175,7 +175,7 @@ async def test_max_concurrency_needs_a_key_and_must_be_positive(mesh):
 
 
 async def test_the_key_count_uses_its_index(mesh):
-    plan = mesh.store.read(lambda c: c.execute("EXPLAIN QUERY PLAN " + tasks_store.KEY_RUNNING_SQL, ("k",)).fetchall())
+    plan = mesh.store.read(lambda c: c.execute("EXPLAIN QUERY PLAN " + KEY_RUNNING_SQL, ("k",)).fetchall())
     detail = " ".join(r["detail"] for r in plan)
     assert "USING COVERING INDEX tasks_concurrency" in detail or "USING INDEX tasks_concurrency" in detail, detail
 

@@ -151,7 +151,7 @@ async def test_an_undelivered_push_claim_goes_back_to_the_queue_with_its_token_r
 
 async def test_a_webhook_whose_claim_is_gone_is_not_held_any_more(mesh):
     """What the notifier asks before it retries a webhook carrying a claim."""
-    from mcs.store import tasks as tasks_store
+    from mcs.state import tasks as tasks_store
 
     a = await push_agent(mesh, "a", ["x"])
     task = await mesh.submit(type="x")
@@ -331,7 +331,7 @@ async def test_deleting_an_agent_requeues_its_push_claimed_tasks_with_their_toke
 
 
 def tasks_store_holds() -> Any:
-    from mcs.store import tasks as tasks_store
+    from mcs.state import tasks as tasks_store
 
     return tasks_store.holds_claim
 

@@ -369,10 +369,10 @@ async def test_a_schedule_whose_submission_could_never_work_is_refused(mesh, bod
 def put_back(conn, task_id, now):
     """What a retry (item 7, POST /v1/tasks/{id}/retry) does to the row: a failed task queued again."""
     from mcs.models import TaskState
-    from mcs.store import tasks as tasks_store
+    from mcs.state import transitions
 
-    task = tasks_store.must_get(conn, task_id)
-    tasks_store._set(
+    task = transitions.must_get(conn, task_id)
+    transitions.set_state(
         conn, task, now, state=TaskState.QUEUED, attempts=0, error=None, assigned_to=None, claim_token=None
     )
 

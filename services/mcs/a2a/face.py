@@ -91,7 +91,7 @@ from mcs.models import APPROVAL, Caller, PushConfig, TaskSpec
 from mcs.models import Task as McsTask
 from mcs.models import TaskState as McsState
 from mcs.state import a2a as a2a_state
-from mcs.store import tasks as tasks_store
+from mcs.state import tasks as tasks_store
 
 RPC_PATH = A2A_RPC_PATH
 CARD_PATHS = A2A_CARD_PATHS

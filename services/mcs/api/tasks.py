@@ -12,7 +12,7 @@ from typing import Any
 from quart import Blueprint, Response, current_app, request
 from quart_schema import validate_querystring, validate_request
 
-from mcs import metrics
+from mcs import metrics, render
 from mcs.api.auth import Credentials, authed, credentials
 from mcs.api.openapi import (
     NO_CONTENT,
@@ -40,8 +40,9 @@ from mcs.api.schemas import (
     TaskView,
 )
 from mcs.errors import ApiError, BadRequest, QuotaExceeded, Unauthorized, Unprocessable
-from mcs.models import TaskSpec
-from mcs.store import tasks as tasks_store
+from mcs.models import ProgressNote, TaskSpec
+from mcs.models import TaskView as TaskModel
+from mcs.state import tasks as tasks_store
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
 
@@ -109,7 +110,7 @@ async def submit(data: SubmitTask) -> Response:
     except Unauthorized:
         rate.give_back(creds.name)
         raise
-    return respond(task, 201, {"Idempotent-Replayed": "true" if replayed else "false"})
+    return respond(render.task(task), 201, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
 @bp.post("/batch")
@@ -160,7 +161,13 @@ async def submit_batch(data: SubmitBatch) -> Response:
             results.append({"index": index, "status": outcome.error.status, "error": error})
         else:
             metrics.batch_items.labels("replayed" if outcome.replayed else "created").inc()
-            results.append({"index": index, "status": 200 if outcome.replayed else 201, "task": outcome.task})
+            results.append(
+                {
+                    "index": index,
+                    "status": 200 if outcome.replayed else 201,
+                    "task": render.task(outcome.task) if outcome.task is not None else None,
+                }
+            )
     return respond({"results": results})
 
 
@@ -168,7 +175,7 @@ async def submit_batch(data: SubmitBatch) -> Response:
 @documented(ok={200: TaskPage}, errors=(400, 422))
 @validate_querystring(TaskQuery)
 async def list_tasks(query_args: TaskQuery) -> Response:
-    result: dict[str, Any] = await _db().read(
+    page = await _db().read(
         authed(tasks_store.list_tasks, need="any"),
         credentials(),
         state=query_args.state,
@@ -182,20 +189,21 @@ async def list_tasks(query_args: TaskQuery) -> Response:
         limit=query_args.limit,
         cursor=query_args.cursor,
     )
-    return respond(result)
+    return respond(render.task_page(page))
 
 
 @bp.get("/<task_id>")
 @documented(ok={200: TaskView}, errors=(404,))
 async def show(task_id: str) -> Response:
-    result: dict[str, Any] = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
-    return respond(result)
+    view = await _db().read(authed(tasks_store.show, need="any"), credentials(), task_id=task_id)
+    return respond(render.task(view))
 
 
 @bp.get("/<task_id>/events")
 @documented(ok={200: TaskEvents}, errors=(404,))
 async def events(task_id: str) -> Response:
-    return respond({"events": await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)})
+    found = await _db().read(authed(tasks_store.events, need="any"), credentials(), task_id=task_id)
+    return respond({"events": render.events(found)})
 
 
 @bp.post("/claim")
@@ -227,7 +235,8 @@ async def _claim_waiting(
             if woken and not await _db().read(authed(tasks_store.has_claimable, need="agent", pass_as="agent"), creds):
                 metrics.claim_wakeups.labels("idle").inc()
             else:
-                task: dict[str, Any] | None = await _db().write(claim, creds, now=time.time(), after=after)
+                taken: TaskModel | None = await _db().write(claim, creds, now=time.time(), after=after)
+                task = render.task_or_none(taken)
                 if woken:
                     metrics.claim_wakeups.labels("raced" if task is None else "claimed").inc()
                 if task is not None:
@@ -248,10 +257,10 @@ async def _claim_waiting(
 @documented(ok={200: ClaimedTask}, errors=(404, 409), auth="agent", writes=True)
 async def claim(task_id: str) -> Response:
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.claim, need="agent", pass_as="agent"), creds, task_id=task_id, now=time.time()
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/extend")
@@ -259,7 +268,7 @@ async def claim(task_id: str) -> Response:
 @validate_request(Extend)
 async def extend(task_id: str, data: Extend) -> Response:
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.extend, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -267,7 +276,7 @@ async def extend(task_id: str, data: Extend) -> Response:
         ttl=data.ttl,
         now=time.time(),
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/progress")
@@ -277,7 +286,7 @@ async def progress(task_id: str, data: Progress) -> Response:
     """The holder's progress on a claimed task (`message`, `percent` 0-100): a `progress` event on the task,
     seen live on GET /v1/events. 409 when the claim token is stale, 403 when another agent holds it."""
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
+    note: ProgressNote = await _db().write(
         authed(tasks_store.progress, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -287,7 +296,7 @@ async def progress(task_id: str, data: Progress) -> Response:
         now=time.time(),
     )
     metrics.task_progress.inc()
-    return respond(result)
+    return respond(render.progress(note))
 
 
 @bp.post("/<task_id>/complete")
@@ -299,7 +308,7 @@ async def complete(task_id: str, data: Complete) -> Response:
     came within `wait` seconds): a pulling agent's one round trip per task."""
     creds = credentials()
     if not data.next:
-        result: dict[str, Any] = await _db().write(
+        result: TaskModel = await _db().write(
             authed(tasks_store.complete, need="agent", pass_as="agent"),
             creds,
             task_id=task_id,
@@ -307,7 +316,7 @@ async def complete(task_id: str, data: Complete) -> Response:
             result=data.result,
             now=time.time(),
         )
-        return respond(result)
+        return respond(render.task(result))
     deadline = time.monotonic() + min(data.wait, _settings().api_keep_alive)
     watcher = current_app.config["MCS_CHANGES"]
     version = watcher.version
@@ -319,11 +328,12 @@ async def complete(task_id: str, data: Complete) -> Response:
         result=data.result,
         now=time.time(),
     )
-    if claimed is None and not repeat and deadline > time.monotonic():
-        claimed = await _claim_waiting(creds, deadline, version=version, after=task_id)
-    if claimed is not None:
+    following = render.task_or_none(claimed)
+    if following is None and not repeat and deadline > time.monotonic():
+        following = await _claim_waiting(creds, deadline, version=version, after=task_id)
+    if following is not None:
         metrics.claims_with_completion.inc()
-    return respond({"task": done, "next": claimed})
+    return respond({"task": render.task(done), "next": following})
 
 
 @bp.post("/<task_id>/fail")
@@ -332,7 +342,7 @@ async def complete(task_id: str, data: Complete) -> Response:
 async def fail(task_id: str, data: Fail) -> Response:
     creds = credentials()
     settings = _settings()
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.fail, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -343,7 +353,7 @@ async def fail(task_id: str, data: Fail) -> Response:
         base=settings.retry_base,
         cap=settings.retry_max,
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/reject")
@@ -351,7 +361,7 @@ async def fail(task_id: str, data: Fail) -> Response:
 @validate_request(Reject)
 async def reject(task_id: str, data: Reject) -> Response:
     creds = credentials()
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.reject, need="agent", pass_as="agent"),
         creds,
         task_id=task_id,
@@ -359,53 +369,53 @@ async def reject(task_id: str, data: Reject) -> Response:
         reason=data.reason,
         now=time.time(),
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/cancel")
 @documented(ok={200: TaskView}, errors=(403, 404, 409), writes=True)
 async def cancel(task_id: str) -> Response:
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.cancel, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/approve")
 @documented(ok={200: TaskView}, errors=(403, 404, 409), body=True, writes=True)
 @validate_request(Approve)
 async def approve(task_id: str, data: Approve) -> Response:
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.approve, need="any", pass_as="caller"),
         credentials(),
         task_id=task_id,
         note=data.note,
         now=time.time(),
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/deny")
 @documented(ok={200: TaskView}, errors=(403, 404, 409), body=True, writes=True)
 @validate_request(Deny)
 async def deny(task_id: str, data: Deny) -> Response:
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.deny, need="any", pass_as="caller"),
         credentials(),
         task_id=task_id,
         reason=data.reason,
         now=time.time(),
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 @bp.post("/<task_id>/retry")
 @documented(ok={200: TaskView}, errors=(403, 404, 409), writes=True)
 async def retry(task_id: str) -> Response:
-    result: dict[str, Any] = await _db().write(
+    result: TaskModel = await _db().write(
         authed(tasks_store.retry, need="any", pass_as="caller"), credentials(), task_id=task_id, now=time.time()
     )
-    return respond(result)
+    return respond(render.task(result))
 
 
 _AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -11,7 +11,7 @@ from typing import Any
 from mcs.engines.base import Tx
 from mcs.errors import Forbidden, NotFound
 from mcs.models import Caller, Origin, PushConfig, Task, TaskSpec
-from mcs.store import tasks as tasks_store  # the task state machine, moving to mcs.state.tasks (issue 16)
+from mcs.state import tasks as tasks_store
 
 
 def origin(tx: Tx, task_id: str) -> Origin | None:
@@ -46,7 +46,7 @@ def submit(
         now=now,
         max_queued=max_queued,
     )
-    task_id = str(body["id"])
+    task_id = body.id
     tx.a2a_origin_insert(task_id, context_id=context_id, message=message, now=now)
     if push is not None:
         _insert_push(tx, caller=caller, config=push, task_id=task_id, now=now)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from mcs import routing
+from mcs import render, routing
 from mcs.engines.base import Tx
 from mcs.models import APPROVAL, QueuedRow, Task, TaskState, iso
 from mcs.routing import Candidate
+from mcs.state import tasks as state_tasks
+from mcs.state.transitions import add_event, release_due, start_waiting_for_approval, view
+from mcs.state.transitions import key_blocks as _key_blocks
+from mcs.state.transitions import set_state as _set
 from mcs.store import effects, outbox_rows
 from mcs.store.agents import PassAgents, RoutingView
-from mcs.store.tasks import _claim, _key_blocks, _set, _start_waiting_for_approval, add_event, release_due, to_api
 
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
 FULL_KEYS_SKIPPED_MAX = 200  # full concurrency keys a pass leaves out of its queue reads by SQL
@@ -157,7 +160,7 @@ def _route_page(
     for gate_id in gates:
         gate = tx.queued_take(gate_id)
         if gate is not None:  # else another transaction is deciding on it (an approval, a cancel)
-            _start_waiting_for_approval(tx, gate, "dispatcher", now)
+            start_waiting_for_approval(tx, gate, "dispatcher", now)
     while pending:
         task_id, route, required = pending.pop(0)
         if task_id in keys:
@@ -231,12 +234,12 @@ def _assign(tx: Tx, task: Task, name: str, agents: PassAgents, now: float, out: 
     if agents.view.agents[name].claim_on_push:
         # Claimed for it here, in the assignment's transaction: the webhook carries the claim, once
         # (a retried delivery sends this same body, so never a second token).
-        view_of_task = _claim(tx, task, name, now, pushed=True)
+        view_of_task = render.task(state_tasks.take(tx, task, name, now, pushed=True))
         out.push_claimed += 1
     else:
         task = _set(tx, task, now, state=TaskState.ASSIGNED, assigned_to=name, assigned_at=now)
         add_event(tx, task.id, "assigned", "dispatcher", now, {"agent": name})
-        view_of_task = to_api(tx, task)
+        view_of_task = render.task(view(tx, task))
     tx.agent_mark_assigned(name, now)
     outbox_rows.enqueue(
         tx,

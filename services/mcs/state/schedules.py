@@ -18,8 +18,8 @@ from mcs.engines.base import Duplicate, RaceLost, Tx
 from mcs.errors import Conflict, NotFound, Unprocessable
 from mcs.models import Caller, Schedule, ScheduleRun, TaskSpec, iso
 from mcs.schedules import Cron, iso_local
+from mcs.state import tasks as tasks_store
 from mcs.state import workflows as workflows_state
-from mcs.store import tasks as tasks_store  # the task state machine, moving to mcs.state.tasks (issue 16)
 
 MISSED_SCAN_MAX = 100_000  # ticks counted when saying how many were missed during a long downtime
 RUNS_SHOWN = 20  # recent runs listed with a schedule
@@ -188,9 +188,9 @@ def _submit(tx: Tx, schedule: Schedule, *, tick: float, detail: dict[str, Any], 
         tx, caller=caller, spec=spec, idempotency_key=None, body_hash="", idempotency_ttl=0, now=now
     )
     tasks_store.add_event(
-        tx, task["id"], "scheduled", caller.actor, now, {"schedule": schedule.name, "tick": iso(tick)} | detail
+        tx, task.id, "scheduled", caller.actor, now, {"schedule": schedule.name, "tick": iso(tick)} | detail
     )
-    return str(task["id"])
+    return task.id
 
 
 def _submit_workflow(

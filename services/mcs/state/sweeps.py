@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from mcs.engines.base import Tx
 from mcs.models import TaskState
-from mcs.store.tasks import _fail, _set, add_event
+from mcs.state.tasks import fail_attempt as _fail
+from mcs.state.transitions import add_event
+from mcs.state.transitions import set_state as _set
 
 
 def expire_leases(tx: Tx, *, now: float, base: float, cap: float, limit: int = 500) -> list[str]:

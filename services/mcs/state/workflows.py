@@ -12,19 +12,19 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from mcs import quotas, routing
+from mcs import quotas, render, routing
 from mcs.engines.base import Tx
 from mcs.errors import Conflict, Forbidden, NotFound, Unprocessable
-from mcs.models import Caller, Task, TaskEvent, TaskSpec, TaskState, Workflow, WorkflowView
+from mcs.models import Caller, Task, TaskEvent, TaskSpec, Workflow, WorkflowView
+from mcs.state import tasks as tasks_store
+from mcs.state.workflow_steps import _finish as _finish
+from mcs.state.workflow_steps import add_event as add_event  # re-exported: the api and schedules call it here
+from mcs.state.workflow_steps import reopen as reopen
+from mcs.state.workflow_steps import settle as settle
 from mcs.store import agents as agents_store  # moving to mcs.state.agents / tx.agent_get (issue 16)
 from mcs.store import effects
-from mcs.store import tasks as tasks_store  # the task state machine, moving to mcs.state.tasks (issue 16)
 
 STATES = ("running", "completed", "failed", "canceled")
-
-
-def add_event(tx: Tx, workflow_id: str, kind: str, actor: str, now: float, detail: Any = None) -> None:
-    tx.workflow_event_add(workflow_id, kind, actor, now, detail)
 
 
 def order_steps(steps: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -103,7 +103,9 @@ def steps_of(tx: Tx, workflow_id: str) -> list[Task]:
 def _view(tx: Tx, workflow: Workflow) -> WorkflowView:
     steps = tx.workflow_steps(workflow.id)
     # Each step as GET /v1/tasks/{id} shows it (its dependencies' results as inputs).
-    return WorkflowView(workflow=workflow, steps={t.step_id or t.id: tasks_store.to_api(tx, t) for t in steps})
+    return WorkflowView(
+        workflow=workflow, steps={t.step_id or t.id: render.task(tasks_store.view(tx, t)) for t in steps}
+    )
 
 
 def show(tx: Tx, workflow_id: str) -> WorkflowView:
@@ -119,41 +121,11 @@ def list_workflows(
     tx: Tx, *, state: str | None, limit: int, cursor: str | None
 ) -> tuple[list[WorkflowView], str | None]:
     """Newest first, paged like tasks: (a page, the cursor that continues after its last one or None)."""
-    before = tasks_store.decode_cursor(cursor) if cursor else None
+    before = render.decode_cursor(cursor) if cursor else None
     found = tx.workflows_page(state=state, before_seq=before, limit=limit + 1)
     shown = found[:limit]
-    more = tasks_store.encode_cursor(shown[-1].seq) if len(found) > limit else None
+    more = render.encode_cursor(shown[-1].seq) if len(found) > limit else None
     return [_view(tx, w) for w in shown], more
-
-
-def _finish(tx: Tx, workflow_id: str, state: str, actor: str, now: float, detail: Any = None) -> None:
-    tx.workflow_finish(workflow_id, state, now)
-    add_event(tx, workflow_id, state, actor, now, detail)
-    effects.note(f"workflow_{state}", "workflow", "normal")
-
-
-def settle(tx: Tx, workflow_id: str, now: float) -> None:
-    """After a step ended: the workflow completes when every step completed, and fails when every step
-    ended and some did not complete (a step with run_if "always" still runs before that)."""
-    # Locked before counting (docs/design/engines.md 4.1, site 7): the last two steps ending together
-    # on two replicas must not each see the other unfinished.
-    workflow = tx.workflow_lock(workflow_id)
-    if workflow is None or workflow.state != "running":
-        return
-    steps = tx.workflow_steps(workflow_id)
-    if any(not t.state.terminal for t in steps):
-        return
-    bad = [t.step_id for t in steps if t.state is not TaskState.COMPLETED]
-    if not bad:
-        _finish(tx, workflow_id, "completed", "mcs", now)
-    else:
-        _finish(tx, workflow_id, "failed", "mcs", now, {"steps": bad})
-
-
-def reopen(tx: Tx, workflow_id: str, now: float, *, step: str | None) -> None:
-    """A step of a failed workflow runs again (a retry): the workflow is running again."""
-    if tx.workflow_reopen(workflow_id, now):
-        add_event(tx, workflow_id, "reopened", "mcs", now, {"step": step})
 
 
 def cancel(tx: Tx, *, workflow_id: str, caller: Caller, now: float) -> WorkflowView:

@@ -197,7 +197,7 @@ def delete(conn: Connection, *, name: str, actor: str, now: float) -> dict[str, 
             "INSERT INTO task_events (task_id, at, kind, actor, detail) VALUES (?, ?, 'requeued', ?, ?)",
             (task_id, now, actor, json.dumps(detail)),
         )
-    from mcs.store import tasks as tasks_store  # tasks imports this module
+    from mcs.state import transitions as tasks_store  # state.tasks imports this module
 
     failed = tasks_store.fail_routed_to(conn, agent=name, error=f"agent {name} was deleted", actor=actor, now=now)
     removed = {"memory_keys": memory, "tasks_requeued": len(held), "tasks_failed": len(failed)}

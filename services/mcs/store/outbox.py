@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from mcs.models import OutboxItem
+from mcs.state.transitions import add_event
 from mcs.store.connection import Connection
-from mcs.store.tasks import add_event
 
 
 def due(conn: Connection, *, now: float, limit: int, per_key: int) -> list[OutboxItem]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mcs.engines.sql.tasks import ENDED
 from mcs.models import APPROVAL, Priority
 from mcs.state.workflows import STATES as WORKFLOW_STATES
 from mcs.store.connection import Connection
-from mcs.store.tasks import ENDED
 
 QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 

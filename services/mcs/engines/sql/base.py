@@ -7,7 +7,7 @@ with its driver: `mcs.engines.sqlite.tx.SqliteTx`, `mcs.engines.postgres.tx.Post
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 Params = Sequence[Any] | dict[str, Any]
@@ -25,6 +25,10 @@ class SqlTx:
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         raise NotImplementedError
+
+    def iter_rows(self, sql: str, params: Params = ()) -> Iterator[Row]:
+        """The rows, read lazily where the driver can (a scan the caller stops early)."""
+        return iter(self.rows(sql, params))
 
     def row(self, sql: str, params: Params = ()) -> Row | None:
         found = self.rows(sql, params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mcs.engines.sql.base import Params, Row
@@ -43,6 +43,9 @@ class SqliteTx(
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self.conn.execute(sql, params).fetchall())
+
+    def iter_rows(self, sql: str, params: Params = ()) -> Iterator[Row]:
+        return iter(self.conn.execute(sql, params))
 
     def row(self, sql: str, params: Params = ()) -> Row | None:
         return self.conn.execute(sql, params).fetchone()
