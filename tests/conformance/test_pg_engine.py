@@ -524,3 +524,22 @@ def test_the_async_wrapper_runs_jobs_off_the_event_loop(engines: Callable[..., P
         assert asyncio.run(main()) == [True] * 6 + [6]
     finally:
         db.shutdown()
+
+
+def test_a_job_that_swallows_a_statement_error_does_not_pretend_to_commit(
+    engines: Callable[..., PostgresEngine],
+) -> None:
+    engine = engines()
+    engine.write(lambda tx: tx.run("INSERT INTO tasks (id, state) VALUES ('x', 'queued')"))
+
+    def careless(tx: Tx) -> str:
+        tx.run("INSERT INTO tasks (id, state) VALUES ('y', 'queued')")
+        try:
+            tx.run("INSERT INTO tasks (id, state) VALUES ('x', 'queued')")
+        except Duplicate:
+            pass  # on SQLite the transaction would go on; PostgreSQL has aborted it
+        return "done"
+
+    with pytest.raises(StoreError):
+        engine.write(careless)
+    assert engine.read(lambda tx: [r["id"] for r in tx.rows("SELECT id FROM tasks")]) == ["x"]

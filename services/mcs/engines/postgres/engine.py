@@ -203,13 +203,16 @@ class PostgresEngine:
         tx = PostgresTx(conn)
         try:
             result = fn(tx, *args, **kwargs)
-            if not read:
-                tx.notify_topics()
         except BaseException:
             self._rollback(conn)
             raise
+        if conn.pgconn.transaction_status == TransactionStatus.INERROR:
+            # The job caught a statement's error (a Duplicate, say) and carried on: PostgreSQL has aborted
+            # the transaction, and COMMIT would quietly roll it back. Fail as that statement did.
+            self._rollback(conn)
+            raise tx.failed or StoreError("a statement failed inside the transaction; nothing was stored")
         try:
-            conn.execute("COMMIT")
+            conn.execute("COMMIT" if read else tx.commit_sql())
         except psycopg.Error as exc:
             self._rollback(conn)
             raise _InDoubt() from exc

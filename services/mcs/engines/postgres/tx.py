@@ -192,6 +192,7 @@ class PostgresTx(
         self.conn = conn
         self.topics: set[Topic] = set()
         self.statements = 0
+        self.failed: Exception | None = None  # the last statement error: PostgreSQL then aborts the transaction
 
     def _execute(self, sql: str, params: Params) -> Any:
         text, topics = translate_sql(sql)
@@ -199,6 +200,7 @@ class PostgresTx(
         try:
             cursor = self.conn.execute(text, params)  # even (): psycopg then un-doubles the %%
         except Exception as exc:
+            self.failed = exc
             duplicate = _duplicate(exc)
             if duplicate is not None:
                 raise duplicate from exc
@@ -225,6 +227,7 @@ class PostgresTx(
             with self.conn.cursor() as cursor:
                 cursor.executemany(text, list(seq))
         except Exception as exc:
+            self.failed = exc
             duplicate = _duplicate(exc)
             if duplicate is not None:
                 raise duplicate from exc
@@ -256,12 +259,11 @@ class PostgresTx(
         got = self.value("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", (f"{space}:",))
         return bool(got)
 
-    def notify_topics(self) -> None:
-        """One pg_notify per topic this transaction touched; PostgreSQL delivers them only at COMMIT."""
-        if self.topics:
-            channels = sorted(self.topics)
-            self.statements += 1
-            self.conn.execute("SELECT pg_notify(t, '') FROM unnest(%s::text[]) AS t", (channels,))
+    def commit_sql(self) -> str:
+        """COMMIT, preceded by one pg_notify per topic this transaction touched (PostgreSQL delivers them
+        only if it commits): one round trip, the channel names being our own constants."""
+        notify = ", ".join(f"pg_notify('{topic.value}', '')" for topic in sorted(self.topics))
+        return f"SELECT {notify}; COMMIT" if notify else "COMMIT"
 
 
 if TYPE_CHECKING:  # mypy checks here that PostgresTx implements every area of the Tx protocol
