@@ -543,3 +543,12 @@ def test_a_job_that_swallows_a_statement_error_does_not_pretend_to_commit(
     with pytest.raises(StoreError):
         engine.write(careless)
     assert engine.read(lambda tx: [r["id"] for r in tx.rows("SELECT id FROM tasks")]) == ["x"]
+
+
+def test_values_come_and_go_as_sqlite_gives_them(engines: Callable[..., PostgresEngine]) -> None:
+    engine = engines()
+    engine.write(lambda tx: tx.run_many("INSERT INTO tasks (id, state, n) VALUES (?, 'x', ?)", [("a", True), ("b", 2)]))
+    got = engine.read(lambda tx: tuple(tx.row("SELECT sum(n), avg(n), max(n), 0.5::float8 FROM tasks")))
+    assert got == (3, 1.5, 2, 0.5)
+    assert [type(v) for v in got] == [int, float, int, float]  # never Decimal
+    assert engine.read(lambda tx: tx.value("SELECT n FROM tasks WHERE id = 'a'")) == 1  # True stored as 1

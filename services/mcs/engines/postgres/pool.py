@@ -28,6 +28,32 @@ DATABASE_ID_SQL = (
 )
 
 
+def sqlite_like_adapters() -> Any:
+    """Types as the shared SQL expects them from SQLite: a Python bool binds as the integer 0 or 1 (the
+    schema keeps SQLite's integer flags), and a `numeric` result (sum() of integers, avg()) loads as an int
+    when it has no fraction, else a float, never a Decimal."""
+    import psycopg
+    from psycopg.adapt import AdaptersMap, Dumper, Loader
+
+    class BoolAsInt(Dumper):
+        oid = psycopg.adapters.types["int8"].oid
+
+        def dump(self, obj: Any) -> bytes:
+            return b"1" if obj else b"0"
+
+    class NumericAsNumber(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data).decode("ascii")
+            if any(c in text for c in ".eEN"):  # a fraction, an exponent, NaN
+                return float(text)
+            return int(text)
+
+    adapters = AdaptersMap(psycopg.adapters)
+    adapters.register_dumper(bool, BoolAsInt)
+    adapters.register_loader("numeric", NumericAsNumber)
+    return adapters
+
+
 def read_database_id(conn: Any) -> str | None:
     """mcs_meta's database_id (None before migration 0020 made it)."""
     value = conn.execute(DATABASE_ID_SQL).fetchone()[0]
@@ -67,7 +93,12 @@ class Pool:
             url,
             min_size=1,
             max_size=self.size,
-            kwargs={"autocommit": True, "row_factory": pg_row, "connect_timeout": CONNECT_TIMEOUT},
+            kwargs={
+                "autocommit": True,
+                "row_factory": pg_row,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "context": sqlite_like_adapters(),
+            },
             configure=self._configure,
             timeout=timeout,
             name=f"mcs-{process}",
