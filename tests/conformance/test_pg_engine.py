@@ -552,3 +552,18 @@ def test_values_come_and_go_as_sqlite_gives_them(engines: Callable[..., Postgres
     assert got == (3, 1.5, 2, 0.5)
     assert [type(v) for v in got] == [int, float, int, float]  # never Decimal
     assert engine.read(lambda tx: tx.value("SELECT n FROM tasks WHERE id = 'a'")) == 1  # True stored as 1
+
+
+def test_an_unmigrated_database_opens_and_its_id_is_adopted_once_written(pg_database: str) -> None:
+    engine = PostgresEngine(pg_database, pool_size=2)  # no mcs_meta yet: before migration 0020
+    try:
+        assert engine.write(lambda tx: tx.value("SELECT 1")) == 1
+        _setup(
+            pg_database,
+            "CREATE TABLE mcs_meta (key text PRIMARY KEY, value text NOT NULL);"
+            "INSERT INTO mcs_meta VALUES ('database_id', 'made-later')",
+        )
+        engine.check_identity()
+        assert engine.database_id == "made-later" and engine.replaced is None
+    finally:
+        engine.close()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg_pool import PoolTimeout
 
 from mcs import metrics
 from mcs.config import Settings
@@ -107,14 +108,10 @@ class PostgresEngine:
         try:
             with self._borrow(self.write_lock_timeout, check=False) as conn:
                 number = int(conn.info.server_version)
+        except PoolTimeout:  # nothing connected in time: the server is not there (or refuses us)
+            raise StoreError(f"cannot connect to the database server within {self.write_lock_timeout:g} s") from None
         except psycopg.Error as exc:
             raise translate(exc) from exc
-        except Exception as exc:
-            if type(exc).__name__ == "PoolTimeout":  # nothing connected in time: the server is not there
-                raise StoreError(
-                    f"cannot connect to the database server within {self.write_lock_timeout:g} s"
-                ) from None
-            raise
         if number < MIN_SERVER:
             raise StoreError(
                 f"PostgreSQL {number // 10000}.{number % 10000} is too old: MCS needs PostgreSQL 15 or newer"
@@ -159,9 +156,7 @@ class PostgresEngine:
                     self._identify(conn, fresh=True)
             except DatabaseReplaced:
                 raise
-            except (psycopg.Error, StoreError) as exc:
-                raise translate(exc) from exc
-            except Exception as exc:  # PoolTimeout
+            except psycopg.Error as exc:  # PoolTimeout too
                 raise translate(exc) from exc
         if self.lost is not None:
             raise DatabaseReplaced(
@@ -248,6 +243,11 @@ class PostgresEngine:
                 continue
             except _InDoubt as exc:
                 raise translate(exc.__cause__ or exc) from exc.__cause__
+            except PoolTimeout as exc:
+                metrics.write_lock_timeouts.inc()
+                if connection_lost:
+                    raise StoreError("the database server is not reachable now") from exc
+                raise translate(exc) from exc
             except psycopg.Error as exc:
                 state = sqlstate(exc)
                 if state in RETRIED and attempt < MAX_ATTEMPTS:
@@ -264,17 +264,6 @@ class PostgresEngine:
                     primary = getattr(getattr(exc, "diag", None), "message_primary", None)
                     log.warning("database error %s: %s", state, primary, extra={"action": "database_error"})
                 raise failure from exc
-            except DatabaseReplaced:
-                raise
-            except StoreError:
-                raise
-            except Exception as exc:
-                if type(exc).__name__ == "PoolTimeout":
-                    metrics.write_lock_timeouts.inc()
-                    if connection_lost:
-                        raise StoreError("the database server is not reachable now") from exc
-                    raise translate(exc) from exc
-                raise
             metrics.count_transitions(noted)
             return result
         raise StoreBusy("the database kept failing this request; try again shortly")  # pragma: no cover

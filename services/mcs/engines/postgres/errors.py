@@ -46,7 +46,7 @@ def translate(exc: BaseException) -> StoreError:
     """A driver error as DiskFull (507), StoreBusy (503 database_busy) or StoreError (503)."""
     if isinstance(exc, StoreError):
         return exc
-    if type(exc).__name__ == "PoolTimeout":
+    if type(exc).__name__ == "PoolTimeout":  # psycopg_pool's (an OperationalError): not imported here
         return StoreBusy("all of this process's database connections stayed busy; try again shortly")
     state = sqlstate(exc)
     if state == DISK_FULL:

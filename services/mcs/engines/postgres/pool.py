@@ -22,11 +22,6 @@ STATEMENT_TIMEOUT = 30.0  # seconds one statement may run
 IDLE_IN_TRANSACTION_TIMEOUT = 60.0  # seconds a transaction may sit idle (never across an await)
 CONNECT_TIMEOUT = 10  # seconds to open one connection
 
-DATABASE_ID_SQL = (
-    "SELECT CASE WHEN to_regclass('mcs_meta') IS NULL THEN NULL "
-    "ELSE (SELECT value FROM mcs_meta WHERE key = 'database_id') END"
-)
-
 
 def sqlite_like_adapters() -> Any:
     """Types as the shared SQL expects them from SQLite: a Python bool binds as the integer 0 or 1 (the
@@ -56,8 +51,10 @@ def sqlite_like_adapters() -> Any:
 
 def read_database_id(conn: Any) -> str | None:
     """mcs_meta's database_id (None before migration 0020 made it)."""
-    value = conn.execute(DATABASE_ID_SQL).fetchone()[0]
-    return None if value is None else str(value)
+    if conn.execute("SELECT to_regclass('mcs_meta') IS NULL").fetchone()[0]:
+        return None
+    row = conn.execute("SELECT value FROM mcs_meta WHERE key = 'database_id'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def session_settings(*, synchronous: str, lock_timeout: float, process: str) -> list[tuple[str, str]]:
