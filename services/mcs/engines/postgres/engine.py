@@ -194,8 +194,7 @@ class PostgresEngine:
 
     # Transactions
     def _attempt(self, conn: Any, fn: Callable[..., T], args: Any, kwargs: Any, *, read: bool) -> tuple[T, int]:
-        conn.execute(BEGIN_READ if read else BEGIN_WRITE)
-        tx = PostgresTx(conn)
+        tx = PostgresTx(conn, begin=BEGIN_READ if read else BEGIN_WRITE)
         try:
             result = fn(tx, *args, **kwargs)
         except BaseException:
@@ -206,6 +205,8 @@ class PostgresEngine:
             # the transaction, and COMMIT would quietly roll it back. Fail as that statement did.
             self._rollback(conn)
             raise tx.failed or StoreError("a statement failed inside the transaction; nothing was stored")
+        if tx.begin is not None:  # the job sent no statement: there is no transaction to end
+            return result, tx.statements
         try:
             conn.execute("COMMIT" if read else tx.commit_sql())
         except psycopg.Error as exc:

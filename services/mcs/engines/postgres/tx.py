@@ -188,16 +188,23 @@ class PostgresTx(
     FOR_UPDATE: ClassVar[str] = " FOR UPDATE"
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, *, begin: str | None = None) -> None:
         self.conn = conn
+        self.begin = begin  # sent before the first statement: a job that sends none costs no round trip
         self.topics: set[Topic] = set()
         self.statements = 0
         self.failed: Exception | None = None  # the last statement error: PostgreSQL then aborts the transaction
+
+    def _start(self) -> None:
+        if self.begin is not None:
+            begin, self.begin = self.begin, None
+            self.conn.execute(begin)
 
     def _execute(self, sql: str, params: Params) -> Any:
         text, topics = translate_sql(sql)
         self.statements += 1
         try:
+            self._start()
             cursor = self.conn.execute(text, params)  # even (): psycopg then un-doubles the %%
         except Exception as exc:
             self.failed = exc
@@ -224,6 +231,7 @@ class PostgresTx(
         text, topics = translate_sql(sql)
         self.statements += 1
         try:
+            self._start()
             with self.conn.cursor() as cursor:
                 cursor.executemany(text, list(seq))
         except Exception as exc:
