@@ -567,3 +567,13 @@ def test_an_unmigrated_database_opens_and_its_id_is_adopted_once_written(pg_data
         assert engine.database_id == "made-later" and engine.replaced is None
     finally:
         engine.close()
+
+
+def test_the_store_calls_the_processes_make_work_on_the_engine(engines: Callable[..., PostgresEngine]) -> None:
+    listener, writer = engines(), engines()
+    version = listener.data_version()
+    writer.write(lambda tx: tx.run("INSERT INTO outbox (body) VALUES ('{}')"))
+    feed = listener.changes()
+    feed.wait_until(lambda: listener.data_version() != version, deadline=time.time() + BARRIER_WAIT, stop=lambda: False)
+    assert listener.data_version() == version + 1
+    assert listener.same_file()

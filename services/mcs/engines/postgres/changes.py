@@ -97,6 +97,16 @@ class PgChangeFeed:
                     return
                 self._cond.wait(min(remaining, STOP_POLL))
 
+    def wait_until(self, changed: Callable[[], bool], *, deadline: float, stop: Callable[[], bool]) -> None:
+        """wake.CommitWatcher's call: return once `changed()` or `stop()` is true or time.time() passes
+        `deadline`, looking again at each notification (and every STOP_POLL)."""
+        with self._cond:
+            while not stop() and not changed():
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    return
+                self._cond.wait(min(remaining, STOP_POLL))
+
     async def wait_async(self, topics: Iterable[Topic], after: int, *, timeout: float) -> bool:
         """Wait without blocking the event loop until the topics' version differs from `after`: True, or
         False once `timeout` seconds passed without it."""

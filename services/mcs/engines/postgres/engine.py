@@ -310,6 +310,16 @@ class PostgresEngine:
                 self._changes = PgChangeFeed(self._url, process=self.process)
             return self._changes
 
+    # What the processes ask of SQLite's Store today, so moving them onto this engine is a change of
+    # constructor: `data_version` is the change feed's counters (no query), `same_file` the identity.
+    def data_version(self) -> int:
+        """Changes whenever another transaction committed something a waiter cares about (any topic)."""
+        return self.changes().version()
+
+    def same_file(self) -> bool:
+        """False once a connection found another database_id behind the URL (cheap: no query)."""
+        return self.lost is None
+
     def health(self) -> dict[str, Any]:
         stats = self.pool.stats()
         return {
