@@ -230,3 +230,8 @@ db_retries = Counter(
     "Write jobs run again on PostgreSQL after a conflict (serialization, deadlock, race_lost) or a lost connection",
     ["reason"],
 )
+db_round_trips = Counter(
+    "mcs_db_round_trips_total",
+    "Statements sent to PostgreSQL by committed transactions, BEGIN and COMMIT included (per task: divide by tasks)",
+    ["kind"],
+)

@@ -577,3 +577,14 @@ def test_the_store_calls_the_processes_make_work_on_the_engine(engines: Callable
     feed.wait_until(lambda: listener.data_version() != version, deadline=time.time() + BARRIER_WAIT, stop=lambda: False)
     assert listener.data_version() == version + 1
     assert listener.same_file()
+
+
+def test_round_trips_are_counted_per_committed_transaction(engines: Callable[..., PostgresEngine]) -> None:
+    from mcs import metrics
+
+    engine = engines()
+    before = metrics.db_round_trips.labels("write")._value.get()
+    engine.write(lambda tx: (tx.run("INSERT INTO tasks (id, state) VALUES ('a', 'x')"), tx.value("SELECT 1")))
+    assert metrics.db_round_trips.labels("write")._value.get() - before == 4  # BEGIN, 2 statements, COMMIT
+    engine.write(lambda tx: None)  # sent nothing: no transaction at all
+    assert metrics.db_round_trips.labels("write")._value.get() - before == 4

@@ -206,13 +206,13 @@ class PostgresEngine:
             self._rollback(conn)
             raise tx.failed or StoreError("a statement failed inside the transaction; nothing was stored")
         if tx.begin is not None:  # the job sent no statement: there is no transaction to end
-            return result, tx.statements
+            return result, 0
         try:
             conn.execute("COMMIT" if read else tx.commit_sql())
         except psycopg.Error as exc:
             self._rollback(conn)
             raise _InDoubt() from exc
-        return result, tx.statements
+        return result, tx.statements + 2  # with BEGIN and COMMIT
 
     @staticmethod
     def _rollback(conn: Any) -> None:
@@ -236,7 +236,7 @@ class PostgresEngine:
                 )
             try:
                 with effects.collecting() as noted, self._borrow(timeout) as conn:
-                    result, _statements = self._attempt(conn, fn, args, kwargs, read=read)
+                    result, round_trips = self._attempt(conn, fn, args, kwargs, read=read)
             except RaceLost:
                 if attempt == MAX_ATTEMPTS:
                     raise StoreBusy("concurrent writers kept changing the rows this request decides on") from None
@@ -266,6 +266,7 @@ class PostgresEngine:
                     log.warning("database error %s: %s", state, primary, extra={"action": "database_error"})
                 raise failure from exc
             metrics.count_transitions(noted)
+            metrics.db_round_trips.labels("read" if read else "write").inc(round_trips)
             return result
         raise StoreBusy("the database kept failing this request; try again shortly")  # pragma: no cover
 
