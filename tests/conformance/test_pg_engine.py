@@ -588,3 +588,13 @@ def test_round_trips_are_counted_per_committed_transaction(engines: Callable[...
     assert metrics.db_round_trips.labels("write")._value.get() - before == 4  # BEGIN, 2 statements, COMMIT
     engine.write(lambda tx: None)  # sent nothing: no transaction at all
     assert metrics.db_round_trips.labels("write")._value.get() - before == 4
+
+
+def test_the_engine_sequences_events_for_their_readers(engines: Callable[..., PostgresEngine]) -> None:
+    engine = engines()
+    engine.write(lambda tx: tx.run_many("INSERT INTO event_log (stream, ref) VALUES ('task', ?)", [(1,), (2,)]))
+    assert engine.sequence_events() == 2
+    assert engine.read(lambda tx: [tuple(r) for r in tx.rows("SELECT id, ref FROM event_log ORDER BY id")]) == [
+        (1, 1),
+        (2, 2),
+    ]

@@ -317,6 +317,13 @@ class PostgresEngine:
         """Changes whenever another transaction committed something a waiter cares about (any topic)."""
         return self.changes().version()
 
+    def sequence_events(self) -> int:
+        """Number the committed event_log rows that have no id yet (sequencer.py): a reader of events
+        calls this before reading past an id. How many it numbered."""
+        from mcs.engines.postgres.sequencer import events_sequence
+
+        return self.write(events_sequence)
+
     def same_file(self) -> bool:
         """False once a connection found another database_id behind the URL (cheap: no query)."""
         return self.lost is None
