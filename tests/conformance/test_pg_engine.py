@@ -598,3 +598,29 @@ def test_the_engine_sequences_events_for_their_readers(engines: Callable[..., Po
         (1, 1),
         (2, 2),
     ]
+
+
+def test_a_job_queued_past_the_timeout_is_busy_not_late(engines: Callable[..., PostgresEngine]) -> None:
+    db = AsyncPostgres(engines(pool_size=1, write_lock_timeout=0.3), threads=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> str:
+        tx.value("SELECT 1")
+        holding.set()
+        assert release.wait(BARRIER_WAIT)
+        return "held"
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(db.write(hold))
+        await asyncio.get_running_loop().run_in_executor(None, holding.wait, BARRIER_WAIT)
+        queued = asyncio.ensure_future(db.write(lambda tx: tx.value("SELECT 2")))
+        await asyncio.sleep(0.4)  # the queued job's whole timeout passes while it waits for the thread
+        release.set()
+        return list(await asyncio.gather(first, queued, return_exceptions=True))
+
+    try:
+        held, late = asyncio.run(main())
+    finally:
+        db.shutdown()
+    assert held == "held"
+    assert isinstance(late, StoreBusy)
