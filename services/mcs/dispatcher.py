@@ -33,7 +33,8 @@ class Dispatcher:
         self.unparked_at = -1  # the view's `routable` count when parked tasks were last looked at again
         self.heartbeat = Heartbeat(store, "dispatcher")
         self.last_pass = time.monotonic()
-        self.watcher = CommitWatcher(store.path)
+        # On PostgreSQL the engine's LISTEN feed answers the same wait_until (and data_version) calls.
+        self.watcher = CommitWatcher(store.path) if isinstance(store, Store) else store.changes()
         self.resume: tuple[int, int] | None = None  # where the next pass reads on, when one stopped at its limit
 
     def stop(self) -> None:
@@ -80,7 +81,7 @@ class Dispatcher:
                 return result
 
     def run(self) -> None:
-        log.info("dispatcher started", extra={"action": "start", "db": str(self.store.path)})
+        log.info("dispatcher started", extra={"action": "start", "db": str(getattr(self.store, "path", "postgresql"))})
         next_due: float | None = None
         while not self._stop.is_set():
             # The version before the pass: a commit during the pass must end the next wait at once.
@@ -110,7 +111,11 @@ class Dispatcher:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+    from typing import Any  # local, as the import below: the module head is being rewritten by the state move
+
+    from mcs.engines import open_engine
+
+    store: Any = open_engine(settings, process="dispatcher")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
     dispatcher = Dispatcher(store)

@@ -225,3 +225,13 @@ mcp_tool_calls = Counter(
     "MCP tool calls (`mcs mcp` and /mcp on the api), by tool and outcome",
     ["tool", "outcome"],
 )
+db_retries = Counter(
+    "mcs_db_retries_total",
+    "Write jobs run again on PostgreSQL after a conflict (serialization, deadlock, race_lost) or a lost connection",
+    ["reason"],
+)
+db_round_trips = Counter(
+    "mcs_db_round_trips_total",
+    "Statements sent to PostgreSQL by committed transactions, BEGIN and COMMIT included (per task: divide by tasks)",
+    ["kind"],
+)

@@ -64,7 +64,8 @@ class MeshStateCollector(Collector):
         up = GaugeMetricFamily("mcs_state_up", "1 when the last read of the mesh state from the database worked")
         up.add_metric([], 0 if got is None else 1)
         yield up
-        yield from _files(self.store.path)
+        if isinstance(getattr(self.store, "path", None), Path):  # SQLite's files (PostgreSQL's disk is not ours)
+            yield from _files(self.store.path)
         if got is None:
             return
         snap, took = got

@@ -178,7 +178,11 @@ class Watchdog:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+    from typing import Any  # local, as the import below: the module head is being rewritten by the state move
+
+    from mcs.engines import open_engine
+
+    store: Any = open_engine(settings, process="watchdog")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
     watchdog = Watchdog(

@@ -21,6 +21,7 @@ from mcs.api import agents, console, events, faces, memory, schedules, status, t
 from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
+from mcs.engines import open_engine
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
 from mcs.process import in_container, network_namespace
 from mcs.state_metrics import state_registry
@@ -174,10 +175,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @app.while_serving
     async def lifespan() -> Any:
         own = store is None
-        s = store or Store(
-            settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout
-        )
-        db = AsyncStore(s)
+        s: Any = store or open_engine(settings, process="api")  # Store or PostgresEngine (same calls)
+        if isinstance(s, Store):
+            db: Any = AsyncStore(s)
+        else:  # PostgreSQL (MCS_DATABASE_URL): psycopg is imported only here
+            from mcs.engines.postgres.asyncio import AsyncPostgres
+
+            db = AsyncPostgres(s)
         app.config["MCS_DB"] = db
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         app.config["MCS_STATE_METRICS"] = state_registry(s)

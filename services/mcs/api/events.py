@@ -91,6 +91,7 @@ class EventHub:
         """A new subscriber and the id it will get events after (older ones it reads itself)."""
         async with self._starting:  # streams opening together start one reader, not one each
             if self._task is None or self._task.done():
+                await self._sequence()
                 self.last = await self._call(self.store.read, events_store.last_id)
                 self._task = asyncio.create_task(self._run())
         sub = Subscriber(limit=self.buffer)
@@ -101,6 +102,13 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
         metrics.event_streams.set(len(self._subscribers))
+
+    async def _sequence(self) -> None:
+        """On PostgreSQL, give ids to the events committed since (docs/design/engines.md 5.3): until then
+        they have none, so a reader past id N never misses one that committed late. SQLite: nothing to do."""
+        sequence = getattr(self.store, "sequence_events", None)  # the PostgreSQL engine's
+        if sequence is not None:
+            await self._call(sequence)
 
     async def newest(self) -> int:
         newest: int = await self._call(self.store.read, events_store.last_id)
@@ -121,6 +129,7 @@ class EventHub:
                 if version == seen:
                     continue
                 seen = version
+                await self._sequence()
                 while True:
                     page: list[Event] = await self._call(self.store.read, events_store.after, self.last)
                     if not page:

@@ -14,8 +14,8 @@ from hypercorn.config import Config
 from mcs import metrics
 from mcs.api import create_app
 from mcs.config import Settings
+from mcs.engines import open_engine
 from mcs.process import setup_logging
-from mcs.store import Store
 from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.api")
@@ -43,7 +43,7 @@ def hypercorn_config(settings: Settings) -> Config:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = (settings or Settings.from_env()).with_admin_token_file()
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+    store: Any = open_engine(settings, process="api")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     applied = store.migrate()
     if applied:
         log.info("migrated", extra={"action": "migrate", "applied": applied})

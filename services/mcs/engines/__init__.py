@@ -6,3 +6,24 @@ engine implements `Tx`: the SQL both engines share lives in `mcs.engines.sql` mi
 primitives of `SqlTx`, and what differs lives in `mcs.engines.sqlite` and `mcs.engines.postgres`. Nothing
 outside `mcs.engines` (and, until it moves here, `mcs.store`) imports a database driver.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mcs.config import Settings
+    from mcs.engines.postgres.engine import PostgresEngine
+    from mcs.store import Store
+
+
+def open_engine(settings: Settings, *, process: str = "mcs") -> Store | PostgresEngine:
+    """The engine `settings` name: SQLite's Store at MCS_DB when MCS_DATABASE_URL is unset, else the
+    PostgreSQL engine (psycopg is imported only then). The caller closes it."""
+    if settings.database_url is None:
+        from mcs.store import Store
+
+        return Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+    from mcs.engines.postgres.engine import PostgresEngine
+
+    return PostgresEngine.from_settings(settings, process=process)
