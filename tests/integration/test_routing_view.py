@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from mcs.state import agents as agents_store
 from mcs.store import Store
-from mcs.store import agents as agents_store
 
 
 @pytest.fixture

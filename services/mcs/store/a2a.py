@@ -10,7 +10,7 @@ from typing import Any
 
 from mcs.errors import Forbidden, NotFound
 from mcs.models import APPROVAL, Agent, AgentStatus, Caller, Task, TaskSpec
-from mcs.store import agents as agents_store
+from mcs.state import agents as agents_store
 from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
 

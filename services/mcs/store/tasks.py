@@ -14,7 +14,7 @@ from mcs.backoff import retry_delay
 from mcs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import APPROVAL, Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
-from mcs.store import agents as agents_store
+from mcs.state import agents as agents_store
 from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
