@@ -1,5 +1,5 @@
-"""The dispatcher's view of the online agents (store.agents.RoutingView) on a real SQLite file, with the
-clock injected: it must see every change that matters to routing while reading only what changed."""
+"""The dispatcher's view of the online agents (mcs.state.routing_view.RoutingView) on a real SQLite file,
+with the clock injected: it must see every change that matters to routing while reading only what changed."""
 
 from __future__ import annotations
 
