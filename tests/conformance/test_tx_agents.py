@@ -78,11 +78,10 @@ def test_create_answers_409_when_the_name_is_taken_and_writes_nothing(store: Any
     assert stored is not None and first.secret not in stored  # only its hash is kept
 
 
-def test_lock_returns_the_agent_or_none(store: Any) -> None:
+def test_for_update_returns_the_agent_or_none(store: Any) -> None:
     add(store, "a")
-    assert store.write(lambda tx: tx.agent_lock("a")).name == "a"
-    assert store.write(lambda tx: tx.agent_lock("a", share=True)).name == "a"
-    assert store.write(lambda tx: tx.agent_lock("b")) is None
+    assert store.write(lambda tx: tx.agent_for_update("a")) == store.read(lambda tx: tx.agent_get("a"))
+    assert store.write(lambda tx: tx.agent_for_update("b")) is None
 
 
 def test_with_secret_returns_the_agent_and_its_hash(store: Any) -> None:

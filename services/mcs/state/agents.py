@@ -99,7 +99,7 @@ def create(
 
 
 def _locked(tx: Tx, name: str) -> Agent:
-    agent = tx.agent_lock(name)
+    agent = tx.agent_for_update(name)
     if agent is None:
         raise NotFound(f"no agent named {name!r}")
     return agent

@@ -14,8 +14,8 @@ class AgentTx(Protocol):
         """The agent, or None."""
         ...
 
-    def agent_lock(self, name: str, *, share: bool = False) -> Agent | None:
-        """The agent, its row locked for this transaction (`share`: against changes only), or None."""
+    def agent_for_update(self, name: str) -> Agent | None:
+        """The agent, its row locked until commit (a write decides on it), or None."""
         ...
 
     def agent_with_secret(self, name: str) -> tuple[Agent | None, str | None]:

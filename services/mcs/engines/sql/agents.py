@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
+from mcs.engines.base import Duplicate
 from mcs.engines.sql.base import SqlTx
 from mcs.models import Agent, NewAgent, RoutableAgent
 
@@ -14,15 +15,12 @@ ROUTABLE_COLUMNS = "name, capabilities, granted, notify_url, last_assigned_at, c
 class AgentSql(SqlTx):
     """Implements mcs.engines.areas.agents.AgentTx; dialect-specific methods are overridden per engine."""
 
-    FOR_SHARE: ClassVar[str] = ""  # " FOR SHARE" on PostgreSQL: the row may not change, others may still read-lock it
-
     def agent_get(self, name: str) -> Agent | None:
         row = self.row("SELECT * FROM agents WHERE name = ?", (name,))
         return Agent.from_row(row) if row else None
 
-    def agent_lock(self, name: str, *, share: bool = False) -> Agent | None:
-        suffix = self.FOR_SHARE if share else self.FOR_UPDATE
-        row = self.row("SELECT * FROM agents WHERE name = ?" + suffix, (name,))
+    def agent_for_update(self, name: str) -> Agent | None:
+        row = self.row("SELECT * FROM agents WHERE name = ?" + self.FOR_UPDATE, (name,))
         return Agent.from_row(row) if row else None
 
     def agent_with_secret(self, name: str) -> tuple[Agent | None, str | None]:
@@ -36,7 +34,8 @@ class AgentSql(SqlTx):
     def agent_insert(self, row: NewAgent) -> Agent:
         created = self.row(
             "INSERT INTO agents (name, secret_hash, webhook_secret, capabilities, granted, status, created_at,"
-            " notify_host, claim_on_push) VALUES (?, ?, ?, ?, ?, 'offline', ?, ?, ?) RETURNING *",
+            " notify_host, claim_on_push) VALUES (?, ?, ?, ?, ?, 'offline', ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING RETURNING *",
             (
                 row.name,
                 row.secret_hash,
@@ -48,15 +47,16 @@ class AgentSql(SqlTx):
                 int(row.claim_on_push),
             ),
         )
-        assert created is not None
+        if created is None:  # the key decides, also between two creators at once (site 11)
+            raise Duplicate(f"agent {row.name!r} already exists")
         return Agent.from_row(created)
 
     def agent_set_notify_host(self, name: str, notify_host: str | None, *, drop_notify_url: bool) -> bool:
         return (
             self.run(
-                "UPDATE agents SET notify_host = ?, notify_url = CASE WHEN ? THEN NULL ELSE notify_url END"
+                "UPDATE agents SET notify_host = ?, notify_url = CASE WHEN ? = 1 THEN NULL ELSE notify_url END"
                 " WHERE name = ?",
-                (notify_host, drop_notify_url, name),
+                (notify_host, int(drop_notify_url), name),
             )
             > 0
         )
