@@ -231,3 +231,21 @@ def test_state_delete_requeues_fails_and_drops_memory_in_one_transaction(store: 
     )
     assert [k[0] for k in kinds] == ["requeued", "failed"]
     assert store.read(lambda tx: tx.execute("SELECT ns FROM memory").fetchall())[0][0] == "mesh"
+
+
+def test_sessions_live_until_they_expire_or_are_dropped(store: Any) -> None:
+    store.write(lambda tx: tx.session_insert("h1", csrf="c1", created_at=1.0, expires_at=10.0))
+    assert store.read(lambda tx: tx.session_csrf("h1", 9.0)) == "c1"
+    assert store.read(lambda tx: tx.session_csrf("h1", 10.0)) is None
+    assert store.read(lambda tx: tx.session_csrf("nope", 1.0)) is None
+    store.write(lambda tx: tx.session_drop("h1"))
+    assert store.read(lambda tx: tx.session_csrf("h1", 2.0)) is None
+
+
+def test_sessions_prune_drops_expired_ones_and_keeps_the_newest(store: Any) -> None:
+    for i in range(5):
+        store.write(lambda tx, i=i: tx.session_insert(f"h{i}", csrf="c", created_at=float(i), expires_at=100.0 + i))
+    store.write(lambda tx: tx.session_insert("old", csrf="c", created_at=9.0, expires_at=20.0))
+    store.write(lambda tx: tx.sessions_prune(50.0, keep=3))
+    live = [h for h in ("h0", "h1", "h2", "h3", "h4", "old") if store.read(lambda tx, h=h: tx.session_csrf(h, 0.0))]
+    assert live == ["h2", "h3", "h4"]

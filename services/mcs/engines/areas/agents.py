@@ -8,7 +8,8 @@ from mcs.models import Agent, NewAgent, RoutableAgent
 
 
 class AgentTx(Protocol):
-    """Agent rows, their audit events, and the reads the dispatcher's routing view makes."""
+    """Agent rows, their audit events, and the reads the dispatcher's routing view makes; with them, the
+    other credentials a request may carry: the admin's web console sessions."""
 
     def agent_get(self, name: str) -> Agent | None:
         """The agent, or None."""
@@ -87,4 +88,22 @@ class AgentTx(Protocol):
 
     def webhook_target(self, name: str) -> tuple[str | None, str] | None:
         """(notify_url, webhook_secret) of an agent, or None when there is no such agent."""
+        ...
+
+    # Web console sessions (the admin's logins), by the SHA-256 of their id.
+
+    def sessions_prune(self, now: float, *, keep: int) -> None:
+        """Remove expired sessions, and all but the `keep` newest of the rest."""
+        ...
+
+    def session_insert(self, id_hash: str, *, csrf: str, created_at: float, expires_at: float) -> None:
+        """Store a new session."""
+        ...
+
+    def session_csrf(self, id_hash: str, now: float) -> str | None:
+        """The live session's CSRF token, or None when there is no such session or it expired."""
+        ...
+
+    def session_drop(self, id_hash: str) -> None:
+        """Remove a session (logout)."""
         ...

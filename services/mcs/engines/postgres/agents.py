@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from mcs.engines.sql.agents import AgentSql
 
 
 class AgentPg(AgentSql):
     """Methods whose shared SQL does not run on PostgreSQL (json_each, INDEXED BY, jsonb operators, ...)."""
+
+    ALL_AFTER: ClassVar[str] = "OFFSET ?"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from mcs.engines.base import Duplicate
 from mcs.engines.sql.base import SqlTx
@@ -14,6 +14,9 @@ ROUTABLE_COLUMNS = "name, capabilities, granted, notify_url, last_assigned_at, c
 
 class AgentSql(SqlTx):
     """Implements mcs.engines.areas.agents.AgentTx; dialect-specific methods are overridden per engine."""
+
+    # "Every row after the first N" in a subquery: SQLite needs a LIMIT before OFFSET, PostgreSQL takes none.
+    ALL_AFTER: ClassVar[str]
 
     def agent_get(self, name: str) -> Agent | None:
         row = self.row("SELECT * FROM agents WHERE name = ?", (name,))
@@ -156,3 +159,24 @@ class AgentSql(SqlTx):
     def webhook_target(self, name: str) -> tuple[str | None, str] | None:
         row = self.row("SELECT notify_url, webhook_secret FROM agents WHERE name = ?", (name,))
         return (row[0], row[1]) if row else None
+
+    def sessions_prune(self, now: float, *, keep: int) -> None:
+        self.run("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
+        self.run(
+            "DELETE FROM console_sessions WHERE id_hash IN"
+            f" (SELECT id_hash FROM console_sessions ORDER BY created_at DESC {self.ALL_AFTER})",
+            (keep,),
+        )
+
+    def session_insert(self, id_hash: str, *, csrf: str, created_at: float, expires_at: float) -> None:
+        self.run(
+            "INSERT INTO console_sessions (id_hash, csrf, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (id_hash, csrf, created_at, expires_at),
+        )
+
+    def session_csrf(self, id_hash: str, now: float) -> str | None:
+        found = self.value("SELECT csrf FROM console_sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, now))
+        return None if found is None else str(found)
+
+    def session_drop(self, id_hash: str) -> None:
+        self.run("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,))
