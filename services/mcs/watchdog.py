@@ -20,9 +20,9 @@ from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.state import agents as agents_store
 from mcs.state import memory as memory_store
+from mcs.state import stats as stats_store
 from mcs.store import Store
 from mcs.store import schedules as schedules_store
-from mcs.store import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 log = logging.getLogger("mcs.watchdog")

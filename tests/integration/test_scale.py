@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mcs import dispatcher as dispatcher_module
-from mcs.store import stats as stats_store
+from mcs.state import stats as stats_store
 from mcs.store import tasks as tasks_store
 
 pytestmark = pytest.mark.asyncio

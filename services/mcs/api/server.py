@@ -15,8 +15,8 @@ from mcs import metrics
 from mcs.api import create_app
 from mcs.config import Settings
 from mcs.process import setup_logging
+from mcs.state import stats as stats_store
 from mcs.store import Store
-from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.api")
 
