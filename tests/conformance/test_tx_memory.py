@@ -128,7 +128,7 @@ def test_writes_lock_every_key_they_decide_on_bulk_in_sorted_order(store: Any) -
         return out
 
     result = store.write(bulk)
-    assert seen == [("mem", "mesh\0alpha"), ("mem", "mesh\0mid"), ("mem", "mesh\0zeta")]
+    assert seen == [("mem", "mesh\nalpha"), ("mem", "mesh\nmid"), ("mem", "mesh\nzeta")]
     assert result.to_api()["delete"] == [{"key": "mid", "deleted": False}, {"key": "alpha", "deleted": True}]
 
     def one(tx: Any) -> Any:
@@ -137,7 +137,7 @@ def test_writes_lock_every_key_they_decide_on_bulk_in_sorted_order(store: Any) -
         memory_state.delete(rec, caller=admin, ns=mesh, key="k", if_match=1, now=1.0)
         return rec.locks
 
-    assert store.write(one) == [("mem", "mesh\0k"), ("mem", "mesh\0k")]
+    assert store.write(one) == [("mem", "mesh\nk"), ("mem", "mesh\nk")]
 
 
 def test_if_match_and_quota_refusals_write_nothing(store: Any) -> None:

@@ -34,8 +34,10 @@ class Put:
 
 
 def _lock(tx: Tx, ns: Namespace, keys: list[str]) -> None:
+    # A newline joins the two: keys are printable and namespace names hold none, so it is unambiguous (and a
+    # clash would only make two writers wait, never let both through). Not NUL: PostgreSQL text refuses it.
     for key in sorted(set(keys)):
-        tx.lock_name("mem", ns.name + "\0" + key)
+        tx.lock_name("mem", ns.name + "\n" + key)
 
 
 def _missing(ns: Namespace, key: str) -> NotFound:
