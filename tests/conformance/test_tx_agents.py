@@ -166,6 +166,7 @@ def test_loads_count_assigned_and_claimed_tasks_per_agent(store: Any) -> None:
 
 
 def test_events_and_changes_name_the_agents_written_after_an_id(store: Any) -> None:
+    # On PostgreSQL the ids are event_log's, numbered after commit: run events_sequence after each write.
     assert store.read(lambda tx: tx.agent_changes(None)) == (set(), 0)
     store.write(lambda tx: tx.agent_event_add("a", "created", "admin", 1.0, {"granted": None}))
     _, first = store.read(lambda tx: tx.agent_changes(None))
