@@ -13,10 +13,10 @@ from mcs import metrics
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced, StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import agents as agents_store
 from mcs.state import dispatch as dispatch_state
+from mcs.state import stats as stats_store
 from mcs.store import Store
-from mcs.store import agents as agents_store
-from mcs.store import stats as stats_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.dispatcher")

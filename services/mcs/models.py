@@ -126,6 +126,85 @@ class Agent:
         return self.to_api(now) | {"notify_host": self.notify_host}
 
 
+@dataclass(frozen=True, kw_only=True)
+class NewAgent:
+    """An agent row as the admin creates it, before it ever registered (offline, no notify_url)."""
+
+    name: str
+    secret_hash: str
+    webhook_secret: str
+    capabilities: tuple[str, ...]
+    granted: tuple[str, ...] | None  # None: it may register any capability
+    created_at: float
+    notify_host: str | None = None
+    claim_on_push: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSecrets:
+    """An agent's two secrets, shown once: when it is created (with what was set) or rotated."""
+
+    name: str
+    secret: str
+    webhook_secret: str
+    claim_on_push: bool | None = None  # set when created; None when rotated
+    notify_host: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "secret": self.secret, "webhook_secret": self.webhook_secret}
+        if self.claim_on_push is not None:
+            out["claim_on_push"] = self.claim_on_push
+        return out | ({"notify_host": self.notify_host} if self.notify_host else {})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRemoved:
+    """What deleting an agent removed: its memory keys per namespace and the work it held or was routed."""
+
+    name: str
+    memory_keys: dict[str, int]
+    tasks_requeued: int
+    tasks_failed: int
+
+    def detail(self) -> dict[str, Any]:
+        """The `deleted` audit event's detail."""
+        return {
+            "memory_keys": self.memory_keys,
+            "tasks_requeued": self.tasks_requeued,
+            "tasks_failed": self.tasks_failed,
+        }
+
+    def to_api(self) -> dict[str, Any]:
+        return {"deleted": self.name} | self.detail()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutableAgent:
+    """An online agent as the dispatcher's routing view reads it (the columns routing needs, nothing more)."""
+
+    name: str
+    capabilities: tuple[str, ...]
+    granted: tuple[str, ...] | None
+    notify_url: str | None
+    last_assigned_at: float | None
+    concurrency: int
+    expires_at: float
+    claim_on_push: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RoutableAgent:
+        return cls(
+            name=row["name"],
+            capabilities=tuple(json.loads(row["capabilities"])),
+            granted=None if row["granted"] is None else tuple(json.loads(row["granted"])),
+            notify_url=row["notify_url"],
+            last_assigned_at=row["last_assigned_at"],
+            concurrency=row["concurrency"],
+            expires_at=row["expires_at"],
+            claim_on_push=bool(row["claim_on_push"]),
+        )
+
+
 APPROVAL = "approval"  # the task type a person decides (approve / deny); never routed to an agent
 SUBMIT_BATCH_MAX = 1000  # tasks one POST /v1/tasks/batch may hold (the CLI sends files in batches of this)
 
@@ -286,6 +365,77 @@ class Caller:
 
 
 ADMIN = Caller(name="admin", is_admin=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryItem:
+    """One key of shared memory; `value` (JSON text) is None where it was not read (listings)."""
+
+    ns: str
+    key: str
+    version: int
+    tags: tuple[str, ...]
+    expires_at: float | None
+    updated_by: str
+    updated_at: float
+    value: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MemoryItem:
+        return cls(
+            ns=row["ns"],
+            key=row["key"],
+            version=row["version"],
+            tags=tuple(json.loads(row["tags"])),
+            expires_at=row["expires_at"],
+            updated_by=row["updated_by"],
+            updated_at=row["updated_at"],
+            value=row["value"] if "value" in row.keys() else None,
+        )
+
+    def to_api(self, *, with_value: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "ns": self.ns,
+            "key": self.key,
+            "version": self.version,
+            "tags": list(self.tags),
+            "expires_at": iso(self.expires_at),
+            "updated_by": self.updated_by,
+            "updated_at": iso(self.updated_at),
+        }
+        if with_value:
+            item["value"] = None if self.value is None else json.loads(self.value)
+        return item
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryPage:
+    """Keys in key order without their values; `next_cursor` continues after the last one."""
+
+    items: list[MemoryItem]
+    next_cursor: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {"items": [i.to_api(with_value=False) for i in self.items], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBulkResult:
+    """A bulk request's outcome: each get (None: not found), each put as stored, each delete (found?)."""
+
+    got: list[tuple[str, MemoryItem | None]]
+    put: list[MemoryItem]
+    deleted: list[tuple[str, bool]]
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "get": [
+                {"key": k, "found": False} if i is None else {"found": True} | i.to_api(with_value=True)
+                for k, i in self.got
+            ],
+            "put": [i.to_api(with_value=False) for i in self.put],
+            "delete": [{"key": k, "deleted": d} for k, d in self.deleted],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,9 +31,9 @@ from mcs.errors import DatabaseReplaced
 from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.state import a2a as a2a_store
+from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_state
 from mcs.store import AsyncStore, Store, data_version
-from mcs.store import agents as agents_store
 from mcs.store import outbox as outbox_store
 from mcs.wake import CommitWatcher
 

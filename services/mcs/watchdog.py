@@ -18,12 +18,12 @@ from mcs.errors import DatabaseReplaced, McsError
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import agents as agents_store
+from mcs.state import memory as memory_store
 from mcs.state import schedules as schedules_state
+from mcs.state import stats as stats_store
 from mcs.state import sweeps
 from mcs.store import Store
-from mcs.store import agents as agents_store
-from mcs.store import memory as memory_store
-from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.watchdog")
 

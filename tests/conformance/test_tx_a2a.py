@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from mcs.models import ADMIN, APPROVAL, Origin, PushConfig, TaskSpec
+from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_store
 from mcs.store import Store
-from mcs.store import agents as agents_store  # moving to mcs.state.agents (issue 16)
 
 
 @pytest.fixture

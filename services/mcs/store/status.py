@@ -9,8 +9,8 @@ from typing import Any
 
 from mcs import routing
 from mcs.models import HEARTBEAT_MAX_AGE, Agent, iso
+from mcs.state.stats import _PRIORITY_LABELS, QUEUE_STATES, queue_counts
 from mcs.store.connection import Connection
-from mcs.store.stats import _PRIORITY_LABELS, QUEUE_STATES, queue_counts
 
 UNREACHABLE_WINDOW = 3600.0  # seconds: a webhook that failed longer ago than this is old news
 
