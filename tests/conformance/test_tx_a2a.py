@@ -76,7 +76,7 @@ def test_push_delete_reports_whether_there_was_one(store: Store) -> None:
 
 def test_signing_key_is_the_agents_webhook_secret(store: Store) -> None:
     created = store.write(agents_store.create, name="bot", capabilities=[], actor="admin", now=1.0)
-    assert store.read(lambda tx: tx.signing_key("bot")) == created["webhook_secret"]
+    assert store.read(lambda tx: tx.signing_key("bot")) == created.webhook_secret
     assert store.read(lambda tx: tx.signing_key("admin")) is None
 
 
