@@ -13,7 +13,7 @@ from mcs.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mcs.models import Agent, AgentStatus, iso
 from mcs.namespaces import Kind, Namespace
 from mcs.routing import ROUTE_ALL, ROUTE_ANY, Candidate
-from mcs.store import outbox_rows
+from mcs.state import outbox_rows
 from mcs.store.connection import Connection
 
 

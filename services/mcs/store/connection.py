@@ -28,7 +28,7 @@ except ImportError:  # not through sqlite_utils.utils: that imports all of sqlit
 from mcs import metrics
 from mcs.engines.sqlite.tx import SqliteTx
 from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
-from mcs.store import effects
+from mcs.state import effects
 
 log = logging.getLogger("mcs.store")
 SLOW_WRITE = 0.1  # seconds: a write transaction that held the writer lock longer is logged (what, work vs commit)

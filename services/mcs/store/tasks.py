@@ -14,8 +14,8 @@ from mcs.backoff import retry_delay
 from mcs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import APPROVAL, Agent, Caller, Task, TaskEvent, TaskSpec, TaskState, iso
 from mcs.routing import Candidate
+from mcs.state import effects, outbox_rows
 from mcs.store import agents as agents_store
-from mcs.store import effects, outbox_rows
 from mcs.store.connection import Connection
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")

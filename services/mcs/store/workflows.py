@@ -13,8 +13,8 @@ from typing import Any
 from mcs import quotas, routing
 from mcs.errors import Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Caller, Task, TaskSpec, TaskState, iso
+from mcs.state import effects
 from mcs.store import agents as agents_store
-from mcs.store import effects
 from mcs.store import tasks as tasks_store
 from mcs.store.connection import Connection
 
