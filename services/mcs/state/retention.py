@@ -35,6 +35,8 @@ def prune_tasks(tx: Tx, *, before: float, after: tuple[float, int] | None, limit
     and nothing a live task refers to disappears.
     `after` is where the previous batch of this pass stopped, so kept families are not read again.
     """
+    if not tx.try_lock("retention"):  # another watchdog replica is pruning now: its batches do this work
+        return TaskBatch()
     start = after or (float("-inf"), -1)
     roots = tx.retention_finished_roots(before=before, after=start, limit=limit)
     if not roots:
@@ -87,6 +89,8 @@ def prune_workflows(tx: Tx, *, before: float, after: tuple[float, int] | None, l
     `GET /v1/workflows/ID` never shows a workflow with half its steps; a running one is never read.
     `after` is where the previous batch of this pass stopped, so kept workflows are not read again.
     """
+    if not tx.try_lock("retention"):
+        return WorkflowBatch()
     start = after or (float("-inf"), -1)
     rows = tx.retention_finished_workflows(before=before, after=start, limit=limit)
     if not rows:
