@@ -96,7 +96,8 @@ def snapshot(conn: Connection, *, now: float) -> MeshSnapshot:
         ).fetchall()
     )
     outbox = dict(conn.execute("SELECT kind, count(*) FROM outbox WHERE state = 'pending' GROUP BY kind").fetchall())
-    beats = dict(conn.execute("SELECT process, beat_at FROM heartbeats").fetchall())
+    # the freshest replica of each process: a process is down when none of its replicas beats
+    beats = dict(conn.execute("SELECT process, max(beat_at) FROM heartbeats GROUP BY process").fetchall())
     failed = {
         (task_type, _PRIORITY_LABELS.get(priority, str(priority))): count
         for task_type, priority, count in conn.execute(
