@@ -530,14 +530,15 @@ class Notifier:
         # A read first (nothing is written while nothing is due), then the lease: another notifier may take
         # some of these rows in between, and the take leases only what is still free.
         due = await self.db.read(outbox_state.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT)
-        if any(self._room(item) for item in due):
+        rooms = [PER_AGENT_IN_FLIGHT - self.per_agent[item.agent or "alert"] for item in due if self._room(item)]
+        if rooms:  # take no more than the caps let start now: fewer rows to give back
             taken = await self.db.write(
                 outbox_state.take,
                 owner=self.owner,
                 now=now,
                 lease=self.lease,
-                limit=FETCH_LIMIT,
-                per_key=PER_AGENT_IN_FLIGHT,
+                limit=min(FETCH_LIMIT, IN_FLIGHT - len(self.in_flight)),
+                per_key=max(rooms),
             )
             left: list[int] = []
             for item in taken:
