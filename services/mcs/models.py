@@ -298,6 +298,9 @@ class OutboxOutcome:
     final: bool = True
 
 
+STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProcessBeat:
     """One replica's heartbeat row: `instance` names the replica ('' when it is the only one, as before

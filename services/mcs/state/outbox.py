@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcs.engines.base import Tx
-from mcs.engines.sql.outbox import STOPPED_PID
-from mcs.models import OutboxItem, OutboxOutcome, ProcessBeat
+from mcs.models import STOPPED_PID, OutboxItem, OutboxOutcome, ProcessBeat
 from mcs.store.tasks import add_event
 
 __all__ = [

@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
-from mcs.engines.sql.outbox import STOPPED_PID
 from mcs.errors import McsError, StoreError
+from mcs.models import STOPPED_PID
 from mcs.store import migrations
 from mcs.store.connection import Connection, connect, writer_lock_path
 

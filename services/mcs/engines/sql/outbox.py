@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mcs.engines.sql.base import SqlTx
-from mcs.models import NewOutbox, OutboxItem, OutboxOutcome, ProcessBeat
-
-STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+from mcs.models import STOPPED_PID, NewOutbox, OutboxItem, OutboxOutcome, ProcessBeat
 
 # Due pending rows, oldest first but at most `per_key` per agent (alerts count as one key), none that a
 # notifier holds a live lease on. The cost follows the agents with pending rows, not the rows: the
