@@ -147,7 +147,7 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
 def store_calls() -> list[tuple[str, Callable[..., Any], dict[str, Any]]]:
     """(label, store function, keyword arguments) behind the HTTP queries whose SQL is not fixed text."""
     from mcs.state import stats as stats_store
-    from mcs.store import status as status_store
+    from mcs.state import status as status_store
 
     return [
         ("GET /metrics: stats.snapshot", stats_store.snapshot, {"now": time.time()}),

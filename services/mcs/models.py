@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -349,6 +350,137 @@ class OutboxItem:
             body=row["body"],
             attempts=row["attempts"],
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewOutbox:
+    """A row to deliver, committed with the change that causes it (the notifier sends it)."""
+
+    kind: str  # "webhook" (to `agent`), "alert", "a2a_push"
+    message_id: str  # stable across retries: the webhook-id
+    agent: str | None
+    task_id: str | None
+    body: str  # JSON text, sent as it is
+    now: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxOutcome:
+    """What became of one leased outbox row: delivered, superseded, dead, or retry (at next_attempt_at).
+    `final`: the delivery is over in this notifier, so its lease is given back."""
+
+    id: int
+    state: str
+    attempts: int
+    error: str | None = None
+    next_attempt_at: float | None = None
+    final: bool = True
+
+
+STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessBeat:
+    """One replica's heartbeat row: `instance` names the replica ('' when it is the only one, as before
+    replicas; otherwise MCS_INSTANCE, or host:pid)."""
+
+    name: str
+    instance: str
+    pid: int
+    started_at: float
+    beat_at: float
+
+    def to_api(self, now: float) -> dict[str, Any]:
+        age = max(0.0, now - self.beat_at)
+        return {
+            "name": self.name,
+            "instance": self.instance,
+            "pid": self.pid,
+            "started_at": iso(self.started_at),
+            "beat_at": iso(self.beat_at),
+            "age_seconds": round(age, 3),
+            "healthy": age <= HEARTBEAT_MAX_AGE,
+        }
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """An agent whose most recent webhook failed (still retrying, or given up)."""
+
+    agent: str
+    notify_url: str | None
+    error: str | None
+    attempts: int
+    gave_up: bool
+    at: float
+    task_id: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "notify_url": self.notify_url,
+            "error": self.error,
+            "attempts": self.attempts,
+            "gave_up": self.gave_up,
+            "at": iso(self.at),
+            "task_id": self.task_id,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit row as the stream sends it. `owner`/`submitter` decide which agents may see it."""
+
+    id: int
+    stream: str  # task | workflow | agent
+    at: float
+    kind: str
+    actor: str
+    raw_detail: str | None  # the row's detail as stored (JSON text): the frame sends it as it is
+    subject: str  # the task id, workflow id or agent name
+    type: str | None  # a task's type; a workflow's name
+    state: str | None  # the task's or workflow's state when read
+    owner: str | None
+    submitter: str | None
+    workflow_id: str | None = None
+
+    @cached_property
+    def detail(self) -> Any:
+        return None if self.raw_detail is None else json.loads(self.raw_detail)
+
+    def as_json(self) -> dict[str, Any]:
+        body = self.as_json_without_detail()
+        body["detail"] = self.detail
+        return body
+
+    def as_json_without_detail(self) -> dict[str, Any]:
+        key = {"task": "task_id", "workflow": "workflow_id", "agent": "agent"}[self.stream]
+        body: dict[str, Any] = {"id": self.id, "at": iso(self.at), "kind": self.kind, "actor": self.actor}
+        body[key] = self.subject
+        if self.type is not None:
+            body["type"] = self.type
+        if self.state is not None:
+            body["state"] = self.state
+        return body
+
+    @cached_property
+    def frame(self) -> bytes:
+        """The event as one Server-Sent Event, rendered once however many streams send it. The detail goes
+        out as stored (written by json.dumps: one line), not decoded only to be encoded again."""
+        raw = self.raw_detail
+        if raw is None or "\n" in raw or "\r" in raw:
+            data = json.dumps(self.as_json())
+        else:
+            body = self.as_json_without_detail()
+            data = f'{json.dumps(body)[:-1]}, "detail": {raw}}}'
+        return f"id: {self.id}\nevent: {self.stream}\ndata: {data}\n\n".encode()
+
+    def visible_to(self, agent: str | None) -> bool:
+        """Admins (None) see all; an agent its own tasks' and workflows' events and every agent change."""
+        if agent is None or self.stream == "agent":
+            return True
+        return agent in (self.owner, self.submitter) or self.actor == agent
 
 
 @dataclass(frozen=True, kw_only=True)

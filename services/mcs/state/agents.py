@@ -12,12 +12,11 @@ from mcs.engines.base import Duplicate, Tx
 from mcs.errors import BadRequest, Conflict, NotFound, Unprocessable
 from mcs.models import Agent, AgentRemoved, AgentSecrets, AgentStatus, NewAgent, iso
 from mcs.namespaces import Kind, Namespace
-from mcs.state import transitions
+from mcs.state import outbox_rows, transitions
 from mcs.state.routing_view import PARTIAL_READ_MAX as PARTIAL_READ_MAX
 from mcs.state.routing_view import PassAgents as PassAgents
 from mcs.state.routing_view import RoutingView as RoutingView
 from mcs.state.routing_view import loads as loads
-from mcs.store import outbox_rows  # moving to mcs.state (outbox): import from its new place once merged
 
 
 def add_event(tx: Tx, agent: str, kind: str, actor: str, now: float, detail: Any = None) -> None:

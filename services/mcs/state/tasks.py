@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mcs import quotas, routing
+from mcs import effects, quotas, routing
 from mcs.backoff import retry_delay
 from mcs.engines.areas.tasks import TaskFilter
 from mcs.engines.base import Tx
@@ -55,7 +55,6 @@ from mcs.state.transitions import must_get as must_get  # re-exported: a2a, work
 from mcs.state.transitions import (
     view as view,  # re-exported: the api and workflows render it  # re-exported: workflows call it here
 )
-from mcs.store import effects  # old place: effects moves in its own branch
 
 # ---------------------------------------------------------------- reading
 
