@@ -6,8 +6,7 @@ name lock (site 9) or the unique key (site 11) must make it wait and then see th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,19 +16,13 @@ from mcs.models import Caller
 from mcs.namespaces import parse_namespace
 from mcs.state import agents as agents_state
 from mcs.state import memory as memory_state
-from mcs.store import Store
 
 WAIT = 30  # seconds a thread waits for the other before the test fails
 
 
 @pytest.fixture
-def engines(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    first = Store(tmp_path / "race.db", synchronous="NORMAL")
-    first.migrate()
-    second = Store(tmp_path / "race.db", synchronous="NORMAL")
-    yield first, second
-    first.close()
-    second.close()
+def engines(engine: Any, engine_factory: Any) -> tuple[Any, Any]:
+    return engine, engine_factory()
 
 
 class Pausing:
