@@ -140,7 +140,7 @@ def submit(
     first time). An agent with `max_queued` unfinished tasks already (0: no limit) is refused (429); a
     replay is not. `unfinished`: the caller's count of them, when it keeps one (a batch counts once)."""
     if idempotency_key is not None:
-        tx.lock_name("idem", caller.actor + "\0" + idempotency_key)  # 4.1 site 8
+        tx.lock_name("idem", caller.actor + "\n" + idempotency_key)  # 4.1 site 8 (PostgreSQL text refuses NUL)
         record = tx.idem_get(caller.actor, idempotency_key, now)
         if record is not None:
             if record.body_hash != body_hash:
