@@ -11,7 +11,10 @@ import pytest
 
 from mcs.errors import Conflict
 from mcs.models import Agent, AgentStatus, Caller, Priority, TaskState, TaskView
+from mcs.state import agents as agents_state
+from mcs.state import dispatch as dispatch_state
 from mcs.state import tasks as tasks_state
+from mcs.state.routing_view import RoutingView
 from tests.conformance.races import race
 from tests.conformance.test_tx_tasks import spec
 
@@ -135,3 +138,25 @@ def test_site8_one_idempotency_key_submitted_twice_together_makes_one_task(engin
     assert first.id == second.id  # without the key's lock: two tasks, two ids
     assert sorted([first_replay, second_replay]) == [False, True]
     assert count(engines[0]) == 1
+
+
+def test_site1_two_dispatch_passes_together_fill_an_agent_only_to_its_capacity(engines: tuple[Any, Any]) -> None:
+    engines[0].write(agents_state.create, name="x", capabilities=["t"], actor="admin", now=1.0)
+    engines[0].write(
+        lambda tx: tx.agent_register(
+            "x", capabilities=("t",), notify_url="http://127.0.0.1:9/h", ttl=100.0, concurrency=1,
+            claim_on_push=False, now=1.0,
+        )
+    )  # fmt: skip
+    add(engines[0], "t1")
+    add(engines[0], "t2")
+
+    def dispatch(tx: Any) -> Any:
+        return dispatch_state.dispatch(tx, now=2.0, view=RoutingView(), unparked_at=0, limit=100)
+
+    outcomes = race(engines, (dispatch, dispatch), before="queue_page")
+    assert not any(isinstance(o, Exception) for o in outcomes), outcomes
+    assert count(engines[0], "state = 'assigned' AND assigned_to = 'x'") == 1  # concurrency 1
+    assert count(engines[0], "state = 'queued'") == 1
+    webhooks = engines[0].read(lambda tx: tx.value("SELECT count(*) FROM outbox WHERE agent = 'x'"))
+    assert webhooks == 1
