@@ -1,6 +1,5 @@
-"""The QueueTx contract (mcs.engines.areas.queue): each method, on a real migrated SQLite file through
-`Store`, as the dispatcher's pass and the watchdog's sweeps rely on it. The PostgreSQL engine runs the same
-file once it lands (docs/design/engines.md 6.1)."""
+"""The QueueTx contract (mcs.engines.areas.queue): each method, on both engines (tests/conformance/conftest.py),
+as the dispatcher's pass and the watchdog's sweeps rely on it (docs/design/engines.md 6.1)."""
 
 from __future__ import annotations
 
