@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
@@ -21,6 +21,9 @@ from prometheus_client import make_wsgi_app
 from mcs.errors import McsError
 from mcs.store import Store, sqlite_version
 from mcs.store import outbox as outbox_store
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between heartbeat rows
 STATUS_THREADS = 16  # connections the /metrics and /healthz server serves at once; more are closed at once
@@ -70,6 +73,15 @@ def setup_logging(level: str | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def engine_identity(store: Store | PostgresEngine) -> dict[str, str]:
+    """What /healthz says of the database: `engine` and `engine_version`, and on SQLite `sqlite_version` too
+    (the linked library, as before). On PostgreSQL this asks the server (one round trip): call it once."""
+    if isinstance(store, Store):
+        version = sqlite_version()
+        return {"engine": "sqlite", "engine_version": version, "sqlite_version": version}
+    return {"engine": "postgres", "engine_version": store.version()}
+
+
 def on_stop_signals(stop: Callable[[], None]) -> None:
     """SIGTERM and SIGINT ask the process to finish its pass and exit."""
 
@@ -83,7 +95,7 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
 class Heartbeat:
     """Writes this process's liveness row every few seconds, from whatever loop calls `maybe_beat`."""
 
-    def __init__(self, store: Store, process: str) -> None:
+    def __init__(self, store: Store | PostgresEngine, process: str) -> None:
         self.store, self.process = store, process
         self.started_at = time.time()
         self.last = 0.0
@@ -149,20 +161,27 @@ class _StatusHTTPServer(ThreadingMixIn, WSGIServer):
 
 class StatusServer:
     """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive and the database path
-    still names the file it opened) on their own port."""
+    still names the file it opened, or the PostgreSQL database is the one it opened) on their own port."""
 
     def __init__(
-        self, *, host: str, port: int, process: str, alive: Callable[[], bool], store: Store | None = None
+        self,
+        *,
+        host: str,
+        port: int,
+        process: str,
+        alive: Callable[[], bool],
+        store: Store | PostgresEngine | None = None,
     ) -> None:
         metrics_app = make_wsgi_app()
         self.process = process
+        engine = engine_identity(store) if store is not None else {"sqlite_version": sqlite_version()}
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
                 same_file = store is None or store.same_file()
                 ok = same_file and alive()
                 status = "ok" if ok else "stalled" if same_file else "database_replaced"
-                body = json.dumps({"status": status, "process": process, "sqlite_version": sqlite_version()}).encode()
+                body = json.dumps({"status": status, "process": process, **engine}).encode()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [body]
             return metrics_app(environ, start_response)

@@ -43,11 +43,11 @@ def _without_httpx_cli() -> None:
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
     on stderr and exit code 78, which tells `mcs up` that restarting would not help. A database deleted or
-    replaced under the process, or locked past MCS_WRITE_LOCK_TIMEOUT at start, exits 75: `mcs up` and
-    compose restart it (on the file now at the path)."""
+    replaced under the process, locked past MCS_WRITE_LOCK_TIMEOUT at start, or a PostgreSQL server that
+    does not answer, exits 75: `mcs up` and compose restart it (on the file now at the path)."""
     import errno
 
-    from mcs.errors import DatabaseReplaced, McsError, StoreBusy
+    from mcs.errors import DatabaseReplaced, DatabaseUnreachable, McsError, StoreBusy
 
     settings = None
     try:
@@ -56,7 +56,7 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
     except DatabaseReplaced as exc:
         click.echo(f"mcs {name}: exiting to restart: {exc}", err=True)
         sys.exit(EXIT_RESTART)
-    except StoreBusy as exc:
+    except (StoreBusy, DatabaseUnreachable) as exc:
         click.echo(f"mcs {name}: cannot start now: {exc}", err=True)
         sys.exit(EXIT_RESTART)
     except OSError as exc:
@@ -194,8 +194,9 @@ def migrate(check: bool, as_json: bool) -> None:
 @click.argument("process", type=click.Choice(SERVER_PROCESSES))
 @click.option("--max-age", default=HEARTBEAT_MAX_AGE, show_default=True, help="Seconds a heartbeat may be old.")
 def check(process: str, max_age: float) -> None:
-    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
-    from mcs.store import Store
+    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB or
+    MCS_DATABASE_URL)."""
+    from mcs.engines import open_engine
     from mcs.store import outbox as outbox_store
 
     settings = _settings()
@@ -219,9 +220,11 @@ def check(process: str, max_age: float) -> None:
             sys.exit(1)
         click.echo("api ok")
         return
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
-    beats = store.read(outbox_store.heartbeats)
-    store.close()
+    store = open_engine(settings, process="check")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
+    try:
+        beats = store.read(outbox_store.heartbeats)
+    finally:
+        store.close()
     if process not in beats:
         click.echo(f"{process}: no heartbeat (it never ran on this database)", err=True)
         sys.exit(1)

@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 
 def open_engine(settings: Settings, *, process: str = "mcs") -> Store | PostgresEngine:
     """The engine `settings` name: SQLite's Store at MCS_DB when MCS_DATABASE_URL is unset, else the
-    PostgreSQL engine (psycopg is imported only then). The caller closes it."""
+    PostgreSQL engine (psycopg is imported only then). The caller closes it.
+
+    A PostgreSQL server that cannot be reached raises DatabaseUnreachable (try again later: a process exits
+    to be restarted), one that refuses us (wrong password, no such database) StoreError; either message is
+    one line naming host:port, never the password."""
     if settings.database_url is None:
         from mcs.store import Store
 
         return Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     from mcs.engines.postgres.engine import PostgresEngine
+    from mcs.engines.postgres.reach import preflight
 
+    preflight(settings.database_url)
     return PostgresEngine.from_settings(settings, process=process)

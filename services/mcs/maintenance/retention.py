@@ -22,11 +22,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcs import metrics
 from mcs.store import Store
 from mcs.store import retention as retention_store
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("mcs.retention")
 
@@ -64,7 +67,7 @@ class Pruner:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | PostgresEngine,
         *,
         retention: float,
         interval: float | None = None,
