@@ -25,8 +25,8 @@ from typing import Any
 
 from mcs.config import Settings
 from mcs.notifier import Notifier
+from mcs.state import outbox as outbox_store
 from mcs.store import Store
-from mcs.store import outbox as outbox_store
 
 
 def closed_port() -> int:

@@ -90,9 +90,9 @@ def http_queries(cursor_mid: str) -> list[tuple[str, str]]:
 
 def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
     """(label, SQL, parameters) the dispatcher and watchdog run on every pass or sweep (copied from the store:
-    mcs.engines.sql.queue and sqlite.queue, mcs.store.agents, stats)."""
+    mcs.engines.sql.queue and sqlite.queue, mcs.state.agents, stats)."""
     from mcs.engines.sql import queue as queue_sql
-    from mcs.store import stats as stats_store
+    from mcs.engines.sql import stats as stats_sql
 
     now = time.time()
     queue_page = (
@@ -138,7 +138,7 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
         ),
         (
             "start-up: task types",
-            getattr(stats_store, "_TYPES_SQL", "SELECT DISTINCT type FROM tasks ORDER BY type LIMIT ?"),
+            stats_sql.TYPES_SQL,
             (500,),
         ),
     ]
@@ -146,8 +146,8 @@ def process_queries() -> list[tuple[str, str, tuple[Any, ...]]]:
 
 def store_calls() -> list[tuple[str, Callable[..., Any], dict[str, Any]]]:
     """(label, store function, keyword arguments) behind the HTTP queries whose SQL is not fixed text."""
-    from mcs.store import stats as stats_store
-    from mcs.store import status as status_store
+    from mcs.state import stats as stats_store
+    from mcs.state import status as status_store
 
     return [
         ("GET /metrics: stats.snapshot", stats_store.snapshot, {"now": time.time()}),

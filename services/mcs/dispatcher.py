@@ -13,10 +13,10 @@ from mcs import metrics
 from mcs.config import Settings
 from mcs.errors import DatabaseReplaced, StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import agents as agents_store
 from mcs.state import dispatch as dispatch_state
+from mcs.state import stats as stats_store
 from mcs.store import Store
-from mcs.store import agents as agents_store
-from mcs.store import stats as stats_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.dispatcher")
@@ -26,12 +26,12 @@ PAGE = 200  # queued tasks read per page within a pass
 
 
 class Dispatcher:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, instance: str | None = None) -> None:
         self.store = store
         self._stop = threading.Event()
         self.view = agents_store.RoutingView()  # the online agents, re-read only where they changed
         self.unparked_at = -1  # the view's `routable` count when parked tasks were last looked at again
-        self.heartbeat = Heartbeat(store, "dispatcher")
+        self.heartbeat = Heartbeat(store, "dispatcher", instance=instance)
         self.last_pass = time.monotonic()
         # On PostgreSQL the engine's LISTEN feed answers the same wait_until (and data_version) calls.
         self.watcher = CommitWatcher(store.path) if isinstance(store, Store) else store.changes()
@@ -118,7 +118,7 @@ def main(settings: Settings | None = None) -> None:
     store: Any = open_engine(settings, process="dispatcher")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
-    dispatcher = Dispatcher(store)
+    dispatcher = Dispatcher(store, instance=settings.instance)
     on_stop_signals(dispatcher.stop)
     status = StatusServer(
         host=settings.bind_metrics_host,

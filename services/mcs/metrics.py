@@ -134,6 +134,11 @@ PRUNED_KINDS = (
     "schedule_runs",
     "workflows",
     "workflow_events",
+    "heartbeats",
+)
+outbox_leases_lost = Counter(
+    "mcs_outbox_leases_lost_total",
+    "Outbox rows whose lease lapsed while this notifier was still sending them (another notifier may send them too)",
 )
 loop_last_pass = Gauge("mcs_process_last_pass_timestamp_seconds", "When this process last completed a pass")
 schedule_ticks = Counter(
@@ -164,7 +169,7 @@ WORKFLOW_PREFIX = "workflow_"  # effects notes for workflows, not tasks: "workfl
 
 
 def count_transitions(notes: list[tuple[str, str, str]]) -> None:
-    """Add a committed transaction's task events (see mcs.store.effects) to this process's counters."""
+    """Add a committed transaction's task events (see mcs.effects) to this process's counters."""
     for event, task_type, priority in notes:
         if event.startswith(WORKFLOW_PREFIX):
             workflows_total.labels(event.removeprefix(WORKFLOW_PREFIX)).inc()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -124,6 +125,85 @@ class Agent:
     def to_admin_api(self, now: float) -> dict[str, Any]:
         """What the admin sees: also the pinned notify host."""
         return self.to_api(now) | {"notify_host": self.notify_host}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewAgent:
+    """An agent row as the admin creates it, before it ever registered (offline, no notify_url)."""
+
+    name: str
+    secret_hash: str
+    webhook_secret: str
+    capabilities: tuple[str, ...]
+    granted: tuple[str, ...] | None  # None: it may register any capability
+    created_at: float
+    notify_host: str | None = None
+    claim_on_push: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSecrets:
+    """An agent's two secrets, shown once: when it is created (with what was set) or rotated."""
+
+    name: str
+    secret: str
+    webhook_secret: str
+    claim_on_push: bool | None = None  # set when created; None when rotated
+    notify_host: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "secret": self.secret, "webhook_secret": self.webhook_secret}
+        if self.claim_on_push is not None:
+            out["claim_on_push"] = self.claim_on_push
+        return out | ({"notify_host": self.notify_host} if self.notify_host else {})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRemoved:
+    """What deleting an agent removed: its memory keys per namespace and the work it held or was routed."""
+
+    name: str
+    memory_keys: dict[str, int]
+    tasks_requeued: int
+    tasks_failed: int
+
+    def detail(self) -> dict[str, Any]:
+        """The `deleted` audit event's detail."""
+        return {
+            "memory_keys": self.memory_keys,
+            "tasks_requeued": self.tasks_requeued,
+            "tasks_failed": self.tasks_failed,
+        }
+
+    def to_api(self) -> dict[str, Any]:
+        return {"deleted": self.name} | self.detail()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutableAgent:
+    """An online agent as the dispatcher's routing view reads it (the columns routing needs, nothing more)."""
+
+    name: str
+    capabilities: tuple[str, ...]
+    granted: tuple[str, ...] | None
+    notify_url: str | None
+    last_assigned_at: float | None
+    concurrency: int
+    expires_at: float
+    claim_on_push: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RoutableAgent:
+        return cls(
+            name=row["name"],
+            capabilities=tuple(json.loads(row["capabilities"])),
+            granted=None if row["granted"] is None else tuple(json.loads(row["granted"])),
+            notify_url=row["notify_url"],
+            last_assigned_at=row["last_assigned_at"],
+            concurrency=row["concurrency"],
+            expires_at=row["expires_at"],
+            claim_on_push=bool(row["claim_on_push"]),
+        )
 
 
 APPROVAL = "approval"  # the task type a person decides (approve / deny); never routed to an agent
@@ -273,6 +353,137 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewOutbox:
+    """A row to deliver, committed with the change that causes it (the notifier sends it)."""
+
+    kind: str  # "webhook" (to `agent`), "alert", "a2a_push"
+    message_id: str  # stable across retries: the webhook-id
+    agent: str | None
+    task_id: str | None
+    body: str  # JSON text, sent as it is
+    now: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxOutcome:
+    """What became of one leased outbox row: delivered, superseded, dead, or retry (at next_attempt_at).
+    `final`: the delivery is over in this notifier, so its lease is given back."""
+
+    id: int
+    state: str
+    attempts: int
+    error: str | None = None
+    next_attempt_at: float | None = None
+    final: bool = True
+
+
+STOPPED_PID = 0  # a heartbeat row's pid once its process stopped cleanly
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessBeat:
+    """One replica's heartbeat row: `instance` names the replica ('' when it is the only one, as before
+    replicas; otherwise MCS_INSTANCE, or host:pid)."""
+
+    name: str
+    instance: str
+    pid: int
+    started_at: float
+    beat_at: float
+
+    def to_api(self, now: float) -> dict[str, Any]:
+        age = max(0.0, now - self.beat_at)
+        return {
+            "name": self.name,
+            "instance": self.instance,
+            "pid": self.pid,
+            "started_at": iso(self.started_at),
+            "beat_at": iso(self.beat_at),
+            "age_seconds": round(age, 3),
+            "healthy": age <= HEARTBEAT_MAX_AGE,
+        }
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """An agent whose most recent webhook failed (still retrying, or given up)."""
+
+    agent: str
+    notify_url: str | None
+    error: str | None
+    attempts: int
+    gave_up: bool
+    at: float
+    task_id: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "notify_url": self.notify_url,
+            "error": self.error,
+            "attempts": self.attempts,
+            "gave_up": self.gave_up,
+            "at": iso(self.at),
+            "task_id": self.task_id,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit row as the stream sends it. `owner`/`submitter` decide which agents may see it."""
+
+    id: int
+    stream: str  # task | workflow | agent
+    at: float
+    kind: str
+    actor: str
+    raw_detail: str | None  # the row's detail as stored (JSON text): the frame sends it as it is
+    subject: str  # the task id, workflow id or agent name
+    type: str | None  # a task's type; a workflow's name
+    state: str | None  # the task's or workflow's state when read
+    owner: str | None
+    submitter: str | None
+    workflow_id: str | None = None
+
+    @cached_property
+    def detail(self) -> Any:
+        return None if self.raw_detail is None else json.loads(self.raw_detail)
+
+    def as_json(self) -> dict[str, Any]:
+        body = self.as_json_without_detail()
+        body["detail"] = self.detail
+        return body
+
+    def as_json_without_detail(self) -> dict[str, Any]:
+        key = {"task": "task_id", "workflow": "workflow_id", "agent": "agent"}[self.stream]
+        body: dict[str, Any] = {"id": self.id, "at": iso(self.at), "kind": self.kind, "actor": self.actor}
+        body[key] = self.subject
+        if self.type is not None:
+            body["type"] = self.type
+        if self.state is not None:
+            body["state"] = self.state
+        return body
+
+    @cached_property
+    def frame(self) -> bytes:
+        """The event as one Server-Sent Event, rendered once however many streams send it. The detail goes
+        out as stored (written by json.dumps: one line), not decoded only to be encoded again."""
+        raw = self.raw_detail
+        if raw is None or "\n" in raw or "\r" in raw:
+            data = json.dumps(self.as_json())
+        else:
+            body = self.as_json_without_detail()
+            data = f'{json.dumps(body)[:-1]}, "detail": {raw}}}'
+        return f"id: {self.id}\nevent: {self.stream}\ndata: {data}\n\n".encode()
+
+    def visible_to(self, agent: str | None) -> bool:
+        """Admins (None) see all; an agent its own tasks' and workflows' events and every agent change."""
+        if agent is None or self.stream == "agent":
+            return True
+        return agent in (self.owner, self.submitter) or self.actor == agent
+
+
+@dataclass(frozen=True, kw_only=True)
 class Caller:
     """Who is making a request: an agent (by name) or the admin ("admin", or "admin (console)" through the
     web console, so the audit trail says which)."""
@@ -286,6 +497,77 @@ class Caller:
 
 
 ADMIN = Caller(name="admin", is_admin=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryItem:
+    """One key of shared memory; `value` (JSON text) is None where it was not read (listings)."""
+
+    ns: str
+    key: str
+    version: int
+    tags: tuple[str, ...]
+    expires_at: float | None
+    updated_by: str
+    updated_at: float
+    value: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MemoryItem:
+        return cls(
+            ns=row["ns"],
+            key=row["key"],
+            version=row["version"],
+            tags=tuple(json.loads(row["tags"])),
+            expires_at=row["expires_at"],
+            updated_by=row["updated_by"],
+            updated_at=row["updated_at"],
+            value=row["value"] if "value" in row.keys() else None,
+        )
+
+    def to_api(self, *, with_value: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "ns": self.ns,
+            "key": self.key,
+            "version": self.version,
+            "tags": list(self.tags),
+            "expires_at": iso(self.expires_at),
+            "updated_by": self.updated_by,
+            "updated_at": iso(self.updated_at),
+        }
+        if with_value:
+            item["value"] = None if self.value is None else json.loads(self.value)
+        return item
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryPage:
+    """Keys in key order without their values; `next_cursor` continues after the last one."""
+
+    items: list[MemoryItem]
+    next_cursor: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {"items": [i.to_api(with_value=False) for i in self.items], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBulkResult:
+    """A bulk request's outcome: each get (None: not found), each put as stored, each delete (found?)."""
+
+    got: list[tuple[str, MemoryItem | None]]
+    put: list[MemoryItem]
+    deleted: list[tuple[str, bool]]
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "get": [
+                {"key": k, "found": False} if i is None else {"found": True} | i.to_api(with_value=True)
+                for k, i in self.got
+            ],
+            "put": [i.to_api(with_value=False) for i in self.put],
+            "delete": [{"key": k, "deleted": d} for k, d in self.deleted],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)

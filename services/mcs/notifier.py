@@ -4,7 +4,10 @@ same webhook-id every time; gives up after a bounded number of attempts and reco
 events. It never changes task state.
 
 Each delivery runs as its own asyncio task with a cap per agent, so a slow or dead agent never delays
-deliveries to the others. Outcomes are written in small batches by one writer thread."""
+deliveries to the others. Outcomes are written in small batches by one writer thread.
+
+Any number of notifiers may run on one database: each leases the rows it takes (MCS_OUTBOX_LEASE), renews
+the leases while it sends, and records outcomes only for rows it still holds (mcs.state.outbox)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import re
 import signal
 import time
@@ -31,10 +33,10 @@ from mcs.errors import DatabaseReplaced
 from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
 from mcs.state import a2a as a2a_store
+from mcs.state import agents as agents_store
+from mcs.state import outbox as outbox_state
 from mcs.state import tasks as tasks_state
 from mcs.store import AsyncStore, Store, data_version
-from mcs.store import agents as agents_store
-from mcs.store import outbox as outbox_store
 from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.notifier")
@@ -44,6 +46,7 @@ FETCH_LIMIT = 500  # outbox rows read per pass
 PER_AGENT_IN_FLIGHT = 8  # deliveries at once to one agent
 IN_FLIGHT = 256  # deliveries at once in all
 NOTIFY_KINDS = ("webhook", "a2a_push")  # outbox kinds sent to a URL an agent or A2A client named
+LEASE_RENEW_EVERY = 10.0  # seconds between renewals of the leases on rows under way (a third of a shorter lease)
 RETRY_AFTER_MAX = 3600.0  # seconds: the longest wait a receiver's Retry-After (or Telegram) can ask for
 
 
@@ -144,7 +147,11 @@ class Notifier:
         self.store = store
         self.settings = settings
         self.transport = transport
-        self.heartbeat = Heartbeat(store, "notifier")
+        self.heartbeat = Heartbeat(store, "notifier", instance=settings.instance)
+        self.owner = self.heartbeat.instance  # the lease owner of the outbox rows this replica takes
+        self.lease = settings.outbox_lease
+        self.renew_every = min(LEASE_RENEW_EVERY, self.lease / 3)
+        self.renewed = time.monotonic()
         self.in_flight: dict[int, str] = {}  # outbox id -> agent (or "alert")
         self.deliveries: set[asyncio.Task[None]] = set()  # kept until done; canceled if still running at stop
         self.per_agent: dict[str, int] = defaultdict(int)
@@ -489,7 +496,7 @@ class Notifier:
             return
         batch, self.outcomes = self.outcomes, []
         try:
-            await self.db.write(outbox_store.record_outcomes, outcomes=batch, now=time.time())
+            await self.db.write(outbox_state.record_outcomes, owner=self.owner, outcomes=batch, now=time.time())
         except Exception:
             self.outcomes = batch + self.outcomes  # keep them (and their rows in flight) for the next pass
             raise
@@ -520,19 +527,59 @@ class Notifier:
         """Start deliveries for due rows; return when the next not-yet-due row falls due. The reads run on
         the store's reader thread: deliveries under way go on while they do."""
         now = time.time()
-        due = await self.db.read(outbox_store.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT)
-        for item in due:
-            if item.id in self.in_flight:
-                continue
-            key = item.agent or "alert"
-            if self.per_agent[key] >= PER_AGENT_IN_FLIGHT or len(self.in_flight) >= IN_FLIGHT:
-                continue
-            self.in_flight[item.id] = key
-            self.per_agent[key] += 1
-            task = asyncio.create_task(self._deliver(self._client(item), item), name=f"deliver-{item.id}")
-            self.deliveries.add(task)
-            task.add_done_callback(self.deliveries.discard)
-        return await self.db.read(outbox_store.next_due, after=now)
+        # A read first (nothing is written while nothing is due), then the lease: another notifier may take
+        # some of these rows in between, and the take leases only what is still free.
+        due = await self.db.read(outbox_state.due, now=now, limit=FETCH_LIMIT, per_key=PER_AGENT_IN_FLIGHT)
+        rooms = [PER_AGENT_IN_FLIGHT - self.per_agent[item.agent or "alert"] for item in due if self._room(item)]
+        if rooms:  # take no more than the caps let start now: fewer rows to give back
+            taken = await self.db.write(
+                outbox_state.take,
+                owner=self.owner,
+                now=now,
+                lease=self.lease,
+                limit=min(FETCH_LIMIT, IN_FLIGHT - len(self.in_flight)),
+                per_key=max(rooms),
+            )
+            left: list[int] = []
+            for item in taken:
+                if not self._room(item):
+                    left.append(item.id)
+                    continue
+                key = item.agent or "alert"
+                self.in_flight[item.id] = key
+                self.per_agent[key] += 1
+                task = asyncio.create_task(self._deliver(self._client(item), item), name=f"deliver-{item.id}")
+                self.deliveries.add(task)
+                task.add_done_callback(self.deliveries.discard)
+            if left:  # over this replica's caps: give them back now rather than when the lease lapses
+                await self.db.write(outbox_state.release, owner=self.owner, ids=left)
+        return await self.db.read(outbox_state.next_due, after=now)
+
+    def _room(self, item: OutboxItem) -> bool:
+        """Whether this replica may start sending `item` now (not under way here, caps not full)."""
+        key = item.agent or "alert"
+        return (
+            item.id not in self.in_flight
+            and self.per_agent[key] < PER_AGENT_IN_FLIGHT
+            and len(self.in_flight) < IN_FLIGHT
+        )
+
+    async def _renew(self) -> None:
+        """Extend the leases on the rows under way, every `renew_every` seconds. A row whose lease lapsed
+        meanwhile (this process was frozen) may be sent by another notifier too: counted and logged."""
+        if time.monotonic() - self.renewed < self.renew_every:
+            return
+        self.renewed = time.monotonic()
+        ids = list(self.in_flight)
+        if not ids:
+            return
+        held = await self.db.write(outbox_state.renew, owner=self.owner, ids=ids, now=time.time(), lease=self.lease)
+        if held < len(ids):
+            metrics.outbox_leases_lost.inc(len(ids) - held)
+            log.warning(
+                "lost the lease on outbox rows under way; another notifier may send them too",
+                extra={"action": "lease_lost", "rows": len(ids) - held},
+            )
 
     async def run(self) -> None:
         self.db = AsyncStore(self.store)
@@ -554,17 +601,13 @@ class Notifier:
                 try:
                     self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                     await self._flush()
+                    await self._renew()
                     next_due = await self._start_due()
                     self.last_pass = time.monotonic()
                     metrics.loop_last_pass.set(time.time())
                     if time.time() - self.heartbeat.last >= 5:
-                        await self.db.write(
-                            outbox_store.beat,
-                            process="notifier",
-                            pid=os.getpid(),
-                            started_at=self.heartbeat.started_at,
-                            now=time.time(),
-                        )
+                        beats = await self.db.read(outbox_state.heartbeats) if self.heartbeat.first else None
+                        await self.db.write(outbox_state.beat, **self.heartbeat.row(time.time(), beats))
                         self.heartbeat.last = time.time()
                 except DatabaseReplaced:
                     log.error("database file deleted or replaced; exiting", extra={"action": "database_replaced"})
@@ -613,7 +656,8 @@ class Notifier:
 
     async def _drain(self, timeout: float = 5.0) -> None:
         """On stop: let deliveries under way finish briefly and record what is known. Unrecorded rows stay
-        pending and are delivered again after a restart (at-least-once)."""
+        pending, their leases given back, and are delivered again by another notifier or after a restart
+        (at-least-once)."""
         deadline = time.time() + timeout
         while self.in_flight and time.time() < deadline:
             await self._flush()
@@ -623,6 +667,8 @@ class Notifier:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         await self._flush()
+        if self.in_flight:
+            await self.db.write(outbox_state.release, owner=self.owner, ids=list(self.in_flight))
 
 
 def _parse_iso(value: str) -> float:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -19,8 +20,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from mcs.errors import McsError
+from mcs.state import outbox as outbox_state
 from mcs.store import Store, sqlite_version
-from mcs.store import outbox as outbox_store
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.engine import PostgresEngine
@@ -92,26 +93,80 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-class Heartbeat:
-    """Writes this process's liveness row every few seconds, from whatever loop calls `maybe_beat`."""
+def instance_name(configured: str | None) -> str:
+    """This replica's name: MCS_INSTANCE, or host:pid (unique on one database whatever runs where). It
+    names the process's heartbeat row and, in the notifier, the owner of the outbox rows it leases."""
+    return configured or f"{socket.gethostname()}:{os.getpid()}"
 
-    def __init__(self, store: Store | PostgresEngine, process: str) -> None:
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def gone_here(beats: list[Any], process: str, instance: str) -> list[str]:
+    """Rows of earlier replicas of `process` on this host that no longer run (a restart under a new pid),
+    and the row from before replicas (instance ''): the new replica's first beat removes them."""
+    host = socket.gethostname() + ":"
+    return [
+        b.instance
+        for b in beats
+        if b.name == process
+        and b.instance != instance
+        and (b.instance == "" or (b.instance.startswith(host) and not _alive(b.pid)))
+    ]
+
+
+class Heartbeat:
+    """Writes this replica's liveness row every few seconds, from whatever loop calls `maybe_beat`."""
+
+    def __init__(self, store: Store | PostgresEngine, process: str, *, instance: str | None = None) -> None:
         self.store, self.process = store, process
+        self.instance = instance_name(instance)
         self.started_at = time.time()
         self.last = 0.0
+        self._first = True
+
+    @property
+    def first(self) -> bool:
+        """No beat written yet: the next one wants the heartbeat rows, to forget earlier replicas' rows."""
+        return self._first
+
+    def row(self, now: float, beats: list[Any] | None = None) -> dict[str, Any]:
+        """The arguments of `mcs.state.outbox.beat` for a beat at `now`; the first one (given `beats`, every
+        heartbeat row) also forgets the rows of this process's earlier replicas on this host that are gone."""
+        forget: list[str] = []
+        if self._first:
+            if beats is None:
+                beats = self.store.read(outbox_state.heartbeats)
+            forget = gone_here(beats, self.process, self.instance)
+            self._first = False
+        return {
+            "process": self.process,
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "now": now,
+            "forget": forget,
+        }
 
     def maybe_beat(self, now: float | None = None) -> None:
         now = now or time.time()
         if now - self.last >= HEARTBEAT_INTERVAL:
-            self.store.write(
-                outbox_store.beat, process=self.process, pid=os.getpid(), started_at=self.started_at, now=now
-            )
+            self.store.write(outbox_state.beat, **self.row(now))
             self.last = now
 
     def stopped(self) -> None:
         """On the way out: mark this process's row stopped, best effort (the database may be gone or busy)."""
         try:
-            self.store.write(outbox_store.mark_stopped, process=self.process, pid=os.getpid())
+            self.store.write(outbox_state.mark_stopped, process=self.process, instance=self.instance, pid=os.getpid())
         except McsError as exc:
             logging.getLogger("mcs").warning(
                 "could not mark the heartbeat stopped", extra={"action": "mark_stopped", "error": str(exc)}

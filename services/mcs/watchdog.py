@@ -18,12 +18,12 @@ from mcs.errors import DatabaseReplaced, McsError
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
+from mcs.state import agents as agents_store
+from mcs.state import memory as memory_store
 from mcs.state import schedules as schedules_state
+from mcs.state import stats as stats_store
 from mcs.state import sweeps
 from mcs.store import Store
-from mcs.store import agents as agents_store
-from mcs.store import memory as memory_store
-from mcs.store import stats as stats_store
 
 log = logging.getLogger("mcs.watchdog")
 
@@ -56,6 +56,7 @@ class Watchdog:
         retention: float = 0.0,
         max_retries: int = 3,
         claim_ttl: float = 300.0,
+        instance: str | None = None,
     ) -> None:
         self.store = store
         self.interval, self.retry_base, self.retry_max = interval, retry_base, retry_max
@@ -66,7 +67,7 @@ class Watchdog:
         )
         self._stop = threading.Event()
         self.pruner = Pruner(store, retention=retention, pause=self._stop.wait)
-        self.heartbeat = Heartbeat(store, "watchdog")
+        self.heartbeat = Heartbeat(store, "watchdog", instance=instance)
         self.last_pass = time.monotonic()
 
     def stop(self) -> None:
@@ -194,6 +195,7 @@ def main(settings: Settings | None = None) -> None:
         retention=settings.retention,
         max_retries=settings.max_retries,
         claim_ttl=settings.claim_ttl,
+        instance=settings.instance,
     )
     on_stop_signals(watchdog.stop)
     status = StatusServer(

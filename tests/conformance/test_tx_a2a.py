@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from mcs.models import ADMIN, APPROVAL, Origin, PushConfig, TaskSpec
+from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_store
 from mcs.store import Store
-from mcs.store import agents as agents_store  # moving to mcs.state.agents (issue 16)
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_push_delete_reports_whether_there_was_one(store: Store) -> None:
 
 def test_signing_key_is_the_agents_webhook_secret(store: Store) -> None:
     created = store.write(agents_store.create, name="bot", capabilities=[], actor="admin", now=1.0)
-    assert store.read(lambda tx: tx.signing_key("bot")) == created["webhook_secret"]
+    assert store.read(lambda tx: tx.signing_key("bot")) == created.webhook_secret
     assert store.read(lambda tx: tx.signing_key("admin")) is None
 
 

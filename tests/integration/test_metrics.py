@@ -9,8 +9,9 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcs import effects
 from mcs.state_metrics import MeshStateCollector, state_registry
-from mcs.store import Store, effects
+from mcs.store import Store
 from mcs.store.connection import in_write_batch
 
 pytestmark = pytest.mark.asyncio

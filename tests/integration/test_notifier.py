@@ -13,8 +13,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from mcs.notifier import PER_AGENT_IN_FLIGHT, UNDELIVERED, Notifier
+from mcs.state import outbox as outbox_store
 from mcs.store import Store
-from mcs.store import outbox as outbox_store
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from mcs.engines.sqlite.maintenance import RETENTION_SQL
 from mcs.maintenance.retention import Pruner
-from mcs.store import outbox as outbox_store
-from mcs.store import retention as retention_store
+from mcs.state import outbox as outbox_store
+from mcs.state import retention as retention_store
 
 RETENTION = 1000.0  # seconds
 
@@ -37,7 +38,9 @@ def deliver_everything(mesh: Any) -> None:
         {"id": r["id"], "state": "delivered", "attempts": 1, "kind": r["kind"], "task_id": None, "agent": r["agent"]}
         for r in rows
     ]
-    mesh.store.write(outbox_store.record_outcomes, outcomes=outcomes, now=time.time())
+    # leased first, as a notifier does (a far `now`: rows not due yet count too)
+    mesh.store.write(outbox_store.take, owner="test", now=1e15, lease=60, limit=len(rows), per_key=len(rows))
+    mesh.store.write(outbox_store.record_outcomes, owner="test", outcomes=outcomes, now=time.time())
 
 
 def count(mesh: Any, sql: str, *args: Any) -> int:
@@ -282,7 +285,7 @@ def test_every_prune_statement_uses_an_index(tmp_path):
     store.migrate()
     plans = store.read(retention_store.query_plans)
     store.close()
-    assert set(plans) == set(retention_store.SQL)
+    assert set(plans) == set(RETENTION_SQL)
     for name, steps in plans.items():
         scans = [s for s in steps if s.startswith("SCAN") and "json_each" not in s]
         assert not scans, (name, steps)

@@ -1,12 +1,12 @@
-"""The dispatcher's view of the online agents (store.agents.RoutingView) on a real SQLite file, with the
-clock injected: it must see every change that matters to routing while reading only what changed."""
+"""The dispatcher's view of the online agents (mcs.state.routing_view.RoutingView) on a real SQLite file,
+with the clock injected: it must see every change that matters to routing while reading only what changed."""
 
 from __future__ import annotations
 
 import pytest
 
+from mcs.state import agents as agents_store
 from mcs.store import Store
-from mcs.store import agents as agents_store
 
 
 @pytest.fixture

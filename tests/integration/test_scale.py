@@ -9,7 +9,7 @@ import pytest
 
 from mcs import dispatcher as dispatcher_module
 from mcs.state import dispatch as dispatch_state
-from mcs.store import stats as stats_store
+from mcs.state import stats as stats_store
 
 pytestmark = pytest.mark.asyncio
 

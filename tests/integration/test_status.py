@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import time
 
-from mcs.store import outbox as outbox_store
-from mcs.store import status as status_store
+from mcs.state import outbox as outbox_store
+from mcs.state import status as status_store
+
+
+def record(mesh, outcomes, now):
+    """What a notifier does: lease the rows, then record what became of them."""
+    mesh.store.write(outbox_store.take, owner="test", now=now, lease=60, limit=500, per_key=500)
+    mesh.store.write(outbox_store.record_outcomes, owner="test", outcomes=outcomes, now=now)
 
 
 async def test_status_says_what_waits_and_why(mesh):
@@ -23,7 +29,7 @@ async def test_status_says_what_waits_and_why(mesh):
     error = "ConnectError: [Errno 111] Connection refused"
     outcome = {"id": row[0], "kind": "webhook", "agent": "hooked", "task_id": echo["id"], "state": "retry",
                "attempts": 2, "error": error, "next_attempt_at": now + 60}  # fmt: skip
-    mesh.store.write(outbox_store.record_outcomes, outcomes=[outcome], now=now)
+    record(mesh, [outcome], now)
     mesh.store.write(outbox_store.beat, process="dispatcher", pid=11, started_at=now - 5, now=now - 1)
     mesh.store.write(outbox_store.beat, process="watchdog", pid=12, started_at=now - 500, now=now - 400)
 
@@ -60,7 +66,7 @@ async def test_a_later_delivery_clears_unreachable_and_old_failures_age_out(mesh
     row = mesh.store.read(lambda c: c.execute("SELECT id, task_id FROM outbox WHERE agent = 'flaky'").fetchone())
     failed = {"id": row[0], "kind": "webhook", "agent": "flaky", "task_id": row[1], "state": "dead", "attempts": 6,
               "error": "ReadTimeout", "next_attempt_at": now}  # fmt: skip
-    mesh.store.write(outbox_store.record_outcomes, outcomes=[failed], now=now)
+    record(mesh, [failed], now)
     seen = mesh.store.read(status_store.read, now=now)
     assert [(u.agent, u.gave_up) for u in seen.unreachable] == [("flaky", True)]
     later = mesh.store.read(status_store.read, now=now + status_store.UNREACHABLE_WINDOW + 1)
@@ -77,7 +83,7 @@ async def test_a_retry_skipped_because_its_claim_is_gone_is_not_unreachable(mesh
     row = mesh.store.read(lambda c: c.execute("SELECT id, task_id FROM outbox WHERE agent = 'quick'").fetchone())
     gone = {"id": row[0], "kind": "webhook", "agent": "quick", "task_id": row[1], "state": "superseded",
             "attempts": 2, "error": "no longer held"}  # fmt: skip
-    mesh.store.write(outbox_store.record_outcomes, outcomes=[gone], now=now)
+    record(mesh, [gone], now)
     assert mesh.store.read(lambda c: c.execute("SELECT state FROM outbox WHERE id = ?", (row[0],)).fetchone()[0]) == (
         "superseded"
     )

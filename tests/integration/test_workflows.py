@@ -146,7 +146,7 @@ async def test_a_dependency_on_a_fanout_parent_hands_over_the_aggregate(mesh):
 
 
 async def test_retention_keeps_a_finished_task_an_unfinished_one_depends_on(mesh):
-    from mcs.store import retention
+    from mcs.state import retention
 
     agent = await mesh.agent("a", ["x"], notify_url=None)
     upstream = await mesh.submit(type="x")

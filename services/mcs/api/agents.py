@@ -16,7 +16,7 @@ from mcs.api.responses import respond
 from mcs.api.schemas import AgentQuery, CreateAgent, Register, UpdateAgent
 from mcs.errors import NotFound, ServiceUnavailable, Unprocessable
 from mcs.models import ADMIN
-from mcs.store import agents as agents_store
+from mcs.state import agents as agents_store
 
 bp = Blueprint("agents", __name__, url_prefix="/v1/agents")
 
@@ -39,7 +39,7 @@ async def create(data: CreateAgent) -> Response:
         actor=ADMIN.actor,
         now=time.time(),
     )
-    return respond(created, 201)
+    return respond(created.to_api(), 201)
 
 
 @bp.patch("/<name>")
@@ -109,7 +109,7 @@ async def rotate(name: str) -> Response:
     rotated = await _db().write(
         authed(agents_store.rotate, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
     )
-    return respond(rotated)
+    return respond(rotated.to_api())
 
 
 @bp.delete("/<name>")
@@ -118,7 +118,7 @@ async def delete(name: str) -> Response:
     deleted = await _db().write(
         authed(agents_store.delete, need="admin"), credentials(), name=name, actor=ADMIN.actor, now=time.time()
     )
-    return respond(deleted)
+    return respond(deleted.to_api())
 
 
 @bp.get("")

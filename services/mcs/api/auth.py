@@ -18,7 +18,7 @@ from mcs import auth
 from mcs.api import console
 from mcs.errors import Forbidden, Unauthorized
 from mcs.models import ADMIN, Agent, Caller
-from mcs.store import agents as agents_store
+from mcs.state import agents as agents_store
 from mcs.store.connection import Connection
 
 BAD_CREDENTIALS = "unknown agent or wrong secret"

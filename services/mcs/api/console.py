@@ -23,7 +23,7 @@ from quart_schema import hide
 
 from mcs import auth, metrics
 from mcs.errors import ApiError, Forbidden, NotFound, Unauthorized
-from mcs.store import console as console_store
+from mcs.state import console as console_store
 from mcs.store.connection import Connection
 
 bp = Blueprint("console", __name__, url_prefix="/ui")

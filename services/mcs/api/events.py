@@ -25,9 +25,9 @@ from mcs import metrics
 from mcs.api.auth import credentials, verify
 from mcs.api.openapi import EVENT_STREAM, documented
 from mcs.errors import BadRequest
+from mcs.models import Event
+from mcs.state import events as events_store
 from mcs.store import Store
-from mcs.store import events as events_store
-from mcs.store.events import Event
 
 log = logging.getLogger("mcs.api")
 

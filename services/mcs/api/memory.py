@@ -16,7 +16,7 @@ from mcs.api.responses import respond
 from mcs.api.schemas import MemoryBulk, MemoryPut, MemoryQuery
 from mcs.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from mcs.namespaces import check_key, parse_namespace
-from mcs.store import memory as memory_store
+from mcs.state import memory as memory_store
 
 bp = Blueprint("memory", __name__, url_prefix="/v1/memory")
 
@@ -75,7 +75,7 @@ async def get(ns: str, key: str) -> Response:
     item = await _db().read(
         authed(memory_store.get, need="any", pass_as="caller"), credentials(), ns=namespace, key=key, now=time.time()
     )
-    return _with_etag(item)
+    return _with_etag(item.to_api(with_value=True))
 
 
 @bp.put("/<ns>/<memkey:key>")
@@ -99,7 +99,7 @@ async def put(ns: str, key: str, data: MemoryPut) -> Response:
         now=time.time(),
         quota_bytes=_quota(),
     )
-    return _with_etag(item)
+    return _with_etag(item.to_api(with_value=False))
 
 
 @bp.delete("/<ns>/<memkey:key>")
@@ -132,7 +132,7 @@ async def list_keys(ns: str, query_args: MemoryQuery) -> Response:
         cursor=query_args.cursor,
         now=time.time(),
     )
-    return respond(page)
+    return respond(page.to_api())
 
 
 @bp.post("/<ns>/<memkey:key>")
@@ -169,4 +169,4 @@ async def bulk(ns: str, data: MemoryBulk) -> Response:
         now=time.time(),
         quota_bytes=_quota(),
     )
-    return respond(result)
+    return respond(result.to_api())

@@ -16,7 +16,7 @@ from mcs.api import create_app
 from mcs.config import Settings
 from mcs.engines import open_engine
 from mcs.process import setup_logging
-from mcs.store import stats as stats_store
+from mcs.state import stats as stats_store
 
 log = logging.getLogger("mcs.api")
 

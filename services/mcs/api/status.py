@@ -11,7 +11,7 @@ from quart import Blueprint, Response, current_app
 from mcs.api.auth import authed, credentials
 from mcs.api.openapi import documented
 from mcs.api.responses import respond
-from mcs.store import status as status_store
+from mcs.state import status as status_store
 
 bp = Blueprint("status", __name__, url_prefix="/v1/status")
 
@@ -20,7 +20,10 @@ bp = Blueprint("status", __name__, url_prefix="/v1/status")
 
 
 class ProcessView(BaseModel):
+    """One replica's heartbeat: `instance` is MCS_INSTANCE or host:pid ('' for a row from before replicas)."""
+
     name: str
+    instance: str
     pid: int
     started_at: str
     beat_at: str

@@ -197,7 +197,8 @@ def check(process: str, max_age: float) -> None:
     """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB or
     MCS_DATABASE_URL)."""
     from mcs.engines import open_engine
-    from mcs.store import outbox as outbox_store
+    from mcs.process import instance_name
+    from mcs.state import outbox as outbox_state
 
     settings = _settings()
     if process == "api":
@@ -222,17 +223,26 @@ def check(process: str, max_age: float) -> None:
         return
     store = open_engine(settings, process="check")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     try:
-        beats = store.read(outbox_store.heartbeats)
+        beats = [b for b in store.read(outbox_state.heartbeats) if b.name == process]
     finally:
         store.close()
-    if process not in beats:
+    # This instance's row: MCS_INSTANCE's, or else the replicas' on this host (a container's healthcheck
+    # runs beside its process), or else any replica's (a check from elsewhere on the database's machine).
+    if settings.instance:
+        mine = [b for b in beats if b.instance == settings.instance]
+    else:
+        host = instance_name(None).rsplit(":", 1)[0] + ":"
+        mine = [b for b in beats if b.instance.startswith(host)] or beats
+    if not mine:
         click.echo(f"{process}: no heartbeat (it never ran on this database)", err=True)
         sys.exit(1)
-    age = time.time() - beats[process]
+    beat = max(mine, key=lambda b: b.beat_at)
+    age = time.time() - beat.beat_at
+    which = f" {beat.instance}" if len(beats) > 1 else ""
     if age > max_age:
-        click.echo(f"{process}: no heartbeat for {age:.0f} s", err=True)
+        click.echo(f"{process}{which}: no heartbeat for {age:.0f} s", err=True)
         sys.exit(1)
-    click.echo(f"{process} ok (heartbeat {age:.1f} s ago)")
+    click.echo(f"{process}{which} ok (heartbeat {age:.1f} s ago)")
 
 
 @main.command("migrate-to-postgres")

@@ -12,9 +12,15 @@ def _status_human(s: dict[str, Any]) -> str:
     lines = ["processes:", "  api         answered this request"]
     if not s["processes"]:
         lines.append("  none has written a heartbeat (is `mcs up` running against this database?)")
+    replicas: dict[str, int] = {}
+    for p in s["processes"]:
+        replicas[p["name"]] = replicas.get(p["name"], 0) + 1
     for p in s["processes"]:
         state = "ok" if p["healthy"] else "STALE"
-        lines.append(f"  {p['name']:<11} pid {p['pid']:<8} heartbeat {p['age_seconds']:.1f} s ago  {state}")
+        line = f"  {p['name']:<11} pid {p['pid']:<8} heartbeat {p['age_seconds']:.1f} s ago  {state}"
+        if replicas[p["name"]] > 1:  # several replicas of one process: say which row is which
+            line += f"  instance {p.get('instance') or '-'}"
+        lines.append(line)
     lines.append("queue (state: urgent/normal/low):")
     busy = {state: by for state, by in s["queue"].items() if any(by.values())}
     if not busy:

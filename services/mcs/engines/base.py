@@ -17,6 +17,7 @@ from mcs.engines.areas.memory import MemoryTx
 from mcs.engines.areas.outbox import OutboxTx
 from mcs.engines.areas.queue import QueueTx
 from mcs.engines.areas.schedules import ScheduleTx
+from mcs.engines.areas.stats import StatsTx
 from mcs.engines.areas.tasks import TaskTx
 from mcs.engines.areas.workflows import WorkflowTx
 
@@ -58,6 +59,7 @@ class Tx(
     EventTx,
     A2aTx,
     MaintenanceTx,
+    StatsTx,
     Protocol,
 ):
     """One transaction's data access: every area's methods plus the locks."""

@@ -4,7 +4,8 @@ Every run deletes finished (completed, failed, canceled) tasks last changed more
 ago, together with their events and their fanout children, then finished workflows (and their events)
 once every one of their steps is gone; delivered or given-up outbox rows once they
 are a day old (or older than the retention, if that is shorter); expired idempotency keys; and agent
-audit events and records of schedule ticks older than the retention. MCS_RETENTION_DAYS=0 keeps every
+audit events and records of schedule ticks older than the retention; heartbeat rows of replicas silent for a
+day while another replica of the same process still beats. MCS_RETENTION_DAYS=0 keeps every
 task and event (outbox rows and expired idempotency keys are still cleared: they are plumbing, not
 history).
 
@@ -25,8 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcs import metrics
+from mcs.state import retention as retention_store
 from mcs.store import Store
-from mcs.store import retention as retention_store
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.engine import PostgresEngine
@@ -37,6 +38,7 @@ BATCH = 500  # rows per transaction
 TASK_BATCH = 100  # finished tasks per transaction: each goes with its events (about five) and outbox rows
 MAX_BATCHES = 20  # batches of each kind per run: bounded work per sweep
 RUN_EVERY = 300.0  # seconds between runs (a quarter of the retention when that is shorter)
+HEARTBEAT_KEEP = 86400.0  # seconds a replica's heartbeat row stays after it went silent (others still beating)
 OUTBOX_KEEP = 86400.0  # seconds a delivered or dead outbox row is kept for inspection (at most the retention)
 
 
@@ -52,6 +54,7 @@ class Pruned:
     schedule_runs: int = 0
     workflows: int = 0
     workflow_events: int = 0
+    heartbeats: int = 0  # rows of replicas gone for a day (another replica of the process beats later)
     more: bool = False  # a kind stopped at MAX_BATCHES: run again at the next sweep
 
     def counts(self) -> dict[str, int]:
@@ -112,6 +115,7 @@ class Pruner:
         counts["outbox"], more = counts["outbox"] + n, more or left
         n, left = self._drain(retention_store.prune_idempotency_keys, now=now)
         counts["idempotency_keys"], more = n, more or left
+        counts["heartbeats"] = self.store.write(retention_store.prune_heartbeats, before=now - HEARTBEAT_KEEP, limit=0)
         for kind, n in counts.items():
             if n:
                 metrics.pruned.labels(kind).inc(n)

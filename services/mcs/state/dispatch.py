@@ -13,16 +13,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from mcs import render, routing
+from mcs import effects, render, routing
 from mcs.engines.base import Tx
 from mcs.models import APPROVAL, QueuedRow, Task, TaskState, iso
 from mcs.routing import Candidate
+from mcs.state import outbox_rows
 from mcs.state import tasks as state_tasks
+from mcs.state.routing_view import PassAgents, RoutingView
 from mcs.state.transitions import add_event, release_due, start_waiting_for_approval, view
 from mcs.state.transitions import key_blocks as _key_blocks
 from mcs.state.transitions import set_state as _set
-from mcs.store import effects, outbox_rows
-from mcs.store.agents import PassAgents, RoutingView
 
 DISPATCH_SCAN_MAX = 5000  # queued rows one dispatcher pass reads at most, page by page
 FULL_KEYS_SKIPPED_MAX = 200  # full concurrency keys a pass leaves out of its queue reads by SQL

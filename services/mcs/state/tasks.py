@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mcs import quotas, routing
+from mcs import effects, quotas, routing
 from mcs.backoff import retry_delay
 from mcs.engines.areas.tasks import TaskFilter
 from mcs.engines.base import Tx
@@ -38,6 +38,7 @@ from mcs.models import (
 )
 from mcs.render import decode_cursor
 from mcs.render import task as render_task
+from mcs.state import agents as agents_store
 from mcs.state.transitions import add_event as add_event  # re-exported: a2a, schedules, outbox call it here
 from mcs.state.transitions import (
     alert_failed,
@@ -54,8 +55,6 @@ from mcs.state.transitions import must_get as must_get  # re-exported: a2a, work
 from mcs.state.transitions import (
     view as view,  # re-exported: the api and workflows render it  # re-exported: workflows call it here
 )
-from mcs.store import agents as agents_store  # old place: the agents area moves in its own branch
-from mcs.store import effects  # old place: effects moves in its own branch
 
 # ---------------------------------------------------------------- reading
 

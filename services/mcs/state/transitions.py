@@ -13,13 +13,12 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from mcs import consensus, routing
+from mcs import consensus, effects, routing
 from mcs.engines.base import Tx
 from mcs.errors import Conflict, NotFound
 from mcs.models import APPROVAL, Task, TaskState, TaskView, iso
 from mcs.render import task as render_task
-from mcs.state import workflow_steps
-from mcs.store import effects, outbox_rows  # old places: the outbox and effects move in their own branch
+from mcs.state import outbox_rows, workflow_steps
 
 # State changes the metrics count (mcs_tasks_<event>_total), wherever they happen.
 _COUNTED = {

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcs import effects
 from mcs.engines.base import Tx
 from mcs.models import TaskState
-from mcs.store import effects
 
 
 def add_event(tx: Tx, workflow_id: str, kind: str, actor: str, now: float, detail: Any = None) -> None:

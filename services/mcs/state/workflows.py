@@ -12,17 +12,16 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from mcs import quotas, render, routing
+from mcs import effects, quotas, render, routing
 from mcs.engines.base import Tx
 from mcs.errors import Conflict, Forbidden, NotFound, Unprocessable
 from mcs.models import Caller, Task, TaskEvent, TaskSpec, Workflow, WorkflowView
+from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_store
 from mcs.state.workflow_steps import _finish as _finish
 from mcs.state.workflow_steps import add_event as add_event  # re-exported: the api and schedules call it here
 from mcs.state.workflow_steps import reopen as reopen
 from mcs.state.workflow_steps import settle as settle
-from mcs.store import agents as agents_store  # moving to mcs.state.agents / tx.agent_get (issue 16)
-from mcs.store import effects
 
 STATES = ("running", "completed", "failed", "canceled")
 

@@ -24,7 +24,8 @@ from sqlite_utils import Database
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
 from mcs.errors import McsError, StoreError
-from mcs.store import migrations, outbox
+from mcs.models import STOPPED_PID
+from mcs.store import migrations
 from mcs.store.connection import Connection, connect, writer_lock_path
 
 RUNNING_IF_BEAT_WITHIN = 60.0  # seconds: a heartbeat this recent means its process may still run
@@ -218,7 +219,7 @@ def running_processes(db: Path, *, now: float) -> list[str]:
     for process, pid, beat_at in rows:
         age = now - float(beat_at)
         seen_here = (pid, f"mcs {process}") in local  # named already (another container's pids may repeat ours)
-        if age < RUNNING_IF_BEAT_WITHIN and pid != outbox.STOPPED_PID and not seen_here:
+        if age < RUNNING_IF_BEAT_WITHIN and pid != STOPPED_PID and not seen_here:
             running.append(f"{process} (heartbeat {max(age, 0):.0f} s ago, pid {pid})")
     return running
 

@@ -25,10 +25,9 @@ try:  # pysqlite3 when installed, as sqlite-utils chooses (its Database wraps ou
 except ImportError:  # not through sqlite_utils.utils: that imports all of sqlite-utils (about 3 MiB a process)
     sqlite3 = importlib.import_module("sqlite3")
 
-from mcs import metrics
+from mcs import effects, metrics
 from mcs.engines.sqlite.tx import SqliteTx
 from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
-from mcs.store import effects
 
 log = logging.getLogger("mcs.store")
 SLOW_WRITE = 0.1  # seconds: a write transaction that held the writer lock longer is logged (what, work vs commit)

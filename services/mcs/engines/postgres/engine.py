@@ -27,14 +27,13 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolTimeout
 
-from mcs import metrics
+from mcs import effects, metrics
 from mcs.config import Settings
 from mcs.engines.base import RaceLost, Tx
 from mcs.engines.postgres.errors import RETRIED, is_connection_lost, sqlstate, translate
 from mcs.engines.postgres.pool import Pool, read_database_id
 from mcs.engines.postgres.tx import PostgresTx
 from mcs.errors import DatabaseReplaced, McsError, StoreBusy, StoreError
-from mcs.store import effects
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.changes import PgChangeFeed

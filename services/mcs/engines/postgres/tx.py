@@ -25,6 +25,7 @@ from mcs.engines.postgres.memory import MemoryPg
 from mcs.engines.postgres.outbox import OutboxPg
 from mcs.engines.postgres.queue import QueuePg
 from mcs.engines.postgres.schedules import SchedulePg
+from mcs.engines.postgres.stats import StatsPg
 from mcs.engines.postgres.tasks import TaskPg
 from mcs.engines.postgres.workflows import WorkflowPg
 from mcs.engines.sql.base import Params, Row
@@ -177,6 +178,7 @@ class PostgresTx(
     EventPg,
     A2aPg,
     MaintenancePg,
+    StatsPg,
 ):
     """Wraps a pooled connection inside one transaction (BEGIN/COMMIT stay the engine's).
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from mcs.engines.sql.outbox import OutboxSql
 
 
 class OutboxSqlite(OutboxSql):
-    """Methods whose shared SQL does not run on SQLite (json_each, INDEXED BY, jsonb operators, ...)."""
+    """The per-agent pick pinned to outbox_pending_agent (the planner, left alone, may walk outbox_pending)."""
+
+    PENDING_INDEX: ClassVar[str] = " INDEXED BY outbox_pending_agent"

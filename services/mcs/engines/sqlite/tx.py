@@ -14,6 +14,7 @@ from mcs.engines.sqlite.memory import MemorySqlite
 from mcs.engines.sqlite.outbox import OutboxSqlite
 from mcs.engines.sqlite.queue import QueueSqlite
 from mcs.engines.sqlite.schedules import ScheduleSqlite
+from mcs.engines.sqlite.stats import StatsSqlite
 from mcs.engines.sqlite.tasks import TaskSqlite
 from mcs.engines.sqlite.workflows import WorkflowSqlite
 
@@ -29,6 +30,7 @@ class SqliteTx(
     EventSqlite,
     A2aSqlite,
     MaintenanceSqlite,
+    StatsSqlite,
 ):
     """Wraps the connection a write or read transaction runs on (BEGIN/COMMIT stay the Store's).
 
