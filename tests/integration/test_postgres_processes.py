@@ -232,3 +232,58 @@ def test_a_wrong_password_is_one_line_without_the_password(
     started = time.monotonic()
     api = _mcs(["api"], env)
     assert api.returncode == 78 and time.monotonic() - started < 30  # EXIT_CANNOT_START: `mcs up` stops
+
+
+def _with_password(url: str) -> str:
+    """The same database with a password in the URL (the test server trusts loopback, so any will do)."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@", 1)
+
+
+def test_mcs_up_migrates_a_postgres_database_once_and_starts_on_it(tmp_path: Path, pg_database: str) -> None:
+    from tests.acceptance.conftest import LAUNCH_MCS_UP
+
+    api_port, *metrics = free_ports(4)
+    env = _env(
+        tmp_path,
+        _with_password(pg_database),
+        MCS_PORT=str(api_port),
+        MCS_ADMIN_TOKEN="admin-" + uid(),
+        MCS_DISPATCHER_METRICS_PORT=str(metrics[0]),
+        MCS_WATCHDOG_METRICS_PORT=str(metrics[1]),
+        MCS_NOTIFIER_METRICS_PORT=str(metrics[2]),
+        HOME=str(tmp_path),  # the CLI config file `mcs up` writes
+    )
+    assert _mcs(["migrate", "--check"], env).returncode == 1  # an empty database: everything pending
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-c", LAUNCH_MCS_UP], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+
+            def answering() -> Any:
+                assert up.poll() is None, log_path.read_text(errors="replace")
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
+                except httpx.HTTPError:
+                    return None
+                return health.json() if health.status_code == 200 else None
+
+            health = wait_until(answering, timeout=60, what="`mcs up` on PostgreSQL to answer /healthz")
+            assert health["engine"] == "postgres" and health["engine_version"].startswith("15")
+            assert _mcs(["migrate", "--check"], env).returncode == 0  # `mcs up` migrated it before the four
+        finally:
+            up.terminate()
+            up.wait(timeout=30)
+    out = log_path.read_text(errors="replace")
+    assert "database postgresql://postgres:****@127.0.0.1" in out and SECRET not in out, out[-3000:]
+    assert "migrated: 0001" in out  # once, by `mcs up`
+
+
+def test_mcs_up_with_the_server_down_is_one_line_and_a_restartable_exit(tmp_path: Path) -> None:
+    port = _closed_port()
+    env = _env(tmp_path, f"postgresql://mcs:{SECRET}@127.0.0.1:{port}/mcs", MCS_PORT=str(free_ports(1)[0]))
+    done = _mcs(["up"], env)
+    lines = [line for line in done.stderr.strip().splitlines() if line]
+    assert done.returncode == 75, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"mcs up: cannot start now: cannot connect to PostgreSQL at 127.0.0.1:{port}: ")
+    assert SECRET not in done.stderr + done.stdout
