@@ -135,6 +135,9 @@ def test_a_task_goes_through_api_dispatcher_and_watchdog_on_postgres(pg_mesh: Pg
         health = c.get("/healthz").json()
         assert health["status"] == "ok" and health["engine"] == "postgres"
         assert health["engine_version"].startswith("15") and "sqlite_version" not in health
+        scraped = c.get("/metrics").text  # the mesh state read from PostgreSQL; no SQLite file or disk gauges
+        assert "mcs_state_up 1.0" in scraped and "mcs_database_size_bytes" not in scraped
+        assert "mcs_disk_free_bytes{" not in scraped
     for name, port in pg_mesh.metrics_ports.items():
         process_health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
         assert process_health["engine"] == "postgres", (name, process_health)

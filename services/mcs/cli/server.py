@@ -168,13 +168,14 @@ def migrate(check: bool, as_json: bool) -> None:
         data: dict[str, Any] = {"engine": "postgres", "database": redact(settings.database_url)}
         data.update({"engine_version": version})
     else:
-        from mcs.store import Store, sqlite_version
+        from mcs.engines import open_engine
         from mcs.store import migrations as sqlite_migrations
+        from mcs.store import sqlite_version
 
         if check and not settings.db.exists():  # a check creates no database
             names = list(sqlite_migrations.migrations.names)
         else:
-            store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+            store = open_engine(settings, process="migrate")  # SQLite's Store here: MCS_DATABASE_URL is unset
             try:
                 names = store.pending_migrations() if check else store.migrate()
             finally:
