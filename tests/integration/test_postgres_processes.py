@@ -290,3 +290,68 @@ def test_mcs_up_with_the_server_down_is_one_line_and_a_restartable_exit(tmp_path
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"mcs up: cannot start now: cannot connect to PostgreSQL at 127.0.0.1:{port}: ")
     assert SECRET not in done.stderr + done.stdout
+
+
+def _pg_ctl(cluster: PgCluster, *args: str) -> None:
+    from tests.pg import BIN, _as_postgres
+
+    options = f"-k {cluster.root} -p {cluster.port} -c listen_addresses=127.0.0.1 -c synchronous_commit=off"
+    command = [str(BIN / "pg_ctl"), "-D", str(cluster.data), "-l", str(cluster.root / "log"), "-w", *args]
+    if args[0] == "start":
+        command += ["-o", options]
+    subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=60)
+
+
+def test_mcs_up_restarts_a_process_while_postgres_is_down_until_it_is_back(tmp_path: Path) -> None:
+    """The server goes away under a running `mcs up`: a process that dies then cannot start, says so in one
+    line naming host:port (exit 75), and is started again with backoff until the server is back."""
+    from tests.acceptance.conftest import LAUNCH_MCS_UP, Mesh
+
+    cluster = PgCluster().start()  # its own server: this test stops it
+    try:
+        url = _with_password(cluster.create_database())
+        api_port, *metrics = free_ports(4)
+        env = _env(
+            tmp_path,
+            url,
+            MCS_PORT=str(api_port),
+            MCS_ADMIN_TOKEN="admin-" + uid(),
+            MCS_DISPATCHER_METRICS_PORT=str(metrics[0]),
+            MCS_WATCHDOG_METRICS_PORT=str(metrics[1]),
+            MCS_NOTIFIER_METRICS_PORT=str(metrics[2]),
+            HOME=str(tmp_path),
+        )
+        log_path = tmp_path / "up.log"
+        with open(log_path, "wb") as log:
+            up = subprocess.Popen([sys.executable, "-c", LAUNCH_MCS_UP], env=env, stdout=log, stderr=subprocess.STDOUT)
+            mesh = Mesh(tmp_path, env, up, log_path, f"http://127.0.0.1:{api_port}", None, {})  # type: ignore[arg-type]
+            try:
+
+                def dispatcher_health() -> int | None:
+                    assert up.poll() is None, log_path.read_text(errors="replace")
+                    try:
+                        return httpx.get(f"http://127.0.0.1:{metrics[0]}/healthz", timeout=1).status_code
+                    except httpx.HTTPError:
+                        return None
+
+                wait_until(lambda: dispatcher_health() == 200, timeout=60, what="the dispatcher on PostgreSQL")
+                _pg_ctl(cluster, "stop", "-m", "fast")
+                old = mesh.kill_child("dispatcher")
+                wait_until(
+                    lambda: log_path.read_text(errors="replace").count("mcs dispatcher: cannot start now: ") >= 2,
+                    timeout=30,
+                    what="the dispatcher to be started again, and to fail again, while the server is down",
+                )
+                assert up.poll() is None  # exit 75 is "restart me": `mcs up` keeps everything running
+                _pg_ctl(cluster, "start")
+                mesh.wait_restarted("dispatcher", old, timeout=30)
+                wait_until(lambda: dispatcher_health() == 200, timeout=60, what="the dispatcher back on PostgreSQL")
+            finally:
+                up.terminate()
+                up.wait(timeout=30)
+        out = log_path.read_text(errors="replace")
+        failures = [line for line in out.splitlines() if "mcs dispatcher: cannot start now: " in line]
+        assert failures and all(f"cannot connect to PostgreSQL at 127.0.0.1:{cluster.port}: " in x for x in failures)
+        assert SECRET not in out
+    finally:
+        cluster.stop()
