@@ -80,7 +80,11 @@ def engine_identity(store: Store | PostgresEngine) -> dict[str, str]:
     if isinstance(store, Store):
         version = sqlite_version()
         return {"engine": "sqlite", "engine_version": version, "sqlite_version": version}
-    return {"engine": "postgres", "engine_version": store.version()}
+    try:
+        version = store.version()
+    except Exception:  # noqa: BLE001 - the server went away since the engine opened: health says so elsewhere
+        version = "unknown"
+    return {"engine": "postgres", "engine_version": version}
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
