@@ -156,15 +156,6 @@ def test_tasks_requeue_gives_back_a_claims_attempt_and_revokes_its_token(store: 
     assert store.write(lambda tx: tx.agent_tasks_requeue("a", 10.0)) == []
 
 
-def test_loads_count_assigned_and_claimed_tasks_per_agent(store: Any) -> None:
-    add_task(store, "t1", state="assigned", assigned_to="a")
-    add_task(store, "t2", state="claimed", assigned_to="a")
-    add_task(store, "t3", state="claimed", assigned_to="b")
-    add_task(store, "t4", state="completed", assigned_to="b")
-    add_task(store, "t5", state="queued")
-    assert store.read(lambda tx: tx.agent_loads()) == {"a": 2, "b": 1}
-
-
 def test_events_and_changes_name_the_agents_written_after_an_id(store: Any) -> None:
     # On PostgreSQL the ids are event_log's, numbered after commit: run events_sequence after each write.
     assert store.read(lambda tx: tx.agent_changes(None)) == (set(), 0)

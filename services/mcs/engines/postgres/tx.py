@@ -189,6 +189,7 @@ class PostgresTx(
     dialect: ClassVar[Literal["sqlite", "postgres"]] = "postgres"
     FOR_UPDATE: ClassVar[str] = " FOR UPDATE"
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+    CAPABLE: ClassVar[str] = "tasks.capabilities::jsonb <@ ?::jsonb"  # JSON stays text: cast to look inside
 
     def __init__(self, conn: Any, *, begin: str | None = None) -> None:
         self.conn = conn
