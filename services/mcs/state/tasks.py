@@ -43,6 +43,7 @@ from mcs.state import agents as agents_store
 from mcs.state.transitions import add_event as add_event  # re-exported: a2a, schedules, outbox call it here
 from mcs.state.transitions import (
     alert_failed,
+    back_to_queue,
     cancel_tree,
     key_full,
     must_lock,
@@ -538,19 +539,7 @@ def reject(tx: Tx, *, task_id: str, agent: Agent, token: str | None, reason: str
         alert_failed(tx, task, now)
         settle_parent(tx, task.parent_id, now)
         return view(tx, task)
-    tx.avoid_add(task.id, agent.name, hard=True)
-    task = set_state(
-        tx,
-        task,
-        now,
-        state=TaskState.QUEUED,
-        assigned_to=None,
-        assigned_at=None,
-        claim_token=None,
-        lease_expires_at=None,
-        attempts=max(attempts, 0),
-        parked=0,
-    )
+    task = back_to_queue(tx, task, now, avoid=agent.name, hard=True, attempts=attempts)
     add_event(tx, task.id, "rejected", agent.name, now, {"reason": reason})
     effects.note("rejected", task.type, task.priority.label)
     return view(tx, task)
