@@ -19,9 +19,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.engines.sqlite.engine import Store, sqlite_version
 from mcs.errors import McsError
 from mcs.state import outbox as outbox_state
-from mcs.store import Store, sqlite_version
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between heartbeat rows
 STATUS_THREADS = 16  # connections the /metrics and /healthz server serves at once; more are closed at once

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from mcs import auth, profiles
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import DiskFull
-from mcs.store import Store
 
 log = logging.getLogger("mcs.up")
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mcs.engines.base import Duplicate
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import Conflict
 from mcs.models import Agent, AgentStatus, NewAgent, RoutableAgent
 from mcs.state import agents as agents_state
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -168,8 +168,8 @@ def migrate(check: bool, as_json: bool) -> None:
         data: dict[str, Any] = {"engine": "postgres", "database": redact(settings.database_url)}
         data.update({"engine_version": version})
     else:
-        from mcs.store import Store, sqlite_version
-        from mcs.store import migrations as sqlite_migrations
+        from mcs.engines.sqlite import migrations as sqlite_migrations
+        from mcs.engines.sqlite.engine import Store, sqlite_version
 
         if check and not settings.db.exists():  # a check creates no database
             names = list(sqlite_migrations.migrations.names)
@@ -195,9 +195,9 @@ def migrate(check: bool, as_json: bool) -> None:
 @click.option("--max-age", default=HEARTBEAT_MAX_AGE, show_default=True, help="Seconds a heartbeat may be old.")
 def check(process: str, max_age: float) -> None:
     """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
+    from mcs.engines.sqlite.engine import Store
     from mcs.process import instance_name
     from mcs.state import outbox as outbox_state
-    from mcs.store import Store
 
     settings = _settings()
     if process == "api":
