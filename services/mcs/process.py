@@ -19,9 +19,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.engines.sqlite.engine import Store, sqlite_version
 from mcs.errors import McsError
 from mcs.state import outbox as outbox_state
-from mcs.store import Store, sqlite_version
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.engine import PostgresEngine

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mcs.engines.sqlite.engine import Store
 from mcs.state import stats as stats_store
 from mcs.state.stats import MeshSnapshot
-from mcs.store import Store
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.engine import PostgresEngine

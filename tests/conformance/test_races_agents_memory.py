@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import Conflict, PreconditionFailed
 from mcs.models import Caller
 from mcs.namespaces import parse_namespace
 from mcs.state import agents as agents_state
 from mcs.state import memory as memory_state
-from mcs.store import Store
 
 WAIT = 30  # seconds a thread waits for the other before the test fails
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.models import ADMIN, APPROVAL, Origin, PushConfig, TaskSpec
 from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_store
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mcs.engines.base import Duplicate
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import Conflict
 from mcs.models import Agent, AgentStatus, NewAgent, RoutableAgent
 from mcs.state import agents as agents_state
-from mcs.store import Store
 
 
 @pytest.fixture
@@ -154,15 +154,6 @@ def test_tasks_requeue_gives_back_a_claims_attempt_and_revokes_its_token(store: 
         ("t4", "completed", "a", 1, None),
     ]
     assert store.write(lambda tx: tx.agent_tasks_requeue("a", 10.0)) == []
-
-
-def test_loads_count_assigned_and_claimed_tasks_per_agent(store: Any) -> None:
-    add_task(store, "t1", state="assigned", assigned_to="a")
-    add_task(store, "t2", state="claimed", assigned_to="a")
-    add_task(store, "t3", state="claimed", assigned_to="b")
-    add_task(store, "t4", state="completed", assigned_to="b")
-    add_task(store, "t5", state="queued")
-    assert store.read(lambda tx: tx.agent_loads()) == {"a": 2, "b": 1}
 
 
 def test_events_and_changes_name_the_agents_written_after_an_id(store: Any) -> None:

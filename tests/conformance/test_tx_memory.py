@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import McsError, PreconditionFailed
 from mcs.models import Caller, MemoryItem
 from mcs.namespaces import parse_namespace
 from mcs.state import memory as memory_state
-from mcs.store import Store
 
 
 @pytest.fixture

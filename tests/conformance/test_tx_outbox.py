@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mcs.engines.base import Tx
+from mcs.engines.sqlite.engine import Store
 from mcs.models import NewOutbox, OutboxOutcome
-from mcs.store import Store
 
 NOW = 1_000_000.0
 LEASE = 30.0

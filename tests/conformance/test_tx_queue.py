@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.models import QueueGroup, Task, TaskState
-from mcs.store import Store
 
 NOW = 1_000_000.0
 

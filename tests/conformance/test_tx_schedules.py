@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from mcs.engines.base import Duplicate
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import Conflict
 from mcs.models import ADMIN, Schedule, ScheduleRun
 from mcs.schedules import Cron
 from mcs.state import schedules as schedules_state
-from mcs.store import Store
 
 HOUR = 3600.0
 DEFAULTS = schedules_state.Defaults(max_retries=0, claim_ttl=60.0, grace=60.0)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.models import APPROVAL
 from mcs.state import stats as stats_state
-from mcs.store import Store
 
 
 @pytest.fixture

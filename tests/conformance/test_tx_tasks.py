@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mcs.engines.areas.tasks import TaskFilter
+from mcs.engines.sqlite.engine import Store
 from mcs.models import IdemRecord, Priority, TaskSpec, TaskState
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.models import ADMIN, TaskEvent, TaskState, Workflow
 from mcs.state import workflows as workflows_state
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.engines import open_engine
+from mcs.engines.sqlite.engine import AsyncStore, Store, disk_free
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
 from mcs.process import engine_identity, in_container, network_namespace
 from mcs.state_metrics import state_registry
-from mcs.store import AsyncStore, Store, disk_free
 
 log = logging.getLogger("mcs.api")
 

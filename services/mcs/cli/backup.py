@@ -50,7 +50,7 @@ def _db() -> Path:
 def backup(path: Path, as_json: bool) -> None:
     """Copy the live database to PATH (a new file, or a folder for mcs-<UTC time>.db) while MCS runs,
     then check the copy with PRAGMA integrity_check (env: MCS_DB). SQLite only: on PostgreSQL use pg_dump."""
-    from mcs.store import backup as backup_store
+    from mcs.engines.sqlite import backup as backup_store
 
     db = _db()
     try:
@@ -72,7 +72,7 @@ def restore(path: Path, as_json: bool) -> None:
     """Put the backup PATH in place of the database, keeping the one it replaces aside as
     <db>.before-restore-<UTC time>. Refuses while any MCS process runs on it (env: MCS_DB). SQLite only: on
     PostgreSQL use pg_restore."""
-    from mcs.store import backup as backup_store
+    from mcs.engines.sqlite import backup as backup_store
 
     db = _db()
     try:

@@ -169,8 +169,8 @@ def migrate(check: bool, as_json: bool) -> None:
         data.update({"engine_version": version})
     else:
         from mcs.engines import open_engine
-        from mcs.store import migrations as sqlite_migrations
-        from mcs.store import sqlite_version
+        from mcs.engines.sqlite import migrations as sqlite_migrations
+        from mcs.engines.sqlite.engine import sqlite_version
 
         if check and not settings.db.exists():  # a check creates no database
             names = list(sqlite_migrations.migrations.names)

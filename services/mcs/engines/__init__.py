@@ -4,7 +4,7 @@ Layers (docs/design/engines.md): the api and the processes call `mcs.state` (the
 authorisation, engine-free, models in and out), which calls a `Tx` (one transaction's data access). Each
 engine implements `Tx`: the SQL both engines share lives in `mcs.engines.sql` mixins written against the
 primitives of `SqlTx`, and what differs lives in `mcs.engines.sqlite` and `mcs.engines.postgres`. Nothing
-outside `mcs.engines` (and, until it moves here, `mcs.store`) imports a database driver.
+outside `mcs.engines` imports a database driver.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mcs.config import Settings
     from mcs.engines.postgres.engine import PostgresEngine
-    from mcs.store import Store
+    from mcs.engines.sqlite.engine import Store
 
 
 def open_engine(settings: Settings, *, process: str = "mcs") -> Store | PostgresEngine:
@@ -25,7 +25,7 @@ def open_engine(settings: Settings, *, process: str = "mcs") -> Store | Postgres
     to be restarted), one that refuses us (wrong password, no such database) StoreError; either message is
     one line naming host:port, never the password."""
     if settings.database_url is None:
-        from mcs.store import Store
+        from mcs.engines.sqlite.engine import Store
 
         return Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
     from mcs.engines.postgres.engine import PostgresEngine

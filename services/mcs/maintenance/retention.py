@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcs import metrics
+from mcs.engines.sqlite.engine import Store
 from mcs.state import retention as retention_store
-from mcs.store import Store
 
 if TYPE_CHECKING:
     from mcs.engines.postgres.engine import PostgresEngine
