@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import Store
 from mcs.notifier import Notifier
 from mcs.state import outbox as outbox_store
-from mcs.store import Store
 
 
 def closed_port() -> int:

@@ -159,8 +159,8 @@ def _group(parsed: list[tuple[str, str, str]]) -> str:
             return "waiting for the write lock (MCS lock or BEGIN IMMEDIATE)"
         if '"COMMIT"' in code:
             return "COMMIT (WAL write + fsync)"
-    if path.startswith("mcs/store/"):
-        return "other SQL calls in mcs/store (time inside SQLite)"
+    if path.startswith("mcs/engines/sqlite/"):
+        return "other SQL calls in mcs/engines/sqlite (time inside SQLite)"
     if func == "Runner.run" and path.startswith("asyncio/"):
         return "event loop internals (uvloop, C: sockets, callbacks)"
     if path.startswith("h11/"):  # both sides use h11: the stack tells server from client

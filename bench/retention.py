@@ -148,8 +148,8 @@ def steady_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def batch_cost(rows: int, workdir: Path) -> dict[str, Any]:
     """Time prune batches on a database holding `rows` finished tasks (two events each), all old."""
+    from mcs.engines.sqlite.engine import Store
     from mcs.state import retention as retention_store
-    from mcs.store import Store
 
     path = workdir / "batch.db"
     store = Store(path, synchronous="NORMAL")

@@ -240,7 +240,7 @@ def plan(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> li
 def time_sql(db: Path, repeats: int) -> list[dict[str, Any]]:
     """The processes' recurring queries, and the store functions behind /metrics and /v1/status, on a read
     connection of the bench's own (the server keeps running)."""
-    from mcs.store import Store
+    from mcs.engines.sqlite.engine import Store
 
     out = []
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
@@ -287,9 +287,9 @@ def http_plans(db: Path) -> dict[str, list[tuple[str, list[str]]]]:
     from urllib.parse import parse_qs, urlsplit
 
     from mcs.api.tasks import since
+    from mcs.engines.sqlite.engine import Store
     from mcs.render import encode_cursor
     from mcs.state import tasks as tasks_state
-    from mcs.store import Store
 
     store = Store(db)
     (max_seq,) = store.read(lambda c: c.execute("SELECT coalesce(max(seq), 0) FROM tasks").fetchone())
@@ -456,7 +456,7 @@ def main() -> int:
             say(f"copying {args.filled}")
             shutil.copyfile(args.filled, full_db)
             res["fill"] = f"copied from a database filled before ({time.monotonic() - t:.0f} s)"
-            from mcs.store import Store
+            from mcs.engines.sqlite.engine import Store
 
             store = Store(full_db)
             store.migrate()  # the code under test may have migrations the copy has not

@@ -29,7 +29,7 @@ def say(msg: str, t0: float) -> None:
 
 def migrate(db: Path) -> None:
     """Create the schema through the store, as `mcs migrate` does."""
-    from mcs.store import Store
+    from mcs.engines.sqlite.engine import Store
 
     store = Store(db)
     store.migrate()

@@ -11,13 +11,13 @@ import time
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import Store
+from mcs.engines.sqlite.wake import CommitWatcher
 from mcs.errors import DatabaseReplaced, StoreError
 from mcs.process import Heartbeat, StatusServer, on_stop_signals, setup_logging
 from mcs.state import agents as agents_store
 from mcs.state import dispatch as dispatch_state
 from mcs.state import stats as stats_store
-from mcs.store import Store
-from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.dispatcher")
 

@@ -6,6 +6,7 @@ McsError
 ├── StoreError             the database failed underneath us (maps to 503, never leaks SQL)
 │   ├── StoreBusy              the writer lock was not free in time (503 database_busy, Retry-After)
 │   ├── DatabaseReplaced       the database path names another file than the one opened (503)
+│   ├── DatabaseUnreachable    the PostgreSQL server did not answer (503; at start: exit to restart)
 │   └── DiskFull               the disk holding the database is full (507 disk_full)
 └── ApiError               a request the API refuses; each has an HTTP status and a stable code
     ├── BadRequest             400
@@ -64,6 +65,13 @@ class DatabaseReplaced(StoreError):
 
     status, code = 503, "database_replaced"
     retry_after = 2.0
+
+
+class DatabaseUnreachable(StoreError):
+    """The database server did not answer (down, starting, or out of connections); a process that finds
+    this at start exits to be restarted."""
+
+    retry_after = 1.0
 
 
 class DiskFull(StoreError):

@@ -29,6 +29,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from mcs import egress, metrics, webhooks
 from mcs.alerts import Alert
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import AsyncStore, Store, data_version
+from mcs.engines.sqlite.wake import CommitWatcher
 from mcs.errors import DatabaseReplaced
 from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
@@ -36,8 +38,6 @@ from mcs.state import a2a as a2a_store
 from mcs.state import agents as agents_store
 from mcs.state import outbox as outbox_state
 from mcs.state import tasks as tasks_state
-from mcs.store import AsyncStore, Store, data_version
-from mcs.wake import CommitWatcher
 
 log = logging.getLogger("mcs.notifier")
 

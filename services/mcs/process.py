@@ -14,14 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from mcs.engines.sqlite.engine import Store, sqlite_version
 from mcs.errors import McsError
 from mcs.state import outbox as outbox_state
-from mcs.store import Store, sqlite_version
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between heartbeat rows
 STATUS_THREADS = 16  # connections the /metrics and /healthz server serves at once; more are closed at once
@@ -71,6 +74,19 @@ def setup_logging(level: str | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def engine_identity(store: Store | PostgresEngine) -> dict[str, str]:
+    """What /healthz says of the database: `engine` and `engine_version`, and on SQLite `sqlite_version` too
+    (the linked library, as before). On PostgreSQL this asks the server (one round trip): call it once."""
+    if isinstance(store, Store):
+        version = sqlite_version()
+        return {"engine": "sqlite", "engine_version": version, "sqlite_version": version}
+    try:
+        version = store.version()
+    except Exception:  # noqa: BLE001 - the server went away since the engine opened: health says so elsewhere
+        version = "unknown"
+    return {"engine": "postgres", "engine_version": version}
+
+
 def on_stop_signals(stop: Callable[[], None]) -> None:
     """SIGTERM and SIGINT ask the process to finish its pass and exit."""
 
@@ -115,7 +131,7 @@ def gone_here(beats: list[Any], process: str, instance: str) -> list[str]:
 class Heartbeat:
     """Writes this replica's liveness row every few seconds, from whatever loop calls `maybe_beat`."""
 
-    def __init__(self, store: Store, process: str, *, instance: str | None = None) -> None:
+    def __init__(self, store: Store | PostgresEngine, process: str, *, instance: str | None = None) -> None:
         self.store, self.process = store, process
         self.instance = instance_name(instance)
         self.started_at = time.time()
@@ -204,20 +220,27 @@ class _StatusHTTPServer(ThreadingMixIn, WSGIServer):
 
 class StatusServer:
     """/metrics (Prometheus text) and /healthz (200 while the process's loop is alive and the database path
-    still names the file it opened) on their own port."""
+    still names the file it opened, or the PostgreSQL database is the one it opened) on their own port."""
 
     def __init__(
-        self, *, host: str, port: int, process: str, alive: Callable[[], bool], store: Store | None = None
+        self,
+        *,
+        host: str,
+        port: int,
+        process: str,
+        alive: Callable[[], bool],
+        store: Store | PostgresEngine | None = None,
     ) -> None:
         metrics_app = make_wsgi_app()
         self.process = process
+        engine = engine_identity(store) if store is not None else {"sqlite_version": sqlite_version()}
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
                 same_file = store is None or store.same_file()
                 ok = same_file and alive()
                 status = "ok" if ok else "stalled" if same_file else "database_replaced"
-                body = json.dumps({"status": status, "process": process, "sqlite_version": sqlite_version()}).encode()
+                body = json.dumps({"status": status, "process": process, **engine}).encode()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [body]
             return metrics_app(environ, start_response)

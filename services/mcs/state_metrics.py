@@ -15,14 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mcs.engines.sqlite.engine import Store
 from mcs.state import stats as stats_store
 from mcs.state.stats import MeshSnapshot
-from mcs.store import Store
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("mcs.metrics")
 
@@ -31,7 +35,11 @@ CACHE_SECONDS = 5.0  # a snapshot younger than this is served again
 
 class MeshStateCollector(Collector):
     def __init__(
-        self, store: Store, *, cache_seconds: float = CACHE_SECONDS, clock: Callable[[], float] = time.time
+        self,
+        store: Store | PostgresEngine,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.cache_seconds = cache_seconds
@@ -64,7 +72,7 @@ class MeshStateCollector(Collector):
         up = GaugeMetricFamily("mcs_state_up", "1 when the last read of the mesh state from the database worked")
         up.add_metric([], 0 if got is None else 1)
         yield up
-        if isinstance(getattr(self.store, "path", None), Path):  # SQLite's files (PostgreSQL's disk is not ours)
+        if isinstance(self.store, Store):  # SQLite's files (PostgreSQL's disk is not ours)
             yield from _files(self.store.path)
         if got is None:
             return
@@ -184,7 +192,7 @@ def _files(db: Path) -> Iterator[GaugeMetricFamily]:
     yield size
 
 
-def state_registry(store: Store, *, cache_seconds: float = CACHE_SECONDS) -> CollectorRegistry:
+def state_registry(store: Store | PostgresEngine, *, cache_seconds: float = CACHE_SECONDS) -> CollectorRegistry:
     """A registry holding only the mesh-state collector (the api adds it to its own /metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MeshStateCollector(store, cache_seconds=cache_seconds))

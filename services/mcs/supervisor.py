@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from mcs import auth, profiles
 from mcs.config import Settings
+from mcs.engines import open_engine
 from mcs.errors import DiskFull
-from mcs.store import Store
 
 log = logging.getLogger("mcs.up")
 
@@ -227,6 +227,12 @@ def profile_name(settings: Settings) -> str:
     return default if settings.port == Settings().port else f"{default}-{settings.port}"
 
 
+def _redacted(url: str) -> str:
+    from mcs.engines.migrations.connection import redact
+
+    return redact(url)
+
+
 def main(settings: Settings | None = None, *, profile: str | None = None) -> int:
     settings = settings or Settings.from_env()
     if not _port_free(settings.host, settings.port):
@@ -236,9 +242,13 @@ def main(settings: Settings | None = None, *, profile: str | None = None) -> int
             file=sys.stderr,
         )
         return 1
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
-    applied = store.migrate()
-    store.close()
+    # Migrate once here, so the four start on a current schema (each still checks: a no-op then).
+    store = open_engine(settings, process="up")  # SQLite's file in the data folder, or MCS_DATABASE_URL
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    database = str(settings.db) if settings.database_url is None else _redacted(settings.database_url)
     token, created = ensure_admin_token(settings)
     env = dict(os.environ)
     env["MCS_ADMIN_TOKEN"] = token
@@ -249,7 +259,7 @@ def main(settings: Settings | None = None, *, profile: str | None = None) -> int
     url = client_url(settings)
     where = "MCS_ADMIN_TOKEN" if settings.admin_token else str(settings.admin_token_file)
     print(
-        f"MCS {url}  database {settings.db}" + (f"  (migrated: {', '.join(applied)})" if applied else ""),
+        f"MCS {url}  database {database}" + (f"  (migrated: {', '.join(applied)})" if applied else ""),
         file=sys.stderr,
     )
     print(f"admin token {'created in' if created else 'from'} {where}", file=sys.stderr)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import DatabaseReplaced, McsError
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
@@ -23,7 +24,6 @@ from mcs.state import memory as memory_store
 from mcs.state import schedules as schedules_state
 from mcs.state import stats as stats_store
 from mcs.state import sweeps
-from mcs.store import Store
 
 log = logging.getLogger("mcs.watchdog")
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mcs.store.connection import connect
+from mcs.engines.sqlite.connection import connect
 
 from .conftest import PROCESSES, FakeAgent, Mesh, running_mesh, uid, wait_until
 from .streams import TaskStream, assert_completed_exactly_once, wait_all_terminal

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcs.store import Store
+from mcs.engines.sqlite.engine import Store
 
 from .conftest import uid, wait_until
 

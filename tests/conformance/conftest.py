@@ -80,7 +80,7 @@ def engine_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[C
     opened: list[Any] = []
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     if request.param == "sqlite":
-        from mcs.store import Store
+        from mcs.engines.sqlite.engine import Store
 
         path = tmp_path / "mcs.db"
 

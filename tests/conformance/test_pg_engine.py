@@ -25,8 +25,8 @@ from mcs.engines.postgres.engine import PostgresEngine
 from mcs.engines.postgres.errors import translate
 from mcs.engines.postgres.sequencer import events_sequence
 from mcs.engines.postgres.tx import translate_sql
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import DatabaseReplaced, StoreBusy, StoreError
-from mcs.store import Store
 from tests.pg import PgCluster
 from tests.polling import wait_until
 

@@ -146,15 +146,6 @@ def test_tasks_requeue_gives_back_a_claims_attempt_and_revokes_its_token(engine:
     assert engine.write(lambda tx: tx.agent_tasks_requeue("a", 10.0)) == []
 
 
-def test_loads_count_assigned_and_claimed_tasks_per_agent(engine: Any) -> None:
-    add_task(engine, "t1", state="assigned", assigned_to="a")
-    add_task(engine, "t2", state="claimed", assigned_to="a")
-    add_task(engine, "t3", state="claimed", assigned_to="b")
-    add_task(engine, "t4", state="completed", assigned_to="b")
-    add_task(engine, "t5", state="queued")
-    assert engine.read(lambda tx: tx.agent_loads()) == {"a": 2, "b": 1}
-
-
 def test_events_and_changes_name_the_agents_written_after_an_id(engine: Any) -> None:
     # On PostgreSQL the ids are event_log's, numbered after commit: the sequencer runs after each write.
     def add_event(*args: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 from mcs.api import create_app
 from mcs.config import Settings
 from mcs.dispatcher import Dispatcher
-from mcs.store import Store
+from mcs.engines.sqlite.engine import Store
 from mcs.watchdog import Watchdog
 
 ADMIN_TOKEN = "test-admin-token"

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import Forbidden
 from mcs.models import ADMIN, Caller, PushConfig, TaskSpec
 from mcs.state import a2a as a2a_state
 from mcs.state import tasks as tasks_store
-from mcs.store import Store
 
 
 def push(task_id: str = "", config_id: str = "c1") -> PushConfig:

@@ -12,8 +12,8 @@ from dataclasses import replace
 import pytest
 from prometheus_client import generate_latest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.notifier import Notifier
-from mcs.store import Store
 from tests.fakes import FakeTelegram, too_many_requests
 from tests.integration.test_notifier import Receiver, until
 

@@ -17,6 +17,7 @@ async def error_of(response):
 async def test_health_openapi_and_metrics(mesh):
     health = await mesh.ok("GET", "/healthz")
     assert health["status"] == "ok" and tuple(map(int, health["sqlite_version"].split("."))) >= (3, 51, 3)
+    assert health["engine"] == "sqlite" and health["engine_version"] == health["sqlite_version"]
     spec = await mesh.ok("GET", "/openapi.json")
     assert "/v1/tasks" in spec["paths"] and "/v1/agents/register" in spec["paths"]
     metrics = await mesh.client.get("/metrics")

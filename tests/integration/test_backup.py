@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from mcs.cli import main
+from mcs.engines.sqlite.engine import Store
 from mcs.state import outbox as outbox_store
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 
 from mcs.api import console, create_app
 from mcs.api.auth import credentials
+from mcs.engines.sqlite.engine import Store
 from mcs.state import console as console_store
-from mcs.store import Store
 
 from .conftest import ADMIN_TOKEN, Mesh
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mcs.config import Settings
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import DiskFull
-from mcs.store import Store
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
 from tests.polling import wait_until

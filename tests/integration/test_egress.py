@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from mcs import egress
 from mcs.api import create_app
+from mcs.engines.sqlite.engine import Store
 from mcs.notifier import Notifier
-from mcs.store import Store
 from tests.integration.test_alerts import fail_for_good
 from tests.integration.test_notifier import Receiver, until
 

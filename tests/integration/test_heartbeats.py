@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 from mcs.cli import main
 from mcs.cli.status import _status_human
+from mcs.engines.sqlite.engine import Store
 from mcs.process import Heartbeat
 from mcs.state import outbox as outbox_state
 from mcs.state import status as status_state
-from mcs.store import Store
 
 HOST = socket.gethostname()
 

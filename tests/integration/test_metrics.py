@@ -10,9 +10,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcs import effects
+from mcs.engines.sqlite.connection import in_write_batch
+from mcs.engines.sqlite.engine import Store
 from mcs.state_metrics import MeshStateCollector, state_registry
-from mcs.store import Store
-from mcs.store.connection import in_write_batch
 
 pytestmark = pytest.mark.asyncio
 

@@ -20,8 +20,8 @@ from sqlite_utils.migrations import Migrations
 
 from mcs.cli import main
 from mcs.engines.migrations.catalog import MIGRATIONS, apply_postgres
+from mcs.engines.sqlite.connection import connect
 from mcs.state import schedules as schedules_store
-from mcs.store.connection import connect
 
 DEFAULTS = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
 
@@ -175,7 +175,7 @@ async def test_the_human_table(mesh, pg_database):
 def migrated(tmp_path: Path) -> Path:
     path = tmp_path / "data" / "mcs.db"
     conn = connect(path)
-    from mcs.store import migrations
+    from mcs.engines.sqlite import migrations
 
     migrations.apply(conn)
     conn.execute("INSERT INTO agents (name, secret_hash, webhook_secret, created_at) VALUES ('ann', 'h', 'w', 0)")

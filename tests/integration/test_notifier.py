@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from mcs.engines.sqlite.engine import Store
 from mcs.notifier import PER_AGENT_IN_FLIGHT, UNDELIVERED, Notifier
 from mcs.state import outbox as outbox_store
-from mcs.store import Store
 
 pytestmark = pytest.mark.asyncio
 

@@ -257,8 +257,8 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
     claim while the agent holds it, and dropped, not sent, once the task was completed."""
     from dataclasses import replace
 
+    from mcs.engines.sqlite.engine import Store
     from mcs.notifier import Notifier
-    from mcs.store import Store
 
     calls: list[dict[str, Any]] = []
 

@@ -10,8 +10,9 @@ from sqlite_utils import Database
 
 from mcs.config import Settings
 from mcs.engines.sql import tasks as tasks_store
+from mcs.engines.sqlite import migrations
+from mcs.engines.sqlite.engine import Store
 from mcs.state import memory as memory_store
-from mcs.store import Store, migrations
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
 

@@ -279,7 +279,7 @@ async def test_a_finished_step_of_a_running_workflow_stays_until_the_workflow_en
 
 def test_every_prune_statement_uses_an_index(tmp_path):
     """A batch must cost the same with a million rows as with ten: no statement scans a whole table."""
-    from mcs.store import Store
+    from mcs.engines.sqlite.engine import Store
 
     store = Store(tmp_path / "mcs.db")
     store.migrate()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from mcs.engines.sqlite.engine import Store
 from mcs.state import agents as agents_store
-from mcs.store import Store
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from mcs import metrics
+from mcs.engines.sqlite.engine import Store
 from mcs.state import schedules as schedules_state
-from mcs.store import Store
 from mcs.watchdog import Watchdog
 
 DEFAULTS = schedules_state.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)

@@ -18,8 +18,8 @@ from sqlite_utils import Database
 from mcs.cli import main
 from mcs.engines.migrations import catalog, describe
 from mcs.engines.migrations.catalog import MIGRATIONS, Migration, apply_postgres, pending_postgres
-from mcs.store import migrations as sqlite_migrations
-from mcs.store.connection import connect
+from mcs.engines.sqlite import migrations as sqlite_migrations
+from mcs.engines.sqlite.connection import connect
 
 
 def run(*args: str) -> tuple[int, str, str]:

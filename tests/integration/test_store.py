@@ -9,8 +9,9 @@ import sys
 import pytest
 from sqlite_utils import Database
 
+from mcs.engines.sqlite import connection, migrations
+from mcs.engines.sqlite.engine import AsyncStore, Store
 from mcs.errors import Conflict, SqliteTooOld, StoreError
-from mcs.store import AsyncStore, Store, connection, migrations
 
 
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
@@ -92,7 +93,8 @@ def test_agents_created_before_grants_keep_what_the_admin_gave_them(tmp_path):
 def test_concurrent_migrations_from_several_processes(tmp_path):
     db = tmp_path / "race.db"
     code = (
-        "from pathlib import Path; from mcs.store import Store; import sys; print(Store(Path(sys.argv[1])).migrate())"
+        "from pathlib import Path; from mcs.engines.sqlite.engine import Store; import sys;"
+        " print(Store(Path(sys.argv[1])).migrate())"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

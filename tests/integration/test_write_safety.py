@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from mcs.engines.sqlite.connection import writer_lock_path
+from mcs.engines.sqlite.engine import AsyncStore, Store
 from mcs.errors import DatabaseReplaced, StoreBusy
-from mcs.store import AsyncStore, Store
-from mcs.store.connection import writer_lock_path
 from tests.polling import wait_until
 
 

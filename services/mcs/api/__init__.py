@@ -22,10 +22,10 @@ from mcs.api.openapi import TEXT, Health, Provider, documented
 from mcs.api.responses import respond
 from mcs.config import Settings
 from mcs.engines import open_engine
+from mcs.engines.sqlite.engine import AsyncStore, Store, disk_free
 from mcs.errors import ApiError, BadRequest, DiskFull, QuotaExceeded, StoreError
-from mcs.process import in_container, network_namespace
+from mcs.process import engine_identity, in_container, network_namespace
 from mcs.state_metrics import state_registry
-from mcs.store import AsyncStore, Store, disk_free, sqlite_version
 
 log = logging.getLogger("mcs.api")
 
@@ -183,6 +183,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
 
             db = AsyncPostgres(s)
         app.config["MCS_DB"] = db
+        app.config["MCS_ENGINE"] = await asyncio.to_thread(engine_identity, s)  # /healthz's engine fields
         app.config["MCS_CHANGES"] = ChangeWatcher(s)
         app.config["MCS_STATE_METRICS"] = state_registry(s)
         hub = app.config["MCS_EVENTS"] = events.EventHub(s, buffer=settings.events_buffer)
@@ -214,11 +215,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @documented(ok={200: Health, 503: Health}, auth=None)  # 503: status "database_replaced"
     async def healthz() -> Response:
         """ok; 503 database_replaced when the database file was deleted or replaced under this process (it
-        restarts); 503 disk_full when the data folder's disk has less than MCS_DISK_MIN_FREE_BYTES free.
-        `container` and `netns`: an agent learns whether a 127.0.0.1 notify URL reaches it from here."""
+        restarts), or the PostgreSQL database was; 503 disk_full when the data folder's disk has less than
+        MCS_DISK_MIN_FREE_BYTES free (SQLite: PostgreSQL's disk is the server's). `engine` ("sqlite" or
+        "postgres") and `engine_version`; `sqlite_version` on SQLite. `container` and `netns`: an agent
+        learns whether a 127.0.0.1 notify URL reaches it from here."""
         body: dict[str, Any] = {
             "status": "ok",
-            "sqlite_version": sqlite_version(),
+            **app.config["MCS_ENGINE"],
             "version": __version__,
             "container": container,
             "netns": netns,
@@ -226,6 +229,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
         db: AsyncStore = app.config["MCS_DB"]
         if not await asyncio.to_thread(db.store.same_file):
             return respond(body | {"status": "database_replaced"}, 503)
+        if body["engine"] != "sqlite":
+            return respond(body)
         free = await asyncio.to_thread(disk_free, settings.data_dir)
         if free is not None and free < settings.disk_min_free_bytes:
             body |= {"status": "disk_full", "free_bytes": free, "min_free_bytes": settings.disk_min_free_bytes}
@@ -236,8 +241,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Quart:
     @documented(ok={200: TEXT}, auth=None)
     async def prometheus_metrics() -> Response:
         # The process's own counters, then the mesh state read from the database (off the event loop).
-        free = await asyncio.to_thread(disk_free, settings.data_dir)
-        if free is not None:
+        on_sqlite = app.config["MCS_ENGINE"]["engine"] == "sqlite"
+        free = await asyncio.to_thread(disk_free, settings.data_dir) if on_sqlite else None
+        if free is not None:  # SQLite's data folder only
             metrics.disk_free_bytes.labels(str(settings.db)).set(free)
         own = generate_latest()
         state = await asyncio.to_thread(generate_latest, app.config["MCS_STATE_METRICS"])

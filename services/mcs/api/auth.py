@@ -16,10 +16,10 @@ from quart import current_app, request
 
 from mcs import auth
 from mcs.api import console
+from mcs.engines.sqlite.connection import Connection
 from mcs.errors import Forbidden, Unauthorized
 from mcs.models import ADMIN, Agent, Caller
 from mcs.state import agents as agents_store
-from mcs.store.connection import Connection
 
 BAD_CREDENTIALS = "unknown agent or wrong secret"
 ADMIN_ONLY = "this needs the admin token"

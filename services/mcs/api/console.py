@@ -22,9 +22,9 @@ from quart import Blueprint, Response, current_app, redirect, request
 from quart_schema import hide
 
 from mcs import auth, metrics
+from mcs.engines.sqlite.connection import Connection
 from mcs.errors import ApiError, Forbidden, NotFound, Unauthorized
 from mcs.state import console as console_store
-from mcs.store.connection import Connection
 
 bp = Blueprint("console", __name__, url_prefix="/ui")
 log = logging.getLogger("mcs.api")

@@ -24,10 +24,10 @@ from quart import Blueprint, Response, current_app, request
 from mcs import metrics
 from mcs.api.auth import credentials, verify
 from mcs.api.openapi import EVENT_STREAM, documented
+from mcs.engines.sqlite.engine import Store
 from mcs.errors import BadRequest
 from mcs.models import Event
 from mcs.state import events as events_store
-from mcs.store import Store
 
 log = logging.getLogger("mcs.api")
 

@@ -93,7 +93,9 @@ class Health(BaseModel):
     """The api is up and its database answers (200), or the database file was replaced (503)."""
 
     status: str
-    sqlite_version: str
+    engine: Literal["sqlite", "postgres"]
+    engine_version: str
+    sqlite_version: str | None = Field(default=None, description="SQLite only: the linked library's version.")
     version: str
 
 

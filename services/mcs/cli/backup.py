@@ -28,10 +28,20 @@ def _counts(d: dict[str, Any]) -> str:
     return f"{d['tasks']} tasks, {d['agents']} agents, {d['memory_keys']} memory keys"
 
 
+PG_REFUSAL = "use pg_dump -Fc / pg_restore (README, Run on PostgreSQL)"
+EXIT_NOT_HERE = 2  # the command does not apply to this engine
+
+
 def _db() -> Path:
+    """MCS_DB; on PostgreSQL (MCS_DATABASE_URL set) one line on stderr and exit 2: these commands copy
+    SQLite files, and PostgreSQL has its own tools for that."""
     from mcs.config import Settings
 
-    return Settings.from_env().db
+    settings = Settings.from_env()
+    if settings.database_url is not None:
+        click.echo(PG_REFUSAL, err=True)
+        raise SystemExit(EXIT_NOT_HERE)
+    return settings.db
 
 
 @main.command()
@@ -39,8 +49,8 @@ def _db() -> Path:
 @json_option
 def backup(path: Path, as_json: bool) -> None:
     """Copy the live database to PATH (a new file, or a folder for mcs-<UTC time>.db) while MCS runs,
-    then check the copy with PRAGMA integrity_check (env: MCS_DB)."""
-    from mcs.store import backup as backup_store
+    then check the copy with PRAGMA integrity_check (env: MCS_DB). SQLite only: on PostgreSQL use pg_dump."""
+    from mcs.engines.sqlite import backup as backup_store
 
     db = _db()
     try:
@@ -60,8 +70,9 @@ def backup(path: Path, as_json: bool) -> None:
 @json_option
 def restore(path: Path, as_json: bool) -> None:
     """Put the backup PATH in place of the database, keeping the one it replaces aside as
-    <db>.before-restore-<UTC time>. Refuses while any MCS process runs on it (env: MCS_DB)."""
-    from mcs.store import backup as backup_store
+    <db>.before-restore-<UTC time>. Refuses while any MCS process runs on it (env: MCS_DB). SQLite only: on
+    PostgreSQL use pg_restore."""
+    from mcs.engines.sqlite import backup as backup_store
 
     db = _db()
     try:

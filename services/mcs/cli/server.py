@@ -43,11 +43,11 @@ def _without_httpx_cli() -> None:
 def _serve(name: str, run: Callable[[Any], Any]) -> None:
     """Run a server process; a start-up problem (port in use, bad setting, unusable database) is one line
     on stderr and exit code 78, which tells `mcs up` that restarting would not help. A database deleted or
-    replaced under the process, or locked past MCS_WRITE_LOCK_TIMEOUT at start, exits 75: `mcs up` and
-    compose restart it (on the file now at the path)."""
+    replaced under the process, locked past MCS_WRITE_LOCK_TIMEOUT at start, or a PostgreSQL server that
+    does not answer, exits 75: `mcs up` and compose restart it (on the file now at the path)."""
     import errno
 
-    from mcs.errors import DatabaseReplaced, McsError, StoreBusy
+    from mcs.errors import DatabaseReplaced, DatabaseUnreachable, McsError, StoreBusy
 
     settings = None
     try:
@@ -56,7 +56,7 @@ def _serve(name: str, run: Callable[[Any], Any]) -> None:
     except DatabaseReplaced as exc:
         click.echo(f"mcs {name}: exiting to restart: {exc}", err=True)
         sys.exit(EXIT_RESTART)
-    except StoreBusy as exc:
+    except (StoreBusy, DatabaseUnreachable) as exc:
         click.echo(f"mcs {name}: cannot start now: {exc}", err=True)
         sys.exit(EXIT_RESTART)
     except OSError as exc:
@@ -168,13 +168,14 @@ def migrate(check: bool, as_json: bool) -> None:
         data: dict[str, Any] = {"engine": "postgres", "database": redact(settings.database_url)}
         data.update({"engine_version": version})
     else:
-        from mcs.store import Store, sqlite_version
-        from mcs.store import migrations as sqlite_migrations
+        from mcs.engines import open_engine
+        from mcs.engines.sqlite import migrations as sqlite_migrations
+        from mcs.engines.sqlite.engine import sqlite_version
 
         if check and not settings.db.exists():  # a check creates no database
             names = list(sqlite_migrations.migrations.names)
         else:
-            store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+            store = open_engine(settings, process="migrate")  # SQLite's Store here: MCS_DATABASE_URL is unset
             try:
                 names = store.pending_migrations() if check else store.migrate()
             finally:
@@ -194,10 +195,11 @@ def migrate(check: bool, as_json: bool) -> None:
 @click.argument("process", type=click.Choice(SERVER_PROCESSES))
 @click.option("--max-age", default=HEARTBEAT_MAX_AGE, show_default=True, help="Seconds a heartbeat may be old.")
 def check(process: str, max_age: float) -> None:
-    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB)."""
+    """Exit 0 if PROCESS wrote its heartbeat recently, 1 if not (for container healthchecks; env: MCS_DB or
+    MCS_DATABASE_URL)."""
+    from mcs.engines import open_engine
     from mcs.process import instance_name
     from mcs.state import outbox as outbox_state
-    from mcs.store import Store
 
     settings = _settings()
     if process == "api":
@@ -220,9 +222,11 @@ def check(process: str, max_age: float) -> None:
             sys.exit(1)
         click.echo("api ok")
         return
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
-    beats = [b for b in store.read(outbox_state.heartbeats) if b.name == process]
-    store.close()
+    store = open_engine(settings, process="check")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
+    try:
+        beats = [b for b in store.read(outbox_state.heartbeats) if b.name == process]
+    finally:
+        store.close()
     # This instance's row: MCS_INSTANCE's, or else the replicas' on this host (a container's healthcheck
     # runs beside its process), or else any replica's (a check from elsewhere on the database's machine).
     if settings.instance:

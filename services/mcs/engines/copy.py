@@ -158,8 +158,8 @@ def _open_source(source: Path) -> Any:
 
 
 def _check_source(conn: Any, source: Path, *, now: float) -> None:
-    from mcs.store import migrations
-    from mcs.store.backup import running_processes
+    from mcs.engines.sqlite import migrations
+    from mcs.engines.sqlite.backup import running_processes
 
     running = running_processes(source, now=now)
     if running:
@@ -197,7 +197,7 @@ def _check_target(pg: Any, tables: list[str], shown: str) -> None:
 def _writer_lock(source: Path) -> int:
     """Hold the SQLite database's writer lock for the copy: an MCS process starting now waits, then finds
     the database it was given (nothing of the copy changes it)."""
-    from mcs.store.connection import writer_lock_path
+    from mcs.engines.sqlite.connection import writer_lock_path
 
     try:
         fd = os.open(writer_lock_path(source), os.O_RDWR | os.O_CREAT, 0o600)

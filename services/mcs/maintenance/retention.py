@@ -23,11 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcs import metrics
+from mcs.engines.sqlite.engine import Store
 from mcs.state import retention as retention_store
-from mcs.store import Store
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("mcs.retention")
 
@@ -67,7 +70,7 @@ class Pruner:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | PostgresEngine,
         *,
         retention: float,
         interval: float | None = None,

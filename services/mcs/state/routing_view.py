@@ -29,7 +29,7 @@ def _candidate(agent: RoutableAgent) -> Candidate:
 
 def loads(tx: Tx) -> dict[str, int]:
     """Tasks each agent holds now (assigned or claimed)."""
-    return tx.agent_loads()
+    return tx.loads()
 
 
 @dataclass

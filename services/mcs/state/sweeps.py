@@ -8,7 +8,7 @@ from __future__ import annotations
 from mcs.engines.base import Tx
 from mcs.models import TaskState
 from mcs.state.tasks import fail_attempt as _fail
-from mcs.state.transitions import add_event
+from mcs.state.transitions import add_event, back_to_queue
 from mcs.state.transitions import set_state as _set
 
 
@@ -41,19 +41,6 @@ def _reroute_undelivered_claims(tx: Tx, *, now: float, limit: int) -> list[str]:
         return []
     tasks = tx.undelivered_claims(limit)
     for task in tasks:
-        if task.assigned_to is not None:
-            tx.avoid_add(task.id, task.assigned_to, hard=False)
-        _set(
-            tx,
-            task,
-            now,
-            state=TaskState.QUEUED,
-            assigned_to=None,
-            assigned_at=None,
-            claim_token=None,
-            lease_expires_at=None,
-            attempts=max(task.attempts - 1, 0),
-            parked=0,
-        )
+        back_to_queue(tx, task, now, avoid=task.assigned_to, hard=False, attempts=task.attempts - 1)
         add_event(tx, task.id, "unclaimed", "watchdog", now, {"agent": task.assigned_to, "push": True})
     return [t.id for t in tasks]

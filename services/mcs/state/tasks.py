@@ -4,9 +4,10 @@ return models (`TaskView`, ...); the api renders them with `mcs.render`.
 
 Serialisation (docs/design/engines.md 4.1): write paths lock the task they decide on (site 5); the claim
 paths take a queued task with `task_take` so a replica deciding on it is skipped (site 2); an agent's own
-claims share-lock its row against the dispatcher's capacity count (site 3, `agent_lock` once the agents
-area has it); concurrency keys are name-locked before they are counted (site 4, `transitions.key_full`);
-an Idempotency-Key is name-locked before it is looked up (site 8).
+claims take its load lock in share mode once they hold the task (site 3, `agent_lock(share=True)`), so a
+dispatcher pass counting that agent's load under the exclusive lock waits for the claim, or the claim for
+the pass, and the count it decides on holds; concurrency keys are name-locked before they are counted
+(site 4, `transitions.key_full`); an Idempotency-Key is name-locked before it is looked up (site 8).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from mcs.state import agents as agents_store
 from mcs.state.transitions import add_event as add_event  # re-exported: a2a, schedules, outbox call it here
 from mcs.state.transitions import (
     alert_failed,
+    back_to_queue,
     cancel_tree,
     key_full,
     must_lock,
@@ -341,6 +343,7 @@ def claim(tx: Tx, *, task_id: str, agent: Agent, now: float) -> TaskView:
             f"{task.max_concurrency} task(s) with concurrency key {task.concurrency_key!r} already running",
             code="concurrency_limit",
         )
+    tx.agent_lock(agent.name, share=True)  # site 3: after the task row, as the dispatcher's order is
     return take(tx, task, agent.name, now)
 
 
@@ -348,7 +351,10 @@ def claim_next(tx: Tx, *, agent: Agent, now: float, after: str | None = None) ->
     """The most urgent, oldest task this agent may take: one assigned to it, or a queued one it can do.
     `after`: the task complete-and-next completed to ask for it."""
     best = _next_for(tx, agent, take=True)
-    return take(tx, best, agent.name, now, after=after) if best else None
+    if best is None:
+        return None
+    tx.agent_lock(agent.name, share=True)  # site 3, as in `claim`
+    return take(tx, best, agent.name, now, after=after)
 
 
 def has_claimable(tx: Tx, *, agent: Agent) -> bool:
@@ -533,19 +539,7 @@ def reject(tx: Tx, *, task_id: str, agent: Agent, token: str | None, reason: str
         alert_failed(tx, task, now)
         settle_parent(tx, task.parent_id, now)
         return view(tx, task)
-    tx.avoid_add(task.id, agent.name, hard=True)
-    task = set_state(
-        tx,
-        task,
-        now,
-        state=TaskState.QUEUED,
-        assigned_to=None,
-        assigned_at=None,
-        claim_token=None,
-        lease_expires_at=None,
-        attempts=max(attempts, 0),
-        parked=0,
-    )
+    task = back_to_queue(tx, task, now, avoid=agent.name, hard=True, attempts=attempts)
     add_event(tx, task.id, "rejected", agent.name, now, {"reason": reason})
     effects.note("rejected", task.type, task.priority.label)
     return view(tx, task)

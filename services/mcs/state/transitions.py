@@ -101,6 +101,26 @@ def set_state(tx: Tx, task: Task, now: float, **changes: Any) -> Task:
     return changed
 
 
+def back_to_queue(tx: Tx, task: Task, now: float, *, avoid: str | None, hard: bool, attempts: int) -> Task:
+    """A task offered to or held by agent `avoid` goes back to the queue: unassigned, its claim token and
+    lease dropped (a late completion with the token gets 409), unparked, its attempts set to `attempts`
+    (never below 0); routing then prefers another agent (`hard`: never that one again)."""
+    if avoid is not None:
+        tx.avoid_add(task.id, avoid, hard=hard)
+    return set_state(
+        tx,
+        task,
+        now,
+        state=TaskState.QUEUED,
+        assigned_to=None,
+        assigned_at=None,
+        claim_token=None,
+        lease_expires_at=None,
+        attempts=max(attempts, 0),
+        parked=0,
+    )
+
+
 def alert_failed(tx: Tx, task: Task, now: float) -> None:
     """A permanent failure raises an alert: id, type, agent and an error summary, never the payload."""
     summary = task.error if isinstance(task.error, str) else json.dumps(task.error)

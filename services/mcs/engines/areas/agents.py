@@ -16,7 +16,8 @@ class AgentTx(Protocol):
         ...
 
     def agent_for_update(self, name: str) -> Agent | None:
-        """The agent, its row locked until commit (a write decides on it), or None."""
+        """The agent, its row locked until commit, or None: for a write that decides on the agent's own
+        fields (notify host, claim-on-push, status). Not its load: that is QueueTx.agent_lock."""
         ...
 
     def agent_with_secret(self, name: str) -> tuple[Agent | None, str | None]:
@@ -80,10 +81,6 @@ class AgentTx(Protocol):
 
     def agent_changes(self, after: int | None) -> tuple[set[str], int]:
         """Agents named in agent_events after id `after` (none when None) and the last id there (0: none)."""
-        ...
-
-    def agent_loads(self) -> dict[str, int]:
-        """Tasks each agent holds now (assigned or claimed)."""
         ...
 
     def webhook_target(self, name: str) -> tuple[str | None, str] | None:

@@ -74,10 +74,6 @@ class QueueTx(Protocol):
         """The agents a task should not go to again: name -> hard (it rejected the task)."""
         ...
 
-    def avoid_add(self, task_id: str, agent: str, *, hard: bool) -> None:
-        """Remember not to send a task to an agent again; a hard mark is never softened."""
-        ...
-
     def task_insert_child(self, parent: Task, *, kid_id: str, route: str, now: float) -> Task:
         """A fanout child of `parent`, queued and routed to one agent, copying the parent's spec."""
         ...
@@ -91,9 +87,11 @@ class QueueTx(Protocol):
         ...
 
     def agent_lock(self, name: str, *, share: bool) -> bool:
-        """Hold an agent's load still until commit: exclusive (the dispatcher, before counting it) or shared
-        (the agent's own claims). True: other transactions may have changed its load since this one read
-        it, so count it again now; False: this transaction holds the whole database (SQLite: a no-op)."""
+        """Hold an agent's load (its assigned and claimed tasks) still until commit, 4.1 site 3: exclusive
+        (the dispatcher, before counting it) or shared (the agent's own claims, once they hold the task).
+        Not the agents row (that is AgentTx.agent_for_update): heartbeats write the row and never wait for
+        a pass. True: other transactions may have changed its load since this one read it, so count it
+        again now; False: this transaction holds the whole database (SQLite: a no-op)."""
         ...
 
     def agent_mark_assigned(self, name: str, now: float) -> None:

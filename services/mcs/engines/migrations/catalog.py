@@ -1,6 +1,6 @@
 """The one list of schema migrations, each with its SQLite side and its PostgreSQL side (design, section 3).
 
-SQLite keeps the numbered functions of `mcs.store.migrations` (existing databases have their names in
+SQLite keeps the numbered functions of `mcs.engines.sqlite.migrations` (existing databases have their names in
 `_sqlite_migrations`) and applies them as before. PostgreSQL starts from a squashed baseline,
 `postgres/0019_baseline.sql`, equal to what SQLite's 0001-0019 produce: those nineteen carry `BASELINE`
 and are recorded together when it runs. Every later migration is a pair: a SQLite function and a
@@ -10,7 +10,7 @@ PostgreSQL runner: a session advisory lock, so several replicas starting at once
 ones find nothing pending; then each migration in its own transaction together with its row in
 `mcs_migrations` (DDL is transactional: a failed migration leaves nothing behind).
 
-Adding migration N: its SQLite function at the end of `mcs/store/migrations.py` as today; its PostgreSQL
+Adding migration N: its SQLite function at the end of `mcs/engines/sqlite/migrations.py` as today; its PostgreSQL
 script as `postgres/N_name.sql` (text COLLATE "C", times double precision, integers bigint); a line
 `Migration("N_name", sqlite_migrations.mN_name, "N_name.sql")` at the end of MIGRATIONS; then
 `python -m mcs.engines.migrations.describe` rewrites schema.json (review its diff).
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
+from mcs.engines.sqlite import migrations as sqlite_migrations
 from mcs.errors import StoreError
-from mcs.store import migrations as sqlite_migrations
 
 if TYPE_CHECKING:
     import psycopg

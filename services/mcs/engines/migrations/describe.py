@@ -313,8 +313,8 @@ def load() -> Description:
 
 def migrated_sqlite(folder: Path) -> Description:
     """Migrate a new SQLite database in `folder` and describe it."""
-    from mcs.store import migrations
-    from mcs.store.connection import connect
+    from mcs.engines.sqlite import migrations
+    from mcs.engines.sqlite.connection import connect
 
     conn = connect(folder / "describe.db")
     try:

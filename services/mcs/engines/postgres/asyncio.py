@@ -1,4 +1,5 @@
-"""`AsyncPostgres`: the PostgreSQL engine's calls off the event loop, as mcs.store.AsyncStore for SQLite.
+"""`AsyncPostgres`: the PostgreSQL engine's calls off the event loop, as `AsyncStore`
+(mcs.engines.sqlite.engine) for SQLite.
 
 Each job runs as its own transaction on a thread of a bounded pool (MCS_PG_POOL_SIZE threads, one
 connection each at most): PostgreSQL group-commits its fsyncs itself, so SQLite's batching is not needed.

@@ -5,16 +5,12 @@ JSON columns are `text` on PostgreSQL (byte-identical bodies); queries that look
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from mcs.engines.sql.queue import QueueSql
 from mcs.models import Task
 
 
 class QueuePg(QueueSql):
     """Methods whose shared SQL does not run on PostgreSQL (json_each, INDEXED BY, jsonb operators, ...)."""
-
-    CAPABLE: ClassVar[str] = "tasks.capabilities::jsonb <@ ?::jsonb"
 
     def agent_lock(self, name: str, *, share: bool) -> bool:
         # An advisory lock, not the agents row: heartbeats update that row and must not wait for a pass.

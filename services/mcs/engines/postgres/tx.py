@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mcs.engines.base import Duplicate, Topic
@@ -189,6 +190,7 @@ class PostgresTx(
     dialect: ClassVar[Literal["sqlite", "postgres"]] = "postgres"
     FOR_UPDATE: ClassVar[str] = " FOR UPDATE"
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+    CAPABLE: ClassVar[str] = "tasks.capabilities::jsonb <@ ?::jsonb"  # JSON stays text: cast to look inside
 
     def __init__(self, conn: Any, *, begin: str | None = None) -> None:
         self.conn = conn
@@ -202,18 +204,25 @@ class PostgresTx(
             begin, self.begin = self.begin, None
             self.conn.execute(begin)
 
-    def _execute(self, sql: str, params: Params) -> Any:
-        text, topics = translate_sql(sql)
+    @contextmanager
+    def _statement(self) -> Iterator[None]:
+        """One round trip: the transaction begun first; a failure remembered (the transaction is then
+        aborted) and a unique violation raised as `Duplicate`."""
         self.statements += 1
         try:
             self._start()
-            cursor = self.conn.execute(text, params)  # even (): psycopg then un-doubles the %%
+            yield
         except Exception as exc:
             self.failed = exc
             duplicate = _duplicate(exc)
             if duplicate is not None:
                 raise duplicate from exc
             raise
+
+    def _execute(self, sql: str, params: Params) -> Any:
+        text, topics = translate_sql(sql)
+        with self._statement():
+            cursor = self.conn.execute(text, params)  # even (): psycopg then un-doubles the %%
         if topics and cursor.rowcount != 0:  # nothing changed: nobody needs waking
             self.topics.update(topics)
         return cursor
@@ -231,17 +240,8 @@ class PostgresTx(
 
     def run_many(self, sql: str, seq: Iterable[Params]) -> None:
         text, topics = translate_sql(sql)
-        self.statements += 1
-        try:
-            self._start()
-            with self.conn.cursor() as cursor:
-                cursor.executemany(text, list(seq))
-        except Exception as exc:
-            self.failed = exc
-            duplicate = _duplicate(exc)
-            if duplicate is not None:
-                raise duplicate from exc
-            raise
+        with self._statement(), self.conn.cursor() as cursor:
+            cursor.executemany(text, list(seq))
         self.topics.update(topics)
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:

@@ -149,13 +149,6 @@ class AgentSql(SqlTx):
             return set(), latest
         return {r[0] for r in self.rows("SELECT DISTINCT agent FROM agent_events WHERE id > ?", (after,))}, latest
 
-    def agent_loads(self) -> dict[str, int]:
-        rows = self.rows(
-            "SELECT assigned_to, count(*) FROM tasks WHERE state IN ('assigned', 'claimed')"
-            " AND assigned_to IS NOT NULL GROUP BY assigned_to"
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
     def webhook_target(self, name: str) -> tuple[str | None, str] | None:
         row = self.row("SELECT notify_url, webhook_secret FROM agents WHERE name = ?", (name,))
         return (row[0], row[1]) if row else None

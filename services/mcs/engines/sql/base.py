@@ -22,6 +22,9 @@ class SqlTx:
     # Empty on SQLite, whose write transaction already holds the whole database.
     FOR_UPDATE: ClassVar[str] = ""  # " FOR UPDATE": wait for the row
     SKIP_LOCKED: ClassVar[str] = ""  # " FOR UPDATE SKIP LOCKED": take rows nobody else is deciding on
+    # Every capability a task (the outer query's `tasks` row) requires is among those in the JSON list bound
+    # here (`?`): json_each on SQLite, jsonb containment on PostgreSQL. Set by each engine's Tx.
+    CAPABLE: ClassVar[str]
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         raise NotImplementedError

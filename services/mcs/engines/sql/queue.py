@@ -8,19 +8,11 @@ mcs.engines.sqlite.queue, and the PostgreSQL form in mcs.engines.postgres.queue.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 from mcs.engines.sql.base import SqlTx
-from mcs.models import APPROVAL, QueuedRow, QueueGroup, Task
-
-# Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
-NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
-
-# A task (the outer query's `tasks` row) with a dependency that has not ended yet.
-UNFINISHED_DEPS = (
-    "EXISTS (SELECT 1 FROM task_deps d JOIN tasks u ON u.id = d.dep_id WHERE d.task_id = tasks.id"
-    " AND u.state NOT IN ('completed', 'failed', 'canceled'))"
-)
+from mcs.engines.sql.tasks import FOR_AGENT, NEEDS_NO_AGENT, NOT_REJECTED, UNFINISHED_DEPS
+from mcs.models import QueuedRow, QueueGroup, Task
 
 # What routing needs of a queued task: a backlog can be long, and most of it waits for room.
 QUEUED_COLUMNS = "id, type, route, capabilities, priority, seq, concurrency_key, max_concurrency"
@@ -28,9 +20,6 @@ QUEUED_COLUMNS = "id, type, route, capabilities, priority, seq, concurrency_key,
 
 class QueueSql(SqlTx):
     """Implements mcs.engines.areas.queue.QueueTx; dialect-specific methods are overridden per engine."""
-
-    # Every capability a task (the outer `tasks` row) requires is in the JSON list bound here: set per engine.
-    CAPABLE: ClassVar[str]
 
     # ------------------------------------------------------------ is there work
 
@@ -109,13 +98,7 @@ class QueueSql(SqlTx):
     ) -> list[QueuedRow]:
         # The capability match runs in SQL (every required one among the agent's): a long queue of tasks
         # this agent cannot do costs a scan, never a decode of each row's JSON in Python.
-        sql = (
-            f"SELECT {QUEUED_COLUMNS} FROM tasks"
-            f" WHERE state = 'queued' AND route != 'all' AND type != '{APPROVAL}'"
-            " AND (route = 'any' OR route = ?)"
-            f" AND {self.CAPABLE}"
-            " AND NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
-        )
+        sql = f"SELECT {QUEUED_COLUMNS} FROM tasks WHERE {FOR_AGENT} AND {self.CAPABLE} AND {NOT_REJECTED}"
         args: list[Any] = [name, json.dumps(list(capabilities)), name]
         if after is not None:
             sql += " AND (priority, seq) > (?, ?)"
@@ -131,20 +114,6 @@ class QueueSql(SqlTx):
 
     def avoid_get(self, task_id: str) -> dict[str, bool]:
         return {r[0]: bool(r[1]) for r in self.rows("SELECT agent, hard FROM task_avoid WHERE task_id = ?", (task_id,))}
-
-    def avoid_add(self, task_id: str, agent: str, *, hard: bool) -> None:
-        if hard:
-            self.run(
-                "INSERT INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 1)"
-                " ON CONFLICT (task_id, agent) DO UPDATE SET hard = 1",
-                (task_id, agent),
-            )
-        else:
-            self.run(
-                "INSERT INTO task_avoid (task_id, agent, hard) VALUES (?, ?, 0)"
-                " ON CONFLICT (task_id, agent) DO NOTHING",
-                (task_id, agent),
-            )
 
     def task_insert_child(self, parent: Task, *, kid_id: str, route: str, now: float) -> Task:
         self.run(

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from mcs.engines.sql.queue import QueueSql
 from mcs.models import QueueGroup, Task
 
 
 class QueueSqlite(QueueSql):
     """Methods whose shared SQL does not run on SQLite (json_each, INDEXED BY, jsonb operators, ...)."""
-
-    CAPABLE: ClassVar[str] = (
-        "NOT EXISTS (SELECT 1 FROM json_each(tasks.capabilities) c"
-        " WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
-    )
 
     def unpark(self, group: QueueGroup) -> int:
         return self.run(

@@ -39,6 +39,10 @@ class SqliteTx(
     """
 
     dialect: ClassVar[Literal["sqlite", "postgres"]] = "sqlite"
+    CAPABLE: ClassVar[str] = (
+        "NOT EXISTS (SELECT 1 FROM json_each(tasks.capabilities) c"
+        " WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
+    )
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn

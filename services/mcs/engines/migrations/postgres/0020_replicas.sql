@@ -1,4 +1,4 @@
--- 0020_replicas, PostgreSQL side (the SQLite side is m0020_replicas in store/migrations.py): several
+-- 0020_replicas, PostgreSQL side (the SQLite side is m0020_replicas in engines/sqlite/migrations.py): several
 -- replicas of each process on one database.
 -- - a notifier leases the webhooks it takes (lease_owner, lease_until);
 -- - heartbeats are kept per (process, instance), '' being the only replica; the table is rebuilt, as on

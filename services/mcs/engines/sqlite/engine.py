@@ -1,4 +1,5 @@
-"""The only code that imports sqlite: connections, migrations and the queries behind every state change.
+"""The SQLite engine's `Store` (an `Engine`: connections, migrations, transactions handing `SqliteTx` to
+mcs.state) and `AsyncStore` (its calls off the event loop).
 
 `Store` owns the connections of one process. Sync code (dispatcher, watchdog, CLI) calls `write`/`read`
 directly; async code (api, notifier) goes through `AsyncStore`, which runs writes on one writer thread that
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcs.config import Settings
-from mcs.store import migrations
-from mcs.store.connection import (
+from mcs.engines.sqlite import migrations
+from mcs.engines.sqlite.connection import (
     Connection,
     DatabaseError,
     FileIdentity,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcs.store.connection import Connection, WriterLock, immediate
+from mcs.engines.sqlite.connection import Connection, WriterLock, immediate
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

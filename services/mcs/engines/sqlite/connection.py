@@ -29,7 +29,7 @@ from mcs import effects, metrics
 from mcs.engines.sqlite.tx import SqliteTx
 from mcs.errors import DatabaseReplaced, DiskFull, SqliteTooOld, StoreBusy, StoreError
 
-log = logging.getLogger("mcs.store")
+log = logging.getLogger("mcs.engines.sqlite")
 SLOW_WRITE = 0.1  # seconds: a write transaction that held the writer lock longer is logged (what, work vs commit)
 
 MIN_SQLITE = (3, 51, 3)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mcs.store.connection import writer_lock_path
+from mcs.engines.sqlite.connection import writer_lock_path
 
 FALLBACK_POLL = 0.05  # seconds between data_version checks when no event arrives
 NO_INOTIFY_POLL = 0.001  # seconds between checks where inotify is not available

@@ -23,10 +23,10 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.utils import sqlite3  # type: ignore[attr-defined]  # pysqlite3 when installed
 
+from mcs.engines.sqlite import migrations
+from mcs.engines.sqlite.connection import Connection, connect, writer_lock_path
 from mcs.errors import McsError, StoreError
 from mcs.models import STOPPED_PID
-from mcs.store import migrations
-from mcs.store.connection import Connection, connect, writer_lock_path
 
 RUNNING_IF_BEAT_WITHIN = 60.0  # seconds: a heartbeat this recent means its process may still run
 
