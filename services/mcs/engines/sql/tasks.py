@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from mcs.engines.areas.tasks import ClaimableRow, TaskFilter
 from mcs.engines.sql.base import SqlTx
-from mcs.models import APPROVAL, IdemRecord, Task, TaskEvent, TaskSpec, TaskState
+from mcs.models import IdemRecord, Task, TaskEvent, TaskSpec, TaskState
 
 NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 TERMINAL_STATES = ("completed", "failed", "canceled")
@@ -22,24 +22,11 @@ RUNNING = ("assigned", "claimed")  # the states a concurrency key's limit counts
 ENDED = "state IN ('completed', 'failed', 'canceled')"
 SEARCH_SCAN_ROWS = 10_000  # a `q=` search looks at this many of the newest tasks at most
 
-# The WHERE fragments below are shared by the tasks and queue areas (one copy each); their text is what the
-# query plans were checked with, so keep it verbatim.
-
 # A task (the outer query's `tasks`) with a dependency that has not ended.
 UNFINISHED_DEPS = (
     "EXISTS (SELECT 1 FROM task_deps d JOIN tasks u ON u.id = d.dep_id WHERE d.task_id = tasks.id"
     " AND u.state NOT IN ('completed', 'failed', 'canceled'))"
 )
-
-# Queued tasks a pass handles with every agent busy: fanout parents and approvals (which go to waiting).
-NEEDS_NO_AGENT = f"(route = 'all' OR type = '{APPROVAL}')"
-
-# A queued task one agent may take: neither a fanout parent nor an approval, routed to any agent or to the
-# one bound here (`?`: the agent's name).
-FOR_AGENT = f"state = 'queued' AND route != 'all' AND type != '{APPROVAL}' AND (route = 'any' OR route = ?)"
-
-# ... that the agent bound here (`?`: its name) has not rejected.
-NOT_REJECTED = "NOT EXISTS (SELECT 1 FROM task_avoid v WHERE v.task_id = tasks.id AND v.agent = ? AND v.hard = 1)"
 
 # A submitter's unfinished top-level tasks, on the partial index tasks_submitter (migration 0008): about
 # 0.4 us an unfinished task here, so at most the quota's worth (1000: 0.4 ms) per submit; without the
@@ -192,14 +179,16 @@ class TaskSql(SqlTx):
 
     def dependents_blocked(self, dep_id: str) -> list[str]:
         rows = self.rows(
-            f"SELECT t.* FROM {self.DEPENDENTS} WHERE d.dep_id = ? AND t.state = 'blocked' ORDER BY t.seq",
+            # CROSS JOIN fixes the order: this task's few dependents first, not every blocked task in seq order
+            "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
+            " AND t.state = 'blocked' ORDER BY t.seq",
             (dep_id,),
         )
         return [r["id"] for r in rows]
 
     def dependents_canceled(self, dep_id: str, error: str) -> list[Task]:
         rows = self.rows(
-            f"SELECT t.* FROM {self.DEPENDENTS} WHERE d.dep_id = ?"
+            "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
             " AND t.state = 'canceled' AND t.error = ? ORDER BY t.seq",
             (dep_id, json.dumps(error)),
         )
@@ -272,19 +261,12 @@ class TaskSql(SqlTx):
             )
         )
 
-    # A task's dependents `t` joined through task_deps `d`, driven from `d` (set per engine: SQLite needs
-    # CROSS JOIN to keep that order; PostgreSQL refuses ON after CROSS JOIN and plans it itself).
-    DEPENDENTS: ClassVar[str]
+    # The capability match: every capability the task requires is among the agent's. Dialect-specific
+    # (json_each on SQLite, jsonb containment on PostgreSQL): the engines override `claimable`.
+    CLAIMABLE_SQL: ClassVar[str] = ""
 
     def claimable(self, agent: str, capabilities: tuple[str, ...]) -> Iterator[ClaimableRow]:
-        # Read lazily, only what the match needs; the capability match runs in SQL (`CAPABLE`, per engine):
-        # with 100,000 queued tasks nobody serves, 75 ms a scan on SQLite instead of 430 ms decoding each
-        # row's JSON in Python, and a waiting long poll scans at each commit.
-        rows = self.iter_rows(
-            "SELECT id, priority, seq, capabilities, concurrency_key, max_concurrency FROM tasks"
-            f" WHERE {FOR_AGENT} AND {self.CAPABLE} AND {NOT_REJECTED} ORDER BY priority, seq",
-            (agent, json.dumps(list(capabilities)), agent),
-        )
+        rows = self.iter_rows(self.CLAIMABLE_SQL, (agent, json.dumps(list(capabilities)), agent))
         for row in rows:
             yield ClaimableRow(
                 id=row["id"],
