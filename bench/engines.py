@@ -651,15 +651,15 @@ def notes(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f" {dd['pg_cpu'] / max(diag['throughput']['completed'], 1) * 1000:.2f} ms a task, waits now "
                 + ", ".join(f"{k} {v:.2f}" for k, v in dw["events"][:3])
                 + f"; throughput {p1['throughput']['throughput']:.0f} -> {diag['throughput']['throughput']:.0f}"
-                f" tasks/s, because on these {cores} saturated cores CPU, not the lock, sets the pace (MCS's api is the"
-                " largest consumer). On a machine with cores to spare the hot rows are the first ceiling; with"
+                f" tasks/s, because on these {cores} saturated cores CPU, not the lock, sets the pace (PostgreSQL's"
+                " processes and MCS's api take the most). On a machine with cores to spare the hot rows are the first ceiling; with"
                 " them gone the next one shows as Lock:object: PostgreSQL serialises the commits of transactions"
                 " that NOTIFY (one lock on the notification queue, held through the commit), and every writing"
                 f" transaction here notifies ({db['xids']:.1f} a task)."
             )
         parts.append(
-            f"Past those serial points the MCS part spreads over replicas (the api and the dispatcher carry most"
-            f" of it) and the limit becomes the PostgreSQL server: {db['statements']:.0f} statements in"
+            f"Past those serial points the MCS part spreads over replicas (the api, the notifier and the dispatcher"
+            f" carry most of it) and the limit becomes the PostgreSQL server: {db['statements']:.0f} statements in"
             f" {db['round_trips']:.0f} round trips and {db['commits']:.1f} commits a task"
             f" ({db['xids']:.1f} of them writing, each waiting for its WAL flush),"
             f" {db['wal_bytes'] / 1024:.1f} KiB of WAL and"
