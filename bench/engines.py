@@ -652,7 +652,8 @@ def notes(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 + ", ".join(f"{k} {v:.2f}" for k, v in dw["events"][:3])
                 + f"; throughput {p1['throughput']['throughput']:.0f} -> {diag['throughput']['throughput']:.0f}"
                 f" tasks/s, because on these {cores} saturated cores CPU, not the lock, sets the pace (PostgreSQL's"
-                " processes and MCS's api take the most). On a machine with cores to spare the hot rows are the first ceiling; with"
+                " processes and MCS's api take the most). On a machine with cores to spare the hot rows are the"
+                " first ceiling; with"
                 " them gone the next one shows as Lock:object: PostgreSQL serialises the commits of transactions"
                 " that NOTIFY (one lock on the notification queue, held through the commit), and every writing"
                 f" transaction here notifies ({db['xids']:.1f} a task)."
