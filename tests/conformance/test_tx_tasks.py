@@ -160,31 +160,6 @@ def test_dependents_canceled_matches_the_error_it_was_canceled_with(store: Store
     assert [t.id for t in store.read(lambda tx: tx.dependents_canceled("d", "upstream d failed"))] == ["c1"]
 
 
-@pytest.fixture
-def pg_store(pg_database: str, tmp_path: Path) -> Iterator[Any]:
-    """The PostgreSQL engine on a migrated database of this test's own (same Tx methods as Store)."""
-    from mcs.config import Settings
-    from mcs.engines import open_engine
-
-    engine = open_engine(Settings(db=tmp_path / "unused.db", database_url=pg_database, pg_pool_size=2))
-    engine.migrate()
-    yield engine
-    engine.close()
-
-
-def test_dependents_are_found_on_postgres_too(pg_store: Any) -> None:
-    """The join that lists a task's dependents is SQLite's CROSS JOIN ... ON there (it fixes the join order),
-    which PostgreSQL refuses: completing any task on PostgreSQL answered 503 (bench/engines.py found it)."""
-    add(pg_store, "d")
-    add(pg_store, "c1", state=TaskState.BLOCKED)
-    add(pg_store, "c2", state=TaskState.CANCELED)
-    for c in ("c1", "c2"):
-        pg_store.write(lambda tx, c=c: tx.deps_add(c, ("d",)))
-    sql(pg_store, "UPDATE tasks SET error = ? WHERE id = ?", (json.dumps("upstream d failed"), "c2"))
-    assert pg_store.read(lambda tx: tx.dependents_blocked("d")) == ["c1"]
-    assert [t.id for t in pg_store.read(lambda tx: tx.dependents_canceled("d", "upstream d failed"))] == ["c2"]
-
-
 def test_task_release_due_queues_due_blocked_tasks_whose_dependencies_ended(store: Store) -> None:
     add(store, "done", state=TaskState.COMPLETED)
     add(store, "open")
