@@ -3,8 +3,11 @@
 Each webhook is timestamped the moment its body has been read, answered 204 at once, and then (as a real
 agent would) the task is claimed and completed over kept-alive loopback connections. Registered with
 `claim_on_push` (cfg "push_claim", or the `register` command's), a webhook carries the claim and the agent
-only completes: one request a task instead of two. The parent process
-drives it over a multiprocessing pipe: `reset`, `status`, `report`, `stop`.
+only completes: one request a task instead of two. With cfg "pull" the agents register no webhook and
+instead keep `concurrency` long-poll claims (`POST /v1/tasks/claim` with `wait`) open each, completing each
+task they get; its arrival is when the claim answered. With cfg "api_urls" (several api replicas) agent i
+talks to api i mod n. The parent process drives it over a multiprocessing pipe: `reset`, `status`,
+`report`, `stop`.
 """
 
 from __future__ import annotations
@@ -33,9 +36,16 @@ class Agent:
 
 class Sim:
     def __init__(self, cfg: dict[str, Any]) -> None:
-        u = urlsplit(cfg["api_url"])
-        api = (u.hostname or "127.0.0.1", u.port or 80)
-        self.agents = [Agent(a["name"], a["secret"], api, cfg.get("concurrency", 4)) for a in cfg["agents"]]
+        apis = []
+        for url in cfg.get("api_urls") or [cfg["api_url"]]:
+            u = urlsplit(url)
+            apis.append((u.hostname or "127.0.0.1", u.port or 80))
+        self.agents = [
+            Agent(a["name"], a["secret"], apis[i % len(apis)], cfg.get("concurrency", 4))
+            for i, a in enumerate(cfg["agents"])
+        ]
+        self.pull = bool(cfg.get("pull", False))
+        self.concurrency = cfg.get("concurrency", 4)
         self.work = cfg.get("work", True)
         self.push_claim = bool(cfg.get("push_claim", False))
         self.tasks: set[asyncio.Task[None]] = set()
@@ -73,7 +83,9 @@ class Sim:
             self.tasks.add(job)  # a task nobody references can be garbage-collected mid-flight
             job.add_done_callback(self.tasks.discard)
 
-    async def claim_and_complete(self, agent: Agent, task_id: str, token: str | None = None) -> None:
+    async def claim_and_complete(
+        self, agent: Agent, task_id: str, token: str | None = None, *, pushed: bool = True
+    ) -> None:
         """Claim (unless the webhook brought the claim: claim_on_push), then complete."""
         self.in_flight += 1
         try:
@@ -83,7 +95,7 @@ class Sim:
                     self.claim_refused[status] = self.claim_refused.get(status, 0) + 1
                     return
                 token = json.loads(data)["claim_token"]
-            else:
+            elif pushed:
                 self.pushed += 1
             self.claimed += 1
             body = json.dumps({"claim_token": token, "result": {"ok": True}}).encode()
@@ -97,18 +109,43 @@ class Sim:
         finally:
             self.in_flight -= 1
 
+    async def pull_loop(self, agent: Agent) -> None:
+        """Pull mode: claim the next task with a long poll, complete it, again (until cancelled)."""
+        claim = json.dumps({"wait": 5}).encode()
+        while True:
+            try:
+                status, data = await agent.pool.request("POST", "/v1/tasks/claim", claim)
+            except Exception as exc:  # noqa: BLE001 - recorded and reported, the run goes on
+                self.errors.append(f"claim: {exc!r}")
+                await asyncio.sleep(0.1)
+                continue
+            if status == 204:
+                continue
+            now = time.time()
+            if status != 200:
+                self.claim_refused[status] = self.claim_refused.get(status, 0) + 1
+                await asyncio.sleep(0.1)
+                continue
+            task = json.loads(data)
+            self.webhooks += 1
+            if task["id"] in self.arrivals:
+                self.duplicates += 1
+                continue
+            self.arrivals[task["id"]] = now
+            self.by_agent[agent.name] = self.by_agent.get(agent.name, 0) + 1
+            await self.claim_and_complete(agent, task["id"], task["claim_token"], pushed=False)
+
     async def register(self, notify_host: str, capacity: int | None, push_claim: bool | None = None) -> None:
         """Register (or re-register) every agent; `capacity` is the concurrency it declares (None: the
         server's default); `push_claim` turns claim_on_push on or off (None: as before)."""
         if push_claim is not None:
             self.push_claim = push_claim
         for agent in self.agents:
-            fields: dict[str, Any] = {
-                "capabilities": ["bench"],
-                "notify_url": f"http://{notify_host}:{agent.port}/{agent.name}",
-                "ttl": 3600,
-            }
-            if self.push_claim or push_claim is not None:  # (never sent otherwise: older builds refuse it)
+            fields: dict[str, Any] = {"capabilities": ["bench"], "ttl": 3600}
+            if not self.pull:
+                fields["notify_url"] = f"http://{notify_host}:{agent.port}/{agent.name}"
+            # (never sent otherwise: older builds refuse it)
+            if (self.push_claim or push_claim is not None) and not self.pull:
                 fields["claim_on_push"] = self.push_claim
             if capacity is not None:
                 fields["concurrency"] = capacity
@@ -148,6 +185,10 @@ async def amain(pipe: Connection, cfg: dict[str, Any]) -> None:
         server = await rawhttp.serve(host, 0, lambda line, body, a=agent: sim.on_webhook(a, line, body))
         agent.port = server.sockets[0].getsockname()[1]
     await sim.register(host, cfg.get("capacity"))
+    if sim.pull:
+        for agent in sim.agents:
+            for _ in range(sim.concurrency):
+                sim.tasks.add(asyncio.get_running_loop().create_task(sim.pull_loop(agent)))
     pipe.send({"ready": True, "ports": {a.name: a.port for a in sim.agents}})
 
     loop = asyncio.get_running_loop()
@@ -180,6 +221,9 @@ async def amain(pipe: Connection, cfg: dict[str, Any]) -> None:
 
     loop.add_reader(pipe.fileno(), on_command)
     await stop.wait()
+    for job in list(sim.tasks):
+        job.cancel()
+    await asyncio.gather(*sim.tasks, return_exceptions=True)
     for agent in sim.agents:
         agent.pool.close()
     pipe.send(True)

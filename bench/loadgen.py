@@ -1,6 +1,7 @@
 """The bench's submitter: its own OS process, one kept-alive httpx.AsyncClient, submitting as the admin.
 
-With `client: raw` it uses the bench's minimal HTTP client instead of httpx (to see what httpx costs).
+With `client: raw` it uses the bench's minimal HTTP client instead of httpx (to see what httpx costs), and
+with `api_urls` (several api replicas) it sends submission i to api i mod n.
 Two modes, driven over a multiprocessing pipe:
 - `paced`: open loop at a fixed rate (a submission starts on schedule even if earlier ones are still open),
 - `flood`: `concurrency` submitters back to back, as fast as the server answers.
@@ -29,23 +30,29 @@ class LoadGen:
             limits=httpx.Limits(max_connections=cfg.get("concurrency", 4), max_keepalive_connections=16),
         )
         self.records: list[tuple[str | None, float, float, int]] = []  # (task id, sent, answered, status)
-        self.raw: rawhttp.Pool | None = None
+        self.raws: list[rawhttp.Pool] = []
         if cfg.get("client") == "raw":  # the bench's own minimal client: shows what httpx itself costs
-            u = httpx.URL(cfg["api_url"])
-            self.raw = rawhttp.Pool(
-                u.host,
-                u.port or 80,
-                size=cfg.get("concurrency", 4),
-                headers={"authorization": f"Bearer {cfg['admin_token']}", "content-type": "application/json"},
-            )
+            for url in cfg.get("api_urls") or [cfg["api_url"]]:
+                u = httpx.URL(url)
+                self.raws.append(
+                    rawhttp.Pool(
+                        u.host,
+                        u.port or 80,
+                        size=cfg.get("concurrency", 4),
+                        headers={"authorization": f"Bearer {cfg['admin_token']}", "content-type": "application/json"},
+                    )
+                )
+        elif cfg.get("api_urls") and len(cfg["api_urls"]) > 1:
+            raise ValueError("several api_urls need client: raw")
+        self.raw = self.raws[0] if self.raws else None
 
     async def submit(self, i: int, tag: str) -> None:
         body = {"type": "bench", "payload": {"i": i, "run": tag}}
-        if self.raw is not None:
+        if self.raws:
             data = json.dumps(body).encode()
             sent = time.time()
             try:
-                status, answer = await self.raw.request("POST", "/v1/tasks", data)
+                status, answer = await self.raws[i % len(self.raws)].request("POST", "/v1/tasks", data)
                 task_id = json.loads(answer).get("id") if status == 201 else None
                 self.records.append((task_id, sent, time.time(), status))
             except (OSError, ValueError, asyncio.IncompleteReadError) as exc:

@@ -286,26 +286,38 @@ def run_load(gen: Helper, agents: Helper, cmd: dict[str, Any], timeout: float, l
 # ---------------------------------------------------------------- phases
 
 
-def latency_phase(server: Server, gen: Helper, agents: Helper, n: int, rate: float) -> dict[str, Any]:
+def latency_phase(
+    server: Any, gen: Helper, agents: Helper, n: int, rate: float, *, stamps: bool = True
+) -> dict[str, Any]:
+    """Submit -> webhook at a steady rate; with `stamps`, also where the time goes, from the rows the
+    processes wrote (SQLite's file: `server.query`). bench/engines.py passes stamps=False."""
     say(f"latency: {n} tasks at {rate:g}/s ({n / rate:.0f} s)")
     # the stage queries below read only this run's tasks: with a million stored (scale.py) a scan takes minutes
-    ((floor,),) = server.query("SELECT coalesce(max(seq), 0) FROM tasks")
+    ((floor,),) = server.query("SELECT coalesce(max(seq), 0) FROM tasks") if stamps else ((0,),)
     load, rep = run_load(gen, agents, {"mode": "paced", "n": n, "rate": rate, "tag": "lat"}, n / rate + 30, "latency")
     sent = {tid: t for tid, t, _, status in load["records"] if tid}
     answered = {tid: a - t for tid, t, a, status in load["records"] if tid}
     lat = [rep["arrivals"][tid] - t for tid, t in sent.items() if tid in rep["arrivals"]]
     # where the time goes, from the rows the processes wrote (their own time.time() stamps)
-    created = dict(
-        server.query(
-            "SELECT id, created_at FROM tasks WHERE seq > ? AND json_extract(payload, '$.run') = 'lat'", (floor,)
+    created = (
+        {}
+        if not stamps
+        else dict(
+            server.query(
+                "SELECT id, created_at FROM tasks WHERE seq > ? AND json_extract(payload, '$.run') = 'lat'", (floor,)
+            )
         )
     )
-    assigned = dict(
-        server.query(
-            "SELECT e.task_id, min(e.at) FROM tasks t CROSS JOIN task_events e ON e.task_id = t.id"
-            " WHERE t.seq > ? AND e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
-            " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id",
-            (floor,),
+    assigned = (
+        {}
+        if not stamps
+        else dict(
+            server.query(
+                "SELECT e.task_id, min(e.at) FROM tasks t CROSS JOIN task_events e ON e.task_id = t.id"
+                " WHERE t.seq > ? AND e.kind IN ('assigned', 'claimed') AND e.actor = 'dispatcher'"
+                " AND json_extract(t.payload, '$.run') = 'lat' GROUP BY e.task_id",
+                (floor,),
+            )
         )
     )
     stages: dict[str, list[float]] = {
@@ -340,7 +352,7 @@ def latency_phase(server: Server, gen: Helper, agents: Helper, n: int, rate: flo
         f"latency: p50 {ms(res['p50'])}  p90 {ms(res['p90'])}  p99 {ms(res['p99'])}  max {ms(res['max'])}"
         f"  ({len(lat)}/{n} webhooks matched)"
     )
-    for k, (p50, p99) in res["stages"].items():
+    for k, (p50, p99) in res["stages"].items() if stamps else ():
         say(f"  {k:<45} p50 {ms(p50):>9}  p99 {ms(p99):>9}")
     return res
 

@@ -4,7 +4,9 @@
 a free loopback port with its socket in that folder, and `stop()` ends it (`pg_ctl -m fast`). Tests use
 the session fixture `pg_cluster` (tests/conftest.py) and get a database of their own from `pg_database`:
 CREATE DATABASE is tens of milliseconds, so every test starts empty. `synchronous_commit=off` (never
-`fsync=off`): fast, and a crash of the test machine loses only test data.
+`fsync=off`): fast, and a crash of the test machine loses only test data. The module imports nothing from
+pytest, so bench/engines.py starts its cluster with it too (`synchronous_commit="on"`, durability equal to
+SQLite's FULL, and `settings` for pg_stat_statements).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def _as_postgres(args: list[str]) -> list[str]:
 class PgCluster:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcs-pg-")))
     port: int = field(default_factory=_free_port)
+    synchronous_commit: str = "off"  # the tests' default; "on" waits for the WAL flush as SQLite FULL does
+    settings: dict[str, str] = field(default_factory=dict)  # more `-c name=value` server settings
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -67,8 +71,9 @@ class PgCluster:
         init = [str(BIN / "initdb"), "-D", str(self.data), "-U", USER, "--auth-local=trust"]
         init += ["--auth-host=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
         subprocess.run(_as_postgres(init), check=True, capture_output=True, timeout=120)
-        options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1 -c synchronous_commit=off"
-        options += " -c max_connections=300 -c shared_buffers=64MB"
+        options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
+        options += f" -c synchronous_commit={self.synchronous_commit} -c max_connections=300 -c shared_buffers=64MB"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         start = [str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w"]
         start += ["-t", str(START_TIMEOUT), "start", "-o", options]
         done = subprocess.run(_as_postgres(start), capture_output=True, text=True, timeout=START_TIMEOUT + 10)
@@ -76,6 +81,10 @@ class PgCluster:
             log = (self.root / "log").read_text(errors="replace") if (self.root / "log").exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {done.stderr.strip()}\n{log[-2000:]}")
         return self
+
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends, WAL writer, checkpointer etc. are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
 
     def stop(self) -> None:
         stop = [str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
