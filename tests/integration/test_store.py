@@ -12,6 +12,8 @@ from sqlite_utils import Database
 from mcs.errors import Conflict, SqliteTooOld, StoreError
 from mcs.store import AsyncStore, Store, connection, migrations
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite rules: pragmas, file migrations, group commit
+
 
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
     monkeypatch.setattr(connection, "sqlite_version", lambda: "3.40.1")

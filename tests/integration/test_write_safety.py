@@ -22,6 +22,8 @@ from mcs.store import AsyncStore, Store
 from mcs.store.connection import writer_lock_path
 from tests.polling import wait_until
 
+pytestmark = pytest.mark.sqlite_only  # the writer lock (flock), a replaced or deleted file, WAL/SHM
+
 
 def _insert_agent(name: str):
     def job(conn):
