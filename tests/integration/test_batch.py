@@ -34,8 +34,12 @@ async def test_a_full_batch_is_stored_in_one_transaction_each_task_submitted_and
     locks = sample("mcs_write_lock_acquisitions_total")
     submitted = sample("mcs_tasks_submitted_total", type="bulk", priority="normal")
     body = await batch(mesh, [{"type": "bulk", "payload": {"n": i}} for i in range(SUBMIT_BATCH_MAX)])
-    # One write transaction took them all (the test's other connection wrote nothing meanwhile).
-    assert sample("mcs_write_lock_acquisitions_total") - locks == 1
+    # One write took them all, at one moment. On SQLite, one take of the writer lock proves one transaction
+    # (the test's other connection wrote nothing meanwhile); PostgreSQL has no such lock, and each item's
+    # savepoint gives its rows their own xmin, so there the single write is seen only in the one created_at.
+    if mesh.db.kind == "sqlite":
+        assert sample("mcs_write_lock_acquisitions_total") - locks == 1
+    assert mesh.db.value("SELECT count(DISTINCT created_at) FROM tasks WHERE type = 'bulk'") == 1
     results = body["results"]
     assert [r["index"] for r in results] == list(range(SUBMIT_BATCH_MAX))
     assert {r["status"] for r in results} == {201}
