@@ -56,6 +56,7 @@ class PgCluster:
     synchronous_commit: str = "off"  # the tests' default; "on" waits for the WAL flush as SQLite FULL does
     settings: dict[str, str] = field(default_factory=dict)  # more `-c name=value` server settings
     _names: itertools.count[int] = field(default_factory=itertools.count)
+    _template: str | None = None
 
     @property
     def data(self) -> Path:
@@ -100,6 +101,22 @@ class PgCluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(sql)
         return self.url(name)
+
+    def migrated_template(self) -> str:
+        """The name of a database migrated once (every migration of the PostgreSQL engine), made on first
+        call: `create_database(template=...)` then copies it in tens of milliseconds per test. No
+        connection to it stays open (CREATE DATABASE ... TEMPLATE needs none)."""
+        if self._template is None:
+            from mcs.engines.postgres.engine import PostgresEngine
+
+            url = self.create_database()
+            engine = PostgresEngine(url, pool_size=1, process="test-template")
+            try:
+                engine.migrate()
+            finally:
+                engine.close()
+            self._template = url.rsplit("/", 1)[1]
+        return self._template
 
     def drop_database(self, url: str) -> None:
         import psycopg

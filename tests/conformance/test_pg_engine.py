@@ -271,6 +271,28 @@ def test_a_name_lock_serialises_two_transactions(db: str, engines: Callable[...,
     assert results[:2] == [None, 1]  # b counted after a committed: it saw a's row
 
 
+def test_a_name_lock_takes_names_with_nul_and_keeps_them_apart(engines: Callable[..., PostgresEngine]) -> None:
+    """The idempotency lock's name is caller NUL key; PostgreSQL text cannot hold NUL (it answered 503)."""
+    a, b = engines(), engines()
+    held = threading.Event()
+    done = threading.Event()
+
+    def holder(tx: Tx) -> None:
+        tx.lock_name("idem", "ann\0k")
+        held.set()
+        assert done.wait(BARRIER_WAIT)
+
+    def other() -> str:
+        assert held.wait(BARRIER_WAIT)
+        try:  # the escaped form of the same characters is another name: no wait for the holder
+            b.write(lambda tx: tx.lock_name("idem", "ann\\0k"))
+            return "took it"
+        finally:
+            done.set()
+
+    assert _in_threads(lambda: a.write(holder), other) == [None, "took it"]
+
+
 def test_try_lock_is_false_while_another_transaction_holds_it(engines: Callable[..., PostgresEngine]) -> None:
     a, b = engines(), engines()
     held = threading.Event()

@@ -1,10 +1,16 @@
-"""The api app on a real SQLite file, driven through Quart's test client, with the dispatcher and watchdog
-run one pass at a time on their own connections to the same file."""
+"""The api app on a real SQLite file (or, with `--engine postgres`, a real PostgreSQL database of the
+test's own), driven through Quart's test client, with the dispatcher and watchdog run one pass at a time on
+their own connections to the same database.
+
+Every store a test opens comes from `open_store` (one fixture, both engines); raw SQL goes through
+`db.sql` (tests/engine.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +18,10 @@ import pytest
 from mcs.api import create_app
 from mcs.config import Settings
 from mcs.dispatcher import Dispatcher
+from mcs.engines import open_engine
 from mcs.engines.sqlite.engine import Store
 from mcs.watchdog import Watchdog
+from tests.engine import Db
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -25,6 +33,11 @@ class Mesh:
     dispatcher: Dispatcher
     watchdog: Watchdog
     store: Store
+
+    @property
+    def db(self) -> Db:
+        """Raw SQL on the mesh's database, either engine."""
+        return Db(self.store)
 
     @property
     def admin(self) -> dict[str, str]:
@@ -87,7 +100,7 @@ class Mesh:
 
 
 @pytest.fixture
-def settings(tmp_path: Any) -> Settings:
+def settings(tmp_path: Any, database_url: str | None) -> Settings:
     return Settings.from_env(
         {},
         db=tmp_path / "mcs.db",
@@ -95,14 +108,46 @@ def settings(tmp_path: Any) -> Settings:
         retry_base=0.05,
         retry_max=1.0,
         synchronous="NORMAL",
+        database_url=database_url,
     )
 
 
 @pytest.fixture
+def open_store(
+    settings: Settings, database_urls: Callable[[str], str | None], database_url: str | None
+) -> Iterator[Callable[..., Any]]:
+    """Open a store on either engine: `open_store()` is the test's database (settings.db, or its
+    PostgreSQL database), `open_store(path)` another one (on PostgreSQL: one database per path, already
+    migrated). Keyword arguments go to SQLite's Store (synchronous, write_lock_timeout). Every store opened
+    is closed at the end (closing one earlier is fine)."""
+    opened: list[Any] = []
+
+    def open_(path: Path | None = None, **kw: Any) -> Any:
+        if database_url is None:
+            store: Any = Store(path or settings.db, **kw)
+        else:
+            url = database_url if path is None or Path(path) == settings.db else database_urls(str(path))
+            timeout = kw.get("write_lock_timeout", settings.write_lock_timeout)
+            store = open_engine(dataclasses.replace(settings, database_url=url, write_lock_timeout=timeout))
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def db(mesh: Mesh) -> Db:
+    """Raw SQL on the mesh's database (`db.sql(query, params)`, `?` placeholders), either engine."""
+    return mesh.db
+
+
+@pytest.fixture
 async def mesh(settings: Settings) -> AsyncIterator[Mesh]:
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store: Any = open_engine(settings, process="api")
     store.migrate()
-    worker_store = Store(settings.db, synchronous=settings.synchronous)
+    worker_store: Any = open_engine(settings, process="worker")
     app = create_app(settings, store)
     async with app.test_app() as test_app:
         yield Mesh(

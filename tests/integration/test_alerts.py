@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client import generate_latest
 
-from mcs.engines.sqlite.engine import Store
+from mcs.engines import open_engine
 from mcs.notifier import Notifier
 from tests.fakes import FakeTelegram, too_many_requests
 from tests.integration.test_notifier import Receiver, until
@@ -42,7 +42,7 @@ async def start_notifier(mesh):
             webhook_retry_max=0.05,
             **overrides,
         )
-        store = Store(settings.db, synchronous=settings.synchronous)
+        store = open_engine(settings)
         n = Notifier(store, settings)
         running.append((n, asyncio.create_task(n.run()), store))
         return n

@@ -87,7 +87,7 @@ async def test_agent_lifecycle_and_secrets_stored_only_as_hashes(mesh):
     assert created["secret"] and created["webhook_secret"].startswith("whsec_")
     dup = await mesh.call("POST", "/v1/agents", who="admin", json={"name": "ocasia"})
     assert await error_of(dup) == (409, "agent_exists")
-    stored = mesh.store.conn.execute("SELECT secret_hash FROM agents WHERE name = 'ocasia'").fetchone()[0]
+    stored = mesh.db.sql("SELECT secret_hash FROM agents WHERE name = 'ocasia'").fetchone()[0]
     assert created["secret"] not in stored and stored.startswith("sha256:")
     old = {"X-Agent-ID": "ocasia", "X-Agent-Secret": created["secret"]}
     registered = await mesh.ok(

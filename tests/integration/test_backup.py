@@ -15,6 +15,8 @@ from mcs.cli import main
 from mcs.engines.sqlite.engine import Store
 from mcs.state import outbox as outbox_store
 
+pytestmark = pytest.mark.sqlite_only  # backup/restore of the SQLite file
+
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -29,6 +29,6 @@ async def test_a_capability_outside_the_grant_does_not_count(mesh):
     await mesh.ok("POST", "/v1/agents/register", who=who, json={"capabilities": ["a"]})
     # The grant is narrowed after registration: nothing changes its registered capabilities, yet "a" no
     # longer counts, so a task for "a" is not its to take.
-    mesh.store.conn.execute("UPDATE agents SET granted = '[\"z\"]' WHERE name = 'narrow'")
+    mesh.db.sql("UPDATE agents SET granted = '[\"z\"]' WHERE name = 'narrow'")
     await mesh.submit(type="a")
     assert await claim(mesh, who) is None

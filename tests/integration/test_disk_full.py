@@ -20,6 +20,8 @@ from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_api import error_of
 from tests.polling import wait_until
 
+pytestmark = pytest.mark.sqlite_only  # a full disk under the SQLite file (small tmpfs)
+
 CHUNK = 64 * 1024
 
 

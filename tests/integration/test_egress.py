@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from mcs import egress
 from mcs.api import create_app
-from mcs.engines.sqlite.engine import Store
+from mcs.engines import open_engine
 from mcs.notifier import Notifier
 from tests.integration.test_alerts import fail_for_good
 from tests.integration.test_notifier import Receiver, until
@@ -82,7 +82,7 @@ async def test_registration_refuses_the_api_own_port_on_loopback(mesh):
 async def narrowed(mesh):
     """A second api on the same database with MCS_NOTIFY_ALLOW=100.64.0.0/10,hooks.example.org."""
     settings = replace(mesh.settings, notify_allow=egress.parse_rules("100.64.0.0/10,hooks.example.org"))
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_engine(settings)
     app = create_app(settings, store)
     async with app.test_app() as test_app:
         yield replace(mesh, client=test_app.test_client(), settings=settings)
@@ -142,7 +142,7 @@ async def test_only_the_agent_itself_learns_what_the_policy_says(mesh):
 
 
 async def run_notifier(settings):
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_engine(settings)
     settings = replace(settings, webhook_timeout=0.5, webhook_attempts=3, webhook_retry_base=0.05)
     notifier = Notifier(store, settings)
     return notifier, asyncio.create_task(notifier.run()), store
@@ -157,13 +157,13 @@ async def stop(running):
 
 async def dead_webhook(mesh, task_id):
     async def dead():
-        row = mesh.store.conn.execute(
+        row = mesh.db.sql(
             "SELECT state, attempts, last_error FROM outbox WHERE task_id = ? AND kind = 'webhook'", (task_id,)
         ).fetchone()
         return row is not None and row[0] == "dead"
 
     assert await until(dead)
-    row = mesh.store.conn.execute(
+    row = mesh.db.sql(
         "SELECT attempts, last_error FROM outbox WHERE task_id = ? AND kind = 'webhook'", (task_id,)
     ).fetchone()
     events = (await mesh.ok("GET", f"/v1/tasks/{task_id}/events", who="admin"))["events"]
@@ -259,7 +259,7 @@ async def test_alert_senders_refuse_link_local_urls(mesh):
 
         def alert_row():
             query = "SELECT state, attempts, last_error FROM outbox WHERE kind = 'alert'"
-            return mesh.store.conn.execute(query).fetchone()
+            return mesh.db.sql(query).fetchone()
 
         assert await until(lambda: asyncio.sleep(0, alert_row() is not None and alert_row()[0] == "dead"))
     finally:

@@ -174,6 +174,7 @@ async def test_max_concurrency_needs_a_key_and_must_be_positive(mesh):
         assert set((await r.get_json())["error"]) == {"code", "message"}
 
 
+@pytest.mark.sqlite_only  # EXPLAIN QUERY PLAN
 async def test_the_key_count_uses_its_index(mesh):
     plan = mesh.store.read(lambda c: c.execute("EXPLAIN QUERY PLAN " + KEY_RUNNING_SQL, ("k",)).fetchall())
     detail = " ".join(r["detail"] for r in plan)

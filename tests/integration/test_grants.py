@@ -9,12 +9,14 @@ import time
 
 
 def narrow_grant(mesh, name, granted):
-    with mesh.store.conn:
-        mesh.store.conn.execute("UPDATE agents SET granted = ? WHERE name = ?", (json.dumps(granted), name))
-        mesh.store.conn.execute(
+    def change(tx):  # one transaction, either engine
+        tx.run("UPDATE agents SET granted = ? WHERE name = ?", (json.dumps(granted), name))
+        tx.run(
             "INSERT INTO agent_events (agent, at, kind, actor, detail) VALUES (?, ?, 'granted', 'admin', NULL)",
             (name, time.time()),
         )
+
+    mesh.store.write(change)
 
 
 async def test_work_outside_a_narrowed_grant_is_neither_routed_nor_claimable(mesh):

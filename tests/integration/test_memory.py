@@ -117,7 +117,7 @@ async def test_ttl_expires_at_once_and_the_watchdog_purges(mesh):
     await mesh.ok("PUT", "/v1/memory/mesh/gone", who="admin", json={"value": 1, "ttl": 0.05})
     await asyncio.sleep(0.1)
     assert mesh.sweep().purged_memory == 1
-    assert mesh.store.conn.execute("SELECT count(*) FROM memory WHERE key = 'gone'").fetchone()[0] == 0
+    assert mesh.db.sql("SELECT count(*) FROM memory WHERE key = 'gone'").fetchone()[0] == 0
 
 
 async def test_list_by_prefix_and_tag_with_a_stable_cursor(mesh):

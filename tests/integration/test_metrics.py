@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcs import effects
-from mcs.engines.sqlite.connection import in_write_batch
+from mcs.engines import open_engine
 from mcs.engines.sqlite.engine import Store
 from mcs.state_metrics import MeshStateCollector, state_registry
 
@@ -61,7 +61,7 @@ async def test_metrics_show_the_queue_agents_and_memory_from_the_database(mesh):
 
 
 async def test_the_state_is_cached_briefly(settings):
-    store = Store(settings.db)
+    store = open_engine(settings)
     store.migrate()
     collector = MeshStateCollector(store, cache_seconds=0.5)
     first = {m.name: m for m in collector.collect()}
@@ -79,6 +79,7 @@ async def test_the_state_is_cached_briefly(settings):
     store.close()
 
 
+@pytest.mark.sqlite_only  # a file that is not a SQLite database
 async def test_an_unreadable_database_gives_state_up_0_not_a_failed_scrape(tmp_path):
     broken = tmp_path / "mcs.db"
     broken.write_bytes(b"this is not a SQLite database" * 100)
@@ -95,7 +96,7 @@ def counted(event: str, task_type: str) -> float:
 
 
 async def test_a_change_that_rolls_back_counts_nothing(settings):
-    store = Store(settings.db)
+    store = open_engine(settings)
     store.migrate()
     kind = f"rollback-{time.monotonic_ns()}"
 
@@ -106,7 +107,7 @@ async def test_a_change_that_rolls_back_counts_nothing(settings):
         effects.note("completed", kind, "normal")
         raise RuntimeError("this job's changes roll back")
 
-    outcomes = in_write_batch(store.conn, [fine, broken, fine], store.writer_lock)
+    outcomes = store.write_batch([fine, broken, fine])
     assert isinstance(outcomes[1], RuntimeError)
     assert counted("completed", kind) == 2
 

@@ -23,6 +23,9 @@ from mcs.engines.migrations.catalog import MIGRATIONS, apply_postgres
 from mcs.engines.sqlite.connection import connect
 from mcs.state import schedules as schedules_store
 
+# Its source is a SQLite file filled through a SQLite mesh; the default run already checks the PostgreSQL side.
+pytestmark = pytest.mark.sqlite_only
+
 DEFAULTS = schedules_store.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
 
 

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from mcs.engines import open_engine
 from mcs.engines.sqlite.engine import Store
 from mcs.notifier import PER_AGENT_IN_FLIGHT, UNDELIVERED, Notifier
 from mcs.state import outbox as outbox_store
@@ -80,7 +81,7 @@ async def notifier(mesh):
     settings = replace(
         mesh.settings, webhook_timeout=0.5, webhook_attempts=3, webhook_retry_base=0.05, webhook_retry_max=0.2
     )
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_engine(settings)
     n = Notifier(store, settings)
     runner = asyncio.create_task(n.run())
     yield n
@@ -130,7 +131,7 @@ async def test_retries_5xx_and_timeouts_with_the_same_webhook_id(mesh, notifier,
     assert all(g >= 0.04 for g in gaps), gaps  # backoff, not a hot loop
 
     async def delivered():
-        row = mesh.store.conn.execute("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+        row = mesh.db.sql("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
         return tuple(row) == ("delivered", 3)
 
     assert await until(delivered)
@@ -148,7 +149,7 @@ async def test_gives_up_after_bounded_attempts_and_records_it(mesh, notifier, re
     events = (await mesh.ok("GET", f"/v1/tasks/{task['id']}/events", who="admin"))["events"]
     # Any agent can read the events: they say it was not delivered, not what answered (no port scanner).
     assert events[-1]["detail"]["error"] == UNDELIVERED
-    row = mesh.store.conn.execute("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    row = mesh.db.sql("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
     assert row[0] == "HTTP 500"  # the operator's copy keeps the reason
     assert (await mesh.task(task["id"]))["state"] == "assigned"  # the notifier never changes task state
     assert mesh.sweep().rerouted == [task["id"]]  # the watchdog does, without waiting out the claim TTL
@@ -164,7 +165,7 @@ async def test_redirects_are_not_followed_and_4xx_is_final(mesh, notifier, recei
 
     assert await until(failed)
     assert len(r.calls) == 1
-    row = mesh.store.conn.execute("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    row = mesh.db.sql("SELECT last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
     assert "redirects are not followed" in row[0]
 
 
@@ -188,7 +189,7 @@ async def test_a_timeout_is_retried(mesh, notifier, receivers):
     _, task = await assign(mesh, "a", r.url)
 
     async def delivered():
-        row = mesh.store.conn.execute("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+        row = mesh.db.sql("SELECT state, attempts FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
         return tuple(row) == ("delivered", 2)
 
     assert await until(delivered)
@@ -205,7 +206,7 @@ async def test_connection_refused_is_retried_then_given_up(mesh, notifier, recei
         return "webhook_failed" in await mesh.kinds(task["id"])
 
     assert await until(failed)
-    row = mesh.store.conn.execute("SELECT attempts, last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
+    row = mesh.db.sql("SELECT attempts, last_error FROM outbox WHERE task_id = ?", (task["id"],)).fetchone()
     assert row[0] == 3 and "connection failed" in row[1]
 
 
@@ -233,7 +234,7 @@ async def patient_notifier(mesh):
     settings = replace(
         mesh.settings, webhook_timeout=30, webhook_attempts=3, webhook_retry_base=0.05, webhook_retry_max=0.2
     )
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_engine(settings)
     n = Notifier(store, settings)
     runner = asyncio.create_task(n.run())
     yield n

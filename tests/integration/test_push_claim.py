@@ -27,7 +27,7 @@ async def push_agent(mesh: Any, name: str, caps: list[str], *, concurrency: int 
 
 
 def webhooks(mesh: Any, task_id: str) -> list[dict[str, Any]]:
-    rows = mesh.store.conn.execute(
+    rows = mesh.db.sql(
         "SELECT body FROM outbox WHERE task_id = ? AND kind = 'webhook' ORDER BY id", (task_id,)
     ).fetchall()
     return [json.loads(r["body"])["data"]["task"] for r in rows]
@@ -138,7 +138,7 @@ async def test_an_undelivered_push_claim_goes_back_to_the_queue_with_its_token_r
     mesh.dispatch()
     token = webhooks(mesh, task["id"])[0]["claim_token"]
     # The notifier gave up on the webhook (its outcome as the notifier records it).
-    mesh.store.conn.execute("UPDATE outbox SET state = 'dead' WHERE task_id = ?", (task["id"],))
+    mesh.db.sql("UPDATE outbox SET state = 'dead' WHERE task_id = ?", (task["id"],))
     assert mesh.sweep().rerouted == [task["id"]]
     back = await mesh.task(task["id"])
     assert (back["state"], back["attempts"], back["assigned_to"]) == ("queued", 0, None)
@@ -282,7 +282,7 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
     mesh.dispatch()
     token = webhooks(mesh, done["id"])[0]["claim_token"]
     await mesh.ok("POST", f"/v1/tasks/{done['id']}/complete", who=who, json={"claim_token": token})
-    mesh.store.conn.execute("UPDATE outbox SET attempts = 1 WHERE kind = 'webhook'")  # each tried once before
+    mesh.db.sql("UPDATE outbox SET attempts = 1 WHERE kind = 'webhook'")  # each tried once before
     settings = replace(mesh.settings, webhook_retry_base=0.05, webhook_retry_max=0.2)
     store = Store(settings.db, synchronous=settings.synchronous)
     notifier = Notifier(store, settings)
@@ -290,7 +290,7 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            states = dict(mesh.store.conn.execute("SELECT task_id, state FROM outbox WHERE kind = 'webhook'"))
+            states = dict(mesh.db.sql("SELECT task_id, state FROM outbox WHERE kind = 'webhook'"))
             if states == {done["id"]: "superseded", held["id"]: "delivered"}:
                 break
             await asyncio.sleep(0.02)

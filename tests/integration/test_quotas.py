@@ -20,13 +20,14 @@ LIMITS = {"rate_submits": 0.0, "quota_queued_tasks": 0, "quota_memory_bytes": 0}
 
 
 @pytest.fixture
-def settings(tmp_path, request):
+def settings(tmp_path, request, database_url):
     """Every limit off unless the test names some (parametrize "settings" indirectly), or "defaults"."""
     return Settings.from_env(
         {},
         db=tmp_path / "mcs.db",
         admin_token=ADMIN_TOKEN,
         synchronous="NORMAL",
+        database_url=database_url,
         **({} if getattr(request, "param", None) == "defaults" else LIMITS | getattr(request, "param", {})),
     )
 
@@ -112,10 +113,11 @@ async def test_a_fanout_counts_once_whatever_its_children(mesh):
     await refused(await submit(mesh, a), "too_many_queued_tasks")
 
 
+@pytest.mark.sqlite_only  # EXPLAIN QUERY PLAN
 @pytest.mark.asyncio
 async def test_the_queued_count_uses_its_index(mesh):
     sql = "EXPLAIN QUERY PLAN " + tasks_store.UNFINISHED_SQL
-    plan = mesh.store.conn.execute(sql, ("a", *tasks_store.NON_TERMINAL)).fetchall()
+    plan = mesh.db.sql(sql, ("a", *tasks_store.NON_TERMINAL)).fetchall()
     assert any("USING INDEX tasks_submitter" in row[3] for row in plan), [tuple(r) for r in plan]
 
 
@@ -157,6 +159,7 @@ async def test_expired_keys_give_their_bytes_back_when_purged(mesh):
     await mesh.ok("PUT", "/v1/memory/mesh/k", who=a, json=more)
 
 
+@pytest.mark.sqlite_only  # SQLite's migration 0008 on an old file
 def test_an_existing_memory_table_is_counted_when_0008_applies(tmp_path):
     store = Store(tmp_path / "old.db")
     db = Database(store.conn, recursive_triggers=False, execute_plugins=False)

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from mcs.engines.sqlite.maintenance import RETENTION_SQL
@@ -33,7 +34,7 @@ async def finish(mesh: Any, who: dict[str, str], task_id: str, how: str = "compl
 
 def deliver_everything(mesh: Any) -> None:
     """What the notifier does once it has delivered every pending row (alerts, webhooks)."""
-    rows = mesh.store.conn.execute("SELECT * FROM outbox WHERE state = 'pending'").fetchall()
+    rows = mesh.db.sql("SELECT * FROM outbox WHERE state = 'pending'").fetchall()
     outcomes = [
         {"id": r["id"], "state": "delivered", "attempts": 1, "kind": r["kind"], "task_id": None, "agent": r["agent"]}
         for r in rows
@@ -44,13 +45,11 @@ def deliver_everything(mesh: Any) -> None:
 
 
 def count(mesh: Any, sql: str, *args: Any) -> int:
-    return int(mesh.store.conn.execute(sql, args).fetchone()[0])
+    return int(mesh.db.sql(sql, args).fetchone()[0])
 
 
 def existing(mesh: Any, ids: list[str]) -> set[str]:
-    rows = mesh.store.conn.execute(
-        "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
-    )
+    rows = mesh.db.sql("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
     return {r[0] for r in rows}
 
 
@@ -115,7 +114,8 @@ async def test_finished_tasks_and_their_events_go_unfinished_and_new_ones_stay(m
         assert await mesh.kinds(task_id)
     assert (await mesh.task(open_fan["id"]))["children"] == open_kids
     # No dangling reference anywhere: foreign keys hold, no event, avoid row or outbox row of a gone task.
-    assert mesh.store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    if mesh.db.kind == "sqlite":  # PostgreSQL checks foreign keys on every statement
+        assert mesh.db.sql("PRAGMA foreign_key_check").fetchall() == []
     for table in ("task_events", "task_avoid", "outbox"):
         assert (
             count(
@@ -277,6 +277,7 @@ async def test_a_finished_step_of_a_running_workflow_stays_until_the_workflow_en
     assert existing(mesh, [early]) == set()
 
 
+@pytest.mark.sqlite_only  # EXPLAIN QUERY PLAN
 def test_every_prune_statement_uses_an_index(tmp_path):
     """A batch must cost the same with a million rows as with ten: no statement scans a whole table."""
     from mcs.engines.sqlite.engine import Store

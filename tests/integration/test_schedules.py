@@ -14,6 +14,7 @@ from mcs import metrics
 from mcs.engines.sqlite.engine import Store
 from mcs.state import schedules as schedules_state
 from mcs.watchdog import Watchdog
+from tests.engine import Db
 
 DEFAULTS = schedules_state.Defaults(max_retries=3, claim_ttl=300.0, grace=60.0)
 DAY = 86400.0
@@ -25,7 +26,7 @@ async def add(mesh: Any, name: str = "nightly", **body: Any) -> dict[str, Any]:
 
 
 def next_run(store: Store, name: str) -> float:
-    return float(store.conn.execute("SELECT next_run_at FROM schedules WHERE name = ?", (name,)).fetchone()[0])
+    return float(Db(store).sql("SELECT next_run_at FROM schedules WHERE name = ?", (name,)).fetchone()[0])
 
 
 def fire(store: Store, now: float) -> Any:
@@ -99,10 +100,10 @@ async def test_a_due_tick_submits_once_and_says_so_in_the_events(mesh):
     assert shown["last_task_id"] == run.task_id
 
 
-async def test_each_tick_fires_once_across_a_restart_and_with_two_watchdogs(mesh, settings):
+async def test_each_tick_fires_once_across_a_restart_and_with_two_watchdogs(mesh, open_store):
     await add(mesh)
     tick = next_run(mesh.store, "nightly")
-    stores = [Store(settings.db, synchronous="NORMAL") for _ in range(4)]  # four "processes"
+    stores = [open_store(synchronous="NORMAL") for _ in range(4)]  # four "processes"
     results: list[Any] = []
     barrier = threading.Barrier(len(stores))
 
@@ -116,9 +117,9 @@ async def test_each_tick_fires_once_across_a_restart_and_with_two_watchdogs(mesh
     for t in threads:
         t.join()
     assert sorted(r is not None for r in results) == [False, False, False, True]
-    restarted = Store(settings.db, synchronous="NORMAL")  # a watchdog started again later, same moment
+    restarted = open_store(synchronous="NORMAL")  # a watchdog started again later, same moment
     assert fire(restarted, tick + 2) is None
-    count = mesh.store.conn.execute("SELECT count(*) FROM tasks WHERE submitted_by = 'schedule:nightly'").fetchone()[0]
+    count = mesh.db.sql("SELECT count(*) FROM tasks WHERE submitted_by = 'schedule:nightly'").fetchone()[0]
     assert count == 1
     for s in [*stores, restarted]:
         s.close()

@@ -13,6 +13,8 @@ from mcs.engines.sqlite import connection, migrations
 from mcs.engines.sqlite.engine import AsyncStore, Store
 from mcs.errors import Conflict, SqliteTooOld, StoreError
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite rules: pragmas, file migrations, group commit
+
 
 def test_refuses_sqlite_older_than_3_51_3(monkeypatch, tmp_path):
     monkeypatch.setattr(connection, "sqlite_version", lambda: "3.40.1")

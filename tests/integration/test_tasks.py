@@ -40,7 +40,7 @@ async def test_dispatch_writes_the_webhook_outbox_row_in_the_same_transaction(me
     await mesh.agent("a", ["x"])
     task = await mesh.submit(type="x")
     mesh.dispatch()
-    rows = mesh.store.conn.execute("SELECT kind, agent, task_id, body FROM outbox").fetchall()
+    rows = mesh.db.sql("SELECT kind, agent, task_id, body FROM outbox").fetchall()
     assert [(r["kind"], r["agent"], r["task_id"]) for r in rows] == [("webhook", "a", task["id"])]
     body = json.loads(rows[0]["body"])
     assert body["type"] == "task.assigned" and body["data"]["task"]["id"] == task["id"]
@@ -205,7 +205,7 @@ async def test_fail_backs_off_exponentially_then_fails_and_raises_an_alert(mesh)
     assert delays == [pytest.approx(0.05), pytest.approx(0.1)]
     final = await mesh.task(task["id"])
     assert (final["state"], final["attempts"], final["error"]) == ("failed", 3, "boom 3")
-    alert = mesh.store.conn.execute("SELECT body FROM outbox WHERE kind = 'alert'").fetchone()
+    alert = mesh.db.sql("SELECT body FROM outbox WHERE kind = 'alert'").fetchone()
     data = json.loads(alert["body"])["data"]
     assert data["task_id"] == task["id"] and data["error"] == "boom 3" and "payload" not in data
 
@@ -464,7 +464,7 @@ async def test_a_fanout_whose_children_were_all_canceled_is_canceled_without_an_
     for kid in (await mesh.task(parent["id"]))["children"]:
         await mesh.ok("POST", f"/v1/tasks/{kid}/cancel", who="admin")
     assert (await mesh.task(parent["id"]))["state"] == "canceled"
-    assert mesh.store.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'alert'").fetchone()[0] == 0
+    assert mesh.db.sql("SELECT count(*) FROM outbox WHERE kind = 'alert'").fetchone()[0] == 0
 
 
 async def test_a_backlog_for_a_busy_agent_does_not_hide_work_for_an_idle_one(mesh):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-def settings(tmp_path, request):
+def settings(tmp_path, request, database_url):
     """As conftest's, with the overrides a test names (parametrize "settings" indirectly)."""
     return Settings.from_env(
         {},
@@ -23,6 +23,7 @@ def settings(tmp_path, request):
         retry_base=0.05,
         retry_max=1.0,
         synchronous="NORMAL",
+        database_url=database_url,
         **getattr(request, "param", {}),
     )
 
@@ -68,7 +69,7 @@ async def test_the_webhook_body_carries_the_inputs(mesh):
     second = await mesh.submit(type="x", depends_on=[first["id"]])
     await finish(mesh, first["id"], agent, "found it")
     mesh.dispatch()
-    rows = mesh.store.conn.execute("SELECT body FROM outbox WHERE task_id = ?", (second["id"],)).fetchall()
+    rows = mesh.db.sql("SELECT body FROM outbox WHERE task_id = ?", (second["id"],)).fetchall()
     bodies = [json.loads(r["body"]) for r in rows]
     assert [b["type"] for b in bodies] == ["task.assigned"]
     assert bodies[0]["data"]["task"]["inputs"] == {first["id"]: "found it"}
@@ -160,7 +161,7 @@ async def test_retention_keeps_a_finished_task_an_unfinished_one_depends_on(mesh
     assert mesh.store.write(retention.prune_tasks, before=time.time() + 10, after=None, limit=100).tasks == 0
     await finish(mesh, dependent["id"], agent, "done")
     assert mesh.store.write(retention.prune_tasks, before=time.time() + 10, after=None, limit=100).tasks == 3
-    assert mesh.store.conn.execute("SELECT count(*) FROM task_deps").fetchone()[0] == 0
+    assert mesh.db.sql("SELECT count(*) FROM task_deps").fetchone()[0] == 0
 
 
 PIPELINE = {
@@ -274,7 +275,7 @@ async def test_canceling_a_workflow_cancels_its_steps_and_tells_the_agent_holdin
     canceled = await mesh.ok("POST", f"/v1/workflows/{wf['id']}/cancel", who="admin")
     assert canceled["state"] == "canceled"
     assert {v["state"] for v in canceled["steps"].values()} == {"canceled"}
-    rows = mesh.store.conn.execute("SELECT agent, body FROM outbox WHERE task_id = ? ORDER BY id", (gather,)).fetchall()
+    rows = mesh.db.sql("SELECT agent, body FROM outbox WHERE task_id = ? ORDER BY id", (gather,)).fetchall()
     assert [json.loads(r["body"])["type"] for r in rows] == ["task.assigned", "task.canceled"]
     assert rows[-1]["agent"] == "a"
     again = await mesh.call("POST", f"/v1/workflows/{wf['id']}/cancel", who="admin")
@@ -329,7 +330,7 @@ async def test_a_schedule_with_a_workflow_submits_the_workflow_at_each_tick(mesh
     body = {"name": "nightly", "cron": "0 3 * * *", "workflow": PIPELINE}
     created = await mesh.ok("POST", "/v1/schedules", who="admin", json=body, status=201)
     assert created["workflow"]["name"] == "research"
-    tick = float(mesh.store.conn.execute("SELECT next_run_at FROM schedules").fetchone()[0])
+    tick = float(mesh.db.sql("SELECT next_run_at FROM schedules").fetchone()[0])
     run = mesh.store.write(schedules_state.fire_next_due, now=tick + 1, defaults=defaults)
     assert run.outcome == "fired"
     wf = await mesh.ok("GET", f"/v1/workflows/{run.task_id}", who="admin")

@@ -22,6 +22,8 @@ from mcs.engines.sqlite.engine import AsyncStore, Store
 from mcs.errors import DatabaseReplaced, StoreBusy
 from tests.polling import wait_until
 
+pytestmark = pytest.mark.sqlite_only  # the writer lock (flock), a replaced or deleted file, WAL/SHM
+
 
 def _insert_agent(name: str):
     def job(conn):

@@ -263,7 +263,10 @@ class PostgresTx(
         self.lock_name("dispatch", "")
 
     def lock_name(self, space: str, name: str) -> None:
-        self._execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{space}:{name}",))
+        # PostgreSQL text cannot hold NUL, which the state uses as a separator (caller NUL idempotency key):
+        # escape it, and the backslash first, so two different names never hash the same text.
+        text = f"{space}:{name}".replace("\\", "\\\\").replace("\0", "\\0")
+        self._execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (text,))
 
     def try_lock(self, space: str) -> bool:
         got = self.value("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", (f"{space}:",))
