@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import REPO, UP_TIMEOUT, Images, docker, say, wait_until
+from .conftest import PROMETHEUS_IMAGE, REPO, UP_TIMEOUT, Images, docker, say, wait_until
 
 SQLITE_SERVICES = ["api", "dispatcher", "watchdog", "notifier"]
 PG_SERVICES = ["api-pg", "dispatcher-pg", "watchdog-pg", "notifier-pg"]
@@ -78,6 +79,37 @@ def test_the_profile_adds_postgres_the_proxy_and_two_replicas_of_each_process(tm
     services = compose_config(tmp_path, REPO / "compose.yaml", **settings, **alone)["services"]
     assert {name: services[name]["scale"] for name in SQLITE_SERVICES} == dict.fromkeys(SQLITE_SERVICES, 0)
     assert "--config.file=/etc/prometheus/prometheus-postgres.yml" in services["prometheus"]["command"]
+
+
+def test_the_postgres_stack_alone_is_what_up_would_create(
+    tmp_path: Path, images: Images, postgres_image: str, proxy_image: str
+) -> None:
+    """The .env of the README's "The `postgres` profile", run by `docker compose --dry-run create`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCS_", "COMPOSE_", "POSTGRES_", "PROMETHEUS_"))}
+    project = f"mcs-e2e-dry-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "COMPOSE_PROJECT_NAME": project,
+        "COMPOSE_PROFILES": "postgres",
+        "POSTGRES_PASSWORD": "0123abcd",
+        "MCS_SQLITE_SCALE": "0",
+        "PROMETHEUS_CONFIG": "prometheus-postgres.yml",
+        "MCS_ADMIN_TOKEN": "x",
+        "GRAFANA_ADMIN_PASSWORD": "x",
+        "MCS_PULL_POLICY": "never",
+        "MCS_IMAGE": images.mcs,
+        "POSTGRES_IMAGE": postgres_image,
+        "PROXY_IMAGE": proxy_image,
+        "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
+        "GRAFANA_IMAGE": PROMETHEUS_IMAGE,  # no Grafana image here; a dry run only needs one that exists
+    }
+    env_file = tmp_path / "alone.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    cmd = ["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "compose.yaml"), "--dry-run", "create"]
+    up = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert up.returncode == 0, up.stderr
+    created = set(re.findall(rf"Container {project}-(\S+)\s+Created", up.stdout + up.stderr))
+    replicas = {f"{name}-{n}" for name in PG_SERVICES for n in (1, 2)}
+    assert created == {*replicas, "postgres-1", "proxy-1", "prometheus-1", "grafana-1"}  # none of the SQLite four
 
 
 def test_the_profile_refuses_to_start_without_postgres_password(tmp_path: Path, postgres_image: str) -> None:
