@@ -81,7 +81,7 @@ def test_the_profile_adds_postgres_the_proxy_and_two_replicas_of_each_process(tm
     assert "--config.file=/etc/prometheus/prometheus-postgres.yml" in services["prometheus"]["command"]
 
 
-def test_the_postgres_stack_alone_is_what_up_would_create(
+def test_the_postgres_stack_alone_creates_none_of_the_sqlite_processes(
     tmp_path: Path, images: Images, postgres_image: str, proxy_image: str
 ) -> None:
     """The .env of the README's "The `postgres` profile", run by `docker compose --dry-run create`."""
@@ -105,9 +105,9 @@ def test_the_postgres_stack_alone_is_what_up_would_create(
     env_file = tmp_path / "alone.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     cmd = ["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "compose.yaml"), "--dry-run", "create"]
-    up = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert up.returncode == 0, up.stderr
-    created = set(re.findall(rf"Container {project}-(\S+)\s+Created", up.stdout + up.stderr))
+    create = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert create.returncode == 0, create.stderr
+    created = set(re.findall(rf"Container {project}-(\S+)\s+Created", create.stdout + create.stderr))
     replicas = {f"{name}-{n}" for name in PG_SERVICES for n in (1, 2)}
     assert created == {*replicas, "postgres-1", "proxy-1", "prometheus-1", "grafana-1"}  # none of the SQLite four
 
@@ -126,8 +126,13 @@ def test_the_profile_refuses_to_start_without_postgres_password(tmp_path: Path, 
     assert subprocess.run([*cmd[:-2], "config", "-q"], capture_output=True, env=env, timeout=60).returncode == 0
 
 
-def test_the_postgres_image_refuses_a_first_start_without_a_password(postgres_image: str) -> None:
-    proc = docker("run", "--rm", postgres_image, check=False, timeout=60)
+@pytest.mark.parametrize(
+    "settings",
+    [[], ["-e", "POSTGRES_PASSWORD_FILE=/dev/null"]],  # the second: `POSTGRES_PASSWORD=` in .env, an empty secret
+    ids=["unset", "empty"],
+)
+def test_the_postgres_image_refuses_a_first_start_without_a_password(postgres_image: str, settings: list[str]) -> None:
+    proc = docker("run", "--rm", *settings, postgres_image, check=False, timeout=60)
     assert proc.returncode == 78, proc.stderr  # EX_CONFIG: restarting will not help
     assert "set POSTGRES_PASSWORD in .env" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
