@@ -1,8 +1,9 @@
 """compose.yaml's `postgres` profile, the parts that need no PostgreSQL engine in MCS: the compose model
 with and without the profile, the PostgreSQL image in a compose project of its own (health, the `mcs`
-role over the compose network, data across a restart, a fast stop), and the HAProxy image in front of
-two real api replicas (on SQLite: the proxy cannot tell, and finds them by the `api-pg` DNS name as in the
-profile). The replicated kill -9 test (docs/design/engines.md 6.2) comes with the engine."""
+role over the compose network, data across a restart, a fast stop), and the HAProxy image and the
+profile's Prometheus config next to two real api replicas (on SQLite: neither can tell, and both find them
+by the `api-pg` DNS name as in the profile). The replicated kill -9 test (docs/design/engines.md 6.2)
+comes with the engine."""
 
 from __future__ import annotations
 
@@ -286,6 +287,7 @@ class ProxyRig:
     mcs_image: str
     proxy: str
     apis: list[str]
+    others: list[str]  # more containers on the network, removed with it
 
     def start_api(self, index: int) -> str:
         container = f"{self.name}-api-{index}"
@@ -316,7 +318,7 @@ class ProxyRig:
 def proxy_rig(images: Images, proxy_image: str) -> Iterator[ProxyRig]:
     name = f"mcs-e2e-proxy-{uuid.uuid4().hex[:8]}"
     docker("network", "create", name)
-    rig = ProxyRig(name, images.mcs, f"{name}-haproxy", [])
+    rig = ProxyRig(name, images.mcs, f"{name}-haproxy", [], [])
     try:
         rig.start_api(1)
         rig.start_api(2)
@@ -326,10 +328,33 @@ def proxy_rig(images: Images, proxy_image: str) -> Iterator[ProxyRig]:
         )  # fmt: skip
         yield rig
     finally:
-        for container in [rig.proxy, *rig.apis]:
+        for container in [rig.proxy, *rig.apis, *rig.others]:
             docker("rm", "-fv", container, check=False)
         docker("network", "rm", name, check=False)
         docker("volume", "rm", name, check=False)
+
+
+def test_prometheus_finds_each_api_replica_by_dns_with_the_usual_labels(proxy_rig: ProxyRig) -> None:
+    """monitoring/prometheus/prometheus-postgres.yml on a real Prometheus, next to the two api replicas."""
+    prometheus = f"{proxy_rig.name}-prometheus"
+    docker(
+        "run", "-d", "--name", prometheus, "--network", proxy_rig.name, "-p", "127.0.0.1::9090",
+        "-v", f"{REPO / 'monitoring' / 'prometheus'}:/etc/prometheus:ro", PROMETHEUS_IMAGE,
+        "--config.file=/etc/prometheus/prometheus-postgres.yml", "--storage.tsdb.path=/prometheus",
+    )  # fmt: skip
+    proxy_rig.others.append(prometheus)
+    url = f"http://{docker('port', prometheus, '9090').stdout.split()[0]}/api/v1/targets"
+
+    def scraped() -> list[dict[str, Any]] | None:
+        try:
+            targets = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        return targets if len(targets) == 2 and all(t["health"] == "up" for t in targets) else None
+
+    targets = wait_until(scraped, timeout=90, what="Prometheus to scrape both api replicas", interval=1)
+    assert [(t["labels"]["job"], t["labels"]["process"]) for t in targets] == [("mcs", "api")] * 2
+    assert len({t["labels"]["instance"] for t in targets}) == 2  # one series per replica
 
 
 def test_the_proxy_spreads_over_the_replicas_it_finds_and_follows_them(proxy_rig: ProxyRig) -> None:
