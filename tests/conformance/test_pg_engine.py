@@ -271,6 +271,12 @@ def test_a_name_lock_serialises_two_transactions(db: str, engines: Callable[...,
     assert results[:2] == [None, 1]  # b counted after a committed: it saw a's row
 
 
+def test_lock_name_takes_a_name_with_a_nul(engines: Callable[..., PostgresEngine]) -> None:
+    """The idempotency site locks `caller NUL key`: PostgreSQL text holds no NUL, so every submit with an
+    Idempotency-Key failed with a DataError (503) before the engine spelt it out."""
+    assert engines().write(lambda tx: tx.lock_name("idem", "admin\0key-1")) is None
+
+
 def test_try_lock_is_false_while_another_transaction_holds_it(engines: Callable[..., PostgresEngine]) -> None:
     a, b = engines(), engines()
     held = threading.Event()

@@ -263,7 +263,10 @@ class PostgresTx(
         self.lock_name("dispatch", "")
 
     def lock_name(self, space: str, name: str) -> None:
-        self._execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{space}:{name}",))
+        # PostgreSQL text holds no NUL, which callers use as a separator (caller NUL Idempotency-Key): spelt
+        # out instead. Two names that then hash alike only share a lock, which is safe.
+        key = f"{space}:{name}".replace("\0", "\\0")
+        self._execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
     def try_lock(self, space: str) -> bool:
         got = self.value("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", (f"{space}:",))
