@@ -12,6 +12,7 @@ class TaskPg(TaskSql):
     """Methods whose shared SQL does not run on PostgreSQL (json_each, INDEXED BY, jsonb operators, ...)."""
 
     LIKE: ClassVar[str] = "ILIKE"  # SQLite's LIKE is ASCII case-insensitive; PostgreSQL's is not
+    DEPENDENTS_JOIN: ClassVar[str] = "JOIN"  # no CROSS JOIN ... ON here; the planner picks the order
 
     # JSON stays text; containment on a jsonb cast: every required capability is among the agent's.
     CLAIMABLE_SQL: ClassVar[str] = (

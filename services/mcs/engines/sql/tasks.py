@@ -74,6 +74,9 @@ class TaskSql(SqlTx):
     """Implements mcs.engines.areas.tasks.TaskTx; dialect-specific methods are overridden per engine."""
 
     LIKE: ClassVar[str] = "LIKE"  # ASCII case-insensitive on SQLite; ILIKE on PostgreSQL
+    # SQLite's CROSS JOIN (with ON) fixes the join order: a task's few dependents first, not every blocked
+    # task in seq order. PostgreSQL has no CROSS JOIN ... ON and plans the order itself: plain JOIN.
+    DEPENDENTS_JOIN: ClassVar[str] = "CROSS JOIN"
 
     def task_get(self, task_id: str) -> Task | None:
         return _task(self.row("SELECT * FROM tasks WHERE id = ?", (task_id,)))
@@ -179,8 +182,7 @@ class TaskSql(SqlTx):
 
     def dependents_blocked(self, dep_id: str) -> list[str]:
         rows = self.rows(
-            # CROSS JOIN fixes the order: this task's few dependents first, not every blocked task in seq order
-            "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
+            f"SELECT t.* FROM task_deps d {self.DEPENDENTS_JOIN} tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
             " AND t.state = 'blocked' ORDER BY t.seq",
             (dep_id,),
         )
@@ -188,7 +190,7 @@ class TaskSql(SqlTx):
 
     def dependents_canceled(self, dep_id: str, error: str) -> list[Task]:
         rows = self.rows(
-            "SELECT t.* FROM task_deps d CROSS JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
+            f"SELECT t.* FROM task_deps d {self.DEPENDENTS_JOIN} tasks t ON t.id = d.task_id WHERE d.dep_id = ?"
             " AND t.state = 'canceled' AND t.error = ? ORDER BY t.seq",
             (dep_id, json.dumps(error)),
         )
