@@ -135,13 +135,13 @@ def test_the_baseline_records_0001_to_0019_and_0020_keeps_the_rows_it_reshapes(p
         assert apply_postgres(conn, baseline) == [m.name for m in baseline]
         recorded = conn.execute("SELECT name FROM mcs_migrations ORDER BY name").fetchall()
         assert [r[0] for r in recorded] == [m.name for m in baseline]
-        assert pending_postgres(conn) == ["0020_replicas"]
+        assert pending_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify"]
         # A database at the baseline with rows in it, as one made before 0020 would be.
         conn.execute("INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES ('api', 7, 1.5, 2.5)")
         conn.execute("INSERT INTO agent_events (agent, at, kind, actor) VALUES ('ann', 1, 'created', 'admin')")
         assert conn.execute("SELECT id, stream FROM event_log").fetchall() == [(1, "agent")]
 
-        assert apply_postgres(conn) == ["0020_replicas"]
+        assert apply_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify"]
         assert conn.execute("SELECT * FROM heartbeats").fetchall() == [("api", "", 7, 1.5, 2.5)]
         database_id = conn.execute("SELECT value FROM mcs_meta WHERE key = 'database_id'").fetchone()[0]
         assert len(database_id) == 32 and int(database_id, 16) >= 0
@@ -237,6 +237,24 @@ def test_the_triggers_do_the_same_on_both_engines(tmp_path, pg_database):
     assert sqlite[1] == [("assigned", 1, "[]", "any", 0), ("queued", 1, "[]", "any", 0)]
     assert sqlite[3] == [("agent", 1), ("workflow", 1)]
     assert sqlite[4:] == [[(0,)], [(0,)]]
+
+
+def test_a_push_the_trigger_adds_wakes_the_notifiers_on_postgresql(pg_database):
+    """The transaction that changes a task's state notifies only the channels of the tables it wrote
+    itself; the A2A push row the trigger adds must wake the notifiers too (mcs_outbox), and only then."""
+    with psycopg.connect(pg_database, autocommit=True) as conn, psycopg.connect(pg_database, autocommit=True) as listen:
+        apply_postgres(conn)
+        listen.execute("LISTEN mcs_outbox")
+        for sql in WRITES[WRITES.index(next(w for w in WRITES if "INTO tasks" in w)) :][:4]:
+            conn.execute(sql.encode())  # t1 and t2 queued; t1 has a push config
+        assert list(listen.notifies(timeout=0.2)) == []
+        conn.execute("UPDATE tasks SET state = 'assigned', updated_at = 2 WHERE id = 't2'")  # no push config
+        assert list(listen.notifies(timeout=0.2)) == []
+        with conn.transaction():
+            conn.execute("UPDATE tasks SET state = 'assigned', updated_at = 2 WHERE id = 't1'")
+            assert list(listen.notifies(timeout=0.2)) == []  # not before COMMIT
+        assert [n.channel for n in listen.notifies(timeout=5, stop_after=1)] == ["mcs_outbox"]
+        assert conn.execute("SELECT count(*) FROM outbox WHERE kind = 'a2a_push'").fetchone() == (1,)
 
 
 def test_a_failing_migration_leaves_nothing_behind(pg_database, monkeypatch):

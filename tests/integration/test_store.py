@@ -50,6 +50,7 @@ ALL = [
     "0018_a2a",
     "0019_outbox_pending_by_agent",
     "0020_replicas",
+    "0021_a2a_push_notify",
 ]
 
 

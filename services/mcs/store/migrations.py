@@ -602,3 +602,12 @@ def m0020_replicas(db: Database) -> None:
         INSERT INTO mcs_meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
         """,
     )
+
+
+@migrations(name="0021_a2a_push_notify")
+def m0021_a2a_push_notify(db: Database) -> None:
+    # Nothing to change on SQLite: its notifier learns of any commit from PRAGMA data_version, the rows the
+    # a2a_push_on_state trigger adds included. On PostgreSQL (postgres/0021_a2a_push_notify.sql) the
+    # trigger now notifies the notifiers' channel itself, since the transaction that changed the task's
+    # state cannot see that the trigger wrote outbox rows. Kept as a pair: both engines' lists stay one.
+    del db

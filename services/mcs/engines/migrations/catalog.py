@@ -86,6 +86,7 @@ _BASELINE_NAMES = [
 
 MIGRATIONS: list[Migration] = [Migration(name, _sqlite_side(name), BASELINE) for name in _BASELINE_NAMES] + [
     Migration("0020_replicas", sqlite_migrations.m0020_replicas, "0020_replicas.sql"),
+    Migration("0021_a2a_push_notify", sqlite_migrations.m0021_a2a_push_notify, "0021_a2a_push_notify.sql"),
 ]
 
 
