@@ -170,11 +170,14 @@ def pg_stack(
         stack.show_logs(pytestconfig)
         raise
     finally:
-        say(pytestconfig, f"removing compose project {project}")
-        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
-        leftovers = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}", check=False)
-        for cid in leftovers.stdout.split():
-            docker("rm", "-fv", cid, check=False)
+        if os.environ.get("REPLICA_KEEP") == "1":  # for a look afterwards: `docker compose -p PROJECT ...`
+            say(pytestconfig, f"keeping compose project {project} (env file {env_file})")
+        else:
+            say(pytestconfig, f"removing compose project {project}")
+            stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+            leftovers = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}", check=False)
+            for cid in leftovers.stdout.split():
+                docker("rm", "-fv", cid, check=False)
 
 
 @dataclass
@@ -244,12 +247,12 @@ def submit_retrying(client: Client, n: int, retried: Counter[str], **fields: Any
     """Submit task `n` with its Idempotency-Key, again after a failure on the way (the api replica that had
     the request was killed): the key makes the repeat return the task the first attempt may have made."""
     key = f"replica-{n}"
+    payload = {"n": n, **fields.pop("payload", {})}  # the same body on every attempt, as the key requires
     last: Exception | None = None
     deadline = time.monotonic() + SUBMIT_PATIENCE
     while time.monotonic() < deadline:
         try:
-            task: dict[str, Any] = client.submit(CAPABILITY, {"n": n, **fields.pop("payload", {})},
-                                                 idempotency_key=key, **fields)  # fmt: skip
+            task: dict[str, Any] = client.submit(CAPABILITY, payload, idempotency_key=key, **fields)
             return str(task["id"])
         except McsUnavailable as exc:
             retried["transport"] += 1
