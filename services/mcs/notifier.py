@@ -7,7 +7,11 @@ Each delivery runs as its own asyncio task with a cap per agent, so a slow or de
 deliveries to the others. Outcomes are written in small batches by one writer thread.
 
 Any number of notifiers may run on one database: each leases the rows it takes (MCS_OUTBOX_LEASE), renews
-the leases while it sends, and records outcomes only for rows it still holds (mcs.state.outbox)."""
+the leases while it sends, and records outcomes only for rows it still holds (mcs.state.outbox).
+
+On SQLite it learns of new rows from PRAGMA data_version and an inotify watch (mcs.wake); on PostgreSQL
+from the engine's LISTEN feed (Topic.OUTBOX: notified by every transaction that wrote an outbox row, and
+by the A2A push trigger, migration 0021)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
@@ -29,6 +33,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from mcs import egress, metrics, webhooks
 from mcs.alerts import Alert
 from mcs.config import Settings
+from mcs.engines import open_engine
+from mcs.engines.base import ChangeFeed, Topic
 from mcs.errors import DatabaseReplaced
 from mcs.models import ADMIN, OutboxItem
 from mcs.process import Heartbeat, StatusServer, setup_logging
@@ -38,6 +44,10 @@ from mcs.state import outbox as outbox_state
 from mcs.state import tasks as tasks_state
 from mcs.store import AsyncStore, Store, data_version
 from mcs.wake import CommitWatcher
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.asyncio import AsyncPostgres
+    from mcs.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("mcs.notifier")
 
@@ -143,11 +153,18 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class Notifier:
-    def __init__(self, store: Store, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | PostgresEngine,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.transport = transport
-        self.heartbeat = Heartbeat(store, "notifier", instance=settings.instance)
+        # (Heartbeat duck-types either engine; its annotation names SQLite's Store until process.py says both.)
+        self.heartbeat = Heartbeat(cast(Store, store), "notifier", instance=settings.instance)
         self.owner = self.heartbeat.instance  # the lease owner of the outbox rows this replica takes
         self.lease = settings.outbox_lease
         self.renew_every = min(LEASE_RENEW_EVERY, self.lease / 3)
@@ -159,6 +176,7 @@ class Notifier:
         self.last_pass = time.monotonic()
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        self.feed: ChangeFeed | None = None  # PostgreSQL's LISTEN feed (SQLite: the CommitWatcher, in run)
         channels = {"telegram": "telegram", "webhook": "alert_webhook"}
         metrics.init_delivery_series(["webhook", "a2a_push", *(channels[c] for c in settings.alert_channels)])
         self._telegram_paused_until = 0.0  # monotonic time: Telegram asked us to wait until then
@@ -172,6 +190,7 @@ class Notifier:
             self._wake.set()
 
     def _on_change(self) -> None:
+        assert self.watcher is not None
         self.watcher.drain()  # the fd is level-triggered: read it, or the loop calls us again at once
         self._changed.set()
 
@@ -582,13 +601,21 @@ class Notifier:
             )
 
     async def run(self) -> None:
-        self.db = AsyncStore(self.store)
+        self.db: AsyncStore | AsyncPostgres
         self._wake = asyncio.Event()  # a delivery finished, or stop()
         self._changed = asyncio.Event()  # a file in the data folder changed (another process committed)
-        self.watcher = CommitWatcher(self.store.path)
+        self.watcher: CommitWatcher | None = None
         loop = asyncio.get_running_loop()
-        if self.watcher.fd is not None:
-            loop.add_reader(self.watcher.fd, self._on_change)
+        if isinstance(self.store, Store):
+            self.db = AsyncStore(self.store)
+            self.watcher = CommitWatcher(self.store.path)
+            if self.watcher.fd is not None:
+                loop.add_reader(self.watcher.fd, self._on_change)
+        else:
+            from mcs.engines.postgres.asyncio import AsyncPostgres  # noqa: PLC0415 - psycopg only on PostgreSQL
+
+            self.db = AsyncPostgres(self.store)
+            self.feed = self.store.changes()
         if self._log_filter is not None:
             logging.getLogger("httpx").addFilter(self._log_filter)
         allowed = ",".join(rule.text for rule in self.notify_policy.allow)
@@ -597,7 +624,7 @@ class Notifier:
         try:
             while not self._stopping:
                 # The version before the pass: a commit during the pass must end the next wait at once.
-                version = await self.db.read(data_version)
+                version = await self._version()
                 try:
                     self.store.check_file()  # deleted or replaced: exit, to be restarted on the file now there
                     await self._flush()
@@ -622,11 +649,19 @@ class Notifier:
                 await client.aclose()
             if self._log_filter is not None:
                 logging.getLogger("httpx").removeFilter(self._log_filter)
-        if self.watcher.fd is not None:
-            loop.remove_reader(self.watcher.fd)
-        self.watcher.close()
+        if self.watcher is not None:
+            if self.watcher.fd is not None:
+                loop.remove_reader(self.watcher.fd)
+            self.watcher.close()
         self.db.shutdown()
         log.info("notifier stopped", extra={"action": "stop"})
+
+    async def _version(self) -> int:
+        """What the next wait compares with: SQLite's data_version (a read), or the count of OUTBOX
+        notifications PostgreSQL delivered so far (no query)."""
+        if self.feed is not None:
+            return self.feed.version(Topic.OUTBOX)
+        return await self.db.read(data_version)
 
     async def _wait(self, version: int, next_due: float | None) -> None:
         """Until another process commits (after `version`), a delivery finishes, a retry falls due, or the
@@ -636,6 +671,10 @@ class Notifier:
         deadline = time.time() + IDLE_PASS_INTERVAL
         if next_due is not None:
             deadline = min(deadline, next_due)
+        if self.feed is not None:
+            await self._wait_feed(self.feed, version, deadline)
+            return
+        assert self.watcher is not None
         loop = asyncio.get_running_loop()
         while not self._stopping and not self._wake.is_set():
             if await self.db.read(data_version) != version:
@@ -652,6 +691,24 @@ class Notifier:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, self.watcher.poll_interval))
             except TimeoutError:
                 pass
+        self._wake.clear()
+
+    async def _wait_feed(self, feed: ChangeFeed, version: int, deadline: float) -> None:
+        """PostgreSQL: until an OUTBOX notification arrives after `version`, a delivery finishes or stop(),
+        or `deadline` (time.time()) passes. Both waits are tasks of this call, ended before it returns."""
+        assert self._wake is not None
+        remaining = deadline - time.time()
+        if remaining > 0 and not self._stopping and not self._wake.is_set():
+            woken = asyncio.create_task(self._wake.wait(), name="notifier-wake")
+            changed = asyncio.create_task(
+                feed.wait_async((Topic.OUTBOX,), version, timeout=remaining), name="notifier-feed"
+            )
+            try:
+                await asyncio.wait({woken, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (woken, changed):
+                    task.cancel()
+                await asyncio.gather(woken, changed, return_exceptions=True)
         self._wake.clear()
 
     async def _drain(self, timeout: float = 5.0) -> None:
@@ -678,7 +735,7 @@ def _parse_iso(value: str) -> float:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()  # no admin token here: nothing the notifier sends is signed with it
-    store = Store(settings.db, synchronous=settings.synchronous, write_lock_timeout=settings.write_lock_timeout)
+    store = open_engine(settings, process="notifier")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     store.migrate()
     notifier = Notifier(store, settings)
     status = StatusServer(
@@ -686,7 +743,7 @@ def main(settings: Settings | None = None) -> None:
         port=settings.notifier_metrics_port,
         process="notifier",
         alive=notifier.alive,
-        store=store,
+        store=cast(Store, store),  # duck-typed, as the Heartbeat's
     ).start()
 
     async def serve() -> None:

@@ -3,7 +3,8 @@ while everything was down: expired leases -> retry or fail; assignments nobody c
 agents past their TTL -> offline; expired memory keys -> purged; and, through the retention pruner
 (mcs.maintenance.retention, its own interval), finished tasks past MCS_RETENTION_DAYS, old outbox rows and
 expired idempotency keys -> deleted; and due schedule ticks -> submitted (looked for every second between
-sweeps, so a tick is never an interval late)."""
+sweeps, so a tick is never an interval late; on PostgreSQL at each tick's time and whenever a schedule is
+written, told by the engine's LISTEN feed, Topic.SCHEDULES, instead of every second)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from mcs import metrics
 from mcs.config import Settings
+from mcs.engines import open_engine
+from mcs.engines.base import ChangeFeed, Topic
 from mcs.errors import DatabaseReplaced, McsError
 from mcs.maintenance.retention import Pruned, Pruner
 from mcs.models import ScheduleRun
@@ -24,6 +28,9 @@ from mcs.state import schedules as schedules_state
 from mcs.state import stats as stats_store
 from mcs.state import sweeps
 from mcs.store import Store
+
+if TYPE_CHECKING:
+    from mcs.engines.postgres.engine import PostgresEngine
 
 log = logging.getLogger("mcs.watchdog")
 
@@ -47,7 +54,7 @@ class Sweep:
 class Watchdog:
     def __init__(
         self,
-        store: Store,
+        store: Store | PostgresEngine,
         *,
         interval: float,
         retry_base: float,
@@ -66,8 +73,10 @@ class Watchdog:
             max_retries=max_retries, claim_ttl=claim_ttl, grace=max(60.0, 2 * interval)
         )
         self._stop = threading.Event()
-        self.pruner = Pruner(store, retention=retention, pause=self._stop.wait)
-        self.heartbeat = Heartbeat(store, "watchdog", instance=instance)
+        self.pruner = Pruner(cast(Store, store), retention=retention, pause=self._stop.wait)  # (duck-typed)
+        self.heartbeat = Heartbeat(cast(Store, store), "watchdog", instance=instance)
+        # PostgreSQL: schedule writes wake the wait between sweeps (SQLite looks every SCHEDULE_POLL).
+        self.feed: ChangeFeed | None = None if isinstance(store, Store) else store.changes()
         self.last_pass = time.monotonic()
 
     def stop(self) -> None:
@@ -165,11 +174,17 @@ class Watchdog:
         seconds finds new schedules too), and return early when the database file is seen gone."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
+            # The version before the read: a schedule written after it ends the wait below at once.
+            version = self.feed.version(Topic.SCHEDULES) if self.feed is not None else 0
             tick = self._next_tick()
-            wait = min(left, SCHEDULE_POLL, FILE_CHECK_INTERVAL)
+            wait = min(left, SCHEDULE_POLL, FILE_CHECK_INTERVAL) if self.feed is None else left
             if tick is not None:
                 wait = min(wait, max(0.0, tick - time.time()))
-            if self._stop.wait(wait) or not self.store.same_file():
+            if self.feed is not None:
+                self.feed.wait((Topic.SCHEDULES,), version, deadline=time.time() + wait, stop=self._stop.is_set)
+            elif self._stop.wait(wait):
+                return
+            if self._stop.is_set() or not self.store.same_file():
                 return
             if tick is not None and tick <= time.time():
                 self.fire_schedules(time.time())
@@ -179,11 +194,7 @@ class Watchdog:
 def main(settings: Settings | None = None) -> None:
     setup_logging()
     settings = settings or Settings.from_env()
-    from typing import Any  # local, as the import below: the module head is being rewritten by the state move
-
-    from mcs.engines import open_engine
-
-    store: Any = open_engine(settings, process="watchdog")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
+    store = open_engine(settings, process="watchdog")  # SQLite's Store, or PostgreSQL with MCS_DATABASE_URL
     store.migrate()
     metrics.init_task_series(store.read(stats_store.task_types))
     watchdog = Watchdog(
@@ -203,7 +214,7 @@ def main(settings: Settings | None = None) -> None:
         port=settings.watchdog_metrics_port,
         process="watchdog",
         alive=watchdog.alive,
-        store=store,
+        store=cast(Store, store),  # (duck-typed, as the Heartbeat's)
     ).start()
     try:
         watchdog.run()

@@ -342,6 +342,7 @@ class Delivery:
     webhook_id: str
     task_id: str
     attempt: str | None
+    at: float = field(default_factory=time.time)  # when it arrived (submit -> webhook latencies)
 
 
 @dataclass
