@@ -15,10 +15,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/mcs
 WORKDIR /src
-# Dependencies first, against an empty package, so editing the code does not reinstall them.
+# Dependencies first, against an empty package, so editing the code does not reinstall them; psycopg
+# too (the `postgres` extra), for MCS_DATABASE_URL.
 COPY pyproject.toml ./
 RUN mkdir -p services/mcs && touch README.md services/mcs/__init__.py \
- && /opt/mcs/bin/pip install --quiet . \
+ && /opt/mcs/bin/pip install --quiet ".[postgres]" \
  && /opt/mcs/bin/pip uninstall --quiet --yes mcs \
  && rm -rf build services
 COPY README.md ./

@@ -5,7 +5,11 @@ itself, answers 204, then claims and completes the task. The result carries the 
 arrived so the test can verify the signature again on the host. Every step is a JSON line on stdout.
 
 Environment: MCS_URL, MCS_AGENT_ID, MCS_AGENT_SECRET, MCS_WEBHOOK_SECRET, AGENT_CAPABILITY,
-AGENT_LISTEN (host:port to serve webhooks on), AGENT_NOTIFY_URL (what MCS should POST to).
+AGENT_LISTEN (host:port to serve webhooks on), AGENT_NOTIFY_URL (what MCS should POST to; empty: the
+agent pulls instead, long-polling POST /v1/tasks/claim), AGENT_CONCURRENCY (tasks at once, registered as
+its concurrency; default 1). A webhook that carries a claim_token (claim_on_push) is completed without a
+claim. A payload's `sleep` (seconds) is how long the work takes. Requests that fail on the way (a replica
+killed under them) are retried.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ SECRET = os.environ["MCS_AGENT_SECRET"]
 WEBHOOK_KEY = base64.b64decode(os.environ["MCS_WEBHOOK_SECRET"].removeprefix("whsec_"))
 CAPABILITY = os.environ["AGENT_CAPABILITY"]
 LISTEN_HOST, LISTEN_PORT = os.environ.get("AGENT_LISTEN", "0.0.0.0:8765").rsplit(":", 1)
-NOTIFY_URL = os.environ["AGENT_NOTIFY_URL"]
+NOTIFY_URL = os.environ.get("AGENT_NOTIFY_URL") or None
+CONCURRENCY = int(os.environ.get("AGENT_CONCURRENCY", "1"))
+PULL_WAIT = 5  # seconds a pulling claim waits for a task
 REGISTER_EVERY = 5.0  # seconds
 TOLERANCE = 300  # seconds a webhook timestamp may be off, as the Standard Webhooks libraries allow
 
@@ -72,7 +78,8 @@ def register_forever() -> None:
     registered = False
     while True:
         try:
-            status, body = call("POST", "/v1/agents/register", {"capabilities": [CAPABILITY], "notify_url": NOTIFY_URL})
+            registration = {"capabilities": [CAPABILITY], "notify_url": NOTIFY_URL, "concurrency": CONCURRENCY}
+            status, body = call("POST", "/v1/agents/register", registration)
         except OSError as exc:  # the api (or the tunnel to it) is not there yet
             status, body = 0, str(exc)
         if status == 200 and not registered:
@@ -100,36 +107,79 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_response(204)  # answer at once, then work
         self.end_headers()
-        task_id = json.loads(body)["data"]["task"]["id"]
+        task = json.loads(body)["data"]["task"]
         hook = {h: self.headers[h] for h in ("webhook-id", "webhook-timestamp", "webhook-signature")}
-        event("webhook", task=task_id, webhook_id=hook["webhook-id"])
-        jobs.put((task_id, hook, body.decode()))
+        event("webhook", task=task["id"], webhook_id=hook["webhook-id"], pushed_claim="claim_token" in task)
+        jobs.put((task["id"], hook, body.decode()))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+def call_retrying(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """`call`, again while the request failed on the way (connection lost, or a 502/503 from a proxy whose
+    replica went away): completing twice with one claim token is safe, the second answer says so."""
+    for attempt in range(40):
+        try:
+            status, answer = call(method, path, body)
+        except OSError as exc:
+            status, answer = 0, str(exc)
+        if status not in (0, 502, 503, 504):
+            return status, answer
+        event("retry", path=path, status=status, attempt=attempt)
+        time.sleep(0.25)
+    return status, answer
+
+
+def finish(task: dict[str, Any], result: dict[str, Any]) -> None:
+    payload = task.get("payload")
+    if isinstance(payload, dict) and payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
+    done = {"claim_token": task["claim_token"], "result": {"agent": NAME, "payload": payload, **result}}
+    status, _ = call_retrying("POST", f"/v1/tasks/{task['id']}/complete", done)
+    event("completed" if status == 200 else "complete_refused", task=task["id"], status=status)
 
 
 def work() -> None:
     while True:
         task_id, hook, body = jobs.get()
         try:
-            status, task = call("POST", f"/v1/tasks/{task_id}/claim")
-            if status != 200:
-                event("claim_refused", task=task_id, status=status)
-                continue
+            task = json.loads(body)["data"]["task"]
+            if "claim_token" not in task:  # claim_on_push sends the claim with the webhook
+                status, task = call_retrying("POST", f"/v1/tasks/{task_id}/claim")
+                if status != 200:
+                    event("claim_refused", task=task_id, status=status)
+                    continue
             event("claimed", task=task_id)
-            result = {"agent": NAME, "payload": task["payload"], "webhook": {"headers": hook, "body": body}}
-            done = {"claim_token": task["claim_token"], "result": result}
-            status, _ = call("POST", f"/v1/tasks/{task_id}/complete", done)
-            event("completed" if status == 200 else "complete_refused", task=task_id, status=status)
+            finish(task, {"webhook": {"headers": hook, "body": body}})
         except OSError as exc:
             event("error", task=task_id, detail=str(exc))
+
+
+def pull() -> None:
+    while True:
+        try:
+            status, task = call("POST", "/v1/tasks/claim", {"wait": PULL_WAIT})
+        except OSError as exc:  # a replica went away under the long poll
+            event("error", detail=str(exc))
+            time.sleep(0.25)
+            continue
+        if status == 200:
+            event("claimed", task=task["id"])
+            try:
+                finish(task, {})
+            except OSError as exc:
+                event("error", task=task["id"], detail=str(exc))
+        elif status != 204:
+            event("claim_failed", status=status)
+            time.sleep(0.25)
 
 
 def main() -> None:
     server = ThreadingHTTPServer((LISTEN_HOST, int(LISTEN_PORT)), Handler)
     event("listening", on=f"{LISTEN_HOST}:{LISTEN_PORT}")
-    for target in (register_forever, work, work):
+    workers = [work] * max(2, CONCURRENCY) if NOTIFY_URL else [pull] * CONCURRENCY
+    for target in (register_forever, *workers):
         threading.Thread(target=target, daemon=True).start()
     try:
         server.serve_forever()

@@ -149,7 +149,15 @@ def images(pytestconfig: pytest.Config) -> Images:
             name="mcs-e2e",
             context=REPO,
             inputs=[
-                REPO / p for p in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "services", "docker")
+                REPO / p
+                for p in (
+                    "Dockerfile",
+                    ".dockerignore",
+                    "pyproject.toml",
+                    "README.md",
+                    "services",
+                    "docker/healthcheck.sh",
+                )
             ],
             args={"PYTHON_IMAGE": PYTHON_IMAGE},
         ),
@@ -167,6 +175,24 @@ def images(pytestconfig: pytest.Config) -> Images:
             inputs=[E2E / "sshd"],
             args={"BASE_IMAGE": BASE_IMAGE},
         ),
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_image(pytestconfig: pytest.Config) -> str:
+    """docker/postgres (the `postgres` profile's database)."""
+    context = REPO / "docker" / "postgres"
+    return build_image(
+        pytestconfig, name="mcs-e2e-postgres", context=context, inputs=[context], args={"BASE_IMAGE": BASE_IMAGE}
+    )
+
+
+@pytest.fixture(scope="session")
+def proxy_image(pytestconfig: pytest.Config) -> str:
+    """docker/proxy (the `postgres` profile's HAProxy in front of the api replicas)."""
+    context = REPO / "docker" / "proxy"
+    return build_image(
+        pytestconfig, name="mcs-e2e-proxy", context=context, inputs=[context], args={"BASE_IMAGE": BASE_IMAGE}
     )
 
 

@@ -48,6 +48,24 @@ def test_prometheus_scrapes_the_four_processes_by_compose_service_name():
     assert targets == {"api:8080", "dispatcher:9101", "watchdog:9102", "notifier:9103"}
 
 
+@needs_promtool
+def test_the_postgres_profile_scrapes_every_replica_under_the_same_labels():
+    out = promtool("check", "config", "prometheus-postgres.yml", cwd=MONITORING / "prometheus")
+    assert "SUCCESS" in out and "10 rules found" in out  # the same alerts
+    sqlite = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    config = yaml.safe_load((MONITORING / "prometheus" / "prometheus-postgres.yml").read_text())
+    assert config["global"] == sqlite["global"] and config["rule_files"] == sqlite["rule_files"]
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "mcs"  # the alerts and the dashboard select job="mcs"
+    # One A lookup per compose service (one record per running replica), on the port prometheus.yml uses.
+    found = {f"{sd['names'][0]}:{sd['port']}" for sd in job["dns_sd_configs"] if sd["type"] == "A"}
+    ports = {t for group in sqlite["scrape_configs"][0]["static_configs"] for t in group["targets"]}
+    assert found == {t.replace(":", "-pg:") for t in ports}
+    (relabel,) = job["relabel_configs"]  # api-pg -> process="api", as the SQLite targets are labelled
+    assert relabel["source_labels"] == ["__meta_dns_name"] and relabel["target_label"] == "process"
+    assert re.fullmatch(relabel["regex"], "api-pg").expand(relabel["replacement"].replace("$1", r"\1")) == "api"
+
+
 def _dashboards() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))]
 
