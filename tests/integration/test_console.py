@@ -9,7 +9,7 @@ from typing import Any
 
 from mcs.api import console, create_app
 from mcs.api.auth import credentials
-from mcs.engines.sqlite.engine import Store
+from mcs.engines import open_engine
 from mcs.state import console as console_store
 
 from .conftest import ADMIN_TOKEN, Mesh
@@ -87,7 +87,7 @@ async def test_a_session_is_stored_hashed_survives_an_api_restart_and_expires(me
     rows = mesh.store.read(lambda conn: conn.execute("SELECT id_hash FROM console_sessions").fetchall())
     assert [r["id_hash"] for r in rows] == [console.session_hash(session_id)]  # never the id itself
 
-    store = Store(mesh.settings.db)
+    store = open_engine(mesh.settings)  # another api process's own connections, on the same database
     try:
         async with create_app(mesh.settings, store).test_app() as restarted:  # another api process, as it were
             again = await restarted.test_client().get("/v1/status", headers={"Cookie": cookie})

@@ -151,8 +151,8 @@ async def test_the_copy_matches_the_source_and_goes_on_where_it_left_off(mesh, p
         queued = source.execute(
             "SELECT n FROM task_counts WHERE state = 'queued' AND capabilities = '[\"x\"]' AND route = 'any'"
         ).fetchone()
-        n = pg.execute(
-            "SELECT n FROM task_counts WHERE state = 'queued' AND capabilities = '[\"x\"]' AND route = 'any'"
+        n = pg.execute(  # summed: PostgreSQL counts into a row per connection slot (migration 0022)
+            "SELECT sum(n) FROM task_counts WHERE state = 'queued' AND capabilities = '[\"x\"]' AND route = 'any'"
         ).fetchone()[0]
         assert n == (queued[0] if queued else 0) + 1
         assert pg.execute("SELECT count(*) FROM event_log WHERE id IS NULL").fetchone()[0] == 2

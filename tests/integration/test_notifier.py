@@ -296,4 +296,6 @@ async def test_a_pass_over_a_backlog_never_stalls_deliveries_under_way(mesh, pat
     assert len(good.calls) == 1
     assert json.loads(good.calls[0][2])["data"]["task"]["id"] == task["id"]
     assert per_pass and max(per_pass) <= PER_AGENT_IN_FLIGHT  # a pass takes a few of the backlog, not all
-    assert opened_on and loop_thread not in opened_on  # no SQLite connection on the event loop's thread
+    if mesh.db.kind == "sqlite":  # no SQLite connection on the event loop's thread (the delivery order
+        # above shows the same for PostgreSQL, whose jobs run on AsyncPostgres's threads)
+        assert opened_on and loop_thread not in opened_on

@@ -257,7 +257,7 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
     claim while the agent holds it, and dropped, not sent, once the task was completed."""
     from dataclasses import replace
 
-    from mcs.engines.sqlite.engine import Store
+    from mcs.engines import open_engine
     from mcs.notifier import Notifier
 
     calls: list[dict[str, Any]] = []
@@ -284,7 +284,7 @@ async def test_a_stored_retry_is_sent_only_while_its_claim_is_held(mesh):
     await mesh.ok("POST", f"/v1/tasks/{done['id']}/complete", who=who, json={"claim_token": token})
     mesh.db.sql("UPDATE outbox SET attempts = 1 WHERE kind = 'webhook'")  # each tried once before
     settings = replace(mesh.settings, webhook_retry_base=0.05, webhook_retry_max=0.2)
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_engine(settings)
     notifier = Notifier(store, settings)
     runner = asyncio.create_task(notifier.run())
     try:

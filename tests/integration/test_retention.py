@@ -6,7 +6,6 @@ making the old tasks and the new ones, and the pruner runs at `cutoff + RETENTIO
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -49,8 +48,8 @@ def count(mesh: Any, sql: str, *args: Any) -> int:
 
 
 def existing(mesh: Any, ids: list[str]) -> set[str]:
-    rows = mesh.db.sql("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
-    return {r[0] for r in rows}
+    marks = ", ".join("?" * len(ids))  # plain placeholders: the same SQL on both engines
+    return {r[0] for r in mesh.db.sql(f"SELECT id FROM tasks WHERE id IN ({marks})", tuple(ids))}
 
 
 def pruned_total(kind: str) -> float:
@@ -98,12 +97,7 @@ async def test_finished_tasks_and_their_events_go_unfinished_and_new_ones_stay(m
 
     assert existing(mesh, gone + kept) == set(kept)
     assert result.tasks == len(gone) == 6
-    assert (
-        count(
-            mesh, "SELECT count(*) FROM task_events WHERE task_id IN (SELECT value FROM json_each(?))", json.dumps(gone)
-        )
-        == 0
-    )
+    assert count(mesh, f"SELECT count(*) FROM task_events WHERE task_id IN ({', '.join('?' * len(gone))})", *gone) == 0
     assert result.task_events == events_before - count(mesh, "SELECT count(*) FROM task_events") > 0
     # The event stream's log follows its audit rows out: none left pointing at a deleted row, none missing.
     for stream, table in (("task", "task_events"), ("agent", "agent_events"), ("workflow", "workflow_events")):

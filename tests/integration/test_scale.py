@@ -30,6 +30,8 @@ async def test_a_task_behind_a_backlog_nobody_serves_goes_out_in_the_first_pass_
     await mesh.agent("b", ["b"])  # the agents changed: what could go out now?
     task = await mesh.submit(type="b")
     view = mesh.dispatcher.view
+    if hasattr(mesh.store, "sequence_events"):  # PostgreSQL: as the dispatcher does before a pass (design 5.3)
+        mesh.store.sequence_events()
     mesh.store.write(
         dispatch_state.dispatch, now=time.time(), view=view, unparked_at=mesh.dispatcher.unparked_at, limit=20
     )

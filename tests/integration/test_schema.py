@@ -135,13 +135,13 @@ def test_the_baseline_records_0001_to_0019_and_0020_keeps_the_rows_it_reshapes(p
         assert apply_postgres(conn, baseline) == [m.name for m in baseline]
         recorded = conn.execute("SELECT name FROM mcs_migrations ORDER BY name").fetchall()
         assert [r[0] for r in recorded] == [m.name for m in baseline]
-        assert pending_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify"]
+        assert pending_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify", "0022_task_counts_slots"]
         # A database at the baseline with rows in it, as one made before 0020 would be.
         conn.execute("INSERT INTO heartbeats (process, pid, started_at, beat_at) VALUES ('api', 7, 1.5, 2.5)")
         conn.execute("INSERT INTO agent_events (agent, at, kind, actor) VALUES ('ann', 1, 'created', 'admin')")
         assert conn.execute("SELECT id, stream FROM event_log").fetchall() == [(1, "agent")]
 
-        assert apply_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify"]
+        assert apply_postgres(conn) == ["0020_replicas", "0021_a2a_push_notify", "0022_task_counts_slots"]
         assert conn.execute("SELECT * FROM heartbeats").fetchall() == [("api", "", 7, 1.5, 2.5)]
         database_id = conn.execute("SELECT value FROM mcs_meta WHERE key = 'database_id'").fetchone()[0]
         assert len(database_id) == 32 and int(database_id, 16) >= 0
@@ -204,7 +204,9 @@ WRITES = [
 ]
 READS = [
     "SELECT ns, bytes FROM memory_usage ORDER BY ns",
-    "SELECT state, priority, capabilities, route, n FROM task_counts ORDER BY state",
+    # summed per group: PostgreSQL counts into a row per connection slot (migration 0022)
+    "SELECT state, priority, capabilities, route, CAST(sum(n) AS INTEGER) FROM task_counts"
+    " GROUP BY state, priority, capabilities, route ORDER BY state",
     "SELECT kind, agent, task_id, body, substr(message_id, 1, 4), length(message_id), next_attempt_at FROM outbox",
     "SELECT stream, ref FROM event_log ORDER BY stream",
     "SELECT count(*) FROM a2a_tasks",

@@ -54,6 +54,7 @@ ALL = [
     "0019_outbox_pending_by_agent",
     "0020_replicas",
     "0021_a2a_push_notify",
+    "0022_task_counts_slots",
 ]
 
 

@@ -87,6 +87,7 @@ _BASELINE_NAMES = [
 MIGRATIONS: list[Migration] = [Migration(name, _sqlite_side(name), BASELINE) for name in _BASELINE_NAMES] + [
     Migration("0020_replicas", sqlite_migrations.m0020_replicas, "0020_replicas.sql"),
     Migration("0021_a2a_push_notify", sqlite_migrations.m0021_a2a_push_notify, "0021_a2a_push_notify.sql"),
+    Migration("0022_task_counts_slots", sqlite_migrations.m0022_task_counts_slots, "0022_task_counts_slots.sql"),
 ]
 
 

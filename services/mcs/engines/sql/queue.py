@@ -62,7 +62,10 @@ class QueueSql(SqlTx):
         return [r[0] for r in rows]
 
     def queued_groups(self) -> list[QueueGroup]:
-        rows = self.rows("SELECT capabilities, route FROM task_counts WHERE state = 'queued' AND n > 0")
+        rows = self.rows(  # a group's count may span rows (PostgreSQL's slots, migration 0022): their sum
+            "SELECT capabilities, route FROM task_counts WHERE state = 'queued'"
+            " GROUP BY capabilities, route HAVING sum(n) > 0"
+        )
         return [QueueGroup(capabilities=tuple(json.loads(r[0])), route=r[1], key=r[0]) for r in rows]
 
     def unpark(self, group: QueueGroup) -> int:

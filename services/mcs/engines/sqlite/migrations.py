@@ -611,3 +611,11 @@ def m0021_a2a_push_notify(db: Database) -> None:
     # trigger now notifies the notifiers' channel itself, since the transaction that changed the task's
     # state cannot see that the trigger wrote outbox rows. Kept as a pair: both engines' lists stay one.
     del db
+
+
+@migrations(name="0022_task_counts_slots")
+def m0022_task_counts_slots(db: Database) -> None:
+    # Nothing to change on SQLite: writes are serial there, so one task_counts row per group makes nobody
+    # wait. On PostgreSQL (postgres/0022_task_counts_slots.sql) each group gets a row per connection slot,
+    # so concurrent state changes of similar tasks stop waiting for each other's commits. Kept as a pair.
+    del db
