@@ -587,3 +587,28 @@ def agent_factory() -> Iterator[Callable[..., FakeAgent]]:
 
 def event_kinds(events: list[dict[str, Any]]) -> list[str]:
     return [e["kind"] for e in events]
+
+
+class StartedProcesses:
+    """What a test's own set of MCS processes shares: their logs (for a failure's message) and stopping
+    them all (SIGTERM, then a kill after 15 s). Subclasses have `root` (the logs' folder), `admin` (a
+    Client) and `procs` (name -> Popen)."""
+
+    root: Path
+    admin: Any
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.root.glob("*.log"))
+
+    def stop(self) -> None:
+        self.admin.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -26,7 +26,7 @@ import pytest
 
 from mcs.client import Client
 
-from .conftest import DEFAULT_ENV, FakeAgent, free_ports, uid, wait_until
+from .conftest import DEFAULT_ENV, FakeAgent, StartedProcesses, free_ports, uid, wait_until
 
 # Like conftest's LAUNCH_MCS_UP: the kernel SIGTERMs the process if pytest dies.
 LAUNCH = (
@@ -38,7 +38,7 @@ START_TIMEOUT = 30.0
 
 
 @dataclass
-class Replicas:
+class Replicas(StartedProcesses):
     """An api, a dispatcher and any number of notifiers started one by one on one database."""
 
     root: Path
@@ -91,21 +91,6 @@ class Replicas:
             return conn.execute(query, args).fetchall()
         finally:
             conn.close()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.root.glob("*.log"))
-
-    def stop(self) -> None:
-        self.admin.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import pytest
 
 from mcs.client import Client
 
-from .conftest import DEFAULT_ENV, FakeAgent, free_ports, uid, wait_until
+from .conftest import DEFAULT_ENV, FakeAgent, StartedProcesses, free_ports, uid, wait_until
 from .test_events import Watcher
 from .test_push_claim import PushAgent
 
@@ -54,7 +53,7 @@ METRICS_PORT = {
 
 
 @dataclass
-class PgMesh:
+class PgMesh(StartedProcesses):
     """Processes started one by one (several of a kind where the test asks) on one PostgreSQL database."""
 
     root: Path
@@ -108,21 +107,6 @@ class PgMesh:
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             return conn.execute(query.replace("?", "%s").encode(), args).fetchall()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.root.glob("*.log"))
-
-    def stop(self) -> None:
-        self.admin.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture
