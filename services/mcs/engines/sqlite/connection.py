@@ -89,7 +89,7 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: could not switch to WAL (journal_mode is {mode}); is it on a network disk?")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -99,6 +99,21 @@ def connect(path: Path, *, synchronous: str = "FULL") -> Connection:
             raise DiskFull() from exc
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return conn
+
+
+def _switch_to_wal(conn: Connection) -> str:
+    """PRAGMA journal_mode = WAL, tried again while another process holds a lock on a file still in
+    rollback mode: switching needs an exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy handler, when waiting could deadlock (several processes opening a new database at the
+    same time: compose's first start). Bounded by BUSY_TIMEOUT_MS, like every other wait for a lock."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def writer_lock_path(db_path: Path) -> Path:
