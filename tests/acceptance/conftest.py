@@ -612,3 +612,22 @@ class StartedProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def agents() -> Iterator[Callable[..., FakeAgent]]:
+    """`agents(mesh, **kw)`: registered FakeAgents on a test's own set of processes (StartedProcesses);
+    each is closed at teardown, and every webhook it got must have verified, with no handler error."""
+    made: list[FakeAgent] = []
+
+    def make(mesh: StartedProcesses, **kw: Any) -> FakeAgent:
+        agent = FakeAgent(mesh=mesh, name=f"agent-{uid()}", **kw)  # type: ignore[arg-type]
+        made.append(agent)
+        agent.register()
+        return agent
+
+    yield make
+    for agent in made:
+        agent.close()
+    assert not [a.verify_failures for a in made if a.verify_failures]
+    assert not [a.errors for a in made if a.errors]

@@ -26,7 +26,7 @@ import pytest
 
 from mcs.client import Client
 
-from .conftest import DEFAULT_ENV, FakeAgent, StartedProcesses, free_ports, uid, wait_until
+from .conftest import DEFAULT_ENV, StartedProcesses, free_ports, uid, wait_until
 
 # Like conftest's LAUNCH_MCS_UP: the kernel SIGTERMs the process if pytest dies.
 LAUNCH = (
@@ -119,23 +119,6 @@ def replicas(tmp_path: Path) -> Iterator[Callable[..., Replicas]]:
     yield make
     for mesh in made:
         mesh.stop()
-
-
-@pytest.fixture
-def agents() -> Iterator[Callable[..., FakeAgent]]:
-    made: list[FakeAgent] = []
-
-    def make(mesh: Replicas, **kw: Any) -> FakeAgent:
-        agent = FakeAgent(mesh=mesh, name=f"agent-{uid()}", **kw)  # type: ignore[arg-type]
-        made.append(agent)
-        agent.register()
-        return agent
-
-    yield make
-    for agent in made:
-        agent.close()
-    assert not [a.verify_failures for a in made if a.verify_failures]
-    assert not [a.errors for a in made if a.errors]
 
 
 def test_two_notifiers_deliver_each_webhook_exactly_once(replicas, agents):

@@ -31,7 +31,7 @@ import pytest
 
 from mcs.client import Client
 
-from .conftest import DEFAULT_ENV, FakeAgent, StartedProcesses, free_ports, uid, wait_until
+from .conftest import DEFAULT_ENV, StartedProcesses, free_ports, uid, wait_until
 from .test_events import Watcher
 from .test_push_claim import PushAgent
 
@@ -145,24 +145,6 @@ def pg_mesh(pg_database: str, tmp_path: Path) -> Iterator[Callable[..., PgMesh]]
     for mesh in made:
         mesh.stop()
         print(mesh.logs())
-
-
-@pytest.fixture
-def agents() -> Iterator[Callable[..., FakeAgent]]:
-    """FakeAgents (tests/acceptance/conftest.py) on a PgMesh; their webhooks all verified at teardown."""
-    made: list[FakeAgent] = []
-
-    def make(mesh: PgMesh, **kw: Any) -> FakeAgent:
-        agent = FakeAgent(mesh=mesh, name=f"agent-{uid()}", **kw)  # type: ignore[arg-type]
-        made.append(agent)
-        agent.register()
-        return agent
-
-    yield make
-    for agent in made:
-        agent.close()
-    assert not [a.verify_failures for a in made if a.verify_failures]
-    assert not [a.errors for a in made if a.errors]
 
 
 def p50_ms(latencies: list[float]) -> str:
