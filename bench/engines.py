@@ -389,13 +389,7 @@ def one_setup(
             res["mode"] += ", task_counts triggers off"
             say("task_counts triggers disabled (diagnosis)")
         urls = mesh.api_urls
-        admin = httpx.Client(base_url=urls[0], headers={"authorization": f"Bearer {mesh.token}"}, timeout=10)
-        creds = []
-        for i in range(args.agents):
-            r = admin.post("/v1/agents", json={"name": f"bench-{i}", "capabilities": ["bench"]})
-            r.raise_for_status()
-            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
-        admin.close()
+        creds = run.create_agents(urls[0], mesh.token, args.agents)
         agents = Helper(
             agentsim.main,
             {

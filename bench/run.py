@@ -241,6 +241,17 @@ def start_load(
     return sim, gen, [(sim, "stop"), (gen, {"mode": "stop"})]
 
 
+def create_agents(url: str, token: str, count: int) -> list[dict[str, str]]:
+    """Create the bench's agents (bench-0, bench-1, ...: capability "bench") as the admin; their credentials."""
+    creds = []
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=10) as admin:
+        for i in range(count):
+            r = admin.post("/v1/agents", json={"name": f"bench-{i}", "capabilities": ["bench"]})
+            r.raise_for_status()
+            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
+    return creds
+
+
 def add_push_claim_flag(ap: argparse.ArgumentParser) -> None:
     """`--no-push-claim`, the same in every bench that starts agents with `start_load`."""
     ap.add_argument(
@@ -924,13 +935,7 @@ def main() -> int:
         say(f"code: {res['code']}")
         server.start()
         say("healthy: " + ", ".join(f"{k} pid {v}" for k, v in server.pids.items()))
-        admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {server.token}"}, timeout=10)
-        creds = []
-        for i in range(args.agents):
-            r = admin.post("/v1/agents", json={"name": f"bench-{i}", "capabilities": ["bench"]})
-            r.raise_for_status()
-            creds.append({"name": r.json()["name"], "secret": r.json()["secret"]})
-        admin.close()
+        creds = create_agents(server.url, server.token, args.agents)
         agents = Helper(
             agentsim.main,
             {
