@@ -693,6 +693,8 @@ def write_section(path: Path, text: str) -> None:
     old = path.read_text() if path.exists() else ""
     if START in old and END in old:
         new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
+    elif run.NOTES_END in old:  # inside the notes, which run.py keeps when it rewrites the file
+        new = old.replace(run.NOTES_END, f"{text}\n{run.NOTES_END}", 1)
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(new)
