@@ -28,6 +28,8 @@ class TaskState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED})
+# The states a task is in until it ends, in the order counts and the queue metrics show them.
+UNFINISHED_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
 
 
 class Priority(IntEnum):

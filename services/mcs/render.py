@@ -43,16 +43,32 @@ def task_page(page: TaskPage) -> dict[str, Any]:
     }
 
 
+def encode_text_cursor(prefix: str, text: str) -> str:
+    """An opaque page cursor: `prefix` names what it points into ("s" tasks, "n" agents, "k" memory keys)."""
+    return base64.urlsafe_b64encode(f"{prefix}{text}".encode()).decode().rstrip("=")
+
+
+def decode_text_cursor(prefix: str, cursor: str) -> str:
+    """What `encode_text_cursor(prefix, ...)` encoded; 400 `bad_cursor` for anything else."""
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
+    if not raw.startswith(prefix):
+        raise BadRequest("cursor is not one this server gave out", code="bad_cursor")
+    return raw[len(prefix) :]
+
+
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+    return encode_text_cursor("s", str(seq))
 
 
 def decode_cursor(cursor: str) -> int:
+    raw = decode_text_cursor("s", cursor)
     try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        seq = int(raw[1:]) if raw.startswith("s") else -1
-        if not 0 <= seq < 2**63:
-            raise ValueError(raw)
-        return seq
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
+        seq = int(raw)
+    except ValueError:
+        seq = -1
+    if not 0 <= seq < 2**63:
+        raise BadRequest("cursor is not one this server gave out", code="bad_cursor")
+    return seq

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from mcs.models import ADMIN, APPROVAL, Origin, PushConfig, TaskSpec
+from mcs.state import a2a as a2a_state
 from mcs.state import agents as agents_store
 from mcs.state import tasks as tasks_store
 
@@ -66,8 +67,8 @@ def test_push_delete_reports_whether_there_was_one(engine: Any) -> None:
 
 def test_signing_key_is_the_agents_webhook_secret(engine: Any) -> None:
     created = engine.write(agents_store.create, name="bot", capabilities=[], actor="admin", now=1.0)
-    assert engine.read(lambda tx: tx.signing_key("bot")) == created.webhook_secret
-    assert engine.read(lambda tx: tx.signing_key("admin")) is None
+    assert engine.read(a2a_state.signing_key, "bot") == created.webhook_secret
+    assert engine.read(a2a_state.signing_key, "admin") is None
 
 
 def test_online_agents_are_those_online_and_unexpired_by_name(engine: Any) -> None:

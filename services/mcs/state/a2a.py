@@ -116,7 +116,8 @@ def push_target(tx: Tx, *, task_id: str, config_id: str) -> tuple[PushConfig, Ta
 
 def signing_key(tx: Tx, owner: str) -> str | None:
     """An agent's webhook_secret (its notifications are signed as its webhooks are); None for another owner."""
-    return tx.signing_key(owner)
+    target = tx.webhook_target(owner)
+    return None if target is None else target[1]
 
 
 def online_capabilities(tx: Tx, *, now: float) -> dict[str, list[str]]:

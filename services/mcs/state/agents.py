@@ -3,13 +3,12 @@ offline. Engine-free: every read and write goes through the transaction's `Tx` m
 
 from __future__ import annotations
 
-import base64
 from dataclasses import replace
 from typing import Any
 
-from mcs import auth, egress
+from mcs import auth, egress, render
 from mcs.engines.base import Duplicate, Tx
-from mcs.errors import BadRequest, Conflict, NotFound, Unprocessable
+from mcs.errors import Conflict, NotFound, Unprocessable
 from mcs.models import Agent, AgentRemoved, AgentSecrets, AgentStatus, NewAgent, iso
 from mcs.namespaces import Kind, Namespace
 from mcs.state import outbox_rows, transitions
@@ -32,18 +31,12 @@ def with_secret_hash(tx: Tx, name: str) -> tuple[Agent | None, str | None]:
     return tx.agent_with_secret(name)
 
 
-def _encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(f"n{name}".encode()).decode().rstrip("=")
+def _encode_cursor(text: str) -> str:
+    return render.encode_text_cursor("n", text)
 
 
 def _decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
-    if not raw.startswith("n"):
-        raise BadRequest("cursor is not one this server gave out", code="bad_cursor")
-    return raw[1:]
+    return render.decode_text_cursor("n", cursor)
 
 
 def list_page(tx: Tx, *, limit: int, cursor: str | None) -> tuple[list[Agent], str | None]:

@@ -11,10 +11,9 @@ request locks its keys in sorted order, so two bulks over the same keys cannot d
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
-from mcs import quotas
+from mcs import quotas, render
 from mcs.engines.base import Tx
 from mcs.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
 from mcs.models import Caller, MemoryBulkResult, MemoryItem, MemoryPage
@@ -130,18 +129,12 @@ def delete(tx: Tx, *, caller: Caller, ns: Namespace, key: str, if_match: int | N
         raise _missing(ns, key)
 
 
-def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(b"k" + key.encode()).decode().rstrip("=")
+def _encode_cursor(text: str) -> str:
+    return render.encode_text_cursor("k", text)
 
 
 def _decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        if not raw.startswith("k"):
-            raise ValueError(raw)
-        return raw[1:]
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not one this server gave out", code="bad_cursor") from exc
+    return render.decode_text_cursor("k", cursor)
 
 
 def list_keys(

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcs.engines.base import Tx
-
-TERMINAL = ("completed", "failed", "canceled")
+from mcs.models import TERMINAL_STATES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +48,7 @@ def prune_tasks(tx: Tx, *, before: float, after: tuple[float, int] | None, limit
         kids = tx.retention_children(levels[-1])
         for kid, parent, state, updated_at in kids:
             root_of[kid] = root_of[parent]
-            if state not in TERMINAL or updated_at >= before:
+            if state not in TERMINAL_STATES or updated_at >= before:
                 kept.add(root_of[kid])
         levels.append([k[0] for k in kids])
     for task_id in tx.retention_undelivered(list(root_of)):

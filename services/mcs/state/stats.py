@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mcs.engines.base import Tx
-from mcs.models import APPROVAL, Priority
+from mcs.models import APPROVAL, UNFINISHED_STATES, Priority
 from mcs.state.workflows import STATES as WORKFLOW_STATES
 
-QUEUE_STATES = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
+QUEUE_STATES = UNFINISHED_STATES
 
 
 @dataclass(frozen=True)

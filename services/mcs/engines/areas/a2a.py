@@ -34,10 +34,6 @@ class A2aTx(Protocol):
         """The push config gone; False when there was none."""
         ...
 
-    def signing_key(self, owner: str) -> str | None:
-        """The webhook_secret of the agent named `owner`, or None when no agent has that name."""
-        ...
-
     def a2a_online_agents(self, now: float) -> list[Agent]:
         """Agents online and unexpired at `now`, by name (the agent card's skills)."""
         ...

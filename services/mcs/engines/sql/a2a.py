@@ -63,10 +63,6 @@ class A2aSql(SqlTx):
     def push_delete(self, task_id: str, config_id: str) -> bool:
         return self.run("DELETE FROM a2a_push_configs WHERE task_id = ? AND id = ?", (task_id, config_id)) == 1
 
-    def signing_key(self, owner: str) -> str | None:
-        row = self.row("SELECT webhook_secret FROM agents WHERE name = ?", (owner,))
-        return None if row is None else row[0]
-
     def a2a_online_agents(self, now: float) -> list[Agent]:
         rows = self.rows(
             "SELECT * FROM agents WHERE status = ? AND expires_at > ? ORDER BY name", (AgentStatus.ONLINE.value, now)

@@ -12,10 +12,9 @@ from typing import Any, ClassVar
 
 from mcs.engines.areas.tasks import ClaimableRow, TaskFilter
 from mcs.engines.sql.base import SqlTx
-from mcs.models import APPROVAL, IdemRecord, Task, TaskEvent, TaskSpec, TaskState
+from mcs.models import APPROVAL, TERMINAL_STATES, UNFINISHED_STATES, IdemRecord, Task, TaskEvent, TaskSpec, TaskState
 
-NON_TERMINAL = ("queued", "assigned", "claimed", "retrying", "waiting", "blocked")
-TERMINAL_STATES = ("completed", "failed", "canceled")
+NON_TERMINAL = UNFINISHED_STATES
 RUNNING = ("assigned", "claimed")  # the states a concurrency key's limit counts
 # The WHERE of the partial index tasks_ended (0017), repeated verbatim: SQLite uses a partial index only
 # for a query that names its condition (`state = 'failed'` alone does not imply this IN list to it).
