@@ -26,7 +26,7 @@ from mcs.engines.postgres.errors import translate
 from mcs.engines.postgres.sequencer import events_sequence
 from mcs.engines.postgres.tx import translate_sql
 from mcs.engines.sqlite.engine import Store
-from mcs.errors import DatabaseReplaced, StoreBusy, StoreError
+from mcs.errors import DatabaseReplaced, StoreBusy, StoreError, Unprocessable
 from tests.pg import PgCluster
 from tests.polling import wait_until
 
@@ -136,6 +136,20 @@ def test_a_unique_violation_is_duplicate(engines: Callable[..., PostgresEngine])
     engine.write(lambda tx: tx.run("INSERT INTO tasks (id, state) VALUES (?, ?)", ("x", "queued")))
     with pytest.raises(Duplicate):
         engine.write(lambda tx: tx.run("INSERT INTO tasks (id, state) VALUES (?, ?)", ("x", "queued")))
+
+
+def test_a_value_postgresql_cannot_store_is_the_requests_fault_not_an_outage(
+    engines: Callable[..., PostgresEngine],
+) -> None:
+    """NUL in text (psycopg refuses it) and a number past bigint answer 422 bad_value, not 503 "try again";
+    nothing is stored."""
+    engine = engines()
+    with pytest.raises(Unprocessable) as nul:
+        engine.write(lambda tx: tx.run("INSERT INTO tasks (id, state) VALUES (?, ?)", ("a\x00b", "queued")))
+    with pytest.raises(Unprocessable) as big:
+        engine.write(lambda tx: tx.run("INSERT INTO tasks (id, state, n) VALUES (?, ?, ?)", ("x", "queued", 2**70)))
+    assert nul.value.status == big.value.status == 422 and nul.value.code == big.value.code == "bad_value"
+    assert engine.read(lambda tx: tx.value("SELECT count(*) FROM tasks")) == 0
 
 
 # Retries

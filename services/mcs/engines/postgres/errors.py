@@ -6,7 +6,7 @@ and user, and behind a URL may hold a password): only the SQLSTATE and a sentenc
 
 from __future__ import annotations
 
-from mcs.errors import DiskFull, StoreBusy, StoreError
+from mcs.errors import DiskFull, McsError, StoreBusy, StoreError, Unprocessable
 
 SERIALIZATION_FAILURE = "40001"
 DEADLOCK = "40P01"
@@ -42,13 +42,23 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 
 
-def translate(exc: BaseException) -> StoreError:
-    """A driver error as DiskFull (507), StoreBusy (503 database_busy) or StoreError (503)."""
-    if isinstance(exc, StoreError):
+# A value the request carried that PostgreSQL cannot store: the request's fault, never an outage to retry.
+# psycopg refuses NUL in text itself (a DataError without SQLSTATE); the server: 22021 (bad byte for the
+# encoding), 22P05 (untranslatable character), 22003 (a number out of its column's range).
+BAD_VALUE = {"22021", "22P05", "22003"}
+
+
+def translate(exc: BaseException) -> McsError:
+    """A driver error as DiskFull (507), StoreBusy (503 database_busy), StoreError (503), or Unprocessable
+    (422 bad_value) for a value PostgreSQL cannot store (a NUL character in text, a number out of range)."""
+    if isinstance(exc, McsError):
         return exc
     if type(exc).__name__ == "PoolTimeout":  # psycopg_pool's (an OperationalError): not imported here
         return StoreBusy("all of this process's database connections stayed busy; try again shortly")
     state = sqlstate(exc)
+    if state in BAD_VALUE or (type(exc).__name__ == "DataError" and "NUL" in str(exc)):
+        return Unprocessable("a value in this request cannot be stored (a NUL character, or a number out of range)",
+                             code="bad_value")  # fmt: skip
     if state == DISK_FULL:
         return DiskFull()
     if state in BUSY:
